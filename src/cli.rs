@@ -1,0 +1,549 @@
+//! The `gatehouse` command line: parsing (clap) and the commands that read or change the
+//! database directly. The daemon itself lives in [`crate::daemon`].
+//!
+//! Output formats are part of the interface contract (PRODUCT.md): JSON is one array of
+//! every matching row, addresses bare and lower-case, absent values `null`, times RFC 3339.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::rfc3339;
+use crate::config::Config;
+use crate::domain::Status;
+use crate::store::{self, EventRow, MessageRow, RequestFilter, RequestRow, SharedStore};
+
+/// gatehouse: the single point of access for local general practice.
+///
+/// Watches the shared inbox, logs every approach from the system as a request with a
+/// reference, answers the sender, tells the gatekeeper, takes decisions by email reply, and
+/// sends the board a weekly summary.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: $GATEHOUSE_CONFIG, then config/gatehouse.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (logs to stderr; stop with Ctrl-C or SIGTERM).
+    Run,
+    /// Check the config, the IMAP and SMTP logins and the database; exit non-zero on any failure.
+    Check,
+    /// Bring the database schema up to date (the daemon also does this at start).
+    Migrate,
+    /// List or show logged requests.
+    Requests {
+        #[command(subcommand)]
+        command: RequestsCommand,
+    },
+    /// List every message taken from the inbox, and what it was classified as.
+    Messages {
+        #[command(subcommand)]
+        command: MessagesCommand,
+    },
+    /// Show what the running daemon is doing; exit 0 if it is alive and watching the inbox.
+    Status {
+        #[arg(long, value_enum, default_value_t = TextFormat::Text)]
+        format: TextFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// List requests, oldest first.
+    List {
+        /// Only requests with this status (awaiting_triage, waiting_on_requester, scheduled, closed).
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Show one request with its messages and its event log.
+    Show {
+        /// The reference, e.g. GP-2026-0042.
+        reference: String,
+        #[arg(long, value_enum, default_value_t = TextFormat::Text)]
+        format: TextFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// List every message, in the order it was taken from the inbox.
+    List {
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TableFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TextFormat {
+    Text,
+    Json,
+}
+
+/// Runs the parsed command line; the exit code says whether it worked.
+pub async fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = Config::default_path(cli.config);
+    let config = Config::load(&path)?;
+    match cli.command {
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(crate::daemon::cancel_on_signal(shutdown.clone()));
+            crate::daemon::run(config, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => Ok(check(&config).await),
+        Command::Migrate => {
+            let store = store::open(&config).await?;
+            let applied = store.migrate().await?;
+            println!(
+                "database ready ({}): {applied} migration(s) applied",
+                store.describe()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Requests { command } => {
+            let store = open_migrated(&config).await?;
+            match command {
+                RequestsCommand::List { status, format } => {
+                    let status = status.as_deref().map(str::parse::<Status>).transpose()?;
+                    let rows = store.list_requests(&RequestFilter { status }).await?;
+                    print_requests(&rows, format)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                RequestsCommand::Show { reference, format } => {
+                    let Some(request) = store.find_request(&reference).await? else {
+                        eprintln!("gatehouse: no request {reference}");
+                        return Ok(ExitCode::FAILURE);
+                    };
+                    show_request(&store, &request, format).await?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Command::Messages {
+            command: MessagesCommand::List { format },
+        } => {
+            let store = open_migrated(&config).await?;
+            let rows = store.list_messages().await?;
+            print_messages(&rows, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { format } => status(&config, format).await,
+    }
+}
+
+/// Opens the database for a CLI command, applying migrations so a CLI run before the first
+/// daemon start still works.
+async fn open_migrated(config: &Config) -> anyhow::Result<SharedStore> {
+    let store = store::open(config).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// One line per check, each saying OK or FAILED and why; every check runs even after a
+/// failure so the operator sees everything at once.
+async fn check(config: &Config) -> ExitCode {
+    let mut failed = false;
+    println!("config OK ({})", config.path.display());
+    match crate::inbox::connection::check(&config.imap).await {
+        Ok(detail) => println!("IMAP OK ({detail})"),
+        Err(e) => {
+            failed = true;
+            println!("IMAP FAILED: {e:#}");
+        }
+    }
+    match crate::mail::check(&config.smtp).await {
+        Ok(detail) => println!("SMTP OK ({detail})"),
+        Err(e) => {
+            failed = true;
+            println!("SMTP FAILED: {e:#}");
+        }
+    }
+    match open_migrated(config).await {
+        Ok(store) => match store.ping().await {
+            Ok(()) => println!("database ready ({})", store.describe()),
+            Err(e) => {
+                failed = true;
+                println!("database FAILED: {e:#}");
+            }
+        },
+        Err(e) => {
+            failed = true;
+            println!("database FAILED: {e:#}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A request as the contract's JSON row.
+pub fn request_json(r: &RequestRow) -> Value {
+    json!({
+        "reference": r.reference,
+        "status": r.status.as_str(),
+        "decision": r.decision.map(|d| d.as_str()),
+        "decision_detail": r.decision_detail,
+        "requester": r.requester,
+        "requester_name": r.requester_name,
+        "organisation": r.organisation,
+        "via": r.via,
+        "subject": r.subject,
+        "received_at": rfc3339(r.received_at),
+        "decided_at": r.decided_at.map(rfc3339),
+        "meeting_date": r.meeting_date.map(|d| d.format("%Y-%m-%d").to_string()),
+        "priorities": r.priorities,
+        "duplicate_of": r.duplicate_of,
+        "probable_duplicate_of": r.probable_duplicate_of,
+        "message_count": r.message_count,
+    })
+}
+
+pub fn message_json(m: &MessageRow) -> Value {
+    json!({
+        "message_id": m.message_id,
+        "received_at": m.received_at.map(rfc3339),
+        "from": m.from,
+        "subject": m.subject,
+        "classification": m.classification.map(|c| c.as_str()),
+        "reference": m.reference,
+        "detail": m.detail,
+    })
+}
+
+fn event_json(e: &EventRow) -> Value {
+    json!({ "at": rfc3339(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail })
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_requests(rows: &[RequestRow], format: ListFormat) -> anyhow::Result<()> {
+    match format {
+        ListFormat::Json => print_json(&Value::Array(rows.iter().map(request_json).collect())),
+        ListFormat::Csv => {
+            let columns = [
+                "reference",
+                "status",
+                "decision",
+                "requester",
+                "requester_name",
+                "organisation",
+                "via",
+                "subject",
+                "received_at",
+                "decided_at",
+                "meeting_date",
+                "priorities",
+                "duplicate_of",
+                "message_count",
+            ];
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", columns.join(","))?;
+            for r in rows {
+                let v = request_json(r);
+                let cells: Vec<String> = columns
+                    .iter()
+                    .map(|c| match &v[*c] {
+                        Value::Null => String::new(),
+                        Value::String(s) => csv_cell(s),
+                        Value::Array(items) => csv_cell(
+                            &items
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(";"),
+                        ),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                writeln!(out, "{}", cells.join(","))?;
+            }
+            Ok(())
+        }
+        ListFormat::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.reference.clone(),
+                        r.status.to_string(),
+                        r.decision.map(|d| d.to_string()).unwrap_or_default(),
+                        r.received_at.format("%Y-%m-%d %H:%M").to_string(),
+                        r.organisation
+                            .clone()
+                            .unwrap_or_else(|| r.requester.clone()),
+                        r.subject.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "REFERENCE",
+                    "STATUS",
+                    "DECISION",
+                    "RECEIVED (UTC)",
+                    "FROM",
+                    "SUBJECT",
+                ],
+                &table,
+            )
+        }
+    }
+}
+
+fn print_messages(rows: &[MessageRow], format: TableFormat) -> anyhow::Result<()> {
+    match format {
+        TableFormat::Json => print_json(&Value::Array(rows.iter().map(message_json).collect())),
+        TableFormat::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.received_at
+                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_default(),
+                        m.classification
+                            .map(|c| c.as_str().to_string())
+                            .unwrap_or_else(|| "(pending)".into()),
+                        m.reference.clone().unwrap_or_default(),
+                        m.from.clone().unwrap_or_default(),
+                        m.subject.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["RECEIVED (UTC)", "CLASS", "REFERENCE", "FROM", "SUBJECT"],
+                &table,
+            )
+        }
+    }
+}
+
+async fn show_request(
+    store: &SharedStore,
+    r: &RequestRow,
+    format: TextFormat,
+) -> anyhow::Result<()> {
+    let messages = store.request_messages(r.id).await?;
+    let events = store.request_events(r.id).await?;
+    match format {
+        TextFormat::Json => {
+            let mut v = request_json(r);
+            v["messages"] = Value::Array(messages.iter().map(message_json).collect());
+            v["events"] = Value::Array(events.iter().map(event_json).collect());
+            print_json(&v)
+        }
+        TextFormat::Text => {
+            let mut out = std::io::stdout().lock();
+            let requester = match &r.requester_name {
+                Some(name) => format!("{name} <{}>", r.requester),
+                None => r.requester.clone(),
+            };
+            writeln!(out, "{}  {}", r.reference, r.subject)?;
+            writeln!(out, "Status:       {}", r.status)?;
+            if let Some(d) = r.decision {
+                let detail = r
+                    .decision_detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                writeln!(out, "Decision:     {d}{detail}")?;
+            }
+            if let Some(date) = r.meeting_date {
+                writeln!(out, "Meeting:      {date}")?;
+            }
+            writeln!(out, "Requester:    {requester}")?;
+            if let Some(org) = &r.organisation {
+                writeln!(out, "Organisation: {org}")?;
+            }
+            if let Some(via) = &r.via {
+                writeln!(out, "Forwarded by: {via}")?;
+            }
+            writeln!(out, "Received:     {}", rfc3339(r.received_at))?;
+            if !r.priorities.is_empty() {
+                writeln!(out, "Priorities:   {}", r.priorities.join(", "))?;
+            }
+            if let Some(d) = &r.duplicate_of {
+                writeln!(out, "Duplicate of: {d}")?;
+            }
+            if let Some(d) = &r.probable_duplicate_of {
+                writeln!(out, "Probably the same as: {d}")?;
+            }
+            writeln!(out, "\n{}\n", r.body.trim())?;
+            writeln!(out, "Messages ({}):", messages.len())?;
+            for m in &messages {
+                writeln!(
+                    out,
+                    "  {}  {:<10} {}  {}",
+                    m.received_at.map(rfc3339).unwrap_or_default(),
+                    m.classification.map(|c| c.as_str()).unwrap_or("(pending)"),
+                    m.from.as_deref().unwrap_or_default(),
+                    m.subject.as_deref().unwrap_or_default()
+                )?;
+            }
+            writeln!(out, "Events:")?;
+            for e in &events {
+                let detail = e
+                    .detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                writeln!(out, "  {}  {} ({}){detail}", rfc3339(e.at), e.kind, e.actor)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// How stale the daemon's heartbeat may be before `status` says it is not running.
+const HEARTBEAT_LIMIT_SECS: i64 = 120;
+
+async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode> {
+    let store = open_migrated(config).await?;
+    let daemon = store.daemon_status().await?;
+    let outbox = store.outbox_counts().await?;
+    let last_summary = store.last_summary().await?;
+    let now = chrono::Utc::now();
+    let alive = daemon
+        .as_ref()
+        .is_some_and(|d| (now - d.last_seen).num_seconds() <= HEARTBEAT_LIMIT_SECS);
+    let imap = match &daemon {
+        Some(d) if alive => d.imap.clone(),
+        _ => "down".to_string(),
+    };
+    let watching = matches!(imap.as_str(), "idle" | "polling");
+    match format {
+        TextFormat::Json => print_json(&json!({
+            "imap": imap,
+            "imap_detail": daemon.as_ref().and_then(|d| d.imap_detail.clone()),
+            "last_seen": daemon.as_ref().map(|d| rfc3339(d.last_seen)),
+            "started_at": daemon.as_ref().map(|d| rfc3339(d.started_at)),
+            "running": alive,
+            "outbox_pending": outbox.pending,
+            "outbox_failed": outbox.failed,
+            "last_summary": last_summary.map(rfc3339),
+        }))?,
+        TextFormat::Text => {
+            let seen = daemon
+                .as_ref()
+                .map(|d| rfc3339(d.last_seen))
+                .unwrap_or_else(|| "never".into());
+            println!(
+                "daemon:        {}",
+                if alive { "running" } else { "not running" }
+            );
+            println!("imap:          {imap}");
+            if let Some(detail) = daemon.as_ref().and_then(|d| d.imap_detail.as_deref()) {
+                println!("               {detail}");
+            }
+            println!("last seen:     {seen}");
+            println!(
+                "outbox:        {} pending, {} failed",
+                outbox.pending, outbox.failed
+            );
+            println!(
+                "last summary:  {}",
+                last_summary.map(rfc3339).unwrap_or_else(|| "never".into())
+            );
+        }
+    }
+    Ok(if alive && watching {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    const MAX: usize = 60;
+    let clip = |s: &str| -> String {
+        let one_line = s.replace(['\r', '\n', '\t'], " ");
+        if one_line.chars().count() > MAX {
+            format!("{}…", one_line.chars().take(MAX - 1).collect::<String>())
+        } else {
+            one_line
+        }
+    };
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clip(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}", w = *w))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(
+        out,
+        "{}",
+        line(headers.iter().map(|h| h.to_string()).collect())
+    )?;
+    for row in rows {
+        writeln!(out, "{}", line(row))?;
+    }
+    out.flush().context("Cannot write")?;
+    Ok(())
+}

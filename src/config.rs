@@ -1,0 +1,1131 @@
+//! The configuration file: read once, checked completely, then handed around as typed settings.
+//!
+//! Operators edit this file by hand, so every mistake is reported as
+//! `FILE: KEY: what is wrong. Fix: what to do` and the daemon refuses to start rather than
+//! guess. Secrets are never in the file: it names their source (see [`crate::secret`]).
+//! Relative paths are taken from the config file's folder, so the daemon behaves the same
+//! whatever directory it was started from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::domain::EmailAddress;
+use crate::schedule::CronSchedule;
+use crate::secret::SecretSource;
+
+/// A config mistake, named precisely enough that the operator can fix it without reading code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key, e.g. `imap.security`; empty when the whole file is at fault.
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        if self.key.is_empty() {
+            write!(f, "{file}: {}. Fix: {}", self.problem, self.fix)
+        } else {
+            write!(
+                f,
+                "{file}: {}: {}. Fix: {}",
+                self.key, self.problem, self.fix
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How to secure a connection to a mail server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Tls,
+    /// Plain connection upgraded with STARTTLS before logging in.
+    Starttls,
+    /// No encryption at all: only ever allowed to a loopback address.
+    Plain,
+}
+
+/// What to do to a message in the shared mailbox once it is logged. People read that
+/// mailbox too, so the default leaves it as it was apart from a private keyword.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterProcessing {
+    Keep,
+    Seen,
+    Move(String),
+}
+
+/// What to do with mail already in the mailbox the very first time gatehouse starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backlog {
+    /// Log it as requests but send nothing: those senders were dealt with by hand.
+    LogOnly,
+    TreatAsNew,
+}
+
+/// A display name and address, e.g. the `From:` of everything gatehouse sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedAddress {
+    pub name: Option<String>,
+    pub address: EmailAddress,
+}
+
+impl fmt::Display for NamedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} <{}>", self.address),
+            None => write!(f, "{}", self.address),
+        }
+    }
+}
+
+impl NamedAddress {
+    /// Parses `Name <addr>` or a bare `addr`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let s = s.trim();
+        if let (Some(open), true) = (s.rfind('<'), s.ends_with('>')) {
+            let name = s[..open].trim().trim_matches('"').trim();
+            let address = EmailAddress::parse(&s[open + 1..s.len() - 1])?;
+            let name = (!name.is_empty()).then(|| name.to_string());
+            return Ok(Self { name, address });
+        }
+        Ok(Self {
+            name: None,
+            address: EmailAddress::parse(s)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub name: String,
+    pub timezone: Tz,
+    pub data_dir: PathBuf,
+    /// `None` means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub reference_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub username: String,
+    pub password: SecretSource,
+    pub tls_ca_file: Option<PathBuf>,
+    pub mailbox: String,
+    pub idle: bool,
+    pub poll_interval: Duration,
+    pub after_processing: AfterProcessing,
+    pub backlog: Backlog,
+    /// Upper bound on any single IMAP command, so a silent server cannot hang the daemon.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub from: NamedAddress,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BoardSettings {
+    pub addresses: Vec<EmailAddress>,
+    pub summary_schedule: CronSchedule,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MeetingSettings {
+    pub dates: Vec<NaiveDate>,
+    pub agenda_days_before: u32,
+}
+
+/// Everything gatehouse needs to run, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, named in messages and used to resolve relative paths.
+    pub path: PathBuf,
+    pub service: ServiceSettings,
+    pub imap: ImapSettings,
+    pub smtp: SmtpSettings,
+    pub gatekeepers: Vec<EmailAddress>,
+    pub board: BoardSettings,
+    pub meetings: MeetingSettings,
+    pub priorities: BTreeMap<String, String>,
+    /// Sender address or domain (lower-case) → organisation name.
+    pub organisations: BTreeMap<String, String>,
+    pub templates_dir: Option<PathBuf>,
+}
+
+/// The keys each section accepts. Checked before deserialising so that a misspelt key is
+/// reported by its full name instead of being silently ignored.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "service",
+        &[
+            "name",
+            "timezone",
+            "data_dir",
+            "database_url",
+            "reference_prefix",
+        ],
+    ),
+    (
+        "imap",
+        &[
+            "host",
+            "port",
+            "security",
+            "username",
+            "password_env",
+            "password_file",
+            "tls_ca_file",
+            "mailbox",
+            "idle",
+            "poll_interval_secs",
+            "after_processing",
+            "backlog",
+            "timeout_secs",
+        ],
+    ),
+    (
+        "smtp",
+        &[
+            "host",
+            "port",
+            "security",
+            "username",
+            "password_env",
+            "password_file",
+            "tls_ca_file",
+            "from",
+            "timeout_secs",
+        ],
+    ),
+    ("gatekeepers", &["addresses"]),
+    ("board", &["addresses", "summary_schedule"]),
+    ("meetings", &["dates", "agenda_days_before"]),
+    ("templates", &["dir"]),
+    // Free-form tables: any key, string values.
+    ("priorities", &["*"]),
+    ("organisations", &["*"]),
+];
+
+#[derive(Deserialize)]
+struct RawConfig {
+    service: RawService,
+    imap: RawImap,
+    smtp: RawSmtp,
+    gatekeepers: RawAddresses,
+    board: RawBoard,
+    #[serde(default)]
+    meetings: RawMeetings,
+    #[serde(default)]
+    priorities: BTreeMap<String, String>,
+    #[serde(default)]
+    organisations: BTreeMap<String, String>,
+    #[serde(default)]
+    templates: RawTemplates,
+}
+
+#[derive(Deserialize)]
+struct RawService {
+    name: String,
+    #[serde(default = "default_timezone")]
+    timezone: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: String,
+    database_url: Option<String>,
+    #[serde(default = "default_prefix")]
+    reference_prefix: String,
+}
+
+fn default_timezone() -> String {
+    "Europe/London".into()
+}
+fn default_data_dir() -> String {
+    "data".into()
+}
+fn default_prefix() -> String {
+    "GP".into()
+}
+
+#[derive(Deserialize)]
+struct RawImap {
+    host: String,
+    port: Option<u16>,
+    #[serde(default = "default_imap_security")]
+    security: Security,
+    username: String,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    tls_ca_file: Option<String>,
+    #[serde(default = "default_mailbox")]
+    mailbox: String,
+    #[serde(default = "default_true")]
+    idle: bool,
+    #[serde(default = "default_poll")]
+    poll_interval_secs: u64,
+    #[serde(default = "default_after")]
+    after_processing: String,
+    #[serde(default = "default_backlog")]
+    backlog: Backlog,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+fn default_imap_security() -> Security {
+    Security::Tls
+}
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_poll() -> u64 {
+    60
+}
+fn default_after() -> String {
+    "keep".into()
+}
+fn default_backlog() -> Backlog {
+    Backlog::LogOnly
+}
+fn default_timeout() -> u64 {
+    60
+}
+
+#[derive(Deserialize)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    #[serde(default = "default_smtp_security")]
+    security: Security,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    tls_ca_file: Option<String>,
+    from: String,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+fn default_smtp_security() -> Security {
+    Security::Starttls
+}
+
+#[derive(Deserialize)]
+struct RawAddresses {
+    #[serde(default)]
+    addresses: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBoard {
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(default = "default_schedule")]
+    summary_schedule: String,
+}
+
+fn default_schedule() -> String {
+    "0 8 * * MON".into()
+}
+
+#[derive(Deserialize, Default)]
+struct RawMeetings {
+    #[serde(default)]
+    dates: Vec<String>,
+    #[serde(default = "default_agenda_days")]
+    agenda_days_before: u32,
+}
+
+fn default_agenda_days() -> u32 {
+    3
+}
+
+#[derive(Deserialize, Default)]
+struct RawTemplates {
+    dir: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            problem: format!("cannot read the config file ({e})"),
+            fix: "check the path (--config, $GATEHOUSE_CONFIG or config/gatehouse.toml) and that the file is readable; config/gatehouse.example.toml is a starting point".into(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks `text` as if read from `path` (which names the file in errors and anchors
+    /// relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let err = |key: &str, problem: String, fix: &str| ConfigError {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            problem,
+            fix: fix.to_string(),
+        };
+
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            err(
+                "",
+                format!("not valid TOML: {}", e.message()),
+                &toml_location(text, &e),
+            )
+        })?;
+        check_known_keys(&table, path)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = toml_key_at(text, &e);
+            let message = e.message().to_string();
+            let fix = if message.starts_with("missing field") {
+                "add it: config/gatehouse.example.toml shows every key".to_string()
+            } else {
+                format!("correct the value ({})", toml_location(text, &e))
+            };
+            err(&key, message, &fix)
+        })?;
+
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let resolve = |p: &str| -> PathBuf {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { base.join(p) }
+        };
+
+        // [service]
+        let timezone: Tz = raw.service.timezone.parse().map_err(|_| {
+            err(
+                "service.timezone",
+                format!("unknown timezone {:?}", raw.service.timezone),
+                "use an IANA name such as \"Europe/London\"",
+            )
+        })?;
+        let prefix = raw.service.reference_prefix.trim().to_string();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(err(
+                "service.reference_prefix",
+                format!("{prefix:?} is not a usable prefix"),
+                "use letters and digits only, e.g. \"GP\"",
+            ));
+        }
+        if let Some(url) = &raw.service.database_url {
+            check_database_url(url).map_err(|p| {
+                err(
+                    "service.database_url",
+                    p,
+                    "use postgres://user@host/db and give the password in $PGPASSWORD, or remove the key to use SQLite",
+                )
+            })?;
+        }
+
+        // [imap]
+        check_security(&raw.imap.host, raw.imap.security).map_err(|p| {
+            err(
+                "imap.security",
+                p,
+                "use \"tls\" or \"starttls\" for a remote server",
+            )
+        })?;
+        let imap_password = secret_source(
+            "imap",
+            raw.imap.password_env,
+            raw.imap.password_file,
+            &resolve,
+            path,
+        )?
+        .ok_or_else(|| {
+            err(
+                "imap.password_env",
+                "no password source".into(),
+                "set password_env = \"GATEHOUSE_IMAP_PASSWORD\" (and export it) or password_file",
+            )
+        })?;
+        let after_processing = match raw.imap.after_processing.trim() {
+            "keep" => AfterProcessing::Keep,
+            "seen" => AfterProcessing::Seen,
+            other => match other.strip_prefix("move:") {
+                Some(folder) if !folder.trim().is_empty() => {
+                    AfterProcessing::Move(folder.trim().to_string())
+                }
+                _ => {
+                    return Err(err(
+                        "imap.after_processing",
+                        format!("unknown value {other:?}"),
+                        "use \"keep\", \"seen\" or \"move:Folder\"",
+                    ));
+                }
+            },
+        };
+        if raw.imap.poll_interval_secs == 0 {
+            return Err(err(
+                "imap.poll_interval_secs",
+                "must be at least 1".into(),
+                "use 60 unless you have a reason",
+            ));
+        }
+        let imap_tls_ca = raw.imap.tls_ca_file.as_deref().map(&resolve);
+        check_file_exists(&imap_tls_ca, "imap.tls_ca_file", path)?;
+
+        // [smtp]
+        check_security(&raw.smtp.host, raw.smtp.security).map_err(|p| {
+            err(
+                "smtp.security",
+                p,
+                "use \"tls\" or \"starttls\" for a remote server",
+            )
+        })?;
+        let smtp_password = secret_source(
+            "smtp",
+            raw.smtp.password_env,
+            raw.smtp.password_file,
+            &resolve,
+            path,
+        )?;
+        if smtp_password.is_some() && raw.smtp.username.is_none() {
+            return Err(err(
+                "smtp.username",
+                "a password source is set but no username".into(),
+                "add username, or remove password_env/password_file",
+            ));
+        }
+        let from = NamedAddress::parse(&raw.smtp.from).map_err(|e| {
+            err(
+                "smtp.from",
+                e.to_string(),
+                "use \"Name <address@example.org>\" or a bare address",
+            )
+        })?;
+        let smtp_tls_ca = raw.smtp.tls_ca_file.as_deref().map(&resolve);
+        check_file_exists(&smtp_tls_ca, "smtp.tls_ca_file", path)?;
+
+        // [gatekeepers] and [board]
+        let gatekeepers =
+            parse_addresses(&raw.gatekeepers.addresses, "gatekeepers.addresses", path)?;
+        if gatekeepers.is_empty() || gatekeepers.len() > 2 {
+            return Err(err(
+                "gatekeepers.addresses",
+                format!(
+                    "{} addresses given; the single point of access has one or two gatekeepers",
+                    gatekeepers.len()
+                ),
+                "list one or two addresses",
+            ));
+        }
+        let board_addresses = parse_addresses(&raw.board.addresses, "board.addresses", path)?;
+        let summary_schedule = CronSchedule::parse(&raw.board.summary_schedule).map_err(|e| {
+            err(
+                "board.summary_schedule",
+                format!("{:?} is not a valid schedule ({e})", raw.board.summary_schedule),
+                "use five-field cron: minute hour day-of-month month day-of-week, e.g. \"0 8 * * MON\"",
+            )
+        })?;
+
+        // [meetings]
+        let mut dates = Vec::new();
+        for d in &raw.meetings.dates {
+            let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
+                err(
+                    "meetings.dates",
+                    format!("{d:?} is not a date"),
+                    "write dates as YYYY-MM-DD",
+                )
+            })?;
+            dates.push(date);
+        }
+        dates.sort();
+        dates.dedup();
+
+        // [priorities] keys are typed by gatekeepers after `priority`.
+        for key in raw.priorities.keys() {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(
+                    &format!("priorities.{key}"),
+                    "a priority key must be one word".into(),
+                    "use letters, digits, - or _ (e.g. workforce)",
+                ));
+            }
+        }
+
+        // [organisations]: an address or a domain each.
+        let mut organisations = BTreeMap::new();
+        for (key, name) in raw.organisations {
+            let lower = key.trim().to_lowercase();
+            let ok = if lower.contains('@') {
+                EmailAddress::parse(&lower).is_ok()
+            } else {
+                EmailAddress::parse(&format!("x@{lower}")).is_ok()
+            };
+            if !ok {
+                return Err(err(
+                    &format!("organisations.\"{key}\""),
+                    "not an email address or a domain".into(),
+                    "use a sender address (\"jo.bloggs@nhs.net\") or a domain (\"anytown-icb.example\")",
+                ));
+            }
+            organisations.insert(lower, name);
+        }
+
+        // [templates]
+        let templates_dir = raw.templates.dir.as_deref().map(&resolve);
+        if let Some(dir) = &templates_dir
+            && !dir.is_dir()
+        {
+            return Err(err(
+                "templates.dir",
+                format!("the folder {} does not exist", dir.display()),
+                "create it (it may be empty) or remove the key to use the built-in templates",
+            ));
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            service: ServiceSettings {
+                name: raw.service.name,
+                timezone,
+                data_dir: resolve(&raw.service.data_dir),
+                database_url: raw.service.database_url,
+                reference_prefix: prefix.to_ascii_uppercase(),
+            },
+            imap: ImapSettings {
+                port: raw.imap.port.unwrap_or(match raw.imap.security {
+                    Security::Tls => 993,
+                    _ => 143,
+                }),
+                host: raw.imap.host,
+                security: raw.imap.security,
+                username: raw.imap.username,
+                password: imap_password,
+                tls_ca_file: imap_tls_ca,
+                mailbox: raw.imap.mailbox,
+                idle: raw.imap.idle,
+                poll_interval: Duration::from_secs(raw.imap.poll_interval_secs),
+                after_processing,
+                backlog: raw.imap.backlog,
+                timeout: Duration::from_secs(raw.imap.timeout_secs.max(1)),
+            },
+            smtp: SmtpSettings {
+                port: raw.smtp.port.unwrap_or(match raw.smtp.security {
+                    Security::Tls => 465,
+                    Security::Starttls => 587,
+                    Security::Plain => 25,
+                }),
+                host: raw.smtp.host,
+                security: raw.smtp.security,
+                username: raw.smtp.username,
+                password: smtp_password,
+                tls_ca_file: smtp_tls_ca,
+                from,
+                timeout: Duration::from_secs(raw.smtp.timeout_secs.max(1)),
+            },
+            gatekeepers,
+            board: BoardSettings {
+                addresses: board_addresses,
+                summary_schedule,
+            },
+            meetings: MeetingSettings {
+                dates,
+                agenda_days_before: raw.meetings.agenda_days_before,
+            },
+            priorities: raw.priorities,
+            organisations,
+            templates_dir,
+        })
+    }
+
+    /// The config path the CLI uses: `--config`, then `$GATEHOUSE_CONFIG`, then
+    /// `config/gatehouse.toml`.
+    pub fn default_path(flag: Option<PathBuf>) -> PathBuf {
+        flag.or_else(|| std::env::var_os("GATEHOUSE_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("config/gatehouse.toml"))
+    }
+
+    /// The organisation an address belongs to: an exact address entry beats a domain entry,
+    /// and `mail.trust.nhs.uk` matches an entry for `trust.nhs.uk`.
+    pub fn organisation_for(&self, address: &EmailAddress) -> Option<&str> {
+        if let Some(name) = self.organisations.get(address.as_str()) {
+            return Some(name);
+        }
+        let mut domain = address.domain();
+        loop {
+            if let Some(name) = self.organisations.get(domain) {
+                return Some(name);
+            }
+            match domain.split_once('.') {
+                Some((_, rest)) if rest.contains('.') => domain = rest,
+                _ => return None,
+            }
+        }
+    }
+
+    pub fn is_gatekeeper(&self, address: &EmailAddress) -> bool {
+        self.gatekeepers.contains(address)
+    }
+}
+
+fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
+    for (section, value) in table {
+        let Some((_, keys)) = KNOWN_KEYS.iter().find(|(name, _)| name == section) else {
+            let sections: Vec<_> = KNOWN_KEYS.iter().map(|(n, _)| format!("[{n}]")).collect();
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                key: section.clone(),
+                problem: "unknown section or key".into(),
+                fix: format!(
+                    "remove it or check its spelling; sections are {}",
+                    sections.join(", ")
+                ),
+            });
+        };
+        let Some(inner) = value.as_table() else {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                key: section.clone(),
+                problem: "expected a [section], found a plain value".into(),
+                fix: format!("write it as a [{section}] table"),
+            });
+        };
+        if keys == &["*"] {
+            for (key, v) in inner {
+                if !v.is_str() {
+                    return Err(ConfigError {
+                        file: path.to_path_buf(),
+                        key: format!("{section}.{key}"),
+                        problem: "expected a quoted string".into(),
+                        fix: format!("write it as {key} = \"…\""),
+                    });
+                }
+            }
+            continue;
+        }
+        for key in inner.keys() {
+            if !keys.contains(&key.as_str()) {
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    key: format!("{section}.{key}"),
+                    problem: "unknown key".into(),
+                    fix: format!(
+                        "remove it or check its spelling; [{section}] takes {}",
+                        keys.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn secret_source(
+    section: &str,
+    env: Option<String>,
+    file: Option<String>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    path: &Path,
+) -> Result<Option<SecretSource>, ConfigError> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(ConfigError {
+            file: path.to_path_buf(),
+            key: format!("{section}.password_file"),
+            problem: "both password_env and password_file are set".into(),
+            fix: "keep one of them".into(),
+        }),
+        (Some(var), None) if var.trim().is_empty() || var.contains(char::is_whitespace) => {
+            Err(ConfigError {
+                file: path.to_path_buf(),
+                key: format!("{section}.password_env"),
+                problem: format!("{var:?} is not an environment variable name"),
+                fix: "name the variable that holds the password, e.g. \"GATEHOUSE_IMAP_PASSWORD\" (the password itself never goes in this file)".into(),
+            })
+        }
+        (Some(var), None) => Ok(Some(SecretSource::Env(var))),
+        (None, Some(file)) => Ok(Some(SecretSource::File(resolve(&file)))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_file_exists(file: &Option<PathBuf>, key: &str, path: &Path) -> Result<(), ConfigError> {
+    match file {
+        Some(f) if !f.is_file() => Err(ConfigError {
+            file: path.to_path_buf(),
+            key: key.into(),
+            problem: format!("the file {} does not exist", f.display()),
+            fix: "give the path of a PEM file (relative paths start from the config file's folder)"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `plain` sends passwords and patient-adjacent mail in clear text, so it is only allowed
+/// to this machine.
+fn check_security(host: &str, security: Security) -> Result<(), String> {
+    if security == Security::Plain && !is_loopback(host) {
+        return Err(format!(
+            "\"plain\" (unencrypted) is only allowed to this machine, not to {host:?}"
+        ));
+    }
+    Ok(())
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+fn check_database_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        return Err(format!("{url:?} is not a postgres:// URL"));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && userinfo.contains(':')
+    {
+        return Err("the URL contains a password, and secrets never go in this file".into());
+    }
+    Ok(())
+}
+
+fn parse_addresses(
+    list: &[String],
+    key: &str,
+    path: &Path,
+) -> Result<Vec<EmailAddress>, ConfigError> {
+    let mut out = Vec::new();
+    for item in list {
+        let address = EmailAddress::parse(item).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: key.into(),
+            problem: e.to_string(),
+            fix: "write bare addresses like \"jane.doe@nhs.net\"".into(),
+        })?;
+        if !out.contains(&address) {
+            out.push(address);
+        }
+    }
+    Ok(out)
+}
+
+/// "line 12, column 3" for a TOML error, so the operator can find it.
+fn toml_location(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map(|l| l.chars().count())
+                .unwrap_or(0)
+                + 1;
+            format!("see line {line}, column {column}")
+        }
+        None => "see config/gatehouse.example.toml".into(),
+    }
+}
+
+/// The dotted key a TOML error points at, found from the error's span: the section header
+/// above it and the key on its line.
+fn toml_key_at(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return String::new();
+    };
+    // Include the line the span starts on: a missing-field error points at the [section]
+    // header itself.
+    let line_end = text
+        .get(span.start..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |i| span.start + i);
+    let before = text.get(..line_end).unwrap_or_default();
+    let section = before
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix('[')
+                .and_then(|l| l.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .last();
+    let line_start = text
+        .get(..span.start)
+        .and_then(|t| t.rfind('\n'))
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let line = text
+        .get(line_start..)
+        .and_then(|l| l.lines().next())
+        .unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.starts_with('['));
+    let missing = e
+        .message()
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next());
+    match (section, key, missing) {
+        (Some(s), _, Some(m)) => format!("{s}.{m}"),
+        (None, _, Some(m)) => m.to_string(),
+        (Some(s), Some(k), None) => format!("{s}.{k}"),
+        (Some(s), None, None) => s,
+        (None, Some(k), None) => k,
+        (None, None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const VALID: &str = r#"
+[service]
+name = "Anytown General Practice Leadership Group"
+timezone = "Europe/London"
+data_dir = "data"
+reference_prefix = "GP"
+
+[imap]
+host = "outlook.office365.com"
+port = 993
+security = "tls"
+username = "gp-access@nhs.net"
+password_env = "GATEHOUSE_IMAP_PASSWORD"
+mailbox = "INBOX"
+idle = true
+poll_interval_secs = 60
+
+[smtp]
+host = "smtp.office365.com"
+port = 587
+security = "starttls"
+username = "gp-access@nhs.net"
+password_env = "GATEHOUSE_SMTP_PASSWORD"
+from = "Anytown GP Single Point of Access <gp-access@nhs.net>"
+
+[gatekeepers]
+addresses = ["jane.doe@nhs.net", "sam.patel@nhs.net"]
+
+[board]
+addresses = ["pcn-cds@nhs.net", "lmc.chair@example.org"]
+summary_schedule = "0 8 * * MON"
+
+[meetings]
+dates = ["2026-12-03", "2027-01-07"]
+agenda_days_before = 3
+
+[priorities]
+resilience = "Strengthening resilience support for local practices"
+workforce = "Recruiting hard-to-find staff groups"
+
+[organisations]
+"anytown-icb.example" = "Anytown ICB"
+"jo.bloggs@nhs.net" = "Anytown Hospitals NHS Trust"
+"nhs.net" = "NHSmail"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/gatehouse/gatehouse.toml"))
+    }
+
+    #[test]
+    fn the_product_example_loads() {
+        let c = load(VALID).unwrap();
+        assert_eq!(c.gatekeepers.len(), 2);
+        assert_eq!(c.service.data_dir, PathBuf::from("/etc/gatehouse/data"));
+        assert_eq!(
+            c.smtp.from.name.as_deref(),
+            Some("Anytown GP Single Point of Access")
+        );
+        assert_eq!(c.imap.after_processing, AfterProcessing::Keep);
+    }
+
+    #[test]
+    fn organisations_prefer_the_exact_address_then_the_closest_domain() {
+        let c = load(VALID).unwrap();
+        let org = |a: &str| {
+            c.organisation_for(&EmailAddress::parse(a).unwrap())
+                .map(str::to_string)
+        };
+        assert_eq!(
+            org("jo.bloggs@nhs.net").as_deref(),
+            Some("Anytown Hospitals NHS Trust")
+        );
+        assert_eq!(org("someone@nhs.net").as_deref(), Some("NHSmail"));
+        assert_eq!(
+            org("a@mail.anytown-icb.example").as_deref(),
+            Some("Anytown ICB")
+        );
+        assert_eq!(org("a@elsewhere.org"), None);
+    }
+
+    #[test]
+    fn debug_output_never_contains_a_secret_value() {
+        // SAFETY of the test: the variable name is unique to this test.
+        unsafe {
+            std::env::set_var(
+                "GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST",
+                "pw-that-must-not-leak",
+            )
+        };
+        let text = VALID.replace(
+            "GATEHOUSE_IMAP_PASSWORD",
+            "GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST",
+        );
+        let c = load(&text).unwrap();
+        let secret = c.imap.password.load().unwrap();
+        assert_eq!(secret.expose(), "pw-that-must-not-leak");
+        assert!(!format!("{c:?} {secret:?}").contains("pw-that-must-not-leak"));
+    }
+
+    /// Each bad config must be refused with a message naming the file and the key.
+    #[test]
+    fn each_config_error_names_the_file_and_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[imap]\n", "[imap]\nhots = \"x\"\n", "imap.hots"),
+            ("[board]\n", "[bored]\nx = 1\n[board]\n", "bored"),
+            (
+                "addresses = [\"jane.doe@nhs.net\", \"sam.patel@nhs.net\"]",
+                "addresses = []",
+                "gatekeepers.addresses",
+            ),
+            (
+                "addresses = [\"jane.doe@nhs.net\", \"sam.patel@nhs.net\"]",
+                "addresses = [\"a@nhs.net\", \"b@nhs.net\", \"c@nhs.net\"]",
+                "gatekeepers.addresses",
+            ),
+            (
+                "security = \"tls\"",
+                "security = \"plain\"",
+                "imap.security",
+            ),
+            (
+                "security = \"starttls\"",
+                "security = \"plain\"",
+                "smtp.security",
+            ),
+            (
+                "timezone = \"Europe/London\"",
+                "timezone = \"Europe/Londn\"",
+                "service.timezone",
+            ),
+            (
+                "summary_schedule = \"0 8 * * MON\"",
+                "summary_schedule = \"0 8 * MON\"",
+                "board.summary_schedule",
+            ),
+            (
+                "summary_schedule = \"0 8 * * MON\"",
+                "summary_schedule = \"0 25 * * MON\"",
+                "board.summary_schedule",
+            ),
+            (
+                "\"pcn-cds@nhs.net\"",
+                "\"pcn-cds-at-nhs.net\"",
+                "board.addresses",
+            ),
+            (
+                "\"jane.doe@nhs.net\",",
+                "\"jane.doe@nhs\",",
+                "gatekeepers.addresses",
+            ),
+            ("<gp-access@nhs.net>\"", "<gp-access>\"", "smtp.from"),
+            (
+                "[meetings]\n",
+                "[templates]\ndir = \"no-such-folder\"\n[meetings]\n",
+                "templates.dir",
+            ),
+            ("\"2026-12-03\"", "\"3 Dec 2026\"", "meetings.dates"),
+            ("port = 993", "port = \"nine\"", "imap.port"),
+            (
+                "name = \"Anytown General Practice Leadership Group\"\n",
+                "",
+                "service.name",
+            ),
+            (
+                "password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n",
+                "",
+                "imap.password_env",
+            ),
+            (
+                "mailbox = \"INBOX\"",
+                "after_processing = \"delete\"",
+                "imap.after_processing",
+            ),
+            (
+                "# database",
+                "database_url = \"postgres://u:pw@db/g\"",
+                "service.database_url",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let text = if *from == "# database" {
+                VALID.replace(
+                    "reference_prefix = \"GP\"",
+                    &format!("reference_prefix = \"GP\"\n{to}"),
+                )
+            } else {
+                assert!(
+                    VALID.contains(from),
+                    "test case pattern {from:?} not in example"
+                );
+                VALID.replacen(from, to, 1)
+            };
+            let e = load(&text).expect_err(&format!("accepted config with {to:?}"));
+            let msg = e.to_string();
+            assert_eq!(e.key, *key, "wrong key for {to:?}: {msg}");
+            assert!(msg.starts_with("/etc/gatehouse/gatehouse.toml: "), "{msg}");
+            assert!(msg.contains(key), "{msg}");
+            assert!(msg.contains("Fix: "), "{msg}");
+        }
+    }
+
+    #[test]
+    fn plain_is_allowed_to_loopback() {
+        let text = VALID
+            .replace("host = \"outlook.office365.com\"", "host = \"127.0.0.1\"")
+            .replace("security = \"tls\"", "security = \"plain\"");
+        assert!(load(&text).is_ok());
+        assert!(is_loopback("localhost") && is_loopback("::1") && is_loopback("127.0.0.2"));
+        assert!(!is_loopback("10.0.0.1") && !is_loopback("mail.example.org"));
+    }
+}

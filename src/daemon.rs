@@ -1,0 +1,178 @@
+//! The daemon: one task per concern (the inbox watcher, the heartbeat), all stopped by one
+//! [`CancellationToken`]. Tests start it in-process with their own token; `gatehouse run`
+//! cancels the token on SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::inbox::{ImapState, Inbox};
+use crate::requests::Processor;
+use crate::store::{self, SharedStore};
+
+/// How often the daemon proves it is alive in the database (read by `gatehouse status`).
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long tasks get to finish their current step after a stop signal. `run` must exit
+/// within 10 s of SIGTERM, and an IMAP logout or a transaction commit takes far less.
+const GRACE: Duration = Duration::from_secs(7);
+
+/// The watcher's state, shared with the heartbeat and written to the database on change.
+#[derive(Debug, Clone)]
+pub struct StatusBoard {
+    store: SharedStore,
+    clock: Arc<dyn Clock>,
+    state: Arc<Mutex<(ImapState, Option<String>)>>,
+}
+
+impl StatusBoard {
+    pub fn new(store: SharedStore, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            state: Arc::new(Mutex::new((ImapState::Connecting, None))),
+        }
+    }
+
+    pub async fn set(&self, state: ImapState, detail: Option<String>) {
+        let mut current = self.state.lock().await;
+        if current.0 == state && current.1 == detail {
+            return;
+        }
+        *current = (state, detail);
+        let (s, d) = current.clone();
+        drop(current);
+        self.write(s, d.as_deref()).await;
+    }
+
+    async fn beat(&self) {
+        let (s, d) = self.state.lock().await.clone();
+        self.write(s, d.as_deref()).await;
+    }
+
+    async fn write(&self, state: ImapState, detail: Option<&str>) {
+        if let Err(e) = self
+            .store
+            .set_daemon_status(state.as_str(), detail, self.clock.now())
+            .await
+        {
+            tracing::warn!("Cannot record the daemon's status: {e:#}");
+        }
+    }
+}
+
+/// Everything the tasks share.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// Opens and migrates the database named by the config.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let store = store::open(&config).await?;
+        let applied = store.migrate().await?;
+        if applied > 0 {
+            tracing::info!(
+                "Database {}: applied {applied} migration(s)",
+                store.describe()
+            );
+        }
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Runs every task until `shutdown` is cancelled, then waits (briefly) for them to stop.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let status = StatusBoard::new(self.store.clone(), self.clock.clone());
+        status.beat().await;
+        let processor = Arc::new(Processor::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+        ));
+        let inbox = Inbox::new(
+            self.config.clone(),
+            self.store.clone(),
+            processor,
+            status.clone(),
+        );
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(inbox.run(shutdown.clone()));
+        tasks.spawn(heartbeat(status, shutdown.clone()));
+        tracing::info!(
+            "gatehouse is running for {} (watching {} on {}:{})",
+            self.config.service.name,
+            self.config.imap.mailbox,
+            self.config.imap.host,
+            self.config.imap.port
+        );
+
+        shutdown.cancelled().await;
+        tracing::info!("Stopping");
+        let stopped = tokio::time::timeout(GRACE, async {
+            while let Some(result) = tasks.join_next().await {
+                if let Err(e) = result {
+                    tracing::error!("A task failed while stopping: {e}");
+                }
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(
+                "Some work did not finish within {} s and was abandoned; it will be redone at the next start",
+                GRACE.as_secs()
+            );
+            tasks.abort_all();
+        }
+        tracing::info!("Stopped");
+        Ok(())
+    }
+}
+
+/// `gatehouse run`: open, migrate, run until told to stop.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    App::open(config).await?.run(shutdown).await
+}
+
+async fn heartbeat(status: StatusBoard, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT) => status.beat().await,
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGINT (Ctrl-C) or SIGTERM (systemd, `kill`).
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("Cannot listen for signals; stop the daemon with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,26 @@
+//! gatehouse: the single point of access for local general practice.
+//!
+//! The modules follow the path of an approach through the system:
+//!
+//! - [`inbox`] watches the shared mailbox (IMAP IDLE) and stores every message raw, once;
+//! - [`classify`] works out what a message is (new, follow-up, forward, automated…);
+//! - [`requests`] turns messages into requests with references and an audit log;
+//! - [`mail`] speaks SMTP;
+//! - [`schedule`] decides when time-driven mail is due;
+//! - [`store`] remembers everything (SQLite by default);
+//! - [`daemon`] runs those as tasks until told to stop; [`cli`] is the command line.
+
+pub mod classify;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod inbox;
+pub mod logging;
+pub mod mail;
+pub mod requests;
+pub mod schedule;
+pub mod secret;
+pub mod store;
+pub mod tls;

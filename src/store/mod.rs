@@ -1,0 +1,279 @@
+//! Everything gatehouse remembers, behind one interface.
+//!
+//! Callers use the [`Store`] trait (reads and single-statement writes) and [`Tx`] (several
+//! writes that must land together, such as a message's effects and the inbox checkpoint),
+//! never SQL, so a second database backend changes nothing outside this folder. SQLite is
+//! the default backend ([`sqlite`]).
+
+pub mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::config::Config;
+use crate::domain::{Classification, Decision, Status};
+
+/// A shared handle to the store; cheap to clone.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the database the config names (SQLite in `data_dir` unless `database_url` says
+/// otherwise) and brings its schema up to date.
+pub async fn open(config: &Config) -> anyhow::Result<SharedStore> {
+    match &config.service.database_url {
+        None => {
+            let store = sqlite::SqliteStore::open_in(&config.service.data_dir).await?;
+            Ok(Arc::new(store))
+        }
+        Some(_) => anyhow::bail!(
+            "{}: service.database_url: the PostgreSQL backend is not available in this build. Fix: remove database_url to use SQLite in data_dir",
+            config.path.display()
+        ),
+    }
+}
+
+/// Opens a SQLite database file directly (tests and tools).
+pub async fn open_sqlite_file(path: &Path) -> anyhow::Result<SharedStore> {
+    Ok(Arc::new(
+        sqlite::SqliteStore::open_file(path)
+            .await
+            .context("Cannot open the database")?,
+    ))
+}
+
+/// One request as the CLI and templates see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    pub id: i64,
+    pub reference: String,
+    pub status: Status,
+    pub decision: Option<Decision>,
+    pub decision_detail: Option<String>,
+    pub requester: String,
+    pub requester_name: Option<String>,
+    pub organisation: Option<String>,
+    pub via: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub received_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub meeting_date: Option<NaiveDate>,
+    pub priorities: Vec<String>,
+    pub duplicate_of: Option<String>,
+    pub probable_duplicate_of: Option<String>,
+    pub message_count: i64,
+    pub token: String,
+    pub answer: bool,
+}
+
+/// One message taken from the inbox, as `gatehouse messages list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRow {
+    pub id: i64,
+    pub message_id: Option<String>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub from: Option<String>,
+    pub subject: Option<String>,
+    /// `None` while the message is stored but not yet processed.
+    pub classification: Option<Classification>,
+    pub reference: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// One entry in a request's audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub status: Option<Status>,
+}
+
+/// Where the inbox watcher has got to in one mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxState {
+    pub uidvalidity: u32,
+    pub last_uid: u32,
+    pub backlog_below_uid: u32,
+}
+
+/// The exact bytes of a message just fetched, with where they came from.
+#[derive(Debug, Clone)]
+pub struct NewRawMessage<'a> {
+    pub mailbox: &'a str,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub dedup_key: String,
+    pub message_id: Option<String>,
+    pub content_hash: String,
+    pub raw: &'a [u8],
+    pub backlog: bool,
+    pub fetched_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawSaved {
+    /// Stored under this id; process it.
+    New(i64),
+    /// Already stored (same Message-ID or content) under this id. `processed` says whether
+    /// its effects were applied; if not, a crash came in between and it must be processed now.
+    Known { id: i64, processed: bool },
+}
+
+/// What processing made of one message.
+#[derive(Debug, Clone)]
+pub struct MessageOutcome {
+    pub classification: Classification,
+    pub received_at: Option<DateTime<Utc>>,
+    pub from_address: Option<String>,
+    pub from_name: Option<String>,
+    pub subject: Option<String>,
+    /// JSON list of attachments (name, content_type, size).
+    pub attachments: Option<String>,
+    pub detail: Option<String>,
+    pub request_id: Option<i64>,
+}
+
+/// A request about to be created.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub reference: String,
+    pub ref_year: i32,
+    pub ref_seq: i64,
+    pub requester: String,
+    pub requester_name: Option<String>,
+    pub organisation: Option<String>,
+    pub via: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub received_at: DateTime<Utc>,
+    pub probable_duplicate_of: Option<i64>,
+    pub token: String,
+    pub answer: bool,
+}
+
+/// A request that may be the same as a new one (for duplicate detection).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: i64,
+    pub reference: String,
+    pub requester: String,
+    pub organisation: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub status: Status,
+    pub decision: Option<Decision>,
+}
+
+/// What `gatehouse status` reads.
+#[derive(Debug, Clone)]
+pub struct DaemonStatus {
+    pub imap: String,
+    pub imap_detail: Option<String>,
+    pub last_seen: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub pid: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub failed: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies any migrations not yet applied; returns how many were.
+    async fn migrate(&self) -> anyhow::Result<usize>;
+    /// A cheap round trip, proving the database answers.
+    async fn ping(&self) -> anyhow::Result<()>;
+    /// Where the database lives, for messages.
+    fn describe(&self) -> String;
+
+    async fn list_requests(&self, filter: &RequestFilter) -> anyhow::Result<Vec<RequestRow>>;
+    async fn find_request(&self, reference: &str) -> anyhow::Result<Option<RequestRow>>;
+    async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>>;
+    async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>>;
+    async fn list_messages(&self) -> anyhow::Result<Vec<MessageRow>>;
+
+    async fn get_meta(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// Sets `key` only if it has no value yet; returns the value now held.
+    async fn init_meta(&self, key: &str, value: &str) -> anyhow::Result<String>;
+
+    async fn mailbox_state(&self, mailbox: &str) -> anyhow::Result<Option<MailboxState>>;
+    /// Records a mailbox seen for the first time (or under a new UIDVALIDITY) without
+    /// touching its messages.
+    async fn reset_mailbox_state(&self, mailbox: &str, state: MailboxState) -> anyhow::Result<()>;
+
+    /// Stores a message's bytes before anything can fail on them.
+    async fn save_raw(&self, message: &NewRawMessage<'_>) -> anyhow::Result<RawSaved>;
+    async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>>;
+
+    /// Requests one of whose thread Message-IDs is in `ids`, most recent first.
+    async fn request_for_thread(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
+    /// Open or recent requests from this requester or organisation, for duplicate detection.
+    async fn duplicate_candidates(
+        &self,
+        requester: &str,
+        organisation: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<Candidate>>;
+
+    async fn set_daemon_status(
+        &self,
+        imap: &str,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    async fn daemon_status(&self) -> anyhow::Result<Option<DaemonStatus>>;
+    async fn outbox_counts(&self) -> anyhow::Result<OutboxCounts>;
+    async fn last_summary(&self) -> anyhow::Result<Option<DateTime<Utc>>>;
+
+    /// Starts a write transaction. Only one runs at a time, so a read-then-write inside it
+    /// (e.g. the next reference number) cannot race another writer.
+    async fn begin(&self) -> anyhow::Result<Box<dyn Tx>>;
+}
+
+/// Writes that land together or not at all. Dropping it without [`Tx::commit`] rolls back.
+#[async_trait]
+pub trait Tx: Send {
+    /// The next counter for `year`'s references (1, 2, …), never repeated.
+    async fn next_reference_seq(&mut self, year: i32) -> anyhow::Result<i64>;
+    async fn insert_request(&mut self, request: &NewRequest) -> anyhow::Result<i64>;
+    async fn add_event(
+        &mut self,
+        request_id: i64,
+        at: DateTime<Utc>,
+        actor: &str,
+        kind: &str,
+        detail: Option<&str>,
+    ) -> anyhow::Result<()>;
+    async fn add_thread_id(
+        &mut self,
+        message_id: &str,
+        request_id: i64,
+        direction: &str,
+    ) -> anyhow::Result<()>;
+    async fn finish_message(
+        &mut self,
+        id: i64,
+        outcome: &MessageOutcome,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    async fn set_checkpoint(
+        &mut self,
+        mailbox: &str,
+        uidvalidity: u32,
+        last_uid: u32,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    async fn commit(self: Box<Self>) -> anyhow::Result<()>;
+}

@@ -1,0 +1,679 @@
+//! The SQLite backend: one file in the data directory, WAL so the CLI can read while the
+//! daemon writes, foreign keys on, and write transactions taken with `BEGIN IMMEDIATE` so
+//! two writers queue instead of failing half-way.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewRawMessage,
+    NewRequest, OutboxCounts, RawSaved, RequestFilter, RequestRow, Store, Tx,
+};
+use crate::clock::{from_millis, to_millis};
+use crate::domain::{Classification, Decision, Status};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The database file's name inside `data_dir`.
+pub const FILE_NAME: &str = "gatehouse.db";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `gatehouse.db` in `data_dir`, creating the folder private
+    /// to the service user: it holds every email received.
+    pub async fn open_in(data_dir: &Path) -> anyhow::Result<Self> {
+        create_private_dir(data_dir)?;
+        Self::open_file(&data_dir.join(FILE_NAME)).await
+    }
+
+    pub async fn open_file(path: &Path) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("Cannot open the database {}", path.display()))?;
+        restrict_file(path);
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("Cannot create the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+fn restrict_file(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+const REQUEST_COLUMNS: &str = r#"
+    r.id, r.reference, r.status, r.decision, r.decision_detail, r.requester, r.requester_name,
+    r.organisation, r.via, r.subject, r.body, r.received_at, r.decided_at, r.meeting_date,
+    (SELECT d.reference FROM requests d WHERE d.id = r.duplicate_of) AS duplicate_of_ref,
+    (SELECT p.reference FROM requests p WHERE p.id = r.probable_duplicate_of) AS probable_ref,
+    (SELECT COUNT(*) FROM messages m WHERE m.request_id = r.id) AS message_count,
+    (SELECT group_concat(priority, ',') FROM
+        (SELECT priority FROM request_priorities rp WHERE rp.request_id = r.id ORDER BY priority)) AS priorities,
+    r.token, r.answer
+"#;
+
+fn request_from_row(row: &SqliteRow) -> anyhow::Result<RequestRow> {
+    let status: String = row.try_get("status")?;
+    let decision: Option<String> = row.try_get("decision")?;
+    let meeting: Option<String> = row.try_get("meeting_date")?;
+    let priorities: Option<String> = row.try_get("priorities")?;
+    Ok(RequestRow {
+        id: row.try_get("id")?,
+        reference: row.try_get("reference")?,
+        status: Status::from_str(&status)?,
+        decision: decision.as_deref().map(Decision::from_str).transpose()?,
+        decision_detail: row.try_get("decision_detail")?,
+        requester: row.try_get("requester")?,
+        requester_name: row.try_get("requester_name")?,
+        organisation: row.try_get("organisation")?,
+        via: row.try_get("via")?,
+        subject: row.try_get("subject")?,
+        body: row.try_get("body")?,
+        received_at: from_millis(row.try_get("received_at")?),
+        decided_at: row
+            .try_get::<Option<i64>, _>("decided_at")?
+            .map(from_millis),
+        meeting_date: meeting
+            .as_deref()
+            .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d"))
+            .transpose()?,
+        priorities: priorities
+            .map(|p| {
+                p.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        duplicate_of: row.try_get("duplicate_of_ref")?,
+        probable_duplicate_of: row.try_get("probable_ref")?,
+        message_count: row.try_get("message_count")?,
+        token: row.try_get("token")?,
+        answer: row.try_get::<i64, _>("answer")? != 0,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = r#"
+    m.id, m.message_id, m.received_at, m.from_address, m.subject, m.classification, m.detail,
+    (SELECT r.reference FROM requests r WHERE r.id = m.request_id) AS reference
+"#;
+
+fn message_from_row(row: &SqliteRow) -> anyhow::Result<MessageRow> {
+    let classification: Option<String> = row.try_get("classification")?;
+    Ok(MessageRow {
+        id: row.try_get("id")?,
+        message_id: row.try_get("message_id")?,
+        received_at: row
+            .try_get::<Option<i64>, _>("received_at")?
+            .map(from_millis),
+        from: row.try_get("from_address")?,
+        subject: row.try_get("subject")?,
+        classification: classification
+            .as_deref()
+            .map(Classification::from_str)
+            .transpose()?,
+        reference: row.try_get("reference")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> anyhow::Result<usize> {
+        let before: i64 = applied_migrations(&self.pool).await;
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("Cannot apply the database migrations")?;
+        let after: i64 = applied_migrations(&self.pool).await;
+        Ok(usize::try_from(after - before).unwrap_or(0))
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("The database does not answer")?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path.display())
+    }
+
+    async fn list_requests(&self, filter: &RequestFilter) -> anyhow::Result<Vec<RequestRow>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+             WHERE (?1 IS NULL OR r.status = ?1)
+             ORDER BY r.received_at, r.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.status.map(Status::as_str))
+            .fetch_all(&self.pool)
+            .await
+            .context("Cannot list requests")?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn find_request(&self, reference: &str) -> anyhow::Result<Option<RequestRow>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.reference = ?1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(reference.trim().to_ascii_uppercase())
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read the request")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.request_id = ?1 ORDER BY m.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(request_id)
+            .fetch_all(&self.pool)
+            .await
+            .context("Cannot read the request's messages")?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            r#"
+            SELECT at, actor, kind, detail
+            FROM request_events
+            WHERE request_id = ?1
+            ORDER BY at, id
+            "#,
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read the request's events")?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRow {
+                    at: from_millis(row.try_get("at")?),
+                    actor: row.try_get("actor")?,
+                    kind: row.try_get("kind")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_messages(&self) -> anyhow::Result<Vec<MessageRow>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m ORDER BY m.id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .context("Cannot list messages")?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn get_meta(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let value = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot read meta")?;
+        Ok(value)
+    }
+
+    async fn init_meta(&self, key: &str, value: &str) -> anyhow::Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .context("Cannot write meta")?;
+        self.get_meta(key).await?.context("Meta value vanished")
+    }
+
+    async fn mailbox_state(&self, mailbox: &str) -> anyhow::Result<Option<MailboxState>> {
+        let row = sqlx::query(
+            r#"
+            SELECT uidvalidity, last_uid, backlog_below_uid
+            FROM mailbox_state
+            WHERE mailbox = ?1
+            "#,
+        )
+        .bind(mailbox)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot read the mailbox state")?;
+        row.map(|row| {
+            Ok(MailboxState {
+                uidvalidity: u32_col(&row, "uidvalidity")?,
+                last_uid: u32_col(&row, "last_uid")?,
+                backlog_below_uid: u32_col(&row, "backlog_below_uid")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn reset_mailbox_state(&self, mailbox: &str, state: MailboxState) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            INSERT INTO mailbox_state (mailbox, uidvalidity, last_uid, backlog_below_uid, updated_at)
+            VALUES (?1, ?2, ?3, ?4, ?5)
+            ON CONFLICT (mailbox) DO UPDATE SET
+                uidvalidity = excluded.uidvalidity,
+                last_uid = excluded.last_uid,
+                backlog_below_uid = excluded.backlog_below_uid,
+                updated_at = excluded.updated_at
+            "#,
+        )
+        .bind(mailbox)
+        .bind(i64::from(state.uidvalidity))
+        .bind(i64::from(state.last_uid))
+        .bind(i64::from(state.backlog_below_uid))
+        .bind(to_millis(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .context("Cannot write the mailbox state")?;
+        Ok(())
+    }
+
+    async fn save_raw(&self, m: &NewRawMessage<'_>) -> anyhow::Result<RawSaved> {
+        let inserted = sqlx::query_scalar::<_, i64>(
+            r#"
+            INSERT INTO messages
+                (mailbox, uidvalidity, uid, dedup_key, message_id, content_hash, size, raw, fetched_at, backlog)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            ON CONFLICT (dedup_key) DO NOTHING
+            RETURNING id
+            "#,
+        )
+        .bind(m.mailbox)
+        .bind(i64::from(m.uidvalidity))
+        .bind(i64::from(m.uid))
+        .bind(&m.dedup_key)
+        .bind(&m.message_id)
+        .bind(&m.content_hash)
+        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
+        .bind(m.raw)
+        .bind(to_millis(m.fetched_at))
+        .bind(m.backlog)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot store the raw message")?;
+        if let Some(id) = inserted {
+            return Ok(RawSaved::New(id));
+        }
+        let row = sqlx::query("SELECT id, processed_at FROM messages WHERE dedup_key = ?1")
+            .bind(&m.dedup_key)
+            .fetch_one(&self.pool)
+            .await
+            .context("Cannot read the stored message")?;
+        Ok(RawSaved::Known {
+            id: row.try_get("id")?,
+            processed: row.try_get::<Option<i64>, _>("processed_at")?.is_some(),
+        })
+    }
+
+    async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>> {
+        sqlx::query_scalar("SELECT raw FROM messages WHERE id = ?1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .context("Cannot read the raw message")
+    }
+
+    async fn request_for_thread(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let ids = serde_json::to_string(ids)?;
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+             WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t
+                            WHERE t.message_id IN (SELECT value FROM json_each(?1)))
+             ORDER BY r.received_at DESC, r.id DESC
+             LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot look up the thread")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn duplicate_candidates(
+        &self,
+        requester: &str,
+        organisation: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<Candidate>> {
+        let rows = sqlx::query(
+            r#"
+            SELECT id, reference, requester, organisation, subject, body, status, decision
+            FROM requests
+            WHERE (requester = ?1 OR (?2 IS NOT NULL AND organisation = ?2))
+              AND (status <> 'closed' OR received_at >= ?3)
+            ORDER BY received_at DESC, id DESC
+            LIMIT 200
+            "#,
+        )
+        .bind(requester)
+        .bind(organisation)
+        .bind(to_millis(since))
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot look for earlier approaches")?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let decision: Option<String> = row.try_get("decision")?;
+                Ok(Candidate {
+                    id: row.try_get("id")?,
+                    reference: row.try_get("reference")?,
+                    requester: row.try_get("requester")?,
+                    organisation: row.try_get("organisation")?,
+                    subject: row.try_get("subject")?,
+                    body: row.try_get("body")?,
+                    status: Status::from_str(&status)?,
+                    decision: decision.as_deref().map(Decision::from_str).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_daemon_status(
+        &self,
+        imap: &str,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            INSERT INTO daemon_status (id, imap, imap_detail, last_seen, started_at, pid)
+            VALUES (1, ?1, ?2, ?3, ?3, ?4)
+            ON CONFLICT (id) DO UPDATE SET
+                imap = excluded.imap,
+                imap_detail = excluded.imap_detail,
+                last_seen = excluded.last_seen,
+                pid = excluded.pid
+            "#,
+        )
+        .bind(imap)
+        .bind(detail)
+        .bind(to_millis(now))
+        .bind(i64::from(std::process::id()))
+        .execute(&self.pool)
+        .await
+        .context("Cannot record the daemon's status")?;
+        Ok(())
+    }
+
+    async fn daemon_status(&self) -> anyhow::Result<Option<DaemonStatus>> {
+        let row = sqlx::query(
+            r#"
+            SELECT imap, imap_detail, last_seen, started_at, pid
+            FROM daemon_status
+            WHERE id = 1
+            "#,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot read the daemon's status")?;
+        row.map(|row| {
+            Ok(DaemonStatus {
+                imap: row.try_get("imap")?,
+                imap_detail: row.try_get("imap_detail")?,
+                last_seen: from_millis(row.try_get("last_seen")?),
+                started_at: from_millis(row.try_get("started_at")?),
+                pid: row.try_get("pid")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn outbox_counts(&self) -> anyhow::Result<OutboxCounts> {
+        let row = sqlx::query(
+            r#"
+            SELECT
+                COALESCE(SUM(CASE WHEN status IN ('pending', 'sending') THEN 1 ELSE 0 END), 0) AS pending,
+                COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed
+            FROM outbox
+            "#,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("Cannot count the outbox")?;
+        Ok(OutboxCounts {
+            pending: row.try_get("pending")?,
+            failed: row.try_get("failed")?,
+        })
+    }
+
+    async fn last_summary(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(sent_at) FROM summaries WHERE kind = 'weekly'")
+                .fetch_one(&self.pool)
+                .await
+                .context("Cannot read the summaries")?;
+        Ok(at.map(from_millis))
+    }
+
+    async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("Cannot start a transaction")?;
+        Ok(Box::new(SqliteTx { tx }))
+    }
+}
+
+async fn applied_migrations(pool: &SqlitePool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+fn u32_col(row: &SqliteRow, name: &str) -> anyhow::Result<u32> {
+    let v: i64 = row.try_get(name)?;
+    u32::try_from(v).with_context(|| format!("{name} out of range: {v}"))
+}
+
+struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn next_reference_seq(&mut self, year: i32) -> anyhow::Result<i64> {
+        let seq = sqlx::query_scalar(
+            r#"
+            INSERT INTO reference_counters (year, last_seq) VALUES (?1, 1)
+            ON CONFLICT (year) DO UPDATE SET last_seq = last_seq + 1
+            RETURNING last_seq
+            "#,
+        )
+        .bind(year)
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("Cannot allocate a reference")?;
+        Ok(seq)
+    }
+
+    async fn insert_request(&mut self, r: &NewRequest) -> anyhow::Result<i64> {
+        let now = to_millis(Utc::now());
+        let id = sqlx::query_scalar(
+            r#"
+            INSERT INTO requests
+                (reference, ref_year, ref_seq, status, requester, requester_name, organisation, via,
+                 subject, body, received_at, probable_duplicate_of, token, answer, created_at, updated_at)
+            VALUES (?1, ?2, ?3, 'awaiting_triage', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+            RETURNING id
+            "#,
+        )
+        .bind(&r.reference)
+        .bind(r.ref_year)
+        .bind(r.ref_seq)
+        .bind(&r.requester)
+        .bind(&r.requester_name)
+        .bind(&r.organisation)
+        .bind(&r.via)
+        .bind(&r.subject)
+        .bind(&r.body)
+        .bind(to_millis(r.received_at))
+        .bind(r.probable_duplicate_of)
+        .bind(&r.token)
+        .bind(r.answer)
+        .bind(now)
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("Cannot create the request")?;
+        Ok(id)
+    }
+
+    async fn add_event(
+        &mut self,
+        request_id: i64,
+        at: DateTime<Utc>,
+        actor: &str,
+        kind: &str,
+        detail: Option<&str>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            INSERT INTO request_events (request_id, at, actor, kind, detail)
+            VALUES (?1, ?2, ?3, ?4, ?5)
+            "#,
+        )
+        .bind(request_id)
+        .bind(to_millis(at))
+        .bind(actor)
+        .bind(kind)
+        .bind(detail)
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot record the event")?;
+        Ok(())
+    }
+
+    async fn add_thread_id(
+        &mut self,
+        message_id: &str,
+        request_id: i64,
+        direction: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            INSERT INTO thread_message_ids (message_id, request_id, direction)
+            VALUES (?1, ?2, ?3)
+            ON CONFLICT (message_id) DO NOTHING
+            "#,
+        )
+        .bind(message_id)
+        .bind(request_id)
+        .bind(direction)
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot record the thread")?;
+        Ok(())
+    }
+
+    async fn finish_message(
+        &mut self,
+        id: i64,
+        o: &MessageOutcome,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            UPDATE messages SET
+                classification = ?2, received_at = ?3, from_address = ?4, from_name = ?5,
+                subject = ?6, attachments = ?7, detail = ?8, request_id = ?9, processed_at = ?10
+            WHERE id = ?1
+            "#,
+        )
+        .bind(id)
+        .bind(o.classification.as_str())
+        .bind(o.received_at.map(to_millis))
+        .bind(&o.from_address)
+        .bind(&o.from_name)
+        .bind(&o.subject)
+        .bind(&o.attachments)
+        .bind(&o.detail)
+        .bind(o.request_id)
+        .bind(to_millis(at))
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot record the message's outcome")?;
+        Ok(())
+    }
+
+    async fn set_checkpoint(
+        &mut self,
+        mailbox: &str,
+        uidvalidity: u32,
+        last_uid: u32,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        // Only ever forward, and only within the UIDVALIDITY it was read under.
+        sqlx::query(
+            r#"
+            UPDATE mailbox_state SET last_uid = MAX(last_uid, ?3), updated_at = ?4
+            WHERE mailbox = ?1 AND uidvalidity = ?2
+            "#,
+        )
+        .bind(mailbox)
+        .bind(i64::from(uidvalidity))
+        .bind(i64::from(last_uid))
+        .bind(to_millis(at))
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot advance the inbox checkpoint")?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> anyhow::Result<()> {
+        self.tx.commit().await.context("Cannot commit")?;
+        Ok(())
+    }
+}
