@@ -1,0 +1,132 @@
+//! The command line as an operator meets it: `check` against the real stack, config errors,
+//! empty listings, and `run` stopping cleanly on a signal.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{Options, TestApp, wait_until};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn check_reports_each_part_working_against_the_local_stack() {
+    let app = TestApp::new(Options::default()).await;
+    let out = app.cli(&["check"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "check failed:\n{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("IMAP OK"), "{stdout}");
+    assert!(stdout.contains("IDLE supported"), "{stdout}");
+    assert!(stdout.contains("SMTP OK"), "{stdout}");
+    assert!(stdout.contains("database ready"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_works_over_implicit_tls_too() {
+    let app = TestApp::new(Options { security: "tls", ..Options::default() }).await;
+    let out = app.cli(&["check"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("IMAP OK"));
+}
+
+#[tokio::test]
+async fn check_names_the_connection_that_failed_and_why() {
+    // A port nothing listens on stands for the stack being down, without stopping the
+    // stack other tests share.
+    let app = TestApp::new(Options { port: Some(1), ..Options::default() }).await;
+    let out = app.cli(&["check"]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "check passed with IMAP down:\n{stdout}");
+    let imap_line = stdout.lines().find(|l| l.starts_with("IMAP")).unwrap();
+    assert!(imap_line.starts_with("IMAP FAILED"), "{stdout}");
+    assert!(imap_line.contains("127.0.0.1:1"), "{imap_line}");
+    assert!(imap_line.to_lowercase().contains("refused"), "{imap_line}");
+    assert!(stdout.contains("SMTP OK"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_reports_a_refused_login() {
+    let app = TestApp::new(Options::default()).await;
+    std::fs::write(app.dir.path().join("imap.password"), "wrong-password\n").unwrap();
+    let out = app.cli(&["check"]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains("IMAP FAILED: login refused"), "{stdout}");
+    assert!(stdout.contains("SMTP FAILED"), "{stdout}");
+    assert!(!stdout.contains("wrong-password"), "the password leaked: {stdout}");
+}
+
+#[tokio::test]
+async fn a_bad_config_stops_every_command_and_names_file_and_key() {
+    let app = TestApp::new(Options::default()).await;
+    let original = std::fs::read_to_string(&app.config_path).unwrap();
+    let cases = [
+        (original.replace("poll_interval_secs = 1", "poll_intervall_secs = 1"), "imap.poll_intervall_secs"),
+        (original.replace("security = \"starttls\"", "security = \"plain\"").replace("host = \"127.0.0.1\"", "host = \"mail.example.org\""), "imap.security"),
+        (original.replace("timezone = \"Europe/London\"", "timezone = \"Mars/Olympus\""), "service.timezone"),
+    ];
+    for (bad, key) in cases {
+        std::fs::write(&app.config_path, bad).unwrap();
+        for command in [&["check"][..], &["requests", "list"][..], &["run"][..]] {
+            let out = app.cli(command);
+            let stderr = text(&out.stderr);
+            assert!(!out.status.success(), "{command:?} accepted a bad config");
+            assert!(stderr.contains(&app.config_path.display().to_string()), "{stderr}");
+            assert!(stderr.contains(key), "{key} not named: {stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn listings_are_empty_json_arrays_on_a_new_database() {
+    let app = TestApp::new(Options::default()).await;
+    assert_eq!(app.cli_json(&["requests", "list", "--format", "json"]), serde_json::json!([]));
+    assert_eq!(app.cli_json(&["messages", "list", "--format", "json"]), serde_json::json!([]));
+    let csv = app.cli(&["requests", "list", "--format", "csv"]);
+    assert!(text(&csv.stdout).starts_with("reference,status,decision,requester"));
+    let missing = app.cli(&["requests", "show", "GP-2026-0001"]);
+    assert!(!missing.status.success());
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let app = TestApp::new(Options::default()).await;
+    let out = app.cli(&["migrate"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("0 migration(s) applied"), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn run_watches_the_inbox_and_exits_zero_on_sigterm_and_sigint() {
+    for signal in ["-TERM", "-INT"] {
+        let app = TestApp::new(Options::default()).await;
+        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("--config")
+            .arg(&app.config_path)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("the daemon to report idle", || {
+            let out = app.cli(&["status", "--format", "json"]);
+            async move {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                (v["imap"] == "idle" && out.status.success()).then_some(())
+            }
+        })
+        .await;
+        let kill = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        assert!(kill.success());
+        let status = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+        assert!(status.status.success(), "run exited {:?}: {}", status.status, text(&status.stderr));
+        // Once stopped, status says so and exits non-zero.
+        let out = app.cli(&["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["imap"], "down");
+        assert!(!out.status.success());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

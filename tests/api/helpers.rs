@@ -1,0 +1,371 @@
+//! The test harness: the mail stack, per-test users and databases, the daemon in-process
+//! with a shutdown handle, and ways to look at what arrived where.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use gatehouse::config::Config;
+use gatehouse::daemon::App;
+use gatehouse::store::SharedStore;
+use lettre::address::Envelope;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio_util::sync::CancellationToken;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const PASSWORD: &str = "test-password";
+
+/// The running local mail stack.
+#[derive(Debug)]
+pub struct Stack {
+    pub host: String,
+    pub imap_port: u16,
+    pub imaps_port: u16,
+    pub smtp_port: u16,
+    pub submission_port: u16,
+    pub ca_file: PathBuf,
+    pub script: PathBuf,
+}
+
+static STACK: OnceLock<Stack> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Starts the stack (or finds it running) once per test binary.
+pub fn stack() -> &'static Stack {
+    STACK.get_or_init(|| {
+        let script = Path::new(REPO).join("deploy/local/mailstack");
+        let up = Command::new(&script).arg("up").stdin(Stdio::null()).output().expect("run mailstack up");
+        assert!(up.status.success(), "mailstack up failed:\n{}", String::from_utf8_lossy(&up.stderr));
+        let env = Command::new(&script).arg("env").output().expect("run mailstack env");
+        let mut vars = BTreeMap::new();
+        for line in String::from_utf8_lossy(&env.stdout).lines() {
+            if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+                vars.insert(k.to_string(), v.trim_matches('\'').to_string());
+            }
+        }
+        let get = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("mailstack env lacks {k}"));
+        Stack {
+            host: get("GATEHOUSE_MAIL_HOST"),
+            imap_port: get("GATEHOUSE_IMAP_PORT").parse().unwrap(),
+            imaps_port: get("GATEHOUSE_IMAPS_PORT").parse().unwrap(),
+            smtp_port: get("GATEHOUSE_SMTP_PORT").parse().unwrap(),
+            submission_port: get("GATEHOUSE_SUBMISSION_PORT").parse().unwrap(),
+            ca_file: PathBuf::from(get("GATEHOUSE_MAIL_CA_FILE")),
+            script,
+        }
+    })
+}
+
+impl Stack {
+    /// A new mail user unique to this test run, e.g. `jo-17-4242@icb.test`.
+    pub fn user(&self, name: &str, domain: &str) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let address = format!("{name}-{n}-{}-{}@{domain}", std::process::id(), rand_suffix());
+        let out = Command::new(&self.script)
+            .args(["add-user", &address, PASSWORD])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mailstack add-user");
+        assert!(out.status.success(), "add-user failed: {}", String::from_utf8_lossy(&out.stderr));
+        address
+    }
+
+    pub fn maildir(&self, address: &str) -> PathBuf {
+        let out = Command::new(&self.script).args(["maildir", address]).output().expect("mailstack maildir");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
+    /// Every message delivered to `address`, oldest first, as raw bytes.
+    pub fn mailbox(&self, address: &str) -> Vec<Vec<u8>> {
+        let root = self.maildir(address);
+        let mut files = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(root.join(sub)) {
+                for e in entries.flatten() {
+                    let modified = e.metadata().and_then(|m| m.modified()).ok();
+                    files.push((modified, e.path()));
+                }
+            }
+        }
+        files.sort();
+        files.into_iter().filter_map(|(_, p)| std::fs::read(p).ok()).collect()
+    }
+
+    /// Sends raw bytes through Postfix's port 2525, as mail from the outside world arrives.
+    pub async fn send_raw(&self, from: &str, to: &[&str], raw: &[u8]) {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
+            .port(self.smtp_port)
+            .build();
+        let envelope = Envelope::new(
+            Some(from.parse().unwrap()),
+            to.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+        .unwrap();
+        transport.send_raw(&envelope, raw).await.expect("send through the local stack");
+    }
+
+    /// Sends a simple plain-text email.
+    pub async fn send(&self, from: &str, to: &str, subject: &str, body: &str) -> String {
+        let id = format!("{}.{}@sender.test", rand_suffix(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let raw = format!(
+            "From: Test Sender <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
+            chrono::Utc::now().to_rfc2822()
+        );
+        self.send_raw(from, &[to], raw.as_bytes()).await;
+        id
+    }
+
+    /// Waits until `address` holds at least `n` messages (a bound for failure, not a timing
+    /// assertion).
+    pub async fn wait_for_mail(&self, address: &str, n: usize) -> Vec<Vec<u8>> {
+        wait_until(&format!("{n} message(s) in {address}"), || {
+            let m = self.mailbox(address);
+            async move { (m.len() >= n).then_some(m) }
+        })
+        .await
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use rand::Rng as _;
+    let n: u32 = rand::rng().random();
+    format!("{n:08x}")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after 60 s.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Options for a test's config.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub security: &'static str,
+    pub port: Option<u16>,
+    pub idle: bool,
+    pub backlog: &'static str,
+    pub extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { security: "starttls", port: None, idle: true, backlog: "log_only", extra: String::new() }
+    }
+}
+
+/// One test's gatehouse: its own shared mailbox, gatekeeper, board, data directory and
+/// config file, and (once started) the daemon running in-process.
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub shared: String,
+    pub gatekeeper: String,
+    pub board: String,
+    pub stack: &'static Stack,
+    pub store: SharedStore,
+    daemon: Option<(CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl TestApp {
+    /// A configured app whose daemon is not yet running.
+    pub async fn new(options: Options) -> TestApp {
+        let stack = stack();
+        let shared = stack.user("gp-access", "gatehouse.test");
+        let gatekeeper = stack.user("gatekeeper", "gatehouse.test");
+        let board = stack.user("board", "gatehouse.test");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("imap.password"), format!("{PASSWORD}\n")).unwrap();
+        let port = options.port.unwrap_or(match options.security {
+            "tls" => stack.imaps_port,
+            _ => stack.imap_port,
+        });
+        let text = format!(
+            r#"
+[service]
+name = "Test GP Leadership Group"
+timezone = "Europe/London"
+data_dir = "data"
+reference_prefix = "GP"
+
+[imap]
+host = "{host}"
+port = {port}
+security = "{security}"
+username = "{shared}"
+password_file = "imap.password"
+tls_ca_file = "{ca}"
+mailbox = "INBOX"
+idle = {idle}
+poll_interval_secs = 1
+backlog = "{backlog}"
+timeout_secs = 20
+
+[smtp]
+host = "{host}"
+port = {submission}
+security = "starttls"
+username = "{shared}"
+password_file = "imap.password"
+tls_ca_file = "{ca}"
+from = "Test GP Single Point of Access <{shared}>"
+
+[gatekeepers]
+addresses = ["{gatekeeper}"]
+
+[board]
+addresses = ["{board}"]
+summary_schedule = "0 8 * * MON"
+
+[meetings]
+dates = ["2099-12-03"]
+
+[organisations]
+"icb.test" = "Anytown ICB"
+"trust.test" = "Anytown Hospitals NHS Trust"
+{extra}
+"#,
+            host = stack.host,
+            security = options.security,
+            ca = stack.ca_file.display(),
+            idle = options.idle,
+            backlog = options.backlog,
+            submission = stack.submission_port,
+            extra = options.extra,
+        );
+        let config_path = dir.path().join("gatehouse.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let config = Config::load(&config_path).expect("test config loads");
+        let store = gatehouse::store::open(&config).await.unwrap();
+        store.migrate().await.unwrap();
+        TestApp { dir, config_path, shared, gatekeeper, board, stack, store, daemon: None }
+    }
+
+    pub async fn spawn() -> TestApp {
+        let mut app = Self::new(Options::default()).await;
+        app.start().await;
+        app
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).unwrap()
+    }
+
+    /// Starts the daemon in-process and waits until it watches the inbox.
+    pub async fn start(&mut self) {
+        assert!(self.daemon.is_none(), "already running");
+        let token = CancellationToken::new();
+        let app = App::open(self.config()).await.unwrap();
+        let handle = tokio::spawn(app.run(token.clone()));
+        self.daemon = Some((token, handle));
+        let store = self.store.clone();
+        wait_until("the daemon to watch the inbox", || {
+            let store = store.clone();
+            async move {
+                let s = store.daemon_status().await.ok().flatten()?;
+                matches!(s.imap.as_str(), "idle" | "polling").then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Stops the daemon the way SIGTERM does, and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some((token, handle)) = self.daemon.take() {
+            token.cancel();
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    /// Kills the daemon without letting it finish anything (a crash).
+    pub async fn kill(&mut self) {
+        if let Some((_, handle)) = self.daemon.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    /// Runs the real `gatehouse` binary against this app's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("GATEHOUSE_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(out.status.success(), "gatehouse {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until `n` messages have been taken from the inbox and processed.
+    pub async fn wait_for_messages(&self, n: usize) -> Vec<gatehouse::store::MessageRow> {
+        let store = self.store.clone();
+        wait_until(&format!("{n} processed message(s)"), || {
+            let store = store.clone();
+            async move {
+                let rows = store.list_messages().await.ok()?;
+                let done = rows.iter().filter(|m| m.classification.is_some()).count();
+                (done >= n).then_some(rows)
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some((token, handle)) = self.daemon.take() {
+            token.cancel();
+            handle.abort();
+        }
+    }
+}
+
+/// A fixture email from tests/fixtures/mail, with `{{name}}` placeholders replaced.
+pub fn fixture(name: &str, vars: &[(&str, &str)]) -> Vec<u8> {
+    let path = Path::new(REPO).join("tests/fixtures/mail").join(name);
+    let mut raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (k, v) in vars {
+        let pattern = format!("{{{{{k}}}}}");
+        raw = replace_bytes(&raw, pattern.as_bytes(), v.as_bytes());
+    }
+    raw
+}
+
+pub fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+pub type Shared<T> = Arc<T>;

@@ -1,0 +1,7 @@
+//! Integration tests: one binary, run against the real local mail stack
+//! (`deploy/local/mailstack`, Dovecot + Postfix on loopback) and a fresh SQLite database per
+//! test. `helpers` starts the stack once and gives each test its own mail users.
+
+mod cli;
+mod helpers;
+mod inbox;
