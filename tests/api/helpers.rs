@@ -64,15 +64,26 @@ pub fn stack() -> &'static Stack {
 impl Stack {
     /// A new mail user unique to this test run, e.g. `jo-17-4242@icb.test`.
     pub fn user(&self, name: &str, domain: &str) -> String {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let address = format!("{name}-{n}-{}-{}@{domain}", std::process::id(), rand_suffix());
-        let out = Command::new(&self.script)
-            .args(["add-user", &address, PASSWORD])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run mailstack add-user");
+        self.users(&[(name, domain)]).remove(0)
+    }
+
+    /// Several new users at once (adding users costs the stack about a second per call).
+    pub fn users(&self, wanted: &[(&str, &str)]) -> Vec<String> {
+        let addresses: Vec<String> = wanted
+            .iter()
+            .map(|(name, domain)| {
+                let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+                format!("{name}-{n}-{}-{}@{domain}", std::process::id(), rand_suffix())
+            })
+            .collect();
+        let mut cmd = Command::new(&self.script);
+        cmd.arg("add-user");
+        for a in &addresses {
+            cmd.args([a.as_str(), PASSWORD]);
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("run mailstack add-user");
         assert!(out.status.success(), "add-user failed: {}", String::from_utf8_lossy(&out.stderr));
-        address
+        addresses
     }
 
     pub fn maildir(&self, address: &str) -> PathBuf {
@@ -186,9 +197,10 @@ impl TestApp {
     /// A configured app whose daemon is not yet running.
     pub async fn new(options: Options) -> TestApp {
         let stack = stack();
-        let shared = stack.user("gp-access", "gatehouse.test");
-        let gatekeeper = stack.user("gatekeeper", "gatehouse.test");
-        let board = stack.user("board", "gatehouse.test");
+        let mut users = stack
+            .users(&[("gp-access", "gatehouse.test"), ("gatekeeper", "gatehouse.test"), ("board", "gatehouse.test")])
+            .into_iter();
+        let (shared, gatekeeper, board) = (users.next().unwrap(), users.next().unwrap(), users.next().unwrap());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("imap.password"), format!("{PASSWORD}\n")).unwrap();
         let port = options.port.unwrap_or(match options.security {
