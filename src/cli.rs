@@ -131,10 +131,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let store = store::open(&config).await?;
             let applied = store.migrate().await?;
-            println!(
-                "database ready ({}): {applied} migration(s) applied",
-                store.describe()
-            );
+            println!("database ready ({}): {applied} migration(s) applied", store.describe());
             Ok(ExitCode::SUCCESS)
         }
         Command::Requests { command } => {
@@ -156,9 +153,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Messages {
-            command: MessagesCommand::List { format },
-        } => {
+        Command::Messages { command: MessagesCommand::List { format } } => {
             let store = open_migrated(&config).await?;
             let rows = store.list_messages().await?;
             print_messages(&rows, format)?;
@@ -180,7 +175,13 @@ async fn open_migrated(config: &Config) -> anyhow::Result<SharedStore> {
 /// failure so the operator sees everything at once.
 async fn check(config: &Config) -> ExitCode {
     let mut failed = false;
-    println!("config OK ({})", config.path.display());
+    match crate::templates::Templates::load(config) {
+        Ok(_) => println!("config OK ({})", config.path.display()),
+        Err(e) => {
+            failed = true;
+            println!("config FAILED: {e}");
+        }
+    }
     match crate::inbox::connection::check(&config.imap).await {
         Ok(detail) => println!("IMAP OK ({detail})"),
         Err(e) => {
@@ -208,11 +209,7 @@ async fn check(config: &Config) -> ExitCode {
             println!("database FAILED: {e:#}");
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// A request as the contract's JSON row.
@@ -289,13 +286,9 @@ fn print_requests(rows: &[RequestRow], format: ListFormat) -> anyhow::Result<()>
                     .map(|c| match &v[*c] {
                         Value::Null => String::new(),
                         Value::String(s) => csv_cell(s),
-                        Value::Array(items) => csv_cell(
-                            &items
-                                .iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(";"),
-                        ),
+                        Value::Array(items) => {
+                            csv_cell(&items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(";"))
+                        }
                         other => other.to_string(),
                     })
                     .collect();
@@ -312,24 +305,12 @@ fn print_requests(rows: &[RequestRow], format: ListFormat) -> anyhow::Result<()>
                         r.status.to_string(),
                         r.decision.map(|d| d.to_string()).unwrap_or_default(),
                         r.received_at.format("%Y-%m-%d %H:%M").to_string(),
-                        r.organisation
-                            .clone()
-                            .unwrap_or_else(|| r.requester.clone()),
+                        r.organisation.clone().unwrap_or_else(|| r.requester.clone()),
                         r.subject.clone(),
                     ]
                 })
                 .collect();
-            print_table(
-                &[
-                    "REFERENCE",
-                    "STATUS",
-                    "DECISION",
-                    "RECEIVED (UTC)",
-                    "FROM",
-                    "SUBJECT",
-                ],
-                &table,
-            )
+            print_table(&["REFERENCE", "STATUS", "DECISION", "RECEIVED (UTC)", "FROM", "SUBJECT"], &table)
         }
     }
 }
@@ -342,9 +323,7 @@ fn print_messages(rows: &[MessageRow], format: TableFormat) -> anyhow::Result<()
                 .iter()
                 .map(|m| {
                     vec![
-                        m.received_at
-                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                            .unwrap_or_default(),
+                        m.received_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
                         m.classification
                             .map(|c| c.as_str().to_string())
                             .unwrap_or_else(|| "(pending)".into()),
@@ -354,19 +333,12 @@ fn print_messages(rows: &[MessageRow], format: TableFormat) -> anyhow::Result<()
                     ]
                 })
                 .collect();
-            print_table(
-                &["RECEIVED (UTC)", "CLASS", "REFERENCE", "FROM", "SUBJECT"],
-                &table,
-            )
+            print_table(&["RECEIVED (UTC)", "CLASS", "REFERENCE", "FROM", "SUBJECT"], &table)
         }
     }
 }
 
-async fn show_request(
-    store: &SharedStore,
-    r: &RequestRow,
-    format: TextFormat,
-) -> anyhow::Result<()> {
+async fn show_request(store: &SharedStore, r: &RequestRow, format: TextFormat) -> anyhow::Result<()> {
     let messages = store.request_messages(r.id).await?;
     let events = store.request_events(r.id).await?;
     match format {
@@ -385,11 +357,7 @@ async fn show_request(
             writeln!(out, "{}  {}", r.reference, r.subject)?;
             writeln!(out, "Status:       {}", r.status)?;
             if let Some(d) = r.decision {
-                let detail = r
-                    .decision_detail
-                    .as_deref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default();
+                let detail = r.decision_detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
                 writeln!(out, "Decision:     {d}{detail}")?;
             }
             if let Some(date) = r.meeting_date {
@@ -426,11 +394,7 @@ async fn show_request(
             }
             writeln!(out, "Events:")?;
             for e in &events {
-                let detail = e
-                    .detail
-                    .as_deref()
-                    .map(|d| format!(": {d}"))
-                    .unwrap_or_default();
+                let detail = e.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
                 writeln!(out, "  {}  {} ({}){detail}", rfc3339(e.at), e.kind, e.actor)?;
             }
             Ok(())
@@ -447,9 +411,7 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
     let outbox = store.outbox_counts().await?;
     let last_summary = store.last_summary().await?;
     let now = chrono::Utc::now();
-    let alive = daemon
-        .as_ref()
-        .is_some_and(|d| (now - d.last_seen).num_seconds() <= HEARTBEAT_LIMIT_SECS);
+    let alive = daemon.as_ref().is_some_and(|d| (now - d.last_seen).num_seconds() <= HEARTBEAT_LIMIT_SECS);
     let imap = match &daemon {
         Some(d) if alive => d.imap.clone(),
         _ => "down".to_string(),
@@ -467,42 +429,22 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
             "last_summary": last_summary.map(rfc3339),
         }))?,
         TextFormat::Text => {
-            let seen = daemon
-                .as_ref()
-                .map(|d| rfc3339(d.last_seen))
-                .unwrap_or_else(|| "never".into());
-            println!(
-                "daemon:        {}",
-                if alive { "running" } else { "not running" }
-            );
+            let seen = daemon.as_ref().map(|d| rfc3339(d.last_seen)).unwrap_or_else(|| "never".into());
+            println!("daemon:        {}", if alive { "running" } else { "not running" });
             println!("imap:          {imap}");
             if let Some(detail) = daemon.as_ref().and_then(|d| d.imap_detail.as_deref()) {
                 println!("               {detail}");
             }
             println!("last seen:     {seen}");
-            println!(
-                "outbox:        {} pending, {} failed",
-                outbox.pending, outbox.failed
-            );
-            println!(
-                "last summary:  {}",
-                last_summary.map(rfc3339).unwrap_or_else(|| "never".into())
-            );
+            println!("outbox:        {} pending, {} failed", outbox.pending, outbox.failed);
+            println!("last summary:  {}", last_summary.map(rfc3339).unwrap_or_else(|| "never".into()));
         }
     }
-    Ok(if alive && watching {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if alive && watching { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
@@ -515,10 +457,7 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
             one_line
         }
     };
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| clip(c)).collect())
-        .collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| clip(c)).collect()).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -536,11 +475,7 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
             .trim_end()
             .to_string()
     };
-    writeln!(
-        out,
-        "{}",
-        line(headers.iter().map(|h| h.to_string()).collect())
-    )?;
+    writeln!(out, "{}", line(headers.iter().map(|h| h.to_string()).collect()))?;
     for row in rows {
         writeln!(out, "{}", line(row))?;
     }

@@ -36,11 +36,7 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "{file}: {}. Fix: {}", self.problem, self.fix)
         } else {
-            write!(
-                f,
-                "{file}: {}: {}. Fix: {}",
-                self.key, self.problem, self.fix
-            )
+            write!(f, "{file}: {}: {}. Fix: {}", self.key, self.problem, self.fix)
         }
     }
 }
@@ -103,10 +99,7 @@ impl NamedAddress {
             let name = (!name.is_empty()).then(|| name.to_string());
             return Ok(Self { name, address });
         }
-        Ok(Self {
-            name: None,
-            address: EmailAddress::parse(s)?,
-        })
+        Ok(Self { name: None, address: EmailAddress::parse(s)? })
     }
 }
 
@@ -176,21 +169,24 @@ pub struct Config {
     /// Sender address or domain (lower-case) → organisation name.
     pub organisations: BTreeMap<String, String>,
     pub templates_dir: Option<PathBuf>,
+    pub acknowledgements: AcknowledgementSettings,
+}
+
+/// When the requester is answered.
+#[derive(Debug, Clone)]
+pub struct AcknowledgementSettings {
+    /// At most this many acknowledgements to one address in 24 hours, so a loop with
+    /// another robot cannot run away.
+    pub rate_limit_per_day: u32,
+    /// Whether the original sender of a forwarded approach is acknowledged (the forwarder
+    /// always gets a short confirmation).
+    pub acknowledge_forwarded: bool,
 }
 
 /// The keys each section accepts. Checked before deserialising so that a misspelt key is
 /// reported by its full name instead of being silently ignored.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    (
-        "service",
-        &[
-            "name",
-            "timezone",
-            "data_dir",
-            "database_url",
-            "reference_prefix",
-        ],
-    ),
+    ("service", &["name", "timezone", "data_dir", "database_url", "reference_prefix"]),
     (
         "imap",
         &[
@@ -227,6 +223,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("board", &["addresses", "summary_schedule"]),
     ("meetings", &["dates", "agenda_days_before"]),
     ("templates", &["dir"]),
+    ("acknowledgements", &["rate_limit_per_day", "acknowledge_forwarded"]),
     // Free-form tables: any key, string values.
     ("priorities", &["*"]),
     ("organisations", &["*"]),
@@ -247,6 +244,26 @@ struct RawConfig {
     organisations: BTreeMap<String, String>,
     #[serde(default)]
     templates: RawTemplates,
+    #[serde(default)]
+    acknowledgements: RawAcknowledgements,
+}
+
+#[derive(Deserialize)]
+struct RawAcknowledgements {
+    #[serde(default = "default_ack_limit")]
+    rate_limit_per_day: u32,
+    #[serde(default = "default_true")]
+    acknowledge_forwarded: bool,
+}
+
+impl Default for RawAcknowledgements {
+    fn default() -> Self {
+        Self { rate_limit_per_day: default_ack_limit(), acknowledge_forwarded: true }
+    }
+}
+
+fn default_ack_limit() -> u32 {
+    10
 }
 
 #[derive(Deserialize)]
@@ -393,13 +410,8 @@ impl Config {
             fix: fix.to_string(),
         };
 
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            err(
-                "",
-                format!("not valid TOML: {}", e.message()),
-                &toml_location(text, &e),
-            )
-        })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| err("", format!("not valid TOML: {}", e.message()), &toml_location(text, &e)))?;
         check_known_keys(&table, path)?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let key = toml_key_at(text, &e);
@@ -413,11 +425,7 @@ impl Config {
         })?;
 
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
-        };
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let resolve = |p: &str| -> PathBuf {
             let p = PathBuf::from(p);
             if p.is_absolute() { p } else { base.join(p) }
@@ -450,34 +458,22 @@ impl Config {
         }
 
         // [imap]
-        check_security(&raw.imap.host, raw.imap.security).map_err(|p| {
-            err(
-                "imap.security",
-                p,
-                "use \"tls\" or \"starttls\" for a remote server",
-            )
-        })?;
-        let imap_password = secret_source(
-            "imap",
-            raw.imap.password_env,
-            raw.imap.password_file,
-            &resolve,
-            path,
-        )?
-        .ok_or_else(|| {
-            err(
-                "imap.password_env",
-                "no password source".into(),
-                "set password_env = \"GATEHOUSE_IMAP_PASSWORD\" (and export it) or password_file",
-            )
-        })?;
+        check_security(&raw.imap.host, raw.imap.security)
+            .map_err(|p| err("imap.security", p, "use \"tls\" or \"starttls\" for a remote server"))?;
+        let imap_password =
+            secret_source("imap", raw.imap.password_env, raw.imap.password_file, &resolve, path)?
+                .ok_or_else(|| {
+                    err(
+                        "imap.password_env",
+                        "no password source".into(),
+                        "set password_env = \"GATEHOUSE_IMAP_PASSWORD\" (and export it) or password_file",
+                    )
+                })?;
         let after_processing = match raw.imap.after_processing.trim() {
             "keep" => AfterProcessing::Keep,
             "seen" => AfterProcessing::Seen,
             other => match other.strip_prefix("move:") {
-                Some(folder) if !folder.trim().is_empty() => {
-                    AfterProcessing::Move(folder.trim().to_string())
-                }
+                Some(folder) if !folder.trim().is_empty() => AfterProcessing::Move(folder.trim().to_string()),
                 _ => {
                     return Err(err(
                         "imap.after_processing",
@@ -498,20 +494,10 @@ impl Config {
         check_file_exists(&imap_tls_ca, "imap.tls_ca_file", path)?;
 
         // [smtp]
-        check_security(&raw.smtp.host, raw.smtp.security).map_err(|p| {
-            err(
-                "smtp.security",
-                p,
-                "use \"tls\" or \"starttls\" for a remote server",
-            )
-        })?;
-        let smtp_password = secret_source(
-            "smtp",
-            raw.smtp.password_env,
-            raw.smtp.password_file,
-            &resolve,
-            path,
-        )?;
+        check_security(&raw.smtp.host, raw.smtp.security)
+            .map_err(|p| err("smtp.security", p, "use \"tls\" or \"starttls\" for a remote server"))?;
+        let smtp_password =
+            secret_source("smtp", raw.smtp.password_env, raw.smtp.password_file, &resolve, path)?;
         if smtp_password.is_some() && raw.smtp.username.is_none() {
             return Err(err(
                 "smtp.username",
@@ -520,18 +506,13 @@ impl Config {
             ));
         }
         let from = NamedAddress::parse(&raw.smtp.from).map_err(|e| {
-            err(
-                "smtp.from",
-                e.to_string(),
-                "use \"Name <address@example.org>\" or a bare address",
-            )
+            err("smtp.from", e.to_string(), "use \"Name <address@example.org>\" or a bare address")
         })?;
         let smtp_tls_ca = raw.smtp.tls_ca_file.as_deref().map(&resolve);
         check_file_exists(&smtp_tls_ca, "smtp.tls_ca_file", path)?;
 
         // [gatekeepers] and [board]
-        let gatekeepers =
-            parse_addresses(&raw.gatekeepers.addresses, "gatekeepers.addresses", path)?;
+        let gatekeepers = parse_addresses(&raw.gatekeepers.addresses, "gatekeepers.addresses", path)?;
         if gatekeepers.is_empty() || gatekeepers.len() > 2 {
             return Err(err(
                 "gatekeepers.addresses",
@@ -555,11 +536,7 @@ impl Config {
         let mut dates = Vec::new();
         for d in &raw.meetings.dates {
             let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
-                err(
-                    "meetings.dates",
-                    format!("{d:?} is not a date"),
-                    "write dates as YYYY-MM-DD",
-                )
+                err("meetings.dates", format!("{d:?} is not a date"), "write dates as YYYY-MM-DD")
             })?;
             dates.push(date);
         }
@@ -568,11 +545,7 @@ impl Config {
 
         // [priorities] keys are typed by gatekeepers after `priority`.
         for key in raw.priorities.keys() {
-            if key.is_empty()
-                || !key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(err(
                     &format!("priorities.{key}"),
                     "a priority key must be one word".into(),
@@ -653,17 +626,15 @@ impl Config {
                 timeout: Duration::from_secs(raw.smtp.timeout_secs.max(1)),
             },
             gatekeepers,
-            board: BoardSettings {
-                addresses: board_addresses,
-                summary_schedule,
-            },
-            meetings: MeetingSettings {
-                dates,
-                agenda_days_before: raw.meetings.agenda_days_before,
-            },
+            board: BoardSettings { addresses: board_addresses, summary_schedule },
+            meetings: MeetingSettings { dates, agenda_days_before: raw.meetings.agenda_days_before },
             priorities: raw.priorities,
             organisations,
             templates_dir,
+            acknowledgements: AcknowledgementSettings {
+                rate_limit_per_day: raw.acknowledgements.rate_limit_per_day,
+                acknowledge_forwarded: raw.acknowledgements.acknowledge_forwarded,
+            },
         })
     }
 
@@ -705,10 +676,7 @@ fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError>
                 file: path.to_path_buf(),
                 key: section.clone(),
                 problem: "unknown section or key".into(),
-                fix: format!(
-                    "remove it or check its spelling; sections are {}",
-                    sections.join(", ")
-                ),
+                fix: format!("remove it or check its spelling; sections are {}", sections.join(", ")),
             });
         };
         let Some(inner) = value.as_table() else {
@@ -738,10 +706,7 @@ fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError>
                     file: path.to_path_buf(),
                     key: format!("{section}.{key}"),
                     problem: "unknown key".into(),
-                    fix: format!(
-                        "remove it or check its spelling; [{section}] takes {}",
-                        keys.join(", ")
-                    ),
+                    fix: format!("remove it or check its spelling; [{section}] takes {}", keys.join(", ")),
                 });
             }
         }
@@ -783,8 +748,7 @@ fn check_file_exists(file: &Option<PathBuf>, key: &str, path: &Path) -> Result<(
             file: path.to_path_buf(),
             key: key.into(),
             problem: format!("the file {} does not exist", f.display()),
-            fix: "give the path of a PEM file (relative paths start from the config file's folder)"
-                .into(),
+            fix: "give the path of a PEM file (relative paths start from the config file's folder)".into(),
         }),
         _ => Ok(()),
     }
@@ -794,9 +758,7 @@ fn check_file_exists(file: &Option<PathBuf>, key: &str, path: &Path) -> Result<(
 /// to this machine.
 fn check_security(host: &str, security: Security) -> Result<(), String> {
     if security == Security::Plain && !is_loopback(host) {
-        return Err(format!(
-            "\"plain\" (unencrypted) is only allowed to this machine, not to {host:?}"
-        ));
+        return Err(format!("\"plain\" (unencrypted) is only allowed to this machine, not to {host:?}"));
     }
     Ok(())
 }
@@ -804,17 +766,11 @@ fn check_security(host: &str, security: Security) -> Result<(), String> {
 pub fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+        || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
 fn check_database_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-    else {
+    let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) else {
         return Err(format!("{url:?} is not a postgres:// URL"));
     };
     let authority = rest.split('/').next().unwrap_or_default();
@@ -826,11 +782,7 @@ fn check_database_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_addresses(
-    list: &[String],
-    key: &str,
-    path: &Path,
-) -> Result<Vec<EmailAddress>, ConfigError> {
+fn parse_addresses(list: &[String], key: &str, path: &Path) -> Result<Vec<EmailAddress>, ConfigError> {
     let mut out = Vec::new();
     for item in list {
         let address = EmailAddress::parse(item).map_err(|e| ConfigError {
@@ -852,12 +804,7 @@ fn toml_location(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             let before = text.get(..span.start).unwrap_or_default();
             let line = before.matches('\n').count() + 1;
-            let column = before
-                .rsplit('\n')
-                .next()
-                .map(|l| l.chars().count())
-                .unwrap_or(0)
-                + 1;
+            let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
             format!("see line {line}, column {column}")
         }
         None => "see config/gatehouse.example.toml".into(),
@@ -872,37 +819,19 @@ fn toml_key_at(text: &str, e: &toml::de::Error) -> String {
     };
     // Include the line the span starts on: a missing-field error points at the [section]
     // header itself.
-    let line_end = text
-        .get(span.start..)
-        .and_then(|t| t.find('\n'))
-        .map_or(text.len(), |i| span.start + i);
+    let line_end = text.get(span.start..).and_then(|t| t.find('\n')).map_or(text.len(), |i| span.start + i);
     let before = text.get(..line_end).unwrap_or_default();
     let section = before
         .lines()
         .filter_map(|l| {
             let l = l.trim();
-            l.strip_prefix('[')
-                .and_then(|l| l.strip_suffix(']'))
-                .map(str::to_string)
+            l.strip_prefix('[').and_then(|l| l.strip_suffix(']')).map(str::to_string)
         })
         .last();
-    let line_start = text
-        .get(..span.start)
-        .and_then(|t| t.rfind('\n'))
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let line = text
-        .get(line_start..)
-        .and_then(|l| l.lines().next())
-        .unwrap_or_default();
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().to_string())
-        .filter(|k| !k.starts_with('['));
-    let missing = e
-        .message()
-        .strip_prefix("missing field `")
-        .and_then(|m| m.split('`').next());
+    let line_start = text.get(..span.start).and_then(|t| t.rfind('\n')).map(|i| i + 1).unwrap_or(0);
+    let line = text.get(line_start..).and_then(|l| l.lines().next()).unwrap_or_default();
+    let key = line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.starts_with('['));
+    let missing = e.message().strip_prefix("missing field `").and_then(|m| m.split('`').next());
     match (section, key, missing) {
         (Some(s), _, Some(m)) => format!("{s}.{m}"),
         (None, _, Some(m)) => m.to_string(),
@@ -972,45 +901,25 @@ workforce = "Recruiting hard-to-find staff groups"
         let c = load(VALID).unwrap();
         assert_eq!(c.gatekeepers.len(), 2);
         assert_eq!(c.service.data_dir, PathBuf::from("/etc/gatehouse/data"));
-        assert_eq!(
-            c.smtp.from.name.as_deref(),
-            Some("Anytown GP Single Point of Access")
-        );
+        assert_eq!(c.smtp.from.name.as_deref(), Some("Anytown GP Single Point of Access"));
         assert_eq!(c.imap.after_processing, AfterProcessing::Keep);
     }
 
     #[test]
     fn organisations_prefer_the_exact_address_then_the_closest_domain() {
         let c = load(VALID).unwrap();
-        let org = |a: &str| {
-            c.organisation_for(&EmailAddress::parse(a).unwrap())
-                .map(str::to_string)
-        };
-        assert_eq!(
-            org("jo.bloggs@nhs.net").as_deref(),
-            Some("Anytown Hospitals NHS Trust")
-        );
+        let org = |a: &str| c.organisation_for(&EmailAddress::parse(a).unwrap()).map(str::to_string);
+        assert_eq!(org("jo.bloggs@nhs.net").as_deref(), Some("Anytown Hospitals NHS Trust"));
         assert_eq!(org("someone@nhs.net").as_deref(), Some("NHSmail"));
-        assert_eq!(
-            org("a@mail.anytown-icb.example").as_deref(),
-            Some("Anytown ICB")
-        );
+        assert_eq!(org("a@mail.anytown-icb.example").as_deref(), Some("Anytown ICB"));
         assert_eq!(org("a@elsewhere.org"), None);
     }
 
     #[test]
     fn debug_output_never_contains_a_secret_value() {
         // SAFETY of the test: the variable name is unique to this test.
-        unsafe {
-            std::env::set_var(
-                "GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST",
-                "pw-that-must-not-leak",
-            )
-        };
-        let text = VALID.replace(
-            "GATEHOUSE_IMAP_PASSWORD",
-            "GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST",
-        );
+        unsafe { std::env::set_var("GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST", "pw-that-must-not-leak") };
+        let text = VALID.replace("GATEHOUSE_IMAP_PASSWORD", "GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST");
         let c = load(&text).unwrap();
         let secret = c.imap.password.load().unwrap();
         assert_eq!(secret.expose(), "pw-that-must-not-leak");
@@ -1033,21 +942,9 @@ workforce = "Recruiting hard-to-find staff groups"
                 "addresses = [\"a@nhs.net\", \"b@nhs.net\", \"c@nhs.net\"]",
                 "gatekeepers.addresses",
             ),
-            (
-                "security = \"tls\"",
-                "security = \"plain\"",
-                "imap.security",
-            ),
-            (
-                "security = \"starttls\"",
-                "security = \"plain\"",
-                "smtp.security",
-            ),
-            (
-                "timezone = \"Europe/London\"",
-                "timezone = \"Europe/Londn\"",
-                "service.timezone",
-            ),
+            ("security = \"tls\"", "security = \"plain\"", "imap.security"),
+            ("security = \"starttls\"", "security = \"plain\"", "smtp.security"),
+            ("timezone = \"Europe/London\"", "timezone = \"Europe/Londn\"", "service.timezone"),
             (
                 "summary_schedule = \"0 8 * * MON\"",
                 "summary_schedule = \"0 8 * MON\"",
@@ -1058,56 +955,22 @@ workforce = "Recruiting hard-to-find staff groups"
                 "summary_schedule = \"0 25 * * MON\"",
                 "board.summary_schedule",
             ),
-            (
-                "\"pcn-cds@nhs.net\"",
-                "\"pcn-cds-at-nhs.net\"",
-                "board.addresses",
-            ),
-            (
-                "\"jane.doe@nhs.net\",",
-                "\"jane.doe@nhs\",",
-                "gatekeepers.addresses",
-            ),
+            ("\"pcn-cds@nhs.net\"", "\"pcn-cds-at-nhs.net\"", "board.addresses"),
+            ("\"jane.doe@nhs.net\",", "\"jane.doe@nhs\",", "gatekeepers.addresses"),
             ("<gp-access@nhs.net>\"", "<gp-access>\"", "smtp.from"),
-            (
-                "[meetings]\n",
-                "[templates]\ndir = \"no-such-folder\"\n[meetings]\n",
-                "templates.dir",
-            ),
+            ("[meetings]\n", "[templates]\ndir = \"no-such-folder\"\n[meetings]\n", "templates.dir"),
             ("\"2026-12-03\"", "\"3 Dec 2026\"", "meetings.dates"),
             ("port = 993", "port = \"nine\"", "imap.port"),
-            (
-                "name = \"Anytown General Practice Leadership Group\"\n",
-                "",
-                "service.name",
-            ),
-            (
-                "password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n",
-                "",
-                "imap.password_env",
-            ),
-            (
-                "mailbox = \"INBOX\"",
-                "after_processing = \"delete\"",
-                "imap.after_processing",
-            ),
-            (
-                "# database",
-                "database_url = \"postgres://u:pw@db/g\"",
-                "service.database_url",
-            ),
+            ("name = \"Anytown General Practice Leadership Group\"\n", "", "service.name"),
+            ("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "", "imap.password_env"),
+            ("mailbox = \"INBOX\"", "after_processing = \"delete\"", "imap.after_processing"),
+            ("# database", "database_url = \"postgres://u:pw@db/g\"", "service.database_url"),
         ];
         for (from, to, key) in cases {
             let text = if *from == "# database" {
-                VALID.replace(
-                    "reference_prefix = \"GP\"",
-                    &format!("reference_prefix = \"GP\"\n{to}"),
-                )
+                VALID.replace("reference_prefix = \"GP\"", &format!("reference_prefix = \"GP\"\n{to}"))
             } else {
-                assert!(
-                    VALID.contains(from),
-                    "test case pattern {from:?} not in example"
-                );
+                assert!(VALID.contains(from), "test case pattern {from:?} not in example");
                 VALID.replacen(from, to, 1)
             };
             let e = load(&text).expect_err(&format!("accepted config with {to:?}"));

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::inbox::{ImapState, Inbox};
+use crate::outbox::Sender;
 use crate::requests::Processor;
 use crate::store::{self, SharedStore};
+use crate::templates::Templates;
 
 /// How often the daemon proves it is alive in the database (read by `gatehouse status`).
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -30,11 +32,7 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     pub fn new(store: SharedStore, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            clock,
-            state: Arc::new(Mutex::new((ImapState::Connecting, None))),
-        }
+        Self { store, clock, state: Arc::new(Mutex::new((ImapState::Connecting, None))) }
     }
 
     pub async fn set(&self, state: ImapState, detail: Option<String>) {
@@ -54,11 +52,7 @@ impl StatusBoard {
     }
 
     async fn write(&self, state: ImapState, detail: Option<&str>) {
-        if let Err(e) = self
-            .store
-            .set_daemon_status(state.as_str(), detail, self.clock.now())
-            .await
-        {
+        if let Err(e) = self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await {
             tracing::warn!("Cannot record the daemon's status: {e:#}");
         }
     }
@@ -70,44 +64,40 @@ pub struct App {
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub clock: Arc<dyn Clock>,
+    pub templates: Arc<Templates>,
 }
 
 impl App {
     /// Opens and migrates the database named by the config.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
+        // Templates first: a broken override is a config error, found before anything runs.
+        let templates = Arc::new(Templates::load(&config)?);
         let store = store::open(&config).await?;
         let applied = store.migrate().await?;
         if applied > 0 {
-            tracing::info!(
-                "Database {}: applied {applied} migration(s)",
-                store.describe()
-            );
+            tracing::info!("Database {}: applied {applied} migration(s)", store.describe());
         }
-        Ok(Self {
-            config: Arc::new(config),
-            store,
-            clock: Arc::new(SystemClock),
-        })
+        Ok(Self { config: Arc::new(config), store, clock: Arc::new(SystemClock), templates })
     }
 
     /// Runs every task until `shutdown` is cancelled, then waits (briefly) for them to stop.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let status = StatusBoard::new(self.store.clone(), self.clock.clone());
         status.beat().await;
+        let wake = Arc::new(tokio::sync::Notify::new());
         let processor = Arc::new(Processor::new(
             self.config.clone(),
             self.store.clone(),
             self.clock.clone(),
+            self.templates.clone(),
+            wake.clone(),
         ));
-        let inbox = Inbox::new(
-            self.config.clone(),
-            self.store.clone(),
-            processor,
-            status.clone(),
-        );
+        let sender = Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake);
+        let inbox = Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone());
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(inbox.run(shutdown.clone()));
+        tasks.spawn(sender.run(shutdown.clone()));
         tasks.spawn(heartbeat(status, shutdown.clone()));
         tracing::info!(
             "gatehouse is running for {} (watching {} on {}:{})",
@@ -158,10 +148,8 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
             tracing::error!("Cannot listen for signals; stop the daemon with SIGKILL");
             return;
         };

@@ -74,8 +74,7 @@ impl Reference {
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         let s = s.trim();
         let mut parts = s.rsplitn(3, '-');
-        let (Some(seq), Some(year), Some(prefix)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(seq), Some(year), Some(prefix)) = (parts.next(), parts.next(), parts.next()) else {
             bail!("{s:?} is not a reference like GP-2026-0042");
         };
         let valid_prefix = !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphanumeric());
@@ -84,12 +83,8 @@ impl Reference {
         }
         Ok(Self {
             prefix: prefix.to_ascii_uppercase(),
-            year: year
-                .parse()
-                .with_context(|| format!("Bad year in reference {s:?}"))?,
-            seq: seq
-                .parse()
-                .with_context(|| format!("Bad number in reference {s:?}"))?,
+            year: year.parse().with_context(|| format!("Bad year in reference {s:?}"))?,
+            seq: seq.parse().with_context(|| format!("Bad number in reference {s:?}"))?,
         })
     }
 }
@@ -112,12 +107,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [
-        Status::AwaitingTriage,
-        Status::WaitingOnRequester,
-        Status::Scheduled,
-        Status::Closed,
-    ];
+    pub const ALL: [Status; 4] =
+        [Status::AwaitingTriage, Status::WaitingOnRequester, Status::Scheduled, Status::Closed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,14 +124,11 @@ impl FromStr for Status {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == wanted)
-            .with_context(|| {
-                format!(
-                    "Unknown status {s:?}: use one of awaiting_triage, waiting_on_requester, scheduled, closed"
-                )
-            })
+        Status::ALL.into_iter().find(|st| st.as_str() == wanted).with_context(|| {
+            format!(
+                "Unknown status {s:?}: use one of awaiting_triage, waiting_on_requester, scheduled, closed"
+            )
+        })
     }
 }
 
@@ -256,18 +244,10 @@ impl FromStr for Classification {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
         use Classification::*;
-        [
-            New,
-            FollowUp,
-            Forwarded,
-            Triage,
-            Automated,
-            Rejected,
-            Unparseable,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
-        .with_context(|| format!("Unknown classification {s:?}"))
+        [New, FollowUp, Forwarded, Triage, Automated, Rejected, Unparseable]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .with_context(|| format!("Unknown classification {s:?}"))
     }
 }
 
@@ -277,17 +257,9 @@ mod tests {
 
     #[test]
     fn reference_pads_to_four_digits_and_grows_past_them() {
-        let r = Reference {
-            prefix: "GP".into(),
-            year: 2026,
-            seq: 42,
-        };
+        let r = Reference { prefix: "GP".into(), year: 2026, seq: 42 };
         assert_eq!(r.to_string(), "GP-2026-0042");
-        let r = Reference {
-            prefix: "GP".into(),
-            year: 2026,
-            seq: 12345,
-        };
+        let r = Reference { prefix: "GP".into(), year: 2026, seq: 12345 };
         assert_eq!(r.to_string(), "GP-2026-12345");
         assert_eq!(Reference::parse("gp-2026-12345").unwrap(), r);
         assert!(Reference::parse("GP-26-0001").is_err());
@@ -297,10 +269,7 @@ mod tests {
 
     #[test]
     fn addresses_are_lower_cased_and_checked() {
-        assert_eq!(
-            EmailAddress::parse(" Jane.Doe@NHS.net ").unwrap().as_str(),
-            "jane.doe@nhs.net"
-        );
+        assert_eq!(EmailAddress::parse(" Jane.Doe@NHS.net ").unwrap().as_str(), "jane.doe@nhs.net");
         for bad in [
             "jane",
             "jane@",

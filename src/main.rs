@@ -8,10 +8,7 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     let cli = gatehouse::cli::Cli::parse();
     gatehouse::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatehouse: cannot start the async runtime: {e}");

@@ -101,9 +101,7 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_named_in_the_error() {
-        let err = SecretSource::Env("GATEHOUSE_TEST_SURELY_UNSET".into())
-            .load()
-            .unwrap_err();
+        let err = SecretSource::Env("GATEHOUSE_TEST_SURELY_UNSET".into()).load().unwrap_err();
         assert!(err.to_string().contains("GATEHOUSE_TEST_SURELY_UNSET"));
     }
 }

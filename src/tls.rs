@@ -20,16 +20,10 @@ pub fn client_config(extra_ca: Option<&Path>) -> anyhow::Result<Arc<rustls::Clie
             .with_context(|| format!("Cannot read the CA file {}", path.display()))?
         {
             let cert = cert.with_context(|| format!("Bad certificate in {}", path.display()))?;
-            roots
-                .add(cert)
-                .with_context(|| format!("Unusable CA certificate in {}", path.display()))?;
+            roots.add(cert).with_context(|| format!("Unusable CA certificate in {}", path.display()))?;
             added += 1;
         }
-        anyhow::ensure!(
-            added > 0,
-            "No certificate found in the CA file {}",
-            path.display()
-        );
+        anyhow::ensure!(added > 0, "No certificate found in the CA file {}", path.display());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -42,10 +36,6 @@ pub fn client_config(extra_ca: Option<&Path>) -> anyhow::Result<Arc<rustls::Clie
 
 /// The name to verify the server's certificate against.
 pub fn server_name(host: &str) -> anyhow::Result<ServerName<'static>> {
-    ServerName::try_from(
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .with_context(|| format!("{host:?} is not a valid server name"))
+    ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
+        .with_context(|| format!("{host:?} is not a valid server name"))
 }

@@ -64,12 +64,7 @@ where
 /// Connects and logs in. Returns the session and whether the server supports IDLE.
 pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectError> {
     let addr = format!("{}:{}", imap.host, imap.port);
-    let tcp = timed(
-        imap.timeout,
-        &format!("Cannot connect to {addr}"),
-        TcpStream::connect(&addr),
-    )
-    .await?;
+    let tcp = timed(imap.timeout, &format!("Cannot connect to {addr}"), TcpStream::connect(&addr)).await?;
     let _ = tcp.set_nodelay(true);
 
     let stream: ImapStream = match imap.security {
@@ -84,16 +79,10 @@ pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectErro
             return Err(anyhow::anyhow!("{addr} closed the connection before greeting").into());
         }
         Ok(Err(e)) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("No greeting from {addr}"))
-                .into());
+            return Err(anyhow::Error::new(e).context(format!("No greeting from {addr}")).into());
         }
         Err(_) => {
-            return Err(anyhow::anyhow!(
-                "No greeting from {addr} within {} s",
-                imap.timeout.as_secs()
-            )
-            .into());
+            return Err(anyhow::anyhow!("No greeting from {addr} within {} s", imap.timeout.as_secs()).into());
         }
     };
     let _ = greeting;
@@ -111,11 +100,7 @@ pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectErro
     }
 
     let password = imap.password.load().map_err(ConnectError::Auth)?;
-    let login = tokio::time::timeout(
-        imap.timeout,
-        client.login(&imap.username, password.expose()),
-    )
-    .await;
+    let login = tokio::time::timeout(imap.timeout, client.login(&imap.username, password.expose())).await;
     let mut session = match login {
         Ok(Ok(session)) => session,
         Ok(Err((async_imap::error::Error::No(msg), _)))
@@ -126,16 +111,12 @@ pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectErro
             )));
         }
         Ok(Err((e, _))) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("Login to {addr} failed"))
-                .into());
+            return Err(anyhow::Error::new(e).context(format!("Login to {addr} failed")).into());
         }
         Err(_) => {
-            return Err(anyhow::anyhow!(
-                "Login to {addr}: no answer within {} s",
-                imap.timeout.as_secs()
-            )
-            .into());
+            return Err(
+                anyhow::anyhow!("Login to {addr}: no answer within {} s", imap.timeout.as_secs()).into()
+            );
         }
     };
     let caps = timed(imap.timeout, "CAPABILITY failed", session.capabilities()).await?;
@@ -184,10 +165,6 @@ pub async fn check(imap: &ImapSettings) -> anyhow::Result<String> {
         imap.username,
         imap.mailbox,
         mailbox.exists,
-        if idle {
-            "supported"
-        } else {
-            "not supported (will poll)"
-        }
+        if idle { "supported" } else { "not supported (will poll)" }
     ))
 }

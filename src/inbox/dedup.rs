@@ -6,10 +6,7 @@
 /// The first `Message-ID:` header's value without angle brackets, if any. Only the header
 /// section is read (up to the first empty line), folded lines included.
 pub fn message_id(raw: &[u8]) -> Option<String> {
-    let mut lines = raw
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .peekable();
+    let mut lines = raw.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).peekable();
     while let Some(line) = lines.next() {
         if line.is_empty() {
             return None;
@@ -48,14 +45,8 @@ mod tests {
             message_id(b"From: a@b.c\r\nMessage-ID: <abc@x.org>\r\n\r\nbody").as_deref(),
             Some("abc@x.org")
         );
-        assert_eq!(
-            message_id(b"message-id:\r\n <folded@x.org>\r\n\r\n").as_deref(),
-            Some("folded@x.org")
-        );
-        assert_eq!(
-            message_id(b"Subject: hi\r\n\r\nMessage-ID: <in-body@x.org>\r\n"),
-            None
-        );
+        assert_eq!(message_id(b"message-id:\r\n <folded@x.org>\r\n\r\n").as_deref(), Some("folded@x.org"));
+        assert_eq!(message_id(b"Subject: hi\r\n\r\nMessage-ID: <in-body@x.org>\r\n"), None);
         assert_eq!(message_id(b"Message-ID: <>\r\n\r\n"), None);
         assert_eq!(message_id(b""), None);
         assert_eq!(message_id(&[0xff, 0xfe, b':', b'\n']), None);

@@ -71,11 +71,7 @@ struct Backoff {
 
 impl Backoff {
     fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            attempt: 0,
-            base,
-            cap,
-        }
+        Self { attempt: 0, base, cap }
     }
 
     fn next_delay(&mut self) -> Duration {
@@ -108,12 +104,7 @@ impl Inbox {
         processor: Arc<Processor>,
         status: crate::daemon::StatusBoard,
     ) -> Self {
-        Self {
-            config,
-            store,
-            processor,
-            status,
-        }
+        Self { config, store, processor, status }
     }
 
     /// Runs until `shutdown` is cancelled. Never returns an error: every failure is logged
@@ -131,16 +122,11 @@ impl Inbox {
             let delay = match connected {
                 Ok((session, idle)) => {
                     auth_backoff.reset();
-                    match self
-                        .session(session, idle, &shutdown, &mut backoff, &mut attempts)
-                        .await
-                    {
+                    match self.session(session, idle, &shutdown, &mut backoff, &mut attempts).await {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::warn!("IMAP connection lost: {e:#}");
-                            self.status
-                                .set(ImapState::Down, Some(format!("{e:#}")))
-                                .await;
+                            self.status.set(ImapState::Down, Some(format!("{e:#}"))).await;
                             backoff.next_delay()
                         }
                     }
@@ -150,16 +136,12 @@ impl Inbox {
                         "IMAP login refused for {}: {e:#}. Check the username and password (or token); retrying slowly",
                         self.config.imap.username
                     );
-                    self.status
-                        .set(ImapState::AuthFailed, Some(format!("{e:#}")))
-                        .await;
+                    self.status.set(ImapState::AuthFailed, Some(format!("{e:#}"))).await;
                     auth_backoff.next_delay()
                 }
                 Err(ConnectError::Other(e)) => {
                     tracing::warn!("Cannot reach the IMAP server: {e:#}");
-                    self.status
-                        .set(ImapState::Down, Some(format!("{e:#}")))
-                        .await;
+                    self.status.set(ImapState::Down, Some(format!("{e:#}"))).await;
                     backoff.next_delay()
                 }
             };
@@ -169,9 +151,7 @@ impl Inbox {
                 () = shutdown.cancelled() => break,
             }
         }
-        self.status
-            .set(ImapState::Down, Some("stopped".into()))
-            .await;
+        self.status.set(ImapState::Down, Some("stopped".into())).await;
     }
 
     /// One connected session: sync, wait for news, sync again… Returns `Ok` only on shutdown.
@@ -200,29 +180,17 @@ impl Inbox {
                 session.select(&imap.mailbox),
             )
             .await?;
-            let validity = mailbox
-                .uid_validity
-                .context("The server gave no UIDVALIDITY")?;
+            let validity = mailbox.uid_validity.context("The server gave no UIDVALIDITY")?;
             if validity != uidvalidity {
                 uidvalidity = validity;
-                keywords_allowed = mailbox
-                    .permanent_flags
-                    .iter()
-                    .any(|f| matches!(f, async_imap::types::Flag::MayCreate));
+                keywords_allowed =
+                    mailbox.permanent_flags.iter().any(|f| matches!(f, async_imap::types::Flag::MayCreate));
             }
             let uid_next = mailbox.uid_next.unwrap_or(0);
             while session.unsolicited_responses.try_recv().is_ok() {}
 
-            let processed = self
-                .sync(
-                    &mut session,
-                    validity,
-                    uid_next,
-                    keywords_allowed,
-                    shutdown,
-                    attempts,
-                )
-                .await?;
+            let processed =
+                self.sync(&mut session, validity, uid_next, keywords_allowed, shutdown, attempts).await?;
             // A whole sync worked: the connection is healthy again.
             backoff.reset();
             if processed > 0 {
@@ -284,21 +252,13 @@ impl Inbox {
                     "UIDVALIDITY of {mailbox} changed ({} → {uidvalidity}): re-reading it; messages already logged are recognised by Message-ID and not logged twice",
                     old.uidvalidity
                 );
-                let s = MailboxState {
-                    uidvalidity,
-                    last_uid: 0,
-                    backlog_below_uid: 0,
-                };
+                let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: 0 };
                 self.store.reset_mailbox_state(mailbox, s).await?;
                 s
             }
             None => {
                 // First sight of this mailbox: what is already there is the backlog.
-                let s = MailboxState {
-                    uidvalidity,
-                    last_uid: 0,
-                    backlog_below_uid: uid_next,
-                };
+                let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: uid_next };
                 self.store.reset_mailbox_state(mailbox, s).await?;
                 tracing::info!(
                     "First start on {mailbox}: {} message(s) already there are the backlog",
@@ -312,18 +272,11 @@ impl Inbox {
         // Sizes first, so batches can be bounded in bytes as well as in count.
         let range = format!("{}:*", state.last_uid.saturating_add(1));
         let mut sizes: Vec<(u32, u64)> = {
-            let stream = timed(
-                imap.timeout,
-                "UID FETCH failed",
-                session.uid_fetch(&range, "(UID RFC822.SIZE)"),
-            )
-            .await?;
-            let fetched: Vec<_> = timed(
-                imap.timeout * 4,
-                "UID FETCH of sizes failed",
-                stream.try_collect::<Vec<_>>(),
-            )
-            .await?;
+            let stream =
+                timed(imap.timeout, "UID FETCH failed", session.uid_fetch(&range, "(UID RFC822.SIZE)"))
+                    .await?;
+            let fetched: Vec<_> =
+                timed(imap.timeout * 4, "UID FETCH of sizes failed", stream.try_collect::<Vec<_>>()).await?;
             fetched
                 .iter()
                 .filter_map(|f| Some((f.uid?, u64::from(f.size.unwrap_or(0)))))
@@ -338,11 +291,7 @@ impl Inbox {
             if shutdown.is_cancelled() {
                 break;
             }
-            let set = batch
-                .iter()
-                .map(|(uid, _)| uid.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
+            let set = batch.iter().map(|(uid, _)| uid.to_string()).collect::<Vec<_>>().join(",");
             let fetched: Vec<_> = {
                 let stream = timed(
                     imap.timeout,
@@ -350,12 +299,8 @@ impl Inbox {
                     session.uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])"),
                 )
                 .await?;
-                timed(
-                    imap.timeout * 4,
-                    "UID FETCH of messages failed",
-                    stream.try_collect::<Vec<_>>(),
-                )
-                .await?
+                timed(imap.timeout * 4, "UID FETCH of messages failed", stream.try_collect::<Vec<_>>())
+                    .await?
             };
             let mut by_uid: Vec<_> = fetched.iter().filter_map(|f| Some((f.uid?, f))).collect();
             by_uid.sort_unstable_by_key(|(uid, _)| *uid);
@@ -367,21 +312,8 @@ impl Inbox {
                 };
                 let backlog = uid < state.backlog_below_uid;
                 let internal_date = fetch.internal_date().map(|d| d.with_timezone(&Utc));
-                let checkpoint = Checkpoint {
-                    mailbox: mailbox.to_string(),
-                    uidvalidity,
-                    uid,
-                };
-                if self
-                    .take(
-                        raw,
-                        &checkpoint,
-                        backlog && !answer_backlog,
-                        internal_date,
-                        attempts,
-                    )
-                    .await?
-                {
+                let checkpoint = Checkpoint { mailbox: mailbox.to_string(), uidvalidity, uid };
+                if self.take(raw, &checkpoint, backlog && !answer_backlog, internal_date, attempts).await? {
                     processed += 1;
                     to_mark.push(uid);
                 }
@@ -422,23 +354,13 @@ impl Inbox {
             })
             .await?;
         let id = match saved {
-            RawSaved::New(id)
-            | RawSaved::Known {
-                id,
-                processed: false,
-            } => id,
-            RawSaved::Known {
-                processed: true, ..
-            } => {
+            RawSaved::New(id) | RawSaved::Known { id, processed: false } => id,
+            RawSaved::Known { processed: true, .. } => {
                 self.processor.advance(checkpoint).await?;
                 return Ok(false);
             }
         };
-        match self
-            .processor
-            .process(id, raw, log_only, internal_date, Some(checkpoint))
-            .await
-        {
+        match self.processor.process(id, raw, log_only, internal_date, Some(checkpoint)).await {
             Ok(_) => {
                 attempts.remove(&id);
                 Ok(true)
@@ -450,9 +372,7 @@ impl Inbox {
                     tracing::error!(
                         "Message {id} failed {n} times ({e:#}); recording it as unparseable so the inbox can move on"
                     );
-                    self.processor
-                        .give_up(id, &format!("{e:#}"), Some(checkpoint))
-                        .await?;
+                    self.processor.give_up(id, &format!("{e:#}"), Some(checkpoint)).await?;
                     attempts.remove(&id);
                     Ok(true)
                 } else {
@@ -469,11 +389,7 @@ impl Inbox {
             return;
         }
         let imap = &self.config.imap;
-        let set = uids
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let result: anyhow::Result<()> = async {
             match &imap.after_processing {
                 AfterProcessing::Keep if keywords_allowed => {
@@ -492,8 +408,7 @@ impl Inbox {
                     } else {
                         "+FLAGS.SILENT (\\Seen)"
                     };
-                    let s =
-                        timed(imap.timeout, "STORE failed", session.uid_store(&set, flags)).await?;
+                    let s = timed(imap.timeout, "STORE failed", session.uid_store(&set, flags)).await?;
                     timed(imap.timeout, "STORE failed", s.try_collect::<Vec<_>>()).await?;
                 }
                 AfterProcessing::Move(folder) => {
@@ -521,11 +436,7 @@ impl Inbox {
             Backlog::TreatAsNew => "treat_as_new",
         };
         let kept = self.store.init_meta("backlog", configured).await?;
-        Ok(if kept == "treat_as_new" {
-            Backlog::TreatAsNew
-        } else {
-            Backlog::LogOnly
-        })
+        Ok(if kept == "treat_as_new" { Backlog::TreatAsNew } else { Backlog::LogOnly })
     }
 }
 
@@ -558,10 +469,7 @@ mod tests {
     fn batches_are_bounded_by_count_and_bytes() {
         let small: Vec<(u32, u64)> = (1..=250).map(|u| (u, 1000)).collect();
         let b = batches(&small);
-        assert_eq!(
-            b.iter().map(|b| b.len()).collect::<Vec<_>>(),
-            [100, 100, 50]
-        );
+        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [100, 100, 50]);
         let big = [(1, 1000), (2, 9 * 1024 * 1024), (3, 1000), (4, 1000)];
         let b = batches(&big);
         assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [1, 1, 2]);

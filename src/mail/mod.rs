@@ -15,8 +15,8 @@ pub fn transport(smtp: &SmtpSettings) -> anyhow::Result<Transport> {
     let tls = || -> anyhow::Result<TlsParameters> {
         let mut builder = TlsParameters::builder(smtp.host.clone());
         if let Some(ca) = &smtp.tls_ca_file {
-            let pem = std::fs::read(ca)
-                .with_context(|| format!("Cannot read the CA file {}", ca.display()))?;
+            let pem =
+                std::fs::read(ca).with_context(|| format!("Cannot read the CA file {}", ca.display()))?;
             let cert = Certificate::from_pem(&pem)
                 .with_context(|| format!("Bad certificate in {}", ca.display()))?;
             builder = builder.add_root_certificate(cert);
@@ -34,10 +34,7 @@ pub fn transport(smtp: &SmtpSettings) -> anyhow::Result<Transport> {
         .timeout(Some(smtp.timeout));
     if let (Some(user), Some(source)) = (&smtp.username, &smtp.password) {
         let password = source.load().context("Cannot read the SMTP password")?;
-        builder = builder.credentials(Credentials::new(
-            user.clone(),
-            password.expose().to_string(),
-        ));
+        builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_string()));
     }
     Ok(builder.build())
 }
@@ -48,23 +45,9 @@ pub async fn check(smtp: &SmtpSettings) -> anyhow::Result<String> {
     let transport = transport(smtp)?;
     let ok = tokio::time::timeout(smtp.timeout, transport.test_connection())
         .await
-        .with_context(|| {
-            format!(
-                "No answer from {}:{} within {:?}",
-                smtp.host, smtp.port, smtp.timeout
-            )
-        })?
+        .with_context(|| format!("No answer from {}:{} within {:?}", smtp.host, smtp.port, smtp.timeout))?
         .with_context(|| format!("Cannot connect to {}:{}", smtp.host, smtp.port))?;
-    anyhow::ensure!(
-        ok,
-        "{}:{} did not accept the connection",
-        smtp.host,
-        smtp.port
-    );
-    let auth = if smtp.username.is_some() {
-        "authenticated"
-    } else {
-        "no authentication"
-    };
+    anyhow::ensure!(ok, "{}:{} did not accept the connection", smtp.host, smtp.port);
+    let auth = if smtp.username.is_some() { "authenticated" } else { "no authentication" };
     Ok(format!("{}:{} ({:?}, {auth})", smtp.host, smtp.port, smtp.security).to_lowercase())
 }

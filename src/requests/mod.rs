@@ -16,7 +16,11 @@ use crate::classify::{self, Parsed};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Classification, EmailAddress, Reference};
-use crate::store::{MessageOutcome, NewRequest, RequestRow, SharedStore, Tx};
+use crate::store::{Candidate, MessageOutcome, NewRequest, RequestRow, SharedStore, Tx};
+use crate::templates::{AttachmentView, RequestView, Templates, human_size};
+use replies::{Replies, Thread};
+
+pub mod replies;
 
 /// Where a message sits in the mailbox, so its checkpoint moves with its effects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,46 +41,41 @@ pub struct Processor {
     store: SharedStore,
     clock: Arc<dyn Clock>,
     own_addresses: Vec<String>,
+    replies: Replies,
+    /// Wakes the outbox sender as soon as something is queued.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Processor {
-    pub fn new(config: Arc<Config>, store: SharedStore, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        templates: Arc<Templates>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
         let mut own_addresses = vec![config.smtp.from.address.to_string()];
         if let Ok(a) = EmailAddress::parse(&config.imap.username)
             && !own_addresses.contains(&a.to_string())
         {
             own_addresses.push(a.to_string());
         }
-        Self {
-            config,
-            store,
-            clock,
-            own_addresses,
-        }
+        let replies = Replies::new(config.clone(), templates);
+        Self { config, store, clock, own_addresses, replies, wake }
     }
 
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
     /// UIDVALIDITY change).
     pub async fn advance(&self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
         let mut tx = self.store.begin().await?;
-        tx.set_checkpoint(
-            &checkpoint.mailbox,
-            checkpoint.uidvalidity,
-            checkpoint.uid,
-            self.clock.now(),
-        )
-        .await?;
+        tx.set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now())
+            .await?;
         tx.commit().await
     }
 
     /// Records a message that could not be processed, so the inbox moves on without losing
     /// it (its raw bytes stay stored).
-    pub async fn give_up(
-        &self,
-        id: i64,
-        why: &str,
-        checkpoint: Option<&Checkpoint>,
-    ) -> anyhow::Result<()> {
+    pub async fn give_up(&self, id: i64, why: &str, checkpoint: Option<&Checkpoint>) -> anyhow::Result<()> {
         let outcome = MessageOutcome {
             classification: Classification::Unparseable,
             received_at: None,
@@ -90,8 +89,7 @@ impl Processor {
         let mut tx = self.store.begin().await?;
         tx.finish_message(id, &outcome, self.clock.now()).await?;
         if let Some(c) = checkpoint {
-            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, self.clock.now())
-                .await?;
+            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, self.clock.now()).await?;
         }
         tx.commit().await
     }
@@ -117,39 +115,26 @@ impl Processor {
         let mut tx = self.store.begin().await?;
         let classification = match parsed {
             Ok(Ok(parsed)) => {
-                self.apply(
-                    &mut *tx,
-                    id,
-                    &parsed,
-                    log_only,
-                    internal_date.unwrap_or(now),
-                )
-                .await?
+                self.apply(&mut *tx, id, &parsed, log_only, internal_date.unwrap_or(now)).await?
             }
             Ok(Err(e)) => {
-                self.unparseable(&mut *tx, id, &e.to_string(), internal_date)
-                    .await?;
+                self.unparseable(&mut *tx, id, &e.to_string(), internal_date).await?;
                 Classification::Unparseable
             }
             Err(_) => {
                 tracing::error!(
                     "The mail parser panicked on message {id}; it is kept raw and logged as unparseable"
                 );
-                self.unparseable(
-                    &mut *tx,
-                    id,
-                    "the mail parser crashed on this message",
-                    internal_date,
-                )
-                .await?;
+                self.unparseable(&mut *tx, id, "the mail parser crashed on this message", internal_date)
+                    .await?;
                 Classification::Unparseable
             }
         };
         if let Some(c) = checkpoint {
-            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, now)
-                .await?;
+            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, now).await?;
         }
         tx.commit().await?;
+        self.wake.notify_one();
         Ok(classification)
     }
 
@@ -183,10 +168,7 @@ impl Processor {
         received_at: DateTime<Utc>,
     ) -> anyhow::Result<Classification> {
         let now = self.clock.now();
-        let from = parsed
-            .from
-            .as_ref()
-            .and_then(|m| EmailAddress::parse(&m.address).ok());
+        let from = parsed.from.as_ref().and_then(|m| EmailAddress::parse(&m.address).ok());
         let mut outcome = MessageOutcome {
             classification: Classification::New,
             received_at: Some(received_at),
@@ -234,6 +216,30 @@ impl Processor {
             if let Some(mid) = &parsed.message_id {
                 tx.add_thread_id(mid, request.id, "in").await?;
             }
+            if !log_only {
+                let mut view = request_view(&self.config, &RequestFields::from_row(&request), parsed);
+                view.message_count = request.message_count + 1;
+                let text = classify::strip_quoted(&parsed.body_text);
+                let mail = self.replies.notification(
+                    request.id,
+                    &view,
+                    &request.token,
+                    "follow_up",
+                    &text,
+                    None,
+                    &[],
+                    now,
+                )?;
+                tx.enqueue(&mail, now).await?;
+                tx.add_event(
+                    request.id,
+                    now,
+                    "gatehouse",
+                    "gatekeeper_notified",
+                    Some("Follow-up sent to the gatekeeper"),
+                )
+                .await?;
+            }
             tx.finish_message(id, &outcome, now).await?;
             return Ok(classification);
         }
@@ -266,38 +272,36 @@ impl Processor {
             ),
         };
         let organisation = self.config.organisation_for(&requester).map(str::to_string);
-        let probable = self
-            .probable_duplicate(&requester, organisation.as_deref(), &subject, &body, now)
+        let candidates = self
+            .store
+            .duplicate_candidates(
+                requester.as_str(),
+                organisation.as_deref(),
+                now - chrono::Duration::days(DUPLICATE_LOOKBACK_DAYS),
+            )
             .await?;
+        let probable = probable_duplicate(&candidates, &subject, &body);
+        let subject = if subject.trim().is_empty() { "(no subject)".to_string() } else { subject };
+        let token = new_token();
 
-        let year = received_at
-            .with_timezone(&self.config.service.timezone)
-            .year();
+        let year = received_at.with_timezone(&self.config.service.timezone).year();
         let seq = tx.next_reference_seq(year).await?;
-        let reference = Reference {
-            prefix: self.config.service.reference_prefix.clone(),
-            year,
-            seq,
-        }
-        .to_string();
+        let reference =
+            Reference { prefix: self.config.service.reference_prefix.clone(), year, seq }.to_string();
         let request_id = tx
             .insert_request(&NewRequest {
                 reference: reference.clone(),
                 ref_year: year,
                 ref_seq: seq,
                 requester: requester.to_string(),
-                requester_name,
-                organisation,
+                requester_name: requester_name.clone(),
+                organisation: organisation.clone(),
                 via: via.as_ref().map(ToString::to_string),
-                subject: if subject.trim().is_empty() {
-                    "(no subject)".into()
-                } else {
-                    subject
-                },
-                body,
+                subject: subject.clone(),
+                body: body.clone(),
                 received_at,
-                probable_duplicate_of: probable.as_ref().map(|(id, _)| *id),
-                token: new_token(),
+                probable_duplicate_of: probable.map(|c| c.id),
+                token: token.clone(),
                 answer: !log_only,
             })
             .await?;
@@ -305,8 +309,7 @@ impl Processor {
             Some(v) => format!("Approach from {requester}, forwarded by {v}"),
             None => format!("Approach from {requester}"),
         };
-        tx.add_event(request_id, now, from.as_str(), "received", Some(&detail))
-            .await?;
+        tx.add_event(request_id, now, from.as_str(), "received", Some(&detail)).await?;
         if log_only {
             tx.add_event(
                 request_id,
@@ -317,13 +320,13 @@ impl Processor {
             )
             .await?;
         }
-        if let Some((_, earlier)) = &probable {
+        if let Some(earlier) = probable {
             tx.add_event(
                 request_id,
                 now,
                 "gatehouse",
                 "probable_duplicate",
-                Some(&format!("Looks like {earlier}")),
+                Some(&format!("Looks like {}", earlier.reference)),
             )
             .await?;
         }
@@ -334,6 +337,46 @@ impl Processor {
             && let Some(mid) = &f.message_id
         {
             tx.add_thread_id(mid, request_id, "in").await?;
+        }
+        if !log_only {
+            let fields = RequestFields {
+                reference: &reference,
+                subject: &subject,
+                requester: requester.as_str(),
+                requester_name: requester_name.as_deref(),
+                organisation: organisation.as_deref(),
+                via: via.as_ref().map(EmailAddress::as_str),
+                received_at,
+                status: "awaiting_triage",
+                decision: None,
+                body: &body,
+                message_count: 1,
+            };
+            let view = request_view(&self.config, &fields, parsed);
+            self.answer(
+                &mut *tx,
+                request_id,
+                &view,
+                parsed,
+                forwarded.as_ref().map(|(f, _)| *f),
+                via.as_ref(),
+                now,
+            )
+            .await?;
+            let earlier: Vec<Candidate> =
+                candidates.iter().filter(|c| Some(c.id) != probable.map(|p| p.id)).take(5).cloned().collect();
+            let mail = self
+                .replies
+                .notification(request_id, &view, &token, "new", &body, probable, &earlier, now)?;
+            tx.enqueue(&mail, now).await?;
+            tx.add_event(
+                request_id,
+                now,
+                "gatehouse",
+                "gatekeeper_notified",
+                Some(&format!("Notification sent to {}", join(&self.config.gatekeepers))),
+            )
+            .await?;
         }
         outcome.classification = classification;
         outcome.request_id = Some(request_id);
@@ -351,46 +394,230 @@ impl Processor {
             return Ok(Some(request));
         }
         match classify::find_reference(&parsed.subject, &self.config.service.reference_prefix) {
-            Some(reference) => self
-                .store
-                .find_request(&reference)
-                .await
-                .context("Cannot look up the reference"),
+            Some(reference) => {
+                self.store.find_request(&reference).await.context("Cannot look up the reference")
+            }
             None => Ok(None),
         }
     }
 
-    /// An open or recent request from the same requester or organisation that reads much the
-    /// same. The decision stays the gatekeeper's; this only points at it.
-    async fn probable_duplicate(
+    /// The acknowledgement to the requester and, for a forward, the confirmation to the
+    /// forwarder — each only when it is safe to send (see [`Processor::why_not_answer`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
         &self,
-        requester: &EmailAddress,
-        organisation: Option<&str>,
-        subject: &str,
-        body: &str,
+        tx: &mut dyn Tx,
+        request_id: i64,
+        view: &RequestView,
+        parsed: &Parsed,
+        forwarded: Option<&classify::Forwarded>,
+        via: Option<&EmailAddress>,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Option<(i64, String)>> {
-        let since = now - chrono::Duration::days(DUPLICATE_LOOKBACK_DAYS);
-        let candidates = self
-            .store
-            .duplicate_candidates(requester.as_str(), organisation, since)
-            .await?;
-        let subject_key = classify::normalise_subject(subject);
-        let mut best: Option<(f64, i64, String)> = None;
-        for c in candidates {
-            let same_subject =
-                !subject_key.is_empty() && classify::normalise_subject(&c.subject) == subject_key;
-            let score = if same_subject {
-                1.0
-            } else {
-                classify::similarity(body, &c.body)
-            };
-            if score >= DUPLICATE_THRESHOLD && best.as_ref().is_none_or(|(s, _, _)| score > *s) {
-                best = Some((score, c.id, c.reference));
+    ) -> anyhow::Result<()> {
+        let mut acknowledged = false;
+        let skip = match forwarded {
+            Some(_) if !self.config.acknowledgements.acknowledge_forwarded => {
+                Some("forwarded approaches are not acknowledged (config)".to_string())
+            }
+            _ => self.why_not_answer(tx, &view.requester, now).await?,
+        };
+        match skip {
+            None => {
+                let thread = match forwarded {
+                    Some(f) => Thread { message_id: f.message_id.clone(), references: Vec::new() },
+                    None => Thread {
+                        message_id: parsed.message_id.clone(),
+                        references: parsed.references.clone(),
+                    },
+                };
+                let original_subject =
+                    forwarded.and_then(|f| f.subject.clone()).unwrap_or_else(|| view.subject.clone());
+                let mail = self.replies.acknowledgement(request_id, view, &original_subject, &thread, now)?;
+                tx.enqueue(&mail, now).await?;
+                tx.add_event(
+                    request_id,
+                    now,
+                    "gatehouse",
+                    "acknowledged",
+                    Some(&format!("Acknowledgement sent to {}", view.requester)),
+                )
+                .await?;
+                acknowledged = true;
+            }
+            Some(why) => {
+                tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
             }
         }
-        Ok(best.map(|(_, id, reference)| (id, reference)))
+        if let Some(forwarder) = via {
+            match self.why_not_answer(tx, forwarder.as_str(), now).await? {
+                None => {
+                    let thread = Thread {
+                        message_id: parsed.message_id.clone(),
+                        references: parsed.references.clone(),
+                    };
+                    let mail = self.replies.forward_confirmation(
+                        request_id,
+                        view,
+                        forwarder.as_str(),
+                        acknowledged,
+                        &parsed.subject,
+                        &thread,
+                        now,
+                    )?;
+                    tx.enqueue(&mail, now).await?;
+                    tx.add_event(
+                        request_id,
+                        now,
+                        "gatehouse",
+                        "forward_confirmed",
+                        Some(&format!("Confirmation sent to {forwarder}")),
+                    )
+                    .await?;
+                }
+                Some(why) => {
+                    tx.add_event(request_id, now, "gatehouse", "forward_not_confirmed", Some(&why)).await?
+                }
+            }
+        }
+        Ok(())
     }
+
+    /// Why an automatic answer to `address` must not go, if it must not: our own address,
+    /// a no-reply address, or the daily limit reached (a loop with another robot).
+    async fn why_not_answer(
+        &self,
+        tx: &mut dyn Tx,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<String>> {
+        if self.own_addresses.iter().any(|a| a == address) {
+            return Ok(Some(format!("{address} is gatehouse's own address")));
+        }
+        let local = address.split('@').next().unwrap_or_default().to_ascii_lowercase();
+        let robots = [
+            "noreply",
+            "no-reply",
+            "no_reply",
+            "donotreply",
+            "do-not-reply",
+            "do_not_reply",
+            "mailer-daemon",
+            "postmaster",
+            "bounce",
+            "bounces",
+        ];
+        if robots.iter().any(|r| {
+            local == *r
+                || local.starts_with(&format!("{r}+"))
+                || local.starts_with(&format!("{r}-"))
+                || local.ends_with(&format!("-{r}"))
+                || local.ends_with(&format!(".{r}"))
+        }) {
+            return Ok(Some(format!("{address} is a no-reply address")));
+        }
+        let limit = i64::from(self.config.acknowledgements.rate_limit_per_day);
+        let since = now - chrono::Duration::hours(24);
+        let mut sent = 0;
+        for kind in ["acknowledgement", "forward_confirmation"] {
+            sent += tx.count_sent_to(kind, address, since).await?;
+        }
+        if sent >= limit {
+            tracing::warn!(
+                "Not answering {address}: {sent} automatic answers in the last 24 hours (limit {limit})"
+            );
+            return Ok(Some(format!(
+                "rate limit: {sent} automatic answers to {address} in the last 24 hours (limit {limit})"
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// The open or recent candidate that reads most like this approach, if any reads enough
+/// alike. The decision stays the gatekeeper's; this only points at it.
+fn probable_duplicate<'a>(candidates: &'a [Candidate], subject: &str, body: &str) -> Option<&'a Candidate> {
+    let subject_key = classify::normalise_subject(subject);
+    let mut best: Option<(f64, &Candidate)> = None;
+    for c in candidates {
+        let same_subject = !subject_key.is_empty() && classify::normalise_subject(&c.subject) == subject_key;
+        let score = if same_subject { 1.0 } else { classify::similarity(body, &c.body) };
+        if score >= DUPLICATE_THRESHOLD && best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// What a request view is built from, whether the request is being created or already
+/// exists.
+struct RequestFields<'a> {
+    reference: &'a str,
+    subject: &'a str,
+    requester: &'a str,
+    requester_name: Option<&'a str>,
+    organisation: Option<&'a str>,
+    via: Option<&'a str>,
+    received_at: DateTime<Utc>,
+    status: &'a str,
+    decision: Option<&'a str>,
+    body: &'a str,
+    message_count: i64,
+}
+
+impl<'a> RequestFields<'a> {
+    fn from_row(r: &'a RequestRow) -> Self {
+        Self {
+            reference: &r.reference,
+            subject: &r.subject,
+            requester: &r.requester,
+            requester_name: r.requester_name.as_deref(),
+            organisation: r.organisation.as_deref(),
+            via: r.via.as_deref(),
+            received_at: r.received_at,
+            status: r.status.as_str(),
+            decision: r.decision.map(|d| d.as_str()),
+            body: &r.body,
+            message_count: r.message_count,
+        }
+    }
+}
+
+fn request_view(config: &Config, f: &RequestFields<'_>, parsed: &Parsed) -> RequestView {
+    let requester_display = match f.requester_name {
+        Some(name) if !name.trim().is_empty() => format!("{name} <{}>", f.requester),
+        _ => f.requester.to_string(),
+    };
+    RequestView {
+        reference: f.reference.to_string(),
+        subject: f.subject.to_string(),
+        requester: f.requester.to_string(),
+        requester_name: f.requester_name.map(str::to_string),
+        requester_display,
+        organisation: f.organisation.map(str::to_string),
+        via: f.via.map(str::to_string),
+        received: f
+            .received_at
+            .with_timezone(&config.service.timezone)
+            .format("%A %-d %B %Y, %H:%M")
+            .to_string(),
+        status: f.status.to_string(),
+        decision: f.decision.map(str::to_string),
+        body: f.body.to_string(),
+        attachments: parsed
+            .attachments
+            .iter()
+            .map(|a| AttachmentView {
+                name: a.name.clone().unwrap_or_else(|| "(unnamed)".into()),
+                content_type: a.content_type.clone(),
+                size: human_size(a.size),
+            })
+            .collect(),
+        message_count: f.message_count,
+    }
+}
+
+fn join(addresses: &[EmailAddress]) -> String {
+    addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// 128 random bits, hex: the secret a gatekeeper's reply must carry.
@@ -403,10 +630,7 @@ fn strip_forward_prefix(subject: &str) -> String {
     let mut s = subject.trim();
     loop {
         let lower = s.to_ascii_lowercase();
-        let cut = ["fwd:", "fw:", "fwd :", "fw :"]
-            .iter()
-            .find(|p| lower.starts_with(*p))
-            .map(|p| p.len());
+        let cut = ["fwd:", "fw:", "fwd :", "fw :"].iter().find(|p| lower.starts_with(*p)).map(|p| p.len());
         match cut {
             Some(n) => s = s.get(n..).unwrap_or_default().trim_start(),
             None => return s.to_string(),

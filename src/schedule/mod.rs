@@ -30,21 +30,12 @@ impl CronSchedule {
     pub fn parse(expr: &str) -> anyhow::Result<Self> {
         let fields: Vec<&str> = expr.split_whitespace().collect();
         if fields.len() != 5 {
-            bail!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-                fields.len()
-            );
+            bail!("expected 5 fields (minute hour day-of-month month day-of-week), found {}", fields.len());
         }
         let dow = translate_day_of_week(fields[4])?;
-        let six = format!(
-            "0 {} {} {} {} {}",
-            fields[0], fields[1], fields[2], fields[3], dow
-        );
+        let six = format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow);
         let schedule = cron::Schedule::from_str(&six).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Self {
-            source: expr.trim().to_string(),
-            schedule,
-        })
+        Ok(Self { source: expr.trim().to_string(), schedule })
     }
 
     pub fn source(&self) -> &str {
@@ -152,28 +143,12 @@ mod tests {
         let weekdays: Vec<_> = {
             let s = CronSchedule::parse("30 7 * * 1-5").unwrap();
             let from = London.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap();
-            s.schedule
-                .after(&from)
-                .take(5)
-                .map(|t| t.weekday())
-                .collect()
+            s.schedule.after(&from).take(5).map(|t| t.weekday()).collect()
         };
-        assert_eq!(
-            weekdays,
-            [
-                Weekday::Mon,
-                Weekday::Tue,
-                Weekday::Wed,
-                Weekday::Thu,
-                Weekday::Fri
-            ]
-        );
+        assert_eq!(weekdays, [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri]);
         assert_eq!(translate_day_of_week("5-7").unwrap(), "SUN,FRI,SAT");
         assert_eq!(translate_day_of_week("*/2").unwrap(), "SUN,TUE,THU,SAT");
-        assert_eq!(
-            translate_day_of_week("mon-wed,fri").unwrap(),
-            "MON,TUE,WED,FRI"
-        );
+        assert_eq!(translate_day_of_week("mon-wed,fri").unwrap(), "MON,TUE,WED,FRI");
     }
 
     #[test]
@@ -187,14 +162,7 @@ mod tests {
 
     #[test]
     fn bad_expressions_are_refused() {
-        for bad in [
-            "0 8 * *",
-            "0 8 * * * *",
-            "61 8 * * MON",
-            "0 8 * * 8",
-            "0 8 * * FUNDAY",
-            "0 8 * * 5-2",
-        ] {
+        for bad in ["0 8 * *", "0 8 * * * *", "61 8 * * MON", "0 8 * * 8", "0 8 * * FUNDAY", "0 8 * * 5-2"] {
             assert!(CronSchedule::parse(bad).is_err(), "{bad} accepted");
         }
     }

@@ -37,11 +37,7 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStore> {
 
 /// Opens a SQLite database file directly (tests and tools).
 pub async fn open_sqlite_file(path: &Path) -> anyhow::Result<SharedStore> {
-    Ok(Arc::new(
-        sqlite::SqliteStore::open_file(path)
-            .await
-            .context("Cannot open the database")?,
-    ))
+    Ok(Arc::new(sqlite::SqliteStore::open_file(path).await.context("Cannot open the database")?))
 }
 
 /// One request as the CLI and templates see it.
@@ -173,6 +169,36 @@ pub struct Candidate {
     pub decision: Option<Decision>,
 }
 
+/// An email about to be put in the outbox: fully rendered, its Message-ID fixed.
+#[derive(Debug, Clone)]
+pub struct NewOutgoing {
+    /// acknowledgement, forward_confirmation, notification, delivery_failure, …
+    pub kind: String,
+    pub request_id: Option<i64>,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub raw: Vec<u8>,
+}
+
+/// An outbox entry claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub kind: String,
+    pub request_id: Option<i64>,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub raw: Vec<u8>,
+    /// Attempts including the one about to be made.
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+}
+
 /// What `gatehouse status` reads.
 #[derive(Debug, Clone)]
 pub struct DaemonStatus {
@@ -237,6 +263,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn outbox_counts(&self) -> anyhow::Result<OutboxCounts>;
     async fn last_summary(&self) -> anyhow::Result<Option<DateTime<Utc>>>;
 
+    /// Puts entries left `sending` by a crash back in the queue (they may go twice: at most
+    /// once more).
+    async fn requeue_interrupted(&self) -> anyhow::Result<u64>;
+    /// Claims up to `limit` entries due at `now`, marking them `sending`.
+    async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxItem>>;
+    async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()>;
+    async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> anyhow::Result<()>;
+    async fn mark_failed(&self, id: i64, error: &str) -> anyhow::Result<()>;
+    /// The outbox entry that sent the message with one of these Message-IDs (to link a
+    /// bounce to what bounced): (outbox id, request id, kind).
+    async fn outbox_for_message_ids(
+        &self,
+        ids: &[String],
+    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>>;
+
     /// Starts a write transaction. Only one runs at a time, so a read-then-write inside it
     /// (e.g. the next reference number) cannot race another writer.
     async fn begin(&self) -> anyhow::Result<Box<dyn Tx>>;
@@ -275,5 +316,18 @@ pub trait Tx: Send {
         last_uid: u32,
         at: DateTime<Utc>,
     ) -> anyhow::Result<()>;
+    /// Writes an email to the outbox, together with whatever caused it.
+    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<i64>;
+    /// How many emails of `kind` went (or will go) to `recipient` since `since`: the
+    /// acknowledgement rate limit.
+    async fn count_sent_to(
+        &mut self,
+        kind: &str,
+        recipient: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<i64>;
+    /// Whether the request already has an email of `kind` (at most one acknowledgement).
+    async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool>;
+    async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> anyhow::Result<()>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
 }

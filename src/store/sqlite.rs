@@ -10,14 +10,13 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewRawMessage,
-    NewRequest, OutboxCounts, RawSaved, RequestFilter, RequestRow, Store, Tx,
+    Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing, NewRawMessage,
+    NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, Store, Tx,
 };
 use crate::clock::{from_millis, to_millis};
 use crate::domain::{Classification, Decision, Status};
@@ -55,10 +54,7 @@ impl SqliteStore {
             .await
             .with_context(|| format!("Cannot open the database {}", path.display()))?;
         restrict_file(path);
-        Ok(Self {
-            pool,
-            path: path.to_path_buf(),
-        })
+        Ok(Self { pool, path: path.to_path_buf() })
     }
 }
 
@@ -110,20 +106,10 @@ fn request_from_row(row: &SqliteRow) -> anyhow::Result<RequestRow> {
         subject: row.try_get("subject")?,
         body: row.try_get("body")?,
         received_at: from_millis(row.try_get("received_at")?),
-        decided_at: row
-            .try_get::<Option<i64>, _>("decided_at")?
-            .map(from_millis),
-        meeting_date: meeting
-            .as_deref()
-            .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d"))
-            .transpose()?,
+        decided_at: row.try_get::<Option<i64>, _>("decided_at")?.map(from_millis),
+        meeting_date: meeting.as_deref().map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d")).transpose()?,
         priorities: priorities
-            .map(|p| {
-                p.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|p| p.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
             .unwrap_or_default(),
         duplicate_of: row.try_get("duplicate_of_ref")?,
         probable_duplicate_of: row.try_get("probable_ref")?,
@@ -143,15 +129,10 @@ fn message_from_row(row: &SqliteRow) -> anyhow::Result<MessageRow> {
     Ok(MessageRow {
         id: row.try_get("id")?,
         message_id: row.try_get("message_id")?,
-        received_at: row
-            .try_get::<Option<i64>, _>("received_at")?
-            .map(from_millis),
+        received_at: row.try_get::<Option<i64>, _>("received_at")?.map(from_millis),
         from: row.try_get("from_address")?,
         subject: row.try_get("subject")?,
-        classification: classification
-            .as_deref()
-            .map(Classification::from_str)
-            .transpose()?,
+        classification: classification.as_deref().map(Classification::from_str).transpose()?,
         reference: row.try_get("reference")?,
         detail: row.try_get("detail")?,
     })
@@ -161,19 +142,13 @@ fn message_from_row(row: &SqliteRow) -> anyhow::Result<MessageRow> {
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<usize> {
         let before: i64 = applied_migrations(&self.pool).await;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .context("Cannot apply the database migrations")?;
+        MIGRATOR.run(&self.pool).await.context("Cannot apply the database migrations")?;
         let after: i64 = applied_migrations(&self.pool).await;
         Ok(usize::try_from(after - before).unwrap_or(0))
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .context("The database does not answer")?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.context("The database does not answer")?;
         Ok(())
     }
 
@@ -206,9 +181,7 @@ impl Store for SqliteStore {
     }
 
     async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.request_id = ?1 ORDER BY m.id"
-        );
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.request_id = ?1 ORDER BY m.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(request_id)
             .fetch_all(&self.pool)
@@ -482,27 +455,124 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .context("Cannot count the outbox")?;
-        Ok(OutboxCounts {
-            pending: row.try_get("pending")?,
-            failed: row.try_get("failed")?,
-        })
+        Ok(OutboxCounts { pending: row.try_get("pending")?, failed: row.try_get("failed")? })
     }
 
     async fn last_summary(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(sent_at) FROM summaries WHERE kind = 'weekly'")
-                .fetch_one(&self.pool)
-                .await
-                .context("Cannot read the summaries")?;
+        let at: Option<i64> = sqlx::query_scalar("SELECT MAX(sent_at) FROM summaries WHERE kind = 'weekly'")
+            .fetch_one(&self.pool)
+            .await
+            .context("Cannot read the summaries")?;
         Ok(at.map(from_millis))
     }
 
-    async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+    async fn requeue_interrupted(&self) -> anyhow::Result<u64> {
+        let done = sqlx::query("UPDATE outbox SET status = 'pending' WHERE status = 'sending'")
+            .execute(&self.pool)
             .await
-            .context("Cannot start a transaction")?;
+            .context("Cannot requeue interrupted mail")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxItem>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Cannot start a transaction")?;
+        let rows = sqlx::query(
+            r#"
+            UPDATE outbox SET status = 'sending', attempts = attempts + 1
+            WHERE id IN (
+                SELECT id FROM outbox
+                WHERE status = 'pending' AND next_attempt_at <= ?1
+                ORDER BY next_attempt_at, id
+                LIMIT ?2
+            )
+            RETURNING id, kind, request_id, message_id, envelope_from, recipients, subject, raw, attempts, created_at
+            "#,
+        )
+        .bind(to_millis(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .context("Cannot claim outgoing mail")?;
+        tx.commit().await.context("Cannot claim outgoing mail")?;
+        let mut items: Vec<OutboxItem> = rows
+            .iter()
+            .map(|row| {
+                let recipients: String = row.try_get("recipients")?;
+                Ok(OutboxItem {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    request_id: row.try_get("request_id")?,
+                    message_id: row.try_get("message_id")?,
+                    envelope_from: row.try_get("envelope_from")?,
+                    recipients: serde_json::from_str(&recipients).context("Bad recipients in the outbox")?,
+                    subject: row.try_get("subject")?,
+                    raw: row.try_get("raw")?,
+                    attempts: row.try_get("attempts")?,
+                    created_at: from_millis(row.try_get("created_at")?),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = ?2, last_error = NULL WHERE id = ?1")
+            .bind(id)
+            .bind(to_millis(at))
+            .execute(&self.pool)
+            .await
+            .context("Cannot record a sent email")?;
+        Ok(())
+    }
+
+    async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(to_millis(next_attempt_at))
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .context("Cannot reschedule an email")?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'failed', last_error = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .context("Cannot record a failed email")?;
+        Ok(())
+    }
+
+    async fn outbox_for_message_ids(
+        &self,
+        ids: &[String],
+    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            r#"
+            SELECT id, request_id, kind FROM outbox
+            WHERE message_id IN (SELECT value FROM json_each(?1))
+            ORDER BY id DESC
+            LIMIT 1
+            "#,
+        )
+        .bind(serde_json::to_string(ids)?)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Cannot look up the outbox")?;
+        row.map(|row| Ok((row.try_get("id")?, row.try_get("request_id")?, row.try_get("kind")?))).transpose()
+    }
+
+    async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Cannot start a transaction")?;
         Ok(Box::new(SqliteTx { tx }))
     }
 }
@@ -618,12 +688,7 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn finish_message(
-        &mut self,
-        id: i64,
-        o: &MessageOutcome,
-        at: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+    async fn finish_message(&mut self, id: i64, o: &MessageOutcome, at: DateTime<Utc>) -> anyhow::Result<()> {
         sqlx::query(
             r#"
             UPDATE messages SET
@@ -669,6 +734,75 @@ impl Tx for SqliteTx {
         .execute(&mut *self.tx)
         .await
         .context("Cannot advance the inbox checkpoint")?;
+        Ok(())
+    }
+
+    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<i64> {
+        let id = sqlx::query_scalar(
+            r#"
+            INSERT INTO outbox
+                (message_id, request_id, kind, envelope_from, recipients, subject, raw, status,
+                 attempts, next_attempt_at, created_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8)
+            RETURNING id
+            "#,
+        )
+        .bind(&mail.message_id)
+        .bind(mail.request_id)
+        .bind(&mail.kind)
+        .bind(&mail.envelope_from)
+        .bind(serde_json::to_string(&mail.recipients)?)
+        .bind(&mail.subject)
+        .bind(&mail.raw)
+        .bind(to_millis(at))
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("Cannot write to the outbox")?;
+        if let Some(request_id) = mail.request_id {
+            self.add_thread_id(&mail.message_id, request_id, &format!("out:{}", mail.kind)).await?;
+        }
+        Ok(id)
+    }
+
+    async fn count_sent_to(
+        &mut self,
+        kind: &str,
+        recipient: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<i64> {
+        let n = sqlx::query_scalar(
+            r#"
+            SELECT COUNT(*) FROM outbox
+            WHERE kind = ?1 AND created_at >= ?3
+              AND EXISTS (SELECT 1 FROM json_each(outbox.recipients) WHERE value = ?2)
+            "#,
+        )
+        .bind(kind)
+        .bind(recipient)
+        .bind(to_millis(since))
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("Cannot count sent mail")?;
+        Ok(n)
+    }
+
+    async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE request_id = ?1 AND kind = ?2")
+            .bind(request_id)
+            .bind(kind)
+            .fetch_one(&mut *self.tx)
+            .await
+            .context("Cannot read the outbox")?;
+        Ok(n > 0)
+    }
+
+    async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'bounced', last_error = ?2 WHERE id = ?1")
+            .bind(outbox_id)
+            .bind(detail)
+            .execute(&mut *self.tx)
+            .await
+            .context("Cannot record a bounce")?;
         Ok(())
     }
 

@@ -63,7 +63,12 @@ async fn a_bad_config_stops_every_command_and_names_file_and_key() {
     let original = std::fs::read_to_string(&app.config_path).unwrap();
     let cases = [
         (original.replace("poll_interval_secs = 1", "poll_intervall_secs = 1"), "imap.poll_intervall_secs"),
-        (original.replace("security = \"starttls\"", "security = \"plain\"").replace("host = \"127.0.0.1\"", "host = \"mail.example.org\""), "imap.security"),
+        (
+            original
+                .replace("security = \"starttls\"", "security = \"plain\"")
+                .replace("host = \"127.0.0.1\"", "host = \"mail.example.org\""),
+            "imap.security",
+        ),
         (original.replace("timezone = \"Europe/London\"", "timezone = \"Mars/Olympus\""), "service.timezone"),
     ];
     for (bad, key) in cases {

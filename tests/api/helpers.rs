@@ -109,14 +109,11 @@ impl Stack {
 
     /// Sends raw bytes through Postfix's port 2525, as mail from the outside world arrives.
     pub async fn send_raw(&self, from: &str, to: &[&str], raw: &[u8]) {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
-            .port(self.smtp_port)
-            .build();
-        let envelope = Envelope::new(
-            Some(from.parse().unwrap()),
-            to.iter().map(|t| t.parse().unwrap()).collect(),
-        )
-        .unwrap();
+        let transport =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host).port(self.smtp_port).build();
+        let envelope =
+            Envelope::new(Some(from.parse().unwrap()), to.iter().map(|t| t.parse().unwrap()).collect())
+                .unwrap();
         transport.send_raw(&envelope, raw).await.expect("send through the local stack");
     }
 
@@ -198,9 +195,14 @@ impl TestApp {
     pub async fn new(options: Options) -> TestApp {
         let stack = stack();
         let mut users = stack
-            .users(&[("gp-access", "gatehouse.test"), ("gatekeeper", "gatehouse.test"), ("board", "gatehouse.test")])
+            .users(&[
+                ("gp-access", "gatehouse.test"),
+                ("gatekeeper", "gatehouse.test"),
+                ("board", "gatehouse.test"),
+            ])
             .into_iter();
-        let (shared, gatekeeper, board) = (users.next().unwrap(), users.next().unwrap(), users.next().unwrap());
+        let (shared, gatekeeper, board) =
+            (users.next().unwrap(), users.next().unwrap(), users.next().unwrap());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("imap.password"), format!("{PASSWORD}\n")).unwrap();
         let port = options.port.unwrap_or(match options.security {

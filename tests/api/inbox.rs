@@ -7,7 +7,9 @@ use crate::helpers::TestApp;
 async fn a_new_approach_becomes_a_request_with_a_reference() {
     let app = TestApp::spawn().await;
     let partner = app.stack.user("jo.bloggs", "icb.test");
-    app.stack.send(&partner, &app.shared, "Phlebotomy service from April", "Could practices take this on?").await;
+    app.stack
+        .send(&partner, &app.shared, "Phlebotomy service from April", "Could practices take this on?")
+        .await;
     app.wait_for_messages(1).await;
     let requests = app.cli_json(&["requests", "list", "--format", "json"]);
     let requests = requests.as_array().unwrap();

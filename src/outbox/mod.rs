@@ -1,0 +1,332 @@
+//! The durable outbox: every email gatehouse sends is rendered, given its Message-ID and
+//! written to the database in the same transaction as the event that causes it; the
+//! [`Sender`] task then delivers it over SMTP, retrying temporary failures for two days.
+//!
+//! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
+//! the crash left half-sent goes again at the next start (the only way one can go twice).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use lettre::AsyncTransport as _;
+use lettre::address::Envelope;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use rand::Rng as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::{NewOutgoing, OutboxItem, SharedStore};
+
+/// RFC 3834: `auto-replied` for answers to a message (acknowledgements, outcomes),
+/// `auto-generated` for everything else (notifications, reminders, summaries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoSubmitted {
+    Replied,
+    Generated,
+}
+
+/// One email to build.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub kind: &'static str,
+    pub request_id: Option<i64>,
+    pub to: Vec<(Option<String>, String)>,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// Message-IDs (no angle brackets) this answers.
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub auto_submitted: AutoSubmitted,
+}
+
+/// Builds outgoing messages with gatehouse's From, headers and Message-IDs.
+#[derive(Debug, Clone)]
+pub struct Composer {
+    config: Arc<Config>,
+}
+
+impl Composer {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self { config }
+    }
+
+    /// A new Message-ID (no angle brackets) in our own domain, so our own mail coming back
+    /// can be recognised.
+    pub fn new_message_id(&self) -> String {
+        let bytes: [u8; 12] = rand::rng().random();
+        format!(
+            "gatehouse.{}.{}@{}",
+            Utc::now().timestamp(),
+            hex::encode(bytes),
+            self.config.smtp.from.address.domain()
+        )
+    }
+
+    /// Renders `draft` into RFC 5322 bytes, ready for the outbox.
+    pub fn compose(&self, draft: &Draft) -> anyhow::Result<NewOutgoing> {
+        let from = &self.config.smtp.from;
+        let from_mailbox = Mailbox::new(
+            from.name.as_deref().map(one_line),
+            from.address.as_str().parse().context("Bad From address")?,
+        );
+        let message_id = self.new_message_id();
+        let mut builder = lettre::Message::builder()
+            .from(from_mailbox)
+            .subject(one_line(&draft.subject))
+            .message_id(Some(format!("<{message_id}>")))
+            .date_now();
+        let mut recipients = Vec::new();
+        for (name, address) in &draft.to {
+            let address: lettre::Address =
+                address.parse().with_context(|| format!("Bad recipient {address:?}"))?;
+            recipients.push(address.to_string().to_lowercase());
+            builder = builder.to(Mailbox::new(name.as_deref().map(one_line), address));
+        }
+        anyhow::ensure!(!recipients.is_empty(), "An email needs a recipient");
+        if let Some(reply_to) = &draft.reply_to {
+            builder = builder.reply_to(Mailbox::new(None, reply_to.parse().context("Bad Reply-To")?));
+        }
+        if let Some(parent) = &draft.in_reply_to {
+            builder = builder.in_reply_to(format!("<{}>", clean_id(parent)));
+        }
+        if !draft.references.is_empty() {
+            let refs: Vec<String> = draft.references.iter().map(|r| format!("<{}>", clean_id(r))).collect();
+            builder = builder.references(refs.join(" "));
+        }
+        let auto = match draft.auto_submitted {
+            AutoSubmitted::Replied => "auto-replied",
+            AutoSubmitted::Generated => "auto-generated",
+        };
+        builder = builder
+            .raw_header(raw_header("Auto-Submitted", auto))
+            .raw_header(raw_header("X-Auto-Response-Suppress", "All"))
+            .raw_header(raw_header("X-Gatehouse", draft.kind));
+        let message = match &draft.html {
+            Some(html) => builder.multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone()),
+                    )
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone())),
+            ),
+            None => builder
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone())),
+        }
+        .context("Cannot build the email")?;
+        Ok(NewOutgoing {
+            kind: draft.kind.to_string(),
+            request_id: draft.request_id,
+            message_id,
+            envelope_from: from.address.to_string(),
+            recipients,
+            subject: one_line(&draft.subject),
+            raw: message.formatted(),
+        })
+    }
+}
+
+fn raw_header(name: &'static str, value: &str) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), one_line(value))
+}
+
+/// Header values come partly from incoming mail; a CR or LF in them would let a sender
+/// inject headers into what we send.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn clean_id(id: &str) -> String {
+    id.chars().filter(|c| !c.is_whitespace() && !c.is_control() && *c != '<' && *c != '>').collect()
+}
+
+/// How long a temporary failure is retried before the email is given up as failed.
+const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(49);
+/// How often the queue is looked at when nobody wakes the sender (mail queued by the CLI).
+const POLL: Duration = Duration::from_secs(2);
+
+/// The delay before attempt `attempts + 1`: 30 s doubling to a 30-minute ceiling.
+pub fn retry_delay(attempts: i64) -> chrono::Duration {
+    let exp = u32::try_from(attempts.clamp(1, 12) - 1).unwrap_or(0);
+    let secs = 30i64.saturating_mul(1i64 << exp).min(30 * 60);
+    chrono::Duration::seconds(secs)
+}
+
+/// The task that delivers the outbox.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    config: Arc<Config>,
+    store: SharedStore,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    composer: Composer,
+}
+
+impl Sender {
+    pub fn new(config: Arc<Config>, store: SharedStore, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
+        let composer = Composer::new(config.clone());
+        Self { config, store, clock, wake, composer }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        match self.store.requeue_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!("{n} email(s) were being sent when gatehouse stopped; sending them again")
+            }
+            Err(e) => tracing::error!("{e:#}"),
+        }
+        let mut transport: Option<crate::mail::Transport> = None;
+        while !shutdown.is_cancelled() {
+            let due = match self.store.claim_due(self.clock.now(), 20).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!("Cannot read the outbox: {e:#}");
+                    Vec::new()
+                }
+            };
+            if due.is_empty() {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            for item in due {
+                if shutdown.is_cancelled() {
+                    // Not attempted: straight back in the queue, due at once.
+                    let _ = self
+                        .store
+                        .mark_retry(item.id, self.clock.now(), "not sent: gatehouse was stopping")
+                        .await;
+                    continue;
+                }
+                if let Err(e) = self.deliver(&item, &mut transport).await {
+                    tracing::error!("Outbox entry {}: {e:#}", item.id);
+                }
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        item: &OutboxItem,
+        transport: &mut Option<crate::mail::Transport>,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        if transport.is_none() {
+            match crate::mail::transport(&self.config.smtp) {
+                Ok(t) => *transport = Some(t),
+                Err(e) => return self.temporary(item, now, &format!("{e:#}")).await,
+            }
+        }
+        let Some(t) = transport.as_ref() else { return Ok(()) };
+        let envelope = Envelope::new(
+            Some(item.envelope_from.parse().context("Bad envelope sender")?),
+            item.recipients.iter().map(|r| r.parse()).collect::<Result<_, _>>().context("Bad recipient")?,
+        )
+        .context("Bad envelope")?;
+        let limit = self.config.smtp.timeout * 2;
+        match tokio::time::timeout(limit, t.send_raw(&envelope, &item.raw)).await {
+            Ok(Ok(_)) => {
+                self.store.mark_sent(item.id, self.clock.now()).await?;
+                tracing::info!("Sent {} to {} ({})", item.kind, item.recipients.join(", "), item.subject);
+                Ok(())
+            }
+            Ok(Err(e)) if e.is_permanent() => {
+                *transport = None;
+                self.permanent(item, &format!("{e}")).await
+            }
+            Ok(Err(e)) => {
+                *transport = None;
+                self.temporary(item, now, &format!("{e}")).await
+            }
+            Err(_) => {
+                *transport = None;
+                self.temporary(
+                    item,
+                    now,
+                    &format!("no answer from the SMTP server within {} s", limit.as_secs()),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn temporary(&self, item: &OutboxItem, now: DateTime<Utc>, error: &str) -> anyhow::Result<()> {
+        if now - item.created_at > GIVE_UP_AFTER {
+            return self.permanent(item, &format!("still failing after two days: {error}")).await;
+        }
+        let next = now + retry_delay(item.attempts);
+        tracing::warn!(
+            "Could not send {} to {} (attempt {}): {error}; retrying at {next}",
+            item.kind,
+            item.recipients.join(", "),
+            item.attempts
+        );
+        self.store.mark_retry(item.id, next, error).await
+    }
+
+    /// Marks the entry failed and tells the gatekeepers, unless the failure is itself such a
+    /// report (which would loop).
+    async fn permanent(&self, item: &OutboxItem, error: &str) -> anyhow::Result<()> {
+        tracing::error!("Gave up sending {} to {}: {error}", item.kind, item.recipients.join(", "));
+        self.store.mark_failed(item.id, error).await?;
+        if item.kind == "delivery_failure" {
+            return Ok(());
+        }
+        let draft = Draft {
+            kind: "delivery_failure",
+            request_id: item.request_id,
+            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            reply_to: None,
+            subject: format!("Could not deliver: {}", item.subject),
+            text: format!(
+                "gatehouse could not deliver an email and has given up.\n\nTo:      {}\nSubject: {}\nWhat:    {}\nError:   {error}\n\nThe recipient has not received it. You may want to contact them another way.\n",
+                item.recipients.join(", "),
+                item.subject,
+                item.kind
+            ),
+            html: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: AutoSubmitted::Generated,
+        };
+        let mail = self.composer.compose(&draft)?;
+        let mut tx = self.store.begin().await?;
+        tx.enqueue(&mail, self.clock.now()).await?;
+        tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_cannot_carry_new_lines() {
+        assert_eq!(one_line("Hello\r\nBcc: victim@example.org"), "Hello Bcc: victim@example.org");
+        assert_eq!(one_line("  a \t b  "), "a b");
+        assert_eq!(clean_id("<abc@x>\r\nX: y"), "abc@xX:y");
+    }
+
+    #[test]
+    fn retries_back_off_to_half_an_hour() {
+        assert_eq!(retry_delay(1).num_seconds(), 30);
+        assert_eq!(retry_delay(2).num_seconds(), 60);
+        assert_eq!(retry_delay(10).num_seconds(), 1800);
+        assert_eq!(retry_delay(1000).num_seconds(), 1800);
+    }
+}

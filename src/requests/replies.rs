@@ -1,0 +1,261 @@
+//! The emails a request causes when it arrives: the acknowledgement to the requester, the
+//! confirmation to a forwarder, and the gatekeeper's notification. They are drafted here and
+//! written to the outbox by the caller, inside the request's own transaction.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::domain::Decision;
+use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::store::{Candidate, NewOutgoing};
+use crate::templates::{
+    AcknowledgementContext, EarlierView, ForwardConfirmationContext, LinkView, NotificationContext,
+    PriorityView, RequestView, Templates, service_view,
+};
+
+#[derive(Debug)]
+pub struct Replies {
+    config: Arc<Config>,
+    templates: Arc<Templates>,
+    composer: Composer,
+}
+
+/// The thread an email answers: the message's own Message-ID and its References.
+#[derive(Debug, Clone, Default)]
+pub struct Thread {
+    pub message_id: Option<String>,
+    pub references: Vec<String>,
+}
+
+impl Thread {
+    fn references(&self) -> Vec<String> {
+        let mut refs = self.references.clone();
+        if let Some(id) = &self.message_id {
+            refs.push(id.clone());
+        }
+        // Long threads make long headers; the first and the last few are what clients use.
+        if refs.len() > 10 {
+            let tail = refs.split_off(refs.len() - 9);
+            refs.truncate(1);
+            refs.extend(tail);
+        }
+        refs
+    }
+}
+
+impl Replies {
+    pub fn new(config: Arc<Config>, templates: Arc<Templates>) -> Self {
+        let composer = Composer::new(config.clone());
+        Self { config, templates, composer }
+    }
+
+    pub fn acknowledgement(
+        &self,
+        request_id: i64,
+        request: &RequestView,
+        original_subject: &str,
+        thread: &Thread,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<NewOutgoing> {
+        let context = AcknowledgementContext {
+            service: service_view(&self.config, self.today(now)),
+            request: request.clone(),
+        };
+        let subject = format!("Re: {} [{}]", strip_reply_prefixes(original_subject), request.reference);
+        self.composer.compose(&Draft {
+            kind: "acknowledgement",
+            request_id: Some(request_id),
+            to: vec![(request.requester_name.clone(), request.requester.clone())],
+            reply_to: None,
+            subject,
+            text: self.templates.render("acknowledgement.txt", &context)?,
+            html: Some(self.templates.render("acknowledgement.html", &context)?),
+            in_reply_to: thread.message_id.clone(),
+            references: thread.references(),
+            auto_submitted: AutoSubmitted::Replied,
+        })
+    }
+
+    pub fn forward_confirmation(
+        &self,
+        request_id: i64,
+        request: &RequestView,
+        forwarder: &str,
+        acknowledged: bool,
+        original_subject: &str,
+        thread: &Thread,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<NewOutgoing> {
+        let context = ForwardConfirmationContext {
+            service: service_view(&self.config, self.today(now)),
+            request: request.clone(),
+            acknowledged,
+        };
+        self.composer.compose(&Draft {
+            kind: "forward_confirmation",
+            request_id: Some(request_id),
+            to: vec![(None, forwarder.to_string())],
+            reply_to: None,
+            subject: format!("Re: {} [{}]", strip_reply_prefixes(original_subject), request.reference),
+            text: self.templates.render("forward_confirmation.txt", &context)?,
+            html: Some(self.templates.render("forward_confirmation.html", &context)?),
+            in_reply_to: thread.message_id.clone(),
+            references: thread.references(),
+            auto_submitted: AutoSubmitted::Replied,
+        })
+    }
+
+    /// The gatekeepers' notification: everything needed to decide, and how.
+    #[allow(clippy::too_many_arguments)]
+    pub fn notification(
+        &self,
+        request_id: i64,
+        request: &RequestView,
+        token: &str,
+        kind: &str,
+        text: &str,
+        probable_duplicate: Option<&Candidate>,
+        earlier: &[Candidate],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<NewOutgoing> {
+        let reply_to = self.reply_address(token);
+        let subject = match kind {
+            "follow_up" => format!("[{}] More from {}: {}", request.reference, who(request), request.subject),
+            _ => format!("[{}] New approach from {}: {}", request.reference, who(request), request.subject),
+        };
+        let reply_subject = format!("Re: {subject}");
+        let links = Decision::ALL
+            .iter()
+            .map(|d| {
+                let body = match d {
+                    Decision::Meeting | Decision::Paper | Decision::Message => d.command().to_string(),
+                    Decision::Duplicate => "duplicate GP-YYYY-NNNN".to_string(),
+                    other => format!("{}: ", other.command()),
+                };
+                let label = match d {
+                    Decision::MoreWork => "More work".to_string(),
+                    other => capitalise(other.command()),
+                };
+                LinkView { label, href: mailto(&reply_to, &reply_subject, &format!("{body}\n\n")) }
+            })
+            .collect();
+        let view = |c: &Candidate| EarlierView {
+            reference: c.reference.clone(),
+            subject: c.subject.clone(),
+            status: c.status.to_string(),
+            decision: c.decision.map(|d| d.to_string()),
+        };
+        let context = NotificationContext {
+            service: service_view(&self.config, self.today(now)),
+            request: request.clone(),
+            kind: kind.to_string(),
+            text: text.to_string(),
+            token: token.to_string(),
+            links,
+            probable_duplicate: probable_duplicate.map(view),
+            earlier: earlier.iter().map(view).collect(),
+            priorities: self
+                .config
+                .priorities
+                .iter()
+                .map(|(k, v)| PriorityView { key: k.clone(), description: v.clone() })
+                .collect(),
+        };
+        self.composer.compose(&Draft {
+            kind: "notification",
+            request_id: Some(request_id),
+            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            reply_to: Some(reply_to),
+            subject,
+            text: self.templates.render("notification.txt", &context)?,
+            html: Some(self.templates.render("notification.html", &context)?),
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: AutoSubmitted::Generated,
+        })
+    }
+
+    /// The shared address with the request's token as a sub-address
+    /// (`gp-access+TOKEN@nhs.net`): a plain reply carries it back.
+    pub fn reply_address(&self, token: &str) -> String {
+        let address = self.config.smtp.from.address.as_str();
+        match address.split_once('@') {
+            Some((local, domain)) => format!("{local}+{token}@{domain}"),
+            None => address.to_string(),
+        }
+    }
+
+    fn today(&self, now: DateTime<Utc>) -> chrono::NaiveDate {
+        now.with_timezone(&self.config.service.timezone).date_naive()
+    }
+}
+
+fn who(request: &RequestView) -> String {
+    request
+        .organisation
+        .clone()
+        .or_else(|| request.requester_name.clone())
+        .unwrap_or_else(|| request.requester.clone())
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A `mailto:` link with subject and body filled in (RFC 6068 percent-encoding).
+pub fn mailto(to: &str, subject: &str, body: &str) -> String {
+    format!("mailto:{}?subject={}&body={}", to, percent(subject), percent(body))
+}
+
+fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// "RE: Fwd: Re: Subject" → "Subject", so our replies do not stack prefixes.
+pub fn strip_reply_prefixes(subject: &str) -> String {
+    let mut s = subject.trim();
+    loop {
+        let lower = s.to_ascii_lowercase();
+        let cut = ["re:", "fw:", "fwd:", "aw:", "wg:", "re :", "fw :", "fwd :"]
+            .iter()
+            .find(|p| lower.starts_with(*p))
+            .map(|p| p.len());
+        match cut {
+            Some(n) => s = s.get(n..).unwrap_or_default().trim_start(),
+            None => return if s.is_empty() { "(no subject)".to_string() } else { s.to_string() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailto_links_are_percent_encoded() {
+        assert_eq!(
+            mailto("a+t@x.org", "Re: [GP-2026-0001] A & B", "decline: \n"),
+            "mailto:a+t@x.org?subject=Re%3A%20%5BGP-2026-0001%5D%20A%20%26%20B&body=decline%3A%20%0A"
+        );
+    }
+
+    #[test]
+    fn reply_prefixes_do_not_stack() {
+        assert_eq!(strip_reply_prefixes("RE: Fwd: re: Phlebotomy"), "Phlebotomy");
+        assert_eq!(strip_reply_prefixes("  "), "(no subject)");
+    }
+}

@@ -1,0 +1,297 @@
+//! The emails' words: built-in minijinja templates, each overridable by a file of the same
+//! name in `[templates].dir`.
+//!
+//! Every template is compiled and test-rendered with a complete sample at start-up, with
+//! undefined variables as errors, so a typo in an operator's override stops the daemon with
+//! a config error instead of failing on the first real approach. `.html` templates escape
+//! everything that came from an email.
+
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::domain::Decision;
+
+/// (name, built-in source). The README documents each one's variables.
+const BUILTIN: &[(&str, &str)] = &[
+    ("acknowledgement.txt", include_str!("builtin/acknowledgement.txt")),
+    ("acknowledgement.html", include_str!("builtin/acknowledgement.html")),
+    ("forward_confirmation.txt", include_str!("builtin/forward_confirmation.txt")),
+    ("forward_confirmation.html", include_str!("builtin/forward_confirmation.html")),
+    ("notification.txt", include_str!("builtin/notification.txt")),
+    ("notification.html", include_str!("builtin/notification.html")),
+];
+
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+/// The service as templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    /// The shared mailbox address.
+    pub address: String,
+    pub next_meeting: Option<String>,
+    pub decisions: Vec<DecisionView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub command: String,
+    pub meaning: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentView {
+    pub name: String,
+    pub content_type: String,
+    pub size: String,
+}
+
+/// A request as templates see it; every value from an email is plain text here and is
+/// escaped by `.html` templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    pub reference: String,
+    pub subject: String,
+    pub requester: String,
+    pub requester_name: Option<String>,
+    /// "Jo Bloggs <jo@icb.test>" or the bare address.
+    pub requester_display: String,
+    pub organisation: Option<String>,
+    pub via: Option<String>,
+    /// "Monday 23 November 2026, 09:12" in the service timezone.
+    pub received: String,
+    pub status: String,
+    pub decision: Option<String>,
+    pub body: String,
+    pub attachments: Vec<AttachmentView>,
+    pub message_count: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EarlierView {
+    pub reference: String,
+    pub subject: String,
+    pub status: String,
+    pub decision: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkView {
+    pub label: String,
+    pub href: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PriorityView {
+    pub key: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AcknowledgementContext {
+    pub service: ServiceView,
+    pub request: RequestView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardConfirmationContext {
+    pub service: ServiceView,
+    pub request: RequestView,
+    /// Whether the original sender was sent an acknowledgement.
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationContext {
+    pub service: ServiceView,
+    pub request: RequestView,
+    /// "new" or "follow_up".
+    pub kind: String,
+    /// The text to decide on: the approach, or the follow-up's new text.
+    pub text: String,
+    pub token: String,
+    pub links: Vec<LinkView>,
+    pub probable_duplicate: Option<EarlierView>,
+    pub earlier: Vec<EarlierView>,
+    pub priorities: Vec<PriorityView>,
+}
+
+impl Templates {
+    /// Loads the built-ins and any overrides, and proves each renders.
+    pub fn load(config: &Config) -> Result<Self, ConfigError> {
+        let dir = config.templates_dir.as_deref();
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+        syntax.keep_trailing_newline(true);
+        if let Ok(syntax) = syntax.build() {
+            env.set_syntax(syntax);
+        }
+        for (name, builtin) in BUILTIN {
+            let source = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| template_error(config, name, dir, &e.to_string()))?,
+                None => (*builtin).to_string(),
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|e| template_error(config, name, dir, &format!("{e:#}")))?;
+        }
+        let templates = Self { env };
+        templates.prove(config)?;
+        Ok(templates)
+    }
+
+    pub fn render(&self, name: &str, context: &impl Serialize) -> anyhow::Result<String> {
+        let template = self.env.get_template(name)?;
+        Ok(template.render(minijinja::value::Serde(context))?)
+    }
+
+    /// Renders every template with a complete sample, so a broken override is found now.
+    fn prove(&self, config: &Config) -> Result<(), ConfigError> {
+        let service = service_view(config, chrono::Utc::now().date_naive());
+        let request = RequestView {
+            reference: "GP-2026-0001".into(),
+            subject: "Sample <subject> & more".into(),
+            requester: "jo.bloggs@example.org".into(),
+            requester_name: Some("Jo Bloggs".into()),
+            requester_display: "Jo Bloggs <jo.bloggs@example.org>".into(),
+            organisation: Some("Anytown ICB".into()),
+            via: Some("practice@example.org".into()),
+            received: "Monday 23 November 2026, 09:12".into(),
+            status: "awaiting_triage".into(),
+            decision: Some("meeting".into()),
+            body: "Sample text".into(),
+            attachments: vec![AttachmentView {
+                name: "spec.pdf".into(),
+                content_type: "application/pdf".into(),
+                size: "12 KB".into(),
+            }],
+            message_count: 1,
+        };
+        let earlier = EarlierView {
+            reference: "GP-2026-0000".into(),
+            subject: "Earlier".into(),
+            status: "closed".into(),
+            decision: Some("decline".into()),
+        };
+        let checks: Vec<(&str, anyhow::Result<String>)> = vec![
+            (
+                "acknowledgement",
+                self.render_pair(
+                    "acknowledgement",
+                    &AcknowledgementContext { service: service.clone(), request: request.clone() },
+                ),
+            ),
+            (
+                "forward_confirmation",
+                self.render_pair(
+                    "forward_confirmation",
+                    &ForwardConfirmationContext {
+                        service: service.clone(),
+                        request: request.clone(),
+                        acknowledged: true,
+                    },
+                ),
+            ),
+            (
+                "notification",
+                self.render_pair(
+                    "notification",
+                    &NotificationContext {
+                        service,
+                        request,
+                        kind: "new".into(),
+                        text: "Sample".into(),
+                        token: "0123456789abcdef".into(),
+                        links: vec![LinkView { label: "Paper".into(), href: "mailto:x@example.org".into() }],
+                        probable_duplicate: Some(earlier.clone()),
+                        earlier: vec![earlier],
+                        priorities: vec![PriorityView {
+                            key: "workforce".into(),
+                            description: "Workforce".into(),
+                        }],
+                    },
+                ),
+            ),
+        ];
+        for (name, result) in checks {
+            if let Err(e) = result {
+                return Err(template_error(config, name, config.templates_dir.as_deref(), &format!("{e:#}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders `name.txt` and `name.html`.
+    pub fn render_pair(&self, name: &str, context: &impl Serialize) -> anyhow::Result<String> {
+        let text = self.render(&format!("{name}.txt"), context)?;
+        self.render(&format!("{name}.html"), context)?;
+        Ok(text)
+    }
+}
+
+fn template_error(config: &Config, name: &str, dir: Option<&Path>, problem: &str) -> ConfigError {
+    let origin = match dir {
+        Some(d) if d.join(name).is_file() => format!("the override {}", d.join(name).display()),
+        Some(d) if d.join(format!("{name}.txt")).is_file() || d.join(format!("{name}.html")).is_file() => {
+            format!("an override of {name} in {}", d.display())
+        }
+        _ => format!("the built-in template {name}"),
+    };
+    ConfigError {
+        file: config.path.clone(),
+        key: "templates.dir".into(),
+        problem: format!("{origin} does not render: {problem}"),
+        fix: "correct the template (the README lists each template's variables) or delete the override to use the built-in one".into(),
+    }
+}
+
+/// The service's side of every template.
+pub fn service_view(config: &Config, today: chrono::NaiveDate) -> ServiceView {
+    ServiceView {
+        name: config.service.name.clone(),
+        address: config.smtp.from.address.to_string(),
+        next_meeting: config.meetings.dates.iter().find(|d| **d > today).map(|d| long_date(*d)),
+        decisions: Decision::ALL
+            .iter()
+            .map(|d| DecisionView {
+                command: d.command().to_string(),
+                meaning: decision_meaning(*d).to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// What each decision means, in the words a requester reads.
+pub fn decision_meaning(d: Decision) -> &'static str {
+    match d {
+        Decision::Meeting => "it comes to a meeting of the leadership group",
+        Decision::Paper => "a paper is sent round the board instead of a meeting slot",
+        Decision::Message => "a short message to the group's messaging channel is enough",
+        Decision::MoreWork => "more work is needed before it can come to the group (we will say what)",
+        Decision::Decline => "general practice will not take it forward (we will say why)",
+        Decision::Redirect => "it belongs elsewhere (we will say where)",
+        Decision::Duplicate => "it is the same as an earlier approach (we will name it)",
+    }
+}
+
+/// "Thursday 3 December 2026".
+pub fn long_date(d: chrono::NaiveDate) -> String {
+    d.format("%A %-d %B %Y").to_string()
+}
+
+/// "12 KB", "3.4 MB".
+pub fn human_size(bytes: usize) -> String {
+    let b = bytes as f64;
+    if b < 1024.0 * 1024.0 {
+        format!("{} KB", (b / 1024.0).ceil().max(1.0))
+    } else {
+        format!("{:.1} MB", b / (1024.0 * 1024.0))
+    }
+}
