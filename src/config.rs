@@ -140,6 +140,8 @@ pub struct SmtpSettings {
     pub tls_ca_file: Option<PathBuf>,
     pub from: NamedAddress,
     pub timeout: Duration,
+    /// The first retry delay after a temporary failure; it doubles up to 30 minutes.
+    pub retry_initial: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +219,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "tls_ca_file",
             "from",
             "timeout_secs",
+            "retry_initial_secs",
         ],
     ),
     ("gatekeepers", &["addresses"]),
@@ -347,6 +350,12 @@ struct RawSmtp {
     from: String,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
+    #[serde(default = "default_retry")]
+    retry_initial_secs: u64,
+}
+
+fn default_retry() -> u64 {
+    30
 }
 
 fn default_smtp_security() -> Security {
@@ -624,6 +633,7 @@ impl Config {
                 tls_ca_file: smtp_tls_ca,
                 from,
                 timeout: Duration::from_secs(raw.smtp.timeout_secs.max(1)),
+                retry_initial: Duration::from_secs(raw.smtp.retry_initial_secs.max(1)),
             },
             gatekeepers,
             board: BoardSettings { addresses: board_addresses, summary_schedule },

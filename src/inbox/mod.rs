@@ -137,6 +137,9 @@ impl Inbox {
                         self.config.imap.username
                     );
                     self.status.set(ImapState::AuthFailed, Some(format!("{e:#}"))).await;
+                    if auth_backoff.attempt == 0 {
+                        self.alert_login_refused(&format!("{e:#}")).await;
+                    }
                     auth_backoff.next_delay()
                 }
                 Err(ConnectError::Other(e)) => {
@@ -152,6 +155,37 @@ impl Inbox {
             }
         }
         self.status.set(ImapState::Down, Some("stopped".into())).await;
+    }
+
+    /// Tells the gatekeepers (once per run of failures) that the shared mailbox cannot be
+    /// read, since approaches go unlogged until someone fixes the credentials.
+    async fn alert_login_refused(&self, error: &str) {
+        let imap = &self.config.imap;
+        let draft = crate::outbox::Draft {
+            kind: "system_alert",
+            request_id: None,
+            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            reply_to: None,
+            subject: format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
+            text: format!(
+                "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\nPlease ask whoever looks after gatehouse to check the mailbox password (or app registration) and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime.\n",
+                imap.username, imap.host, imap.port
+            ),
+            html: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: crate::outbox::AutoSubmitted::Generated,
+        };
+        let result: anyhow::Result<()> = async {
+            let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
+            let mut tx = self.store.begin().await?;
+            tx.enqueue(&mail, Utc::now()).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!("Cannot warn the gatekeepers about the refused login: {e:#}");
+        }
     }
 
     /// One connected session: sync, wait for news, sync again… Returns `Ok` only on shutdown.

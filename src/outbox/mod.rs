@@ -156,10 +156,10 @@ const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(49);
 /// How often the queue is looked at when nobody wakes the sender (mail queued by the CLI).
 const POLL: Duration = Duration::from_secs(2);
 
-/// The delay before attempt `attempts + 1`: 30 s doubling to a 30-minute ceiling.
-pub fn retry_delay(attempts: i64) -> chrono::Duration {
+/// The delay before attempt `attempts + 1`: `initial` doubling to a 30-minute ceiling.
+pub fn retry_delay(initial: Duration, attempts: i64) -> chrono::Duration {
     let exp = u32::try_from(attempts.clamp(1, 12) - 1).unwrap_or(0);
-    let secs = 30i64.saturating_mul(1i64 << exp).min(30 * 60);
+    let secs = i64::try_from(initial.as_secs()).unwrap_or(30).max(1).saturating_mul(1i64 << exp).min(30 * 60);
     chrono::Duration::seconds(secs)
 }
 
@@ -269,7 +269,7 @@ impl Sender {
         if now - item.created_at > GIVE_UP_AFTER {
             return self.permanent(item, &format!("still failing after two days: {error}")).await;
         }
-        let next = now + retry_delay(item.attempts);
+        let next = now + retry_delay(self.config.smtp.retry_initial, item.attempts);
         tracing::warn!(
             "Could not send {} to {} (attempt {}): {error}; retrying at {next}",
             item.kind,
@@ -324,9 +324,10 @@ mod tests {
 
     #[test]
     fn retries_back_off_to_half_an_hour() {
-        assert_eq!(retry_delay(1).num_seconds(), 30);
-        assert_eq!(retry_delay(2).num_seconds(), 60);
-        assert_eq!(retry_delay(10).num_seconds(), 1800);
-        assert_eq!(retry_delay(1000).num_seconds(), 1800);
+        let base = Duration::from_secs(30);
+        assert_eq!(retry_delay(base, 1).num_seconds(), 30);
+        assert_eq!(retry_delay(base, 2).num_seconds(), 60);
+        assert_eq!(retry_delay(base, 10).num_seconds(), 1800);
+        assert_eq!(retry_delay(base, 1000).num_seconds(), 1800);
     }
 }

@@ -135,3 +135,40 @@ async fn run_watches_the_inbox_and_exits_zero_on_sigterm_and_sigint() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_refused_login_is_shown_in_status_and_told_to_the_gatekeeper() {
+    let mut app = TestApp::new(Options::default()).await;
+    std::fs::write(app.dir.path().join("imap.password"), "wrong-password\n").unwrap();
+    // SMTP uses its own password file here, so the alert can still go out.
+    let config = std::fs::read_to_string(&app.config_path).unwrap();
+    let config = config.replacen(
+        "password_file = \"imap.password\"\ntls_ca_file",
+        "password_file = \"imap.password\"\ntls_ca_file",
+        1,
+    );
+    let smtp_at = config.find("[smtp]").unwrap();
+    let (head, tail) = config.split_at(smtp_at);
+    std::fs::write(app.dir.path().join("smtp.password"), format!("{}\n", crate::helpers::PASSWORD)).unwrap();
+    std::fs::write(&app.config_path, format!("{head}{}", tail.replace("imap.password", "smtp.password")))
+        .unwrap();
+
+    let token = tokio_util::sync::CancellationToken::new();
+    let daemon = gatehouse::daemon::App::open(app.config()).await.unwrap();
+    let handle = tokio::spawn(daemon.run(token.clone()));
+    wait_until("status auth_failed", || {
+        let out = app.cli(&["status", "--format", "json"]);
+        async move {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["imap"] == "auth_failed").then_some(())
+        }
+    })
+    .await;
+    let alert = app.stack.wait_for_mail(&app.gatekeeper, 1).await.remove(0);
+    let subject = crate::helpers::header(&alert, "Subject").unwrap();
+    assert!(subject.contains("cannot log in"), "{subject}");
+    assert!(!String::from_utf8_lossy(&alert).contains("wrong-password"));
+    token.cancel();
+    handle.await.unwrap().unwrap();
+    let _ = &mut app;
+}

@@ -166,6 +166,7 @@ where
 pub struct Options {
     pub security: &'static str,
     pub port: Option<u16>,
+    pub smtp_port: Option<u16>,
     pub idle: bool,
     pub backlog: &'static str,
     pub extra: String,
@@ -173,7 +174,14 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { security: "starttls", port: None, idle: true, backlog: "log_only", extra: String::new() }
+        Self {
+            security: "starttls",
+            port: None,
+            smtp_port: None,
+            idle: true,
+            backlog: "log_only",
+            extra: String::new(),
+        }
     }
 }
 
@@ -259,7 +267,7 @@ dates = ["2099-12-03"]
             ca = stack.ca_file.display(),
             idle = options.idle,
             backlog = options.backlog,
-            submission = stack.submission_port,
+            submission = options.smtp_port.unwrap_or(stack.submission_port),
             extra = options.extra,
         );
         let config_path = dir.path().join("gatehouse.toml");
@@ -280,13 +288,18 @@ dates = ["2099-12-03"]
         Config::load(&self.config_path).unwrap()
     }
 
-    /// Starts the daemon in-process and waits until it watches the inbox.
-    pub async fn start(&mut self) {
+    /// Starts the daemon in-process without waiting for anything.
+    pub async fn start_nowait(&mut self) {
         assert!(self.daemon.is_none(), "already running");
         let token = CancellationToken::new();
         let app = App::open(self.config()).await.unwrap();
         let handle = tokio::spawn(app.run(token.clone()));
         self.daemon = Some((token, handle));
+    }
+
+    /// Starts the daemon in-process and waits until it watches the inbox.
+    pub async fn start(&mut self) {
+        self.start_nowait().await;
         let store = self.store.clone();
         wait_until("the daemon to watch the inbox", || {
             let store = store.clone();
@@ -383,3 +396,108 @@ pub fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// A TCP proxy in front of a real server that a test can break: `cut` drops every open
+/// connection (a network blip), `refuse` makes new connections fail (a server outage).
+pub struct Proxy {
+    pub port: u16,
+    state: Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    refusing: bool,
+    generation: u64,
+    connections: u64,
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let (refusing, generation) = {
+                    let mut s = shared.lock().unwrap();
+                    s.connections += 1;
+                    (s.refusing, s.generation)
+                };
+                if refusing {
+                    drop(inbound);
+                    continue;
+                }
+                let watch = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let cut = async {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if watch.lock().unwrap().generation != generation {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, state }
+    }
+
+    /// Drops every connection open now, as a network failure would.
+    pub fn cut(&self) {
+        self.state.lock().unwrap().generation += 1;
+    }
+
+    /// While refusing, connections are accepted and closed at once.
+    pub fn refuse(&self, refusing: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.refusing = refusing;
+        if refusing {
+            s.generation += 1;
+        }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.state.lock().unwrap().connections
+    }
+}
+
+/// A header's value in raw message bytes (first occurrence, unfolded), for assertions.
+pub fn header(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().replace("\r\n ", " ").replace("\r\n\t", " ");
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+impl TestApp {
+    /// Injects a fixture into this app's shared mailbox and waits until it is processed.
+    pub async fn deliver_fixture(&self, name: &str) -> gatehouse::store::MessageRow {
+        let raw = fixture(name, &[]);
+        let id = gatehouse::inbox::dedup::message_id(&raw);
+        self.stack.send_raw("sender@icb.test", &[&self.shared], &raw).await;
+        let store = self.store.clone();
+        wait_until(&format!("{name} to be processed"), || {
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                let rows = store.list_messages().await.ok()?;
+                rows.into_iter().find(|m| m.classification.is_some() && (id.is_none() || m.message_id == id))
+            }
+        })
+        .await
+    }
+}

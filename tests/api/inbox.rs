@@ -1,28 +1,259 @@
 //! The inbox watcher against real Dovecot: every message logged once, with the right
-//! requester, across restarts, reconnects and UIDVALIDITY changes.
+//! requester, across restarts, crashes, reconnects and UIDVALIDITY changes.
 
-use crate::helpers::TestApp;
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::helpers::{Options, Proxy, TestApp, wait_until};
+
+fn requests(app: &TestApp) -> Vec<Value> {
+    app.cli_json(&["requests", "list", "--format", "json"]).as_array().unwrap().clone()
+}
+
+fn messages(app: &TestApp) -> Vec<Value> {
+    app.cli_json(&["messages", "list", "--format", "json"]).as_array().unwrap().clone()
+}
+
+/// Every reference distinct, every message accounted for once.
+fn assert_each_logged_once(app: &TestApp, expected: usize) {
+    let requests = requests(app);
+    let references: BTreeSet<_> =
+        requests.iter().map(|r| r["reference"].as_str().unwrap().to_string()).collect();
+    assert_eq!(requests.len(), expected, "requests: {requests:#?}");
+    assert_eq!(references.len(), expected, "references repeat");
+    let messages = messages(app);
+    let ids: BTreeSet<_> = messages.iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(messages.len(), expected, "messages: {messages:#?}");
+    assert_eq!(ids.len(), expected, "a message was logged twice");
+}
 
 #[tokio::test]
 async fn a_new_approach_becomes_a_request_with_a_reference() {
     let app = TestApp::spawn().await;
     let partner = app.stack.user("jo.bloggs", "icb.test");
-    app.stack
+    let id = app
+        .stack
         .send(&partner, &app.shared, "Phlebotomy service from April", "Could practices take this on?")
         .await;
     app.wait_for_messages(1).await;
-    let requests = app.cli_json(&["requests", "list", "--format", "json"]);
-    let requests = requests.as_array().unwrap();
+    let requests = requests(&app);
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
     let year = chrono::Utc::now().format("%Y").to_string();
     assert_eq!(r["reference"], format!("GP-{year}-0001"));
     assert_eq!(r["status"], "awaiting_triage");
+    assert_eq!(r["decision"], Value::Null);
     assert_eq!(r["requester"], partner.as_str());
     assert_eq!(r["requester_name"], "Test Sender");
     assert_eq!(r["organisation"], "Anytown ICB");
-    assert_eq!(r["via"], serde_json::Value::Null);
+    assert_eq!(r["via"], Value::Null);
     assert_eq!(r["subject"], "Phlebotomy service from April");
     assert_eq!(r["message_count"], 1);
     assert_eq!(r["priorities"], serde_json::json!([]));
+    assert_eq!(r["duplicate_of"], Value::Null);
+    let m = &messages(&app)[0];
+    assert_eq!(m["message_id"], id.as_str());
+    assert_eq!(m["classification"], "new");
+    assert_eq!(m["reference"], r["reference"]);
+    assert_eq!(m["from"], partner.as_str());
+
+    let shown = app.cli_json(&["requests", "show", r["reference"].as_str().unwrap(), "--format", "json"]);
+    assert_eq!(shown["messages"].as_array().unwrap().len(), 1);
+    let kinds: Vec<_> =
+        shown["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"received"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn mail_already_there_at_first_start_is_logged_but_not_answered() {
+    let mut app = TestApp::new(Options::default()).await;
+    let partner = app.stack.user("backlog", "icb.test");
+    for i in 0..3 {
+        app.stack
+            .send(&partner, &app.shared, &format!("Old approach {i}"), "Sent before gatehouse started")
+            .await;
+    }
+    app.stack.wait_for_mail(&app.shared, 3).await;
+    app.start().await;
+    app.wait_for_messages(3).await;
+    app.stop().await;
+    // A restart must not turn the backlog into new mail.
+    app.start().await;
+    app.stack.send(&partner, &app.shared, "New approach", "Sent after gatehouse started").await;
+    app.wait_for_messages(4).await;
+    assert_each_logged_once(&app, 4);
+    // Only the new one is acknowledged.
+    let acks = app.stack.wait_for_mail(&partner, 1).await;
+    assert_eq!(acks.len(), 1);
+    assert!(String::from_utf8_lossy(&acks[0]).contains("Re: New approach"));
+    let shown = app.cli_json(&[
+        "requests",
+        "show",
+        requests(&app)[0]["reference"].as_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let kinds: Vec<_> =
+        shown["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    assert!(kinds.contains(&"backlog".to_string()), "{kinds:?}");
+    assert!(!kinds.contains(&"acknowledged".to_string()), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_restart_while_mail_arrives_loses_and_repeats_nothing() {
+    let mut app = TestApp::spawn().await;
+    let partner = app.stack.user("restart", "trust.test");
+    for i in 0..5 {
+        app.stack.send(&partner, &app.shared, &format!("Before the restart {i}"), "body").await;
+    }
+    app.wait_for_messages(2).await;
+    app.stop().await;
+    for i in 0..5 {
+        app.stack.send(&partner, &app.shared, &format!("While stopped {i}"), "body").await;
+    }
+    app.stack.wait_for_mail(&app.shared, 10).await;
+    app.start().await;
+    app.wait_for_messages(10).await;
+    assert_each_logged_once(&app, 10);
+}
+
+#[tokio::test]
+async fn a_crash_mid_batch_loses_and_repeats_nothing() {
+    let mut app = TestApp::new(Options { backlog: "treat_as_new", ..Options::default() }).await;
+    let partner = app.stack.user("crash", "trust.test");
+    for i in 0..30 {
+        app.stack.send(&partner, &app.shared, &format!("Approach {i}"), "body").await;
+    }
+    app.stack.wait_for_mail(&app.shared, 30).await;
+    // Kill it three times part-way through the backlog, each time later than the last.
+    for round in 1..=3 {
+        app.start_nowait().await;
+        app.wait_for_messages(round * 5).await;
+        app.kill().await;
+    }
+    let done = app.store.list_messages().await.unwrap().len();
+    assert!(done < 30, "the crashes came too late to interrupt anything ({done} done)");
+    app.start().await;
+    app.wait_for_messages(30).await;
+    assert_each_logged_once(&app, 30);
+}
+
+#[tokio::test]
+async fn a_rebuilt_mailbox_with_a_new_uidvalidity_logs_nothing_twice() {
+    let mut app = TestApp::spawn().await;
+    let partner = app.stack.user("rebuild", "council.test");
+    for i in 0..4 {
+        app.stack.send(&partner, &app.shared, &format!("Approach {i}"), "body").await;
+    }
+    app.wait_for_messages(4).await;
+    app.stop().await;
+    let before = app.store.mailbox_state("INBOX").await.unwrap().unwrap().uidvalidity;
+    // Dovecot assigns a new UIDVALIDITY when its UID list is lost, as after a restore.
+    let maildir = app.stack.maildir(&app.shared);
+    for entry in std::fs::read_dir(&maildir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("dovecot") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    app.start().await;
+    app.stack.send(&partner, &app.shared, "After the rebuild", "body").await;
+    app.wait_for_messages(5).await;
+    // Give the re-read a chance to (wrongly) log the old four again before counting.
+    let store = app.store.clone();
+    wait_until("the checkpoint to pass the rebuilt mailbox", || {
+        let store = store.clone();
+        async move {
+            let s = store.mailbox_state("INBOX").await.ok()??;
+            (s.last_uid >= 5).then_some(())
+        }
+    })
+    .await;
+    let after = app.store.mailbox_state("INBOX").await.unwrap().unwrap().uidvalidity;
+    assert_ne!(before, after, "the test did not change UIDVALIDITY");
+    assert_each_logged_once(&app, 5);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_while_idling_reconnects_and_loses_nothing() {
+    let proxy = Proxy::start(crate::helpers::stack().imap_port).await;
+    let mut app = TestApp::new(Options { port: Some(proxy.port), ..Options::default() }).await;
+    app.start().await;
+    let partner = app.stack.user("blip", "icb.test");
+    app.stack.send(&partner, &app.shared, "Before the blip", "body").await;
+    app.wait_for_messages(1).await;
+    let before = proxy.connections();
+    proxy.cut();
+    app.stack.send(&partner, &app.shared, "During the blip", "body").await;
+    app.wait_for_messages(2).await;
+    assert!(proxy.connections() > before, "the daemon did not reconnect");
+    // And the outage kind: refused for a while, then back.
+    proxy.refuse(true);
+    app.stack.send(&partner, &app.shared, "During the outage", "body").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    proxy.refuse(false);
+    app.wait_for_messages(3).await;
+    assert_each_logged_once(&app, 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn polling_works_when_idle_is_off() {
+    let app = {
+        let mut app = TestApp::new(Options { idle: false, ..Options::default() }).await;
+        app.start().await;
+        app
+    };
+    let status = app.cli_json(&["status", "--format", "json"]);
+    assert_eq!(status["imap"], "polling");
+    let partner = app.stack.user("poll", "icb.test");
+    app.stack.send(&partner, &app.shared, "Polled", "body").await;
+    app.wait_for_messages(1).await;
+    assert_each_logged_once(&app, 1);
+}
+
+#[tokio::test]
+async fn replies_thread_onto_their_request() {
+    let app = TestApp::spawn().await;
+    let partner = app.stack.user("thread", "icb.test");
+    let first = app.stack.send(&partner, &app.shared, "Community nursing", "First message").await;
+    app.wait_for_messages(1).await;
+    let reference = requests(&app)[0]["reference"].as_str().unwrap().to_string();
+    // A reply to the acknowledgement, threaded by headers.
+    let ack = app.stack.wait_for_mail(&partner, 1).await.remove(0);
+    let ack_id = crate::helpers::header(&ack, "Message-ID").unwrap();
+    let raw = format!(
+        "From: <{partner}>\r\nTo: {shared}\r\nSubject: Re: Community nursing\r\nMessage-ID: <reply1.{n}@icb.test>\r\nIn-Reply-To: {ack_id}\r\nReferences: <{first}> {ack_id}\r\n\r\nOne more thing.\r\n",
+        shared = app.shared,
+        n = crate::helpers::rand_suffix()
+    );
+    app.stack.send_raw(&partner, &[&app.shared], raw.as_bytes()).await;
+    // A new email naming the reference in its subject.
+    app.stack.send(&partner, &app.shared, &format!("Update on {reference}"), "Second thing").await;
+    app.wait_for_messages(3).await;
+    let requests = requests(&app);
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0]["message_count"], 3);
+    let classes: Vec<_> =
+        messages(&app).iter().map(|m| m["classification"].as_str().unwrap().to_string()).collect();
+    assert_eq!(classes, ["new", "follow_up", "follow_up"]);
+}
+
+#[tokio::test]
+async fn a_repeated_approach_is_linked_as_a_probable_duplicate() {
+    let app = TestApp::spawn().await;
+    let (a, b) = {
+        let u = app.stack.users(&[("first", "icb.test"), ("second", "icb.test")]);
+        (u[0].clone(), u[1].clone())
+    };
+    let body = "We would like every practice to run a weekend flu clinic for housebound patients, funded from the winter money, starting in January.";
+    app.stack.send(&a, &app.shared, "Weekend flu clinics", body).await;
+    app.wait_for_messages(1).await;
+    app.stack.send(&b, &app.shared, "RE: FW: Weekend flu clinics", body).await;
+    app.wait_for_messages(2).await;
+    let requests = requests(&app);
+    assert_eq!(requests[1]["probable_duplicate_of"], requests[0]["reference"]);
+    assert_eq!(requests[1]["duplicate_of"], Value::Null, "the decision stays the gatekeeper's");
+    assert_eq!(requests[1]["status"], "awaiting_triage");
 }

@@ -2,6 +2,9 @@
 //! (`deploy/local/mailstack`, Dovecot + Postfix on loopback) and a fresh SQLite database per
 //! test. `helpers` starts the stack once and gives each test its own mail users.
 
+mod bench;
+mod classify;
 mod cli;
 mod helpers;
 mod inbox;
+mod outbox;
