@@ -172,6 +172,20 @@ pub struct Config {
     pub organisations: BTreeMap<String, String>,
     pub templates_dir: Option<PathBuf>,
     pub acknowledgements: AcknowledgementSettings,
+    pub triage: TriageSettings,
+}
+
+/// How gatekeepers' replies are checked, and when they are reminded.
+#[derive(Debug, Clone)]
+pub struct TriageSettings {
+    /// The receiving server's name in `Authentication-Results`; when set, a DMARC or DKIM
+    /// failure it reports for a gatekeeper's domain rejects the reply.
+    pub authserv_id: Option<String>,
+    /// Requests awaiting triage this many working days (Monday to Friday) are in the daily
+    /// reminder; 0 turns reminders off.
+    pub remind_after_working_days: u32,
+    /// The local hour (0-23) on working days after which the daily reminder goes.
+    pub reminder_hour: u32,
 }
 
 /// When the requester is answered.
@@ -227,6 +241,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("meetings", &["dates", "agenda_days_before"]),
     ("templates", &["dir"]),
     ("acknowledgements", &["rate_limit_per_day", "acknowledge_forwarded"]),
+    ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour"]),
     // Free-form tables: any key, string values.
     ("priorities", &["*"]),
     ("organisations", &["*"]),
@@ -249,6 +264,35 @@ struct RawConfig {
     templates: RawTemplates,
     #[serde(default)]
     acknowledgements: RawAcknowledgements,
+    #[serde(default)]
+    triage: RawTriage,
+}
+
+#[derive(Deserialize)]
+struct RawTriage {
+    authserv_id: Option<String>,
+    #[serde(default = "default_remind_days")]
+    remind_after_working_days: u32,
+    #[serde(default = "default_reminder_hour")]
+    reminder_hour: u32,
+}
+
+impl Default for RawTriage {
+    fn default() -> Self {
+        Self {
+            authserv_id: None,
+            remind_after_working_days: default_remind_days(),
+            reminder_hour: default_reminder_hour(),
+        }
+    }
+}
+
+fn default_remind_days() -> u32 {
+    2
+}
+
+fn default_reminder_hour() -> u32 {
+    8
 }
 
 #[derive(Deserialize)]
@@ -582,6 +626,14 @@ impl Config {
             organisations.insert(lower, name);
         }
 
+        if raw.triage.reminder_hour > 23 {
+            return Err(err(
+                "triage.reminder_hour",
+                format!("{} is not an hour of the day", raw.triage.reminder_hour),
+                "use 0 to 23, e.g. 8 for 08:00",
+            ));
+        }
+
         // [templates]
         let templates_dir = raw.templates.dir.as_deref().map(&resolve);
         if let Some(dir) = &templates_dir
@@ -641,6 +693,11 @@ impl Config {
             priorities: raw.priorities,
             organisations,
             templates_dir,
+            triage: TriageSettings {
+                authserv_id: raw.triage.authserv_id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+                remind_after_working_days: raw.triage.remind_after_working_days,
+                reminder_hour: raw.triage.reminder_hour,
+            },
             acknowledgements: AcknowledgementSettings {
                 rate_limit_per_day: raw.acknowledgements.rate_limit_per_day,
                 acknowledge_forwarded: raw.acknowledgements.acknowledge_forwarded,

@@ -26,3 +26,4 @@ pub mod secret;
 pub mod store;
 pub mod templates;
 pub mod tls;
+pub mod triage;

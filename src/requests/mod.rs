@@ -18,6 +18,8 @@ use crate::config::Config;
 use crate::domain::{Classification, EmailAddress, Reference};
 use crate::store::{Candidate, MessageOutcome, NewRequest, RequestRow, SharedStore, Tx};
 use crate::templates::{AttachmentView, RequestView, Templates, human_size};
+use crate::triage::grammar;
+use crate::triage::{Actor, Attempt, Triage};
 use replies::{Replies, Thread};
 
 pub mod replies;
@@ -42,6 +44,7 @@ pub struct Processor {
     clock: Arc<dyn Clock>,
     own_addresses: Vec<String>,
     replies: Replies,
+    triage: Triage,
     /// Wakes the outbox sender as soon as something is queued.
     wake: Arc<tokio::sync::Notify>,
 }
@@ -60,8 +63,9 @@ impl Processor {
         {
             own_addresses.push(a.to_string());
         }
-        let replies = Replies::new(config.clone(), templates);
-        Self { config, store, clock, own_addresses, replies, wake }
+        let replies = Replies::new(config.clone(), templates.clone());
+        let triage = Triage::new(config.clone(), store.clone(), templates);
+        Self { config, store, clock, own_addresses, replies, triage, wake }
     }
 
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
@@ -115,7 +119,7 @@ impl Processor {
         let mut tx = self.store.begin().await?;
         let classification = match parsed {
             Ok(Ok(parsed)) => {
-                self.apply(&mut *tx, id, &parsed, log_only, internal_date.unwrap_or(now)).await?
+                self.apply(&mut *tx, id, &parsed, raw, log_only, internal_date.unwrap_or(now)).await?
             }
             Ok(Err(e)) => {
                 self.unparseable(&mut *tx, id, &e.to_string(), internal_date).await?;
@@ -164,6 +168,7 @@ impl Processor {
         tx: &mut dyn Tx,
         id: i64,
         parsed: &Parsed,
+        raw: &[u8],
         log_only: bool,
         received_at: DateTime<Utc>,
     ) -> anyhow::Result<Classification> {
@@ -189,6 +194,20 @@ impl Processor {
         if let Some(auto) = &parsed.automated {
             outcome.classification = Classification::Automated;
             outcome.detail = Some(auto.reason.clone());
+            // A bounce of something we sent: link it to the outbox entry and its request.
+            if let Some(report) = &parsed.report
+                && let Some((outbox_id, request_id, kind)) =
+                    self.store.outbox_for_message_ids(&report.original_message_ids).await?
+            {
+                let failed = report.failed_recipients.join(", ");
+                let why = report.diagnostic.clone().or_else(|| report.status.clone()).unwrap_or_default();
+                let detail = format!("bounce of outbox #{outbox_id} ({kind} to {failed}): {why}");
+                tx.mark_bounced(outbox_id, &detail).await?;
+                if let Some(request_id) = request_id {
+                    tx.add_event(request_id, now, "gatehouse", "bounced", Some(&detail)).await?;
+                }
+                outcome.detail = Some(format!("{}; {detail}", auto.reason));
+            }
             tx.finish_message(id, &outcome, now).await?;
             return Ok(Classification::Automated);
         }
@@ -200,8 +219,85 @@ impl Processor {
             return Ok(Classification::Unparseable);
         };
 
+        // A gatekeeper's reply to a notification (or an attempt at one).
+        match self.triage.authorise(parsed, raw, &from).await? {
+            Attempt::NotTriage => {}
+            Attempt::Authorised(request) => {
+                outcome.request_id = Some(request.id);
+                let text = classify::strip_quoted(&parsed.body_text);
+                let result = match grammar::parse(&text) {
+                    Ok(reply) => {
+                        self.triage
+                            .decide(tx, &request, &reply, &Actor::Gatekeeper(from.clone()), now)
+                            .await?
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(summary) => {
+                        outcome.classification = Classification::Triage;
+                        outcome.detail = Some(summary);
+                    }
+                    Err(e) => {
+                        outcome.classification = Classification::Rejected;
+                        outcome.detail = Some(format!("not understood: {e}"));
+                        tx.add_event(
+                            request.id,
+                            now,
+                            from.as_str(),
+                            "triage_not_understood",
+                            Some(&e.to_string()),
+                        )
+                        .await?;
+                        let mail = self.triage.error_reply(
+                            std::slice::from_ref(&from),
+                            Some(&request.reference),
+                            &e.to_string(),
+                            parsed.message_id.as_deref(),
+                            now,
+                        )?;
+                        tx.enqueue(&mail, now).await?;
+                    }
+                }
+                tx.finish_message(id, &outcome, now).await?;
+                return Ok(outcome.classification);
+            }
+            Attempt::Refused { reason, request } => {
+                tracing::warn!("Refused a triage reply from {from}: {reason}");
+                outcome.classification = Classification::Rejected;
+                outcome.detail = Some(format!("refused: {reason}"));
+                outcome.request_id = request.as_ref().map(|r| r.id);
+                if let Some(r) = &request {
+                    tx.add_event(r.id, now, from.as_str(), "triage_refused", Some(&reason)).await?;
+                }
+                // A gatekeeper hears why; anyone else's attempt is reported to the
+                // gatekeepers rather than answered (the From may be forged).
+                let to = if self.config.is_gatekeeper(&from) {
+                    vec![from.clone()]
+                } else {
+                    self.config.gatekeepers.clone()
+                };
+                let error = if self.config.is_gatekeeper(&from) {
+                    reason.clone()
+                } else {
+                    format!("a reply from {from} tried to decide it and was refused: {reason}")
+                };
+                let mail = self.triage.error_reply(
+                    &to,
+                    request.as_ref().map(|r| r.reference.as_str()),
+                    &error,
+                    parsed.message_id.as_deref(),
+                    now,
+                )?;
+                tx.enqueue(&mail, now).await?;
+                tx.finish_message(id, &outcome, now).await?;
+                return Ok(Classification::Rejected);
+            }
+        }
+
         // Replies and follow-ups: the thread first, then a reference in the subject.
         if let Some(request) = self.thread_of(parsed).await? {
+            self.triage.reopen_if_waiting(tx, &request, &from, now).await?;
             let classification = Classification::FollowUp;
             outcome.classification = classification;
             outcome.request_id = Some(request.id);

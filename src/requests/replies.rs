@@ -126,21 +126,7 @@ impl Replies {
             _ => format!("[{}] New approach from {}: {}", request.reference, who(request), request.subject),
         };
         let reply_subject = format!("Re: {subject}");
-        let links = Decision::ALL
-            .iter()
-            .map(|d| {
-                let body = match d {
-                    Decision::Meeting | Decision::Paper | Decision::Message => d.command().to_string(),
-                    Decision::Duplicate => "duplicate GP-YYYY-NNNN".to_string(),
-                    other => format!("{}: ", other.command()),
-                };
-                let label = match d {
-                    Decision::MoreWork => "More work".to_string(),
-                    other => capitalise(other.command()),
-                };
-                LinkView { label, href: mailto(&reply_to, &reply_subject, &format!("{body}\n\n")) }
-            })
-            .collect();
+        let links = self.decision_links(token, &reply_subject);
         let view = |c: &Candidate| EarlierView {
             reference: c.reference.clone(),
             subject: c.subject.clone(),
@@ -175,6 +161,26 @@ impl Replies {
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
         })
+    }
+
+    /// One `mailto:` link per decision, each opening a reply that carries the token.
+    pub fn decision_links(&self, token: &str, reply_subject: &str) -> Vec<LinkView> {
+        let reply_to = self.reply_address(token);
+        Decision::ALL
+            .iter()
+            .map(|d| {
+                let body = match d {
+                    Decision::Meeting | Decision::Paper | Decision::Message => d.command().to_string(),
+                    Decision::Duplicate => "duplicate GP-YYYY-NNNN".to_string(),
+                    other => format!("{}: ", other.command()),
+                };
+                let label = match d {
+                    Decision::MoreWork => "More work".to_string(),
+                    other => capitalise(other.command()),
+                };
+                LinkView { label, href: mailto(&reply_to, reply_subject, &format!("{body}\n\n")) }
+            })
+            .collect()
     }
 
     /// The shared address with the request's token as a sub-address

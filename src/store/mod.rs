@@ -245,6 +245,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Requests one of whose thread Message-IDs is in `ids`, most recent first.
     async fn request_for_thread(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
+    /// The request whose reply token is `token`.
+    async fn request_by_token(&self, token: &str) -> anyhow::Result<Option<RequestRow>>;
+    /// The request a gatekeeper notification with one of these Message-IDs was about.
+    async fn request_for_notification(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
+    /// Requests awaiting triage, oldest first (for reminders).
+    async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>>;
+    /// Whether a once-only mailing (`kind`, `period`) went already.
+    async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool>;
     /// Open or recent requests from this requester or organisation, for duplicate detection.
     async fn duplicate_candidates(
         &self,
@@ -329,5 +337,27 @@ pub trait Tx: Send {
     /// Whether the request already has an email of `kind` (at most one acknowledgement).
     async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool>;
     async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> anyhow::Result<()>;
+    /// Records a decision: status follows from it (PRODUCT.md), replacing any earlier one.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_decision(
+        &mut self,
+        request_id: i64,
+        decision: Decision,
+        detail: Option<&str>,
+        meeting_date: Option<NaiveDate>,
+        duplicate_of: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    async fn add_priority(&mut self, request_id: i64, key: &str) -> anyhow::Result<()>;
+    async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> anyhow::Result<()>;
+    /// Records a once-only mailing; false if it was already recorded (nothing written).
+    async fn record_summary(
+        &mut self,
+        kind: &str,
+        period: &str,
+        covers: (DateTime<Utc>, DateTime<Utc>),
+        outbox_id: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
 }

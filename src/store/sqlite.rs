@@ -82,7 +82,8 @@ const REQUEST_COLUMNS: &str = r#"
     r.organisation, r.via, r.subject, r.body, r.received_at, r.decided_at, r.meeting_date,
     (SELECT d.reference FROM requests d WHERE d.id = r.duplicate_of) AS duplicate_of_ref,
     (SELECT p.reference FROM requests p WHERE p.id = r.probable_duplicate_of) AS probable_ref,
-    (SELECT COUNT(*) FROM messages m WHERE m.request_id = r.id) AS message_count,
+    (SELECT COUNT(*) FROM messages m WHERE m.request_id = r.id
+        AND m.classification IN ('new', 'forwarded', 'follow_up')) AS message_count,
     (SELECT group_concat(priority, ',') FROM
         (SELECT priority FROM request_priorities rp WHERE rp.request_id = r.id ORDER BY priority)) AS priorities,
     r.token, r.answer
@@ -351,6 +352,57 @@ impl Store for SqliteStore {
             .await
             .context("Cannot look up the thread")?;
         row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn request_by_token(&self, token: &str) -> anyhow::Result<Option<RequestRow>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.token = ?1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot look up the token")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn request_for_notification(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+             WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t
+                            WHERE t.direction = 'out:notification'
+                              AND t.message_id IN (SELECT value FROM json_each(?1)))
+             ORDER BY r.id DESC
+             LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(ids)?)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Cannot look up the notification")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.status = 'awaiting_triage' ORDER BY r.received_at, r.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .context("Cannot list requests awaiting triage")?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM summaries WHERE kind = ?1 AND period = ?2")
+            .bind(kind)
+            .bind(period)
+            .fetch_one(&self.pool)
+            .await
+            .context("Cannot read the summaries")?;
+        Ok(n > 0)
     }
 
     async fn duplicate_candidates(
@@ -804,6 +856,89 @@ impl Tx for SqliteTx {
             .await
             .context("Cannot record a bounce")?;
         Ok(())
+    }
+
+    async fn record_decision(
+        &mut self,
+        request_id: i64,
+        decision: Decision,
+        detail: Option<&str>,
+        meeting_date: Option<NaiveDate>,
+        duplicate_of: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            UPDATE requests SET
+                status = ?2, decision = ?3, decision_detail = ?4, meeting_date = ?5,
+                duplicate_of = ?6, decided_at = ?7, updated_at = ?7
+            WHERE id = ?1
+            "#,
+        )
+        .bind(request_id)
+        .bind(decision.status().as_str())
+        .bind(decision.as_str())
+        .bind(detail)
+        .bind(meeting_date.map(|d| d.format("%Y-%m-%d").to_string()))
+        .bind(duplicate_of)
+        .bind(to_millis(at))
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot record the decision")?;
+        Ok(())
+    }
+
+    async fn add_priority(&mut self, request_id: i64, key: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            r#"
+            INSERT INTO request_priorities (request_id, priority) VALUES (?1, ?2)
+            ON CONFLICT (request_id, priority) DO NOTHING
+            "#,
+        )
+        .bind(request_id)
+        .bind(key)
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot tag the priority")?;
+        Ok(())
+    }
+
+    async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query("UPDATE requests SET status = ?2, updated_at = ?3 WHERE id = ?1")
+            .bind(request_id)
+            .bind(status.as_str())
+            .bind(to_millis(at))
+            .execute(&mut *self.tx)
+            .await
+            .context("Cannot change the status")?;
+        Ok(())
+    }
+
+    async fn record_summary(
+        &mut self,
+        kind: &str,
+        period: &str,
+        covers: (DateTime<Utc>, DateTime<Utc>),
+        outbox_id: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            r#"
+            INSERT INTO summaries (kind, period, covers_from, covers_to, sent_at, outbox_id)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            ON CONFLICT (kind, period) DO NOTHING
+            "#,
+        )
+        .bind(kind)
+        .bind(period)
+        .bind(to_millis(covers.0))
+        .bind(to_millis(covers.1))
+        .bind(to_millis(at))
+        .bind(outbox_id)
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot record the mailing")?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn commit(self: Box<Self>) -> anyhow::Result<()> {

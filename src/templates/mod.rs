@@ -22,6 +22,17 @@ const BUILTIN: &[(&str, &str)] = &[
     ("forward_confirmation.html", include_str!("builtin/forward_confirmation.html")),
     ("notification.txt", include_str!("builtin/notification.txt")),
     ("notification.html", include_str!("builtin/notification.html")),
+    ("outcome_meeting.txt", include_str!("builtin/outcome_meeting.txt")),
+    ("outcome_paper.txt", include_str!("builtin/outcome_paper.txt")),
+    ("outcome_message.txt", include_str!("builtin/outcome_message.txt")),
+    ("outcome_more_work.txt", include_str!("builtin/outcome_more_work.txt")),
+    ("outcome_decline.txt", include_str!("builtin/outcome_decline.txt")),
+    ("outcome_redirect.txt", include_str!("builtin/outcome_redirect.txt")),
+    ("outcome_duplicate.txt", include_str!("builtin/outcome_duplicate.txt")),
+    ("outcome.html", include_str!("builtin/outcome.html")),
+    ("triage_confirmation.txt", include_str!("builtin/triage_confirmation.txt")),
+    ("triage_error.txt", include_str!("builtin/triage_error.txt")),
+    ("reminder.txt", include_str!("builtin/reminder.txt")),
 ];
 
 #[derive(Debug)]
@@ -122,6 +133,65 @@ pub struct NotificationContext {
     pub priorities: Vec<PriorityView>,
 }
 
+/// The outcome email to the requester (`outcome_<decision>.txt`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeContext {
+    pub service: ServiceView,
+    pub request: RequestView,
+    pub decision: String,
+    /// The reason, destination or work needed.
+    pub detail: Option<String>,
+    /// "Thursday 3 December 2026" for meetings.
+    pub meeting_date: Option<String>,
+    pub duplicate_of: Option<EarlierView>,
+    /// The gatekeeper's words for the requester (may be empty).
+    pub message: String,
+    /// The decision this one replaces, if any.
+    pub previous: Option<String>,
+}
+
+/// `outcome.html`: the outcome text as paragraphs.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeHtmlContext {
+    pub request: RequestView,
+    pub paragraphs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TriageConfirmationContext {
+    pub service: ServiceView,
+    pub request: RequestView,
+    /// "decided: meeting on Thursday 3 December 2026".
+    pub summary: String,
+    pub actor: String,
+    pub requester_told: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TriageErrorContext {
+    pub service: ServiceView,
+    pub reference: Option<String>,
+    pub error: String,
+    pub help: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReminderItem {
+    pub reference: String,
+    pub subject: String,
+    pub requester_display: String,
+    pub organisation: Option<String>,
+    /// "3 working days".
+    pub waiting: String,
+    pub links: Vec<LinkView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReminderContext {
+    pub service: ServiceView,
+    pub requests: Vec<ReminderItem>,
+}
+
 impl Templates {
     /// Loads the built-ins and any overrides, and proves each renders.
     pub fn load(config: &Config) -> Result<Self, ConfigError> {
@@ -155,25 +225,7 @@ impl Templates {
     /// Renders every template with a complete sample, so a broken override is found now.
     fn prove(&self, config: &Config) -> Result<(), ConfigError> {
         let service = service_view(config, chrono::Utc::now().date_naive());
-        let request = RequestView {
-            reference: "GP-2026-0001".into(),
-            subject: "Sample <subject> & more".into(),
-            requester: "jo.bloggs@example.org".into(),
-            requester_name: Some("Jo Bloggs".into()),
-            requester_display: "Jo Bloggs <jo.bloggs@example.org>".into(),
-            organisation: Some("Anytown ICB".into()),
-            via: Some("practice@example.org".into()),
-            received: "Monday 23 November 2026, 09:12".into(),
-            status: "awaiting_triage".into(),
-            decision: Some("meeting".into()),
-            body: "Sample text".into(),
-            attachments: vec![AttachmentView {
-                name: "spec.pdf".into(),
-                content_type: "application/pdf".into(),
-                size: "12 KB".into(),
-            }],
-            message_count: 1,
-        };
+        let request = sample_request();
         let earlier = EarlierView {
             reference: "GP-2026-0000".into(),
             subject: "Earlier".into(),
@@ -220,6 +272,75 @@ impl Templates {
                 ),
             ),
         ];
+        let mut checks = checks;
+        for decision in Decision::ALL {
+            let context = OutcomeContext {
+                service: service_view(config, chrono::Utc::now().date_naive()),
+                request: sample_request(),
+                decision: decision.as_str().into(),
+                detail: Some("Sample reason".into()),
+                meeting_date: Some("Thursday 3 December 2026".into()),
+                duplicate_of: Some(EarlierView {
+                    reference: "GP-2026-0000".into(),
+                    subject: "Earlier".into(),
+                    status: "scheduled".into(),
+                    decision: Some("meeting".into()),
+                }),
+                message: "Sample message".into(),
+                previous: Some("paper".into()),
+            };
+            checks.push(("outcome", self.render(&format!("outcome_{}.txt", decision.as_str()), &context)));
+        }
+        checks.push((
+            "outcome",
+            self.render(
+                "outcome.html",
+                &OutcomeHtmlContext { request: sample_request(), paragraphs: vec!["Sample".into()] },
+            ),
+        ));
+        let service = service_view(config, chrono::Utc::now().date_naive());
+        checks.push((
+            "triage_confirmation",
+            self.render(
+                "triage_confirmation.txt",
+                &TriageConfirmationContext {
+                    service: service.clone(),
+                    request: sample_request(),
+                    summary: "decided: paper".into(),
+                    actor: "jane@example.org".into(),
+                    requester_told: true,
+                },
+            ),
+        ));
+        checks.push((
+            "triage_error",
+            self.render(
+                "triage_error.txt",
+                &TriageErrorContext {
+                    service: service.clone(),
+                    reference: Some("GP-2026-0001".into()),
+                    error: "Sample".into(),
+                    help: "paper".into(),
+                },
+            ),
+        ));
+        checks.push((
+            "reminder",
+            self.render(
+                "reminder.txt",
+                &ReminderContext {
+                    service,
+                    requests: vec![ReminderItem {
+                        reference: "GP-2026-0001".into(),
+                        subject: "Sample".into(),
+                        requester_display: "Jo <jo@example.org>".into(),
+                        organisation: Some("Anytown ICB".into()),
+                        waiting: "3 working days".into(),
+                        links: vec![LinkView { label: "Paper".into(), href: "mailto:x@example.org".into() }],
+                    }],
+                },
+            ),
+        ));
         for (name, result) in checks {
             if let Err(e) = result {
                 return Err(template_error(config, name, config.templates_dir.as_deref(), &format!("{e:#}")));
@@ -233,6 +354,28 @@ impl Templates {
         let text = self.render(&format!("{name}.txt"), context)?;
         self.render(&format!("{name}.html"), context)?;
         Ok(text)
+    }
+}
+
+fn sample_request() -> RequestView {
+    RequestView {
+        reference: "GP-2026-0001".into(),
+        subject: "Sample <subject> & more".into(),
+        requester: "jo.bloggs@example.org".into(),
+        requester_name: Some("Jo Bloggs".into()),
+        requester_display: "Jo Bloggs <jo.bloggs@example.org>".into(),
+        organisation: Some("Anytown ICB".into()),
+        via: Some("practice@example.org".into()),
+        received: "Monday 23 November 2026, 09:12".into(),
+        status: "awaiting_triage".into(),
+        decision: Some("meeting".into()),
+        body: "Sample text".into(),
+        attachments: vec![AttachmentView {
+            name: "spec.pdf".into(),
+            content_type: "application/pdf".into(),
+            size: "12 KB".into(),
+        }],
+        message_count: 1,
     }
 }
 

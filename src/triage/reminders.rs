@@ -1,0 +1,174 @@
+//! The daily reminder: once a working day, after `reminder_hour`, the gatekeepers get one
+//! digest of every request that has waited for a decision longer than
+//! `remind_after_working_days` working days (Monday to Friday), oldest first.
+//!
+//! Time comes from a [`Clock`], so tests move it across a weekend without sleeping.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike as _, Duration, NaiveDate, TimeZone as _, Timelike as _, Utc, Weekday};
+use chrono_tz::Tz;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::requests::replies::Replies;
+use crate::store::SharedStore;
+use crate::templates::{ReminderContext, ReminderItem, Templates, service_view};
+
+fn is_working_day(d: NaiveDate) -> bool {
+    !matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
+}
+
+/// Working time elapsed between `from` and `to` in `tz`: weekends do not count.
+pub fn working_time_between(from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> Duration {
+    if to <= from {
+        return Duration::zero();
+    }
+    let mut total = Duration::zero();
+    let mut cursor = from.with_timezone(&tz);
+    let end = to.with_timezone(&tz);
+    while cursor < end {
+        let day = cursor.date_naive();
+        let next_midnight = day
+            .succ_opt()
+            .and_then(|d| tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?).earliest())
+            .unwrap_or(end);
+        let slice_end = next_midnight.min(end);
+        if is_working_day(day) {
+            total += slice_end - cursor;
+        }
+        cursor = slice_end;
+    }
+    total
+}
+
+/// Whether a request received at `received` is overdue at `now`.
+pub fn is_overdue(received: DateTime<Utc>, now: DateTime<Utc>, working_days: u32, tz: Tz) -> bool {
+    working_time_between(received, now, tz) >= Duration::days(i64::from(working_days))
+}
+
+#[derive(Debug)]
+pub struct Reminders {
+    config: Arc<Config>,
+    store: SharedStore,
+    clock: Arc<dyn Clock>,
+    templates: Arc<Templates>,
+    replies: Replies,
+    composer: Composer,
+}
+
+impl Reminders {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        templates: Arc<Templates>,
+    ) -> Self {
+        let replies = Replies::new(config.clone(), templates.clone());
+        let composer = Composer::new(config.clone());
+        Self { config, store, clock, templates, replies, composer }
+    }
+
+    /// Sends today's digest if it is due and not sent yet. Returns how many requests it
+    /// named (0 when nothing was sent).
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let days = self.config.triage.remind_after_working_days;
+        if days == 0 {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let tz = self.config.service.timezone;
+        let local = now.with_timezone(&tz);
+        if !is_working_day(local.date_naive()) || local.hour() < self.config.triage.reminder_hour {
+            return Ok(0);
+        }
+        let period = local.date_naive().format("%Y-%m-%d").to_string();
+        if self.store.summary_sent("reminder", &period).await? {
+            return Ok(0);
+        }
+        let overdue: Vec<_> = self
+            .store
+            .awaiting_triage()
+            .await?
+            .into_iter()
+            .filter(|r| is_overdue(r.received_at, now, days, tz))
+            .collect();
+        if overdue.is_empty() {
+            return Ok(0);
+        }
+        let items = overdue
+            .iter()
+            .map(|r| {
+                let waited = working_time_between(r.received_at, now, tz).num_days();
+                ReminderItem {
+                    reference: r.reference.clone(),
+                    subject: r.subject.clone(),
+                    requester_display: match &r.requester_name {
+                        Some(n) => format!("{n} <{}>", r.requester),
+                        None => r.requester.clone(),
+                    },
+                    organisation: r.organisation.clone(),
+                    waiting: format!("{waited} working day{}", if waited == 1 { "" } else { "s" }),
+                    links: self
+                        .replies
+                        .decision_links(&r.token, &format!("Re: [{}] {}", r.reference, r.subject)),
+                }
+            })
+            .collect::<Vec<_>>();
+        let count = items.len();
+        let context =
+            ReminderContext { service: service_view(&self.config, local.date_naive()), requests: items };
+        let mail = self.composer.compose(&Draft {
+            kind: "reminder",
+            request_id: None,
+            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            reply_to: None,
+            subject: format!(
+                "{count} approach{} waiting for your decision",
+                if count == 1 { "" } else { "es" }
+            ),
+            text: self.templates.render("reminder.txt", &context)?,
+            html: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: AutoSubmitted::Generated,
+        })?;
+        let mut tx = self.store.begin().await?;
+        let outbox_id = tx.enqueue(&mail, now).await?;
+        // Recorded in the same transaction: once per day even across restarts.
+        if !tx.record_summary("reminder", &period, (now, now), Some(outbox_id), now).await? {
+            return Ok(0);
+        }
+        for r in &overdue {
+            tx.add_event(r.id, now, "gatehouse", "reminder", Some("In the gatekeepers' daily reminder"))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::London;
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        London.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn weekends_do_not_count() {
+        // Thursday 26 November 2026, 10:00.
+        let thu = at(2026, 11, 26, 10);
+        assert!(!is_overdue(thu, at(2026, 11, 27, 10), 2, London)); // Fri: one day
+        assert!(!is_overdue(thu, at(2026, 11, 29, 23), 2, London)); // Sun night: still one day and 14 h
+        assert!(!is_overdue(thu, at(2026, 11, 30, 9), 2, London)); // Mon 09:00: 1 d 23 h
+        assert!(is_overdue(thu, at(2026, 11, 30, 10), 2, London)); // Mon 10:00: two working days
+        // Received on a Saturday: the clock starts on Monday.
+        let sat = at(2026, 11, 28, 12);
+        assert!(!is_overdue(sat, at(2026, 12, 1, 23), 2, London));
+        assert!(is_overdue(sat, at(2026, 12, 2, 0), 2, London));
+    }
+}
