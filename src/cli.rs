@@ -52,6 +52,26 @@ pub enum Command {
         #[command(subcommand)]
         command: MessagesCommand,
     },
+    /// Decide on a request, exactly as a gatekeeper's emailed reply would (recorded as the operator).
+    ///
+    /// DECISION is one of meeting, paper, message, more-work, decline, redirect, duplicate.
+    /// ARG is the meeting date (YYYY-MM-DD; default the next meeting), the work needed, the
+    /// reason, where it belongs, or the earlier reference.
+    Triage {
+        /// The reference, e.g. GP-2026-0042.
+        reference: String,
+        decision: String,
+        arg: Option<String>,
+        /// Text for the requester, sent with the outcome.
+        #[arg(long, value_name = "TEXT")]
+        message: Option<String>,
+        /// Tag an agreed priority (may repeat).
+        #[arg(long, value_name = "KEY")]
+        priority: Vec<String>,
+        /// An internal note, never sent to the requester.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
     /// Show what the running daemon is doing; exit 0 if it is alive and watching the inbox.
     Status {
         #[arg(long, value_enum, default_value_t = TextFormat::Text)]
@@ -160,6 +180,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { format } => status(&config, format).await,
+        Command::Triage { reference, decision, arg, message, priority, note } => {
+            triage(&config, &reference, &decision, arg.as_deref(), message, priority, note).await
+        }
     }
 }
 
@@ -398,6 +421,54 @@ async fn show_request(store: &SharedStore, r: &RequestRow, format: TextFormat) -
                 writeln!(out, "  {}  {} ({}){detail}", rfc3339(e.at), e.kind, e.actor)?;
             }
             Ok(())
+        }
+    }
+}
+
+async fn triage(
+    config: &Config,
+    reference: &str,
+    decision: &str,
+    arg: Option<&str>,
+    message: Option<String>,
+    priorities: Vec<String>,
+    note: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use crate::triage::grammar::{Command as Decide, Reply};
+    let decision: crate::domain::Decision = decision.parse()?;
+    let command = match Decide::from_parts(decision, arg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let templates = std::sync::Arc::new(crate::templates::Templates::load(config)?);
+    let store = open_migrated(config).await?;
+    let Some(request) = store.find_request(reference).await? else {
+        eprintln!("gatehouse: no request {reference}");
+        return Ok(ExitCode::FAILURE);
+    };
+    let reply = Reply {
+        decision: Some(command),
+        priorities: priorities.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
+        notes: note.into_iter().collect(),
+        message: message.unwrap_or_default(),
+    };
+    let triage = crate::triage::Triage::new(std::sync::Arc::new(config.clone()), store.clone(), templates);
+    let mut tx = store.begin().await?;
+    match triage
+        .decide(&mut *tx, &request, &reply, &crate::triage::Actor::Operator, chrono::Utc::now())
+        .await?
+    {
+        Ok(summary) => {
+            tx.commit().await?;
+            println!("{}: {summary}", request.reference);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("gatehouse: {}: {e}; nothing changed", request.reference);
+            Ok(ExitCode::FAILURE)
         }
     }
 }

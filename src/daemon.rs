@@ -15,6 +15,7 @@ use crate::outbox::Sender;
 use crate::requests::Processor;
 use crate::store::{self, SharedStore};
 use crate::templates::Templates;
+use crate::triage::reminders::Reminders;
 
 /// How often the daemon proves it is alive in the database (read by `gatehouse status`).
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -98,6 +99,24 @@ impl App {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(inbox.run(shutdown.clone()));
         tasks.spawn(sender.run(shutdown.clone()));
+        let reminders = Reminders::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.templates.clone(),
+        );
+        tasks.spawn(every_minute(shutdown.clone(), move || {
+            let r = reminders.clone();
+            async move {
+                match r.run_once().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!("Reminded the gatekeepers of {n} request(s) waiting for a decision")
+                    }
+                    Err(e) => tracing::error!("Cannot send the daily reminder: {e:#}"),
+                }
+            }
+        }));
         tasks.spawn(heartbeat(status, shutdown.clone()));
         tracing::info!(
             "gatehouse is running for {} (watching {} on {}:{})",
@@ -132,6 +151,22 @@ impl App {
 /// `gatehouse run`: open, migrate, run until told to stop.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     App::open(config).await?.run(shutdown).await
+}
+
+/// Runs `work` once a minute (and once at start) until shutdown: for time-driven mail,
+/// whose state lives in the database, so a missed minute is simply caught up.
+async fn every_minute<F, Fut>(shutdown: CancellationToken, work: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        work().await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn heartbeat(status: StatusBoard, shutdown: CancellationToken) {

@@ -48,13 +48,13 @@ pub fn is_overdue(received: DateTime<Utc>, now: DateTime<Utc>, working_days: u32
     working_time_between(received, now, tz) >= Duration::days(i64::from(working_days))
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reminders {
     config: Arc<Config>,
     store: SharedStore,
     clock: Arc<dyn Clock>,
     templates: Arc<Templates>,
-    replies: Replies,
+    replies: Arc<Replies>,
     composer: Composer,
 }
 
@@ -65,7 +65,7 @@ impl Reminders {
         clock: Arc<dyn Clock>,
         templates: Arc<Templates>,
     ) -> Self {
-        let replies = Replies::new(config.clone(), templates.clone());
+        let replies = Arc::new(Replies::new(config.clone(), templates.clone()));
         let composer = Composer::new(config.clone());
         Self { config, store, clock, templates, replies, composer }
     }

@@ -169,6 +169,7 @@ pub struct Options {
     pub smtp_port: Option<u16>,
     pub idle: bool,
     pub backlog: &'static str,
+    pub meetings: &'static str,
     pub extra: String,
 }
 
@@ -180,6 +181,7 @@ impl Default for Options {
             smtp_port: None,
             idle: true,
             backlog: "log_only",
+            meetings: "[\"2099-12-03\", \"2099-12-10\"]",
             extra: String::new(),
         }
     }
@@ -255,7 +257,11 @@ addresses = ["{board}"]
 summary_schedule = "0 8 * * MON"
 
 [meetings]
-dates = ["2099-12-03"]
+dates = {meetings}
+
+[priorities]
+workforce = "Recruiting hard-to-find staff groups"
+shift = "Reducing the shift of work from secondary to primary care"
 
 [organisations]
 "icb.test" = "Anytown ICB"
@@ -267,6 +273,7 @@ dates = ["2099-12-03"]
             ca = stack.ca_file.display(),
             idle = options.idle,
             backlog = options.backlog,
+            meetings = options.meetings,
             submission = options.smtp_port.unwrap_or(stack.submission_port),
             extra = options.extra,
         );
@@ -500,4 +507,15 @@ impl TestApp {
         })
         .await
     }
+}
+
+/// The text of a delivered message for assertions: LF line ends (as Maildir stores them),
+/// quoted-printable soft breaks and the common escapes undone.
+pub fn readable(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .replace("\r\n", "\n")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+        .replace("=20", " ")
+        .replace("=E2=80=99", "\u{2019}")
 }

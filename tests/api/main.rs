@@ -8,3 +8,4 @@ mod cli;
 mod helpers;
 mod inbox;
 mod outbox;
+mod triage;
