@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: MessagesCommand,
     },
+    /// Preview or send the board's weekly summary.
+    Summary {
+        #[command(subcommand)]
+        command: SummaryCommand,
+    },
     /// Decide on a request, exactly as a gatekeeper's emailed reply would (recorded as the operator).
     ///
     /// DECISION is one of meeting, paper, message, more-work, decline, redirect, duplicate.
@@ -96,6 +101,33 @@ pub enum RequestsCommand {
         #[arg(long, value_enum, default_value_t = TextFormat::Text)]
         format: TextFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SummaryCommand {
+    /// Print the summary exactly as it would be sent, without sending it.
+    Preview {
+        /// Any date (YYYY-MM-DD) in the Monday-to-Sunday week to summarise [default: the seven days up to now].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        week: Option<String>,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
+    /// Send the summary to the board now (once per week unless --force).
+    Send {
+        /// Any date (YYYY-MM-DD) in the Monday-to-Sunday week to summarise [default: the seven days up to now, counting as this week's].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        week: Option<String>,
+        /// Send even if this week's summary went already.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SummaryFormat {
+    Text,
+    Html,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +212,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { format } => status(&config, format).await,
+        Command::Summary { command } => summary(&config, command).await,
         Command::Triage { reference, decision, arg, message, priority, note } => {
             triage(&config, &reference, &decision, arg.as_deref(), message, priority, note).await
         }
@@ -423,6 +456,46 @@ async fn show_request(store: &SharedStore, r: &RequestRow, format: TextFormat) -
             Ok(())
         }
     }
+}
+
+async fn summary(config: &Config, command: SummaryCommand) -> anyhow::Result<ExitCode> {
+    use crate::summary::{Period, Sent, Summaries};
+    let tz = config.service.timezone;
+    let period = |week: Option<String>| -> anyhow::Result<Period> {
+        Ok(match week {
+            Some(w) => Period::week_containing(
+                chrono::NaiveDate::parse_from_str(w.trim(), "%Y-%m-%d")
+                    .with_context(|| format!("--week {w:?} is not a date: write YYYY-MM-DD"))?,
+                tz,
+            ),
+            None => Period::seven_days_to(chrono::Utc::now(), tz),
+        })
+    };
+    let templates = std::sync::Arc::new(crate::templates::Templates::load(config)?);
+    let store = open_migrated(config).await?;
+    let summaries = Summaries::new(
+        std::sync::Arc::new(config.clone()),
+        store,
+        std::sync::Arc::new(crate::clock::SystemClock),
+        templates,
+    );
+    match command {
+        SummaryCommand::Preview { week, format } => {
+            let text = summaries.render(&period(week)?, matches!(format, SummaryFormat::Html)).await?;
+            print!("{text}");
+        }
+        SummaryCommand::Send { week, force } => match summaries.send(&period(week)?, force).await? {
+            Sent::Sent { period, to } => {
+                println!("summary for the week of {period} queued for {}", to.join(", "));
+            }
+            Sent::AlreadySent { period } => {
+                println!(
+                    "the summary for the week of {period} was already sent; nothing sent (use --force to send it again)"
+                );
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn triage(

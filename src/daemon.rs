@@ -14,6 +14,7 @@ use crate::inbox::{ImapState, Inbox};
 use crate::outbox::Sender;
 use crate::requests::Processor;
 use crate::store::{self, SharedStore};
+use crate::summary::{Sent, Summaries};
 use crate::templates::Templates;
 use crate::triage::reminders::Reminders;
 
@@ -105,6 +106,32 @@ impl App {
             self.clock.clone(),
             self.templates.clone(),
         );
+        let summaries = Summaries::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.templates.clone(),
+        );
+        tasks.spawn(every_minute(shutdown.clone(), move || {
+            let s = summaries.clone();
+            async move {
+                match s.run_schedule().await {
+                    Ok(Some(Sent::Sent { period, .. })) => {
+                        tracing::info!("Weekly summary for the week of {period} sent to the board")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("Cannot send the weekly summary: {e:#}"),
+                }
+                match s.run_agendas().await {
+                    Ok(dates) => {
+                        for d in dates {
+                            tracing::info!("Agenda for the meeting on {d} sent to the board");
+                        }
+                    }
+                    Err(e) => tracing::error!("Cannot send a meeting agenda: {e:#}"),
+                }
+            }
+        }));
         tasks.spawn(every_minute(shutdown.clone(), move || {
             let r = reminders.clone();
             async move {

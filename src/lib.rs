@@ -24,6 +24,7 @@ pub mod requests;
 pub mod schedule;
 pub mod secret;
 pub mod store;
+pub mod summary;
 pub mod templates;
 pub mod tls;
 pub mod triage;

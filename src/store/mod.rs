@@ -251,6 +251,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn request_for_notification(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
     /// Requests awaiting triage, oldest first (for reminders).
     async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>>;
+    /// Requests received in [from, to), oldest first.
+    async fn received_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<RequestRow>>;
+    /// Requests decided in [from, to), oldest decision first.
+    async fn decided_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<RequestRow>>;
+    /// Requests with this status, oldest first.
+    async fn with_status(&self, status: Status) -> anyhow::Result<Vec<RequestRow>>;
+    /// Requests decided `meeting` for this date.
+    async fn agenda_for(&self, date: NaiveDate) -> anyhow::Result<Vec<RequestRow>>;
+    /// Arrival times of every request received since `since` (for the trend chart).
+    async fn arrivals_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<DateTime<Utc>>>;
+    /// The `kind` events (e.g. notes) of these requests, by request id.
+    async fn events_of_kind(&self, request_ids: &[i64], kind: &str) -> anyhow::Result<Vec<(i64, EventRow)>>;
+    /// When the last mailing of `kind` ended its period, if any.
+    async fn last_covered(&self, kind: &str) -> anyhow::Result<Option<DateTime<Utc>>>;
     /// Whether a once-only mailing (`kind`, `period`) went already.
     async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool>;
     /// Open or recent requests from this requester or organisation, for duplicate detection.

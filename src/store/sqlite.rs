@@ -395,6 +395,108 @@ impl Store for SqliteStore {
         rows.iter().map(request_from_row).collect()
     }
 
+    async fn received_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<RequestRow>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+             WHERE r.received_at >= ?1 AND r.received_at < ?2
+             ORDER BY r.received_at, r.id"
+        );
+        self.requests(sql, &[to_millis(from), to_millis(to)]).await
+    }
+
+    async fn decided_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<RequestRow>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+             WHERE r.decided_at >= ?1 AND r.decided_at < ?2
+             ORDER BY r.decided_at, r.id"
+        );
+        self.requests(sql, &[to_millis(from), to_millis(to)]).await
+    }
+
+    async fn with_status(&self, status: Status) -> anyhow::Result<Vec<RequestRow>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.status = ?1 ORDER BY r.received_at, r.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .context("Cannot list requests by status")?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn agenda_for(&self, date: NaiveDate) -> anyhow::Result<Vec<RequestRow>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+             WHERE r.decision = 'meeting' AND r.meeting_date = ?1
+             ORDER BY r.decided_at, r.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(date.format("%Y-%m-%d").to_string())
+            .fetch_all(&self.pool)
+            .await
+            .context("Cannot read the agenda")?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn arrivals_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<DateTime<Utc>>> {
+        let times: Vec<i64> = sqlx::query_scalar("SELECT received_at FROM requests WHERE received_at >= ?1")
+            .bind(to_millis(since))
+            .fetch_all(&self.pool)
+            .await
+            .context("Cannot read arrival times")?;
+        Ok(times.into_iter().map(from_millis).collect())
+    }
+
+    async fn events_of_kind(&self, request_ids: &[i64], kind: &str) -> anyhow::Result<Vec<(i64, EventRow)>> {
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            r#"
+            SELECT request_id, at, actor, kind, detail
+            FROM request_events
+            WHERE kind = ?2 AND request_id IN (SELECT value FROM json_each(?1))
+            ORDER BY request_id, at, id
+            "#,
+        )
+        .bind(serde_json::to_string(request_ids)?)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .context("Cannot read events")?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("request_id")?,
+                    EventRow {
+                        at: from_millis(row.try_get("at")?),
+                        actor: row.try_get("actor")?,
+                        kind: row.try_get("kind")?,
+                        detail: row.try_get("detail")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn last_covered(&self, kind: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let at: Option<i64> = sqlx::query_scalar("SELECT MAX(covers_to) FROM summaries WHERE kind = ?1")
+            .bind(kind)
+            .fetch_one(&self.pool)
+            .await
+            .context("Cannot read the summaries")?;
+        Ok(at.map(from_millis))
+    }
+
     async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM summaries WHERE kind = ?1 AND period = ?2")
             .bind(kind)
@@ -626,6 +728,17 @@ impl Store for SqliteStore {
     async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Cannot start a transaction")?;
         Ok(Box::new(SqliteTx { tx }))
+    }
+}
+
+impl SqliteStore {
+    async fn requests(&self, sql: String, binds: &[i64]) -> anyhow::Result<Vec<RequestRow>> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = query.bind(*b);
+        }
+        let rows = query.fetch_all(&self.pool).await.context("Cannot list requests")?;
+        rows.iter().map(request_from_row).collect()
     }
 }
 

@@ -33,6 +33,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("triage_confirmation.txt", include_str!("builtin/triage_confirmation.txt")),
     ("triage_error.txt", include_str!("builtin/triage_error.txt")),
     ("reminder.txt", include_str!("builtin/reminder.txt")),
+    ("summary.txt", include_str!("builtin/summary.txt")),
+    ("summary.html", include_str!("builtin/summary.html")),
+    ("agenda.txt", include_str!("builtin/agenda.txt")),
+    ("agenda.html", include_str!("builtin/agenda.html")),
 ];
 
 #[derive(Debug)]
@@ -341,6 +345,16 @@ impl Templates {
                 },
             ),
         ));
+        let summary = crate::summary::sample_context(service_view(config, chrono::Utc::now().date_naive()));
+        checks.push(("summary", self.render_pair("summary", &summary)));
+        let agenda = crate::summary::AgendaContext {
+            service: summary.service.clone(),
+            meeting: summary
+                .next_meeting
+                .clone()
+                .unwrap_or(crate::summary::Meeting { date: String::new(), items: Vec::new() }),
+        };
+        checks.push(("agenda", self.render_pair("agenda", &agenda)));
         for (name, result) in checks {
             if let Err(e) = result {
                 return Err(template_error(config, name, config.templates_dir.as_deref(), &format!("{e:#}")));

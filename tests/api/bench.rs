@@ -38,3 +38,89 @@ async fn bench_arrival_to_acknowledgement_latency() {
         samples.last().unwrap().as_secs_f64()
     );
 }
+
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_summary_over_100k_requests() {
+    use std::sync::Arc;
+    let app = TestApp::new(crate::helpers::Options::default()).await;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.dir.path().join("data/gatehouse.db").display()
+    ))
+    .await
+    .unwrap();
+    // 100,000 requests over two years, a realistic mix of statuses and decisions.
+    let now = chrono::Utc::now();
+    let span_ms: i64 = 2 * 365 * 24 * 3600 * 1000;
+    let load = Instant::now();
+    let mut tx = pool.begin().await.unwrap();
+    let orgs =
+        ["Anytown ICB", "Anytown Hospitals NHS Trust", "Anytown Council", "Community Trust", "Hospice"];
+    let decisions = [
+        None,
+        Some("meeting"),
+        Some("paper"),
+        Some("message"),
+        Some("more_work"),
+        Some("decline"),
+        Some("redirect"),
+    ];
+    for i in 0..100_000i64 {
+        let received = now.timestamp_millis() - span_ms + span_ms * i / 100_000;
+        let decision = decisions[(i % 7) as usize];
+        let status = match decision {
+            None => "awaiting_triage",
+            Some("more_work") => "waiting_on_requester",
+            Some("meeting" | "paper" | "message") => "scheduled",
+            _ => "closed",
+        };
+        // Old undecided ones are closed, as they would be in real life.
+        let (status, decision) =
+            if decision.is_none() && i < 99_900 { ("closed", Some("decline")) } else { (status, decision) };
+        sqlx::query(
+            "INSERT INTO requests (reference, ref_year, ref_seq, status, decision, requester, organisation, subject, body, received_at, decided_at, token, created_at, updated_at)
+             VALUES (?1, 2026, ?2, ?3, ?4, ?5, ?6, ?7, 'A body of an approach.', ?8, ?9, ?10, ?8, ?8)",
+        )
+        .bind(format!("GP-2026-{i:05}"))
+        .bind(i)
+        .bind(status)
+        .bind(decision)
+        .bind(format!("sender{}@icb.test", i % 500))
+        .bind(orgs[(i % 5) as usize])
+        .bind(format!("Approach number {i} about a service change"))
+        .bind(received)
+        .bind(decision.map(|_| received + 3 * 24 * 3600 * 1000))
+        .bind(format!("{i:032x}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    println!("loaded 100,000 requests in {:.1} s", load.elapsed().as_secs_f64());
+    let config = Arc::new(app.config());
+    let templates = Arc::new(gatehouse::templates::Templates::load(&config).unwrap());
+    let summaries = gatehouse::summary::Summaries::new(
+        config.clone(),
+        app.store.clone(),
+        Arc::new(gatehouse::clock::SystemClock),
+        templates,
+    );
+    let period = gatehouse::summary::Period::seven_days_to(now, config.service.timezone);
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let html = summaries.render(&period, true).await.unwrap();
+        times.push(start.elapsed());
+        size = html.len();
+    }
+    times.sort();
+    println!(
+        "summary over 100,000 requests (HTML, {} KB): median {:.0} ms, best {:.0} ms, worst {:.0} ms over 5 runs",
+        size / 1024,
+        times[2].as_secs_f64() * 1000.0,
+        times[0].as_secs_f64() * 1000.0,
+        times[4].as_secs_f64() * 1000.0
+    );
+}

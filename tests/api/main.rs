@@ -8,4 +8,5 @@ mod cli;
 mod helpers;
 mod inbox;
 mod outbox;
+mod summary;
 mod triage;
