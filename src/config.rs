@@ -890,11 +890,12 @@ fn toml_key_at(text: &str, e: &toml::de::Error) -> String {
     let before = text.get(..line_end).unwrap_or_default();
     let section = before
         .lines()
+        .rev()
         .filter_map(|l| {
             let l = l.trim();
             l.strip_prefix('[').and_then(|l| l.strip_suffix(']')).map(str::to_string)
         })
-        .last();
+        .next();
     let line_start = text.get(..span.start).and_then(|t| t.rfind('\n')).map(|i| i + 1).unwrap_or(0);
     let line = text.get(line_start..).and_then(|l| l.lines().next()).unwrap_or_default();
     let key = line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.starts_with('['));

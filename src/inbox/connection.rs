@@ -73,7 +73,7 @@ pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectErro
     };
     let mut client = async_imap::Client::new(stream);
     // The greeting must be read before any command, or the first response is misread.
-    let greeting = match tokio::time::timeout(imap.timeout, client.read_response()).await {
+    match tokio::time::timeout(imap.timeout, client.read_response()).await {
         Ok(Ok(Some(_))) => (),
         Ok(Ok(None)) => {
             return Err(anyhow::anyhow!("{addr} closed the connection before greeting").into());
@@ -85,7 +85,6 @@ pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectErro
             return Err(anyhow::anyhow!("No greeting from {addr} within {} s", imap.timeout.as_secs()).into());
         }
     };
-    let _ = greeting;
 
     if imap.security == Security::Starttls {
         timed(

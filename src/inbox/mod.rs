@@ -245,11 +245,8 @@ impl Inbox {
                     () = shutdown.cancelled() => None,
                 };
                 drop(stop);
-                match outcome {
-                    Some(Ok(r)) => {
-                        r.context("IDLE failed")?;
-                    }
-                    Some(Err(_)) | None => {}
+                if let Some(Ok(r)) = outcome {
+                    r.context("IDLE failed")?;
                 }
                 session = timed(imap.timeout, "Cannot end IDLE", handle.done()).await?;
                 if shutdown.is_cancelled() {

@@ -110,12 +110,16 @@ impl Processor {
     ) -> anyhow::Result<Classification> {
         let now = self.clock.now();
         let own: Vec<String> = self.own_addresses.clone();
-        let ctx = classify::Context {
-            own_addresses: &own,
-            own_message_id_domain: Some(self.config.smtp.from.address.domain()),
-        };
-        // mail-parser is not supposed to panic, but a panic here must not take the inbox down.
-        let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| classify::parse(raw, &ctx)));
+        let domain = self.config.smtp.from.address.domain().to_string();
+        let bytes = raw.to_vec();
+        // Parsing is CPU work: off the async workers. A panic in it (mail-parser is not
+        // supposed to, but) is caught and the message logged as unparseable.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let ctx = classify::Context { own_addresses: &own, own_message_id_domain: Some(&domain) };
+            std::panic::catch_unwind(AssertUnwindSafe(|| classify::parse(&bytes, &ctx)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Box::new(e.to_string())));
         let mut tx = self.store.begin().await?;
         let classification = match parsed {
             Ok(Ok(parsed)) => {

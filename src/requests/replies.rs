@@ -78,6 +78,7 @@ impl Replies {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_confirmation(
         &self,
         request_id: i64,
