@@ -173,6 +173,9 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     pub acknowledgements: AcknowledgementSettings,
     pub triage: TriageSettings,
+    /// The approach's attachments go with the gatekeeper's notification up to this many
+    /// bytes in all (0: list them only).
+    pub attach_max_bytes: usize,
 }
 
 /// How gatekeepers' replies are checked, and when they are reminded.
@@ -242,6 +245,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("templates", &["dir"]),
     ("acknowledgements", &["rate_limit_per_day", "acknowledge_forwarded"]),
     ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour"]),
+    ("notifications", &["attach_max_bytes"]),
     // Free-form tables: any key, string values.
     ("priorities", &["*"]),
     ("organisations", &["*"]),
@@ -266,6 +270,24 @@ struct RawConfig {
     acknowledgements: RawAcknowledgements,
     #[serde(default)]
     triage: RawTriage,
+    #[serde(default)]
+    notifications: RawNotifications,
+}
+
+#[derive(Deserialize)]
+struct RawNotifications {
+    #[serde(default = "default_attach_max")]
+    attach_max_bytes: usize,
+}
+
+impl Default for RawNotifications {
+    fn default() -> Self {
+        Self { attach_max_bytes: default_attach_max() }
+    }
+}
+
+fn default_attach_max() -> usize {
+    10 * 1024 * 1024
 }
 
 #[derive(Deserialize)]
@@ -693,6 +715,7 @@ impl Config {
             priorities: raw.priorities,
             organisations,
             templates_dir,
+            attach_max_bytes: raw.notifications.attach_max_bytes,
             triage: TriageSettings {
                 authserv_id: raw.triage.authserv_id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
                 remind_after_working_days: raw.triage.remind_after_working_days,

@@ -175,6 +175,7 @@ impl Inbox {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: crate::outbox::AutoSubmitted::Generated,
+            attachments: Vec::new(),
         };
         let result: anyhow::Result<()> = async {
             let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;

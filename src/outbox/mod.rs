@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use lettre::AsyncTransport as _;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use rand::Rng as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,8 @@ pub struct Draft {
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
     pub auto_submitted: AutoSubmitted,
+    /// Files to attach (the approach's own attachments, for the gatekeeper).
+    pub attachments: Vec<crate::requests::attachments::AttachmentBody>,
 }
 
 /// Builds outgoing messages with gatehouse's From, headers and Message-IDs.
@@ -108,16 +110,30 @@ impl Composer {
             .raw_header(raw_header("Auto-Submitted", auto))
             .raw_header(raw_header("X-Auto-Response-Suppress", "All"))
             .raw_header(raw_header("X-Gatehouse", draft.kind));
-        let message = match &draft.html {
-            Some(html) => builder.multipart(
-                MultiPart::alternative()
-                    .singlepart(
-                        SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone()),
-                    )
-                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone())),
-            ),
-            None => builder
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone())),
+        let text = || SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone());
+        let body = draft.html.as_ref().map(|html| {
+            MultiPart::alternative()
+                .singlepart(text())
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone()))
+        });
+        let message = if draft.attachments.is_empty() {
+            match body {
+                Some(alternative) => builder.multipart(alternative),
+                None => builder.singlepart(text()),
+            }
+        } else {
+            let mut mixed = match body {
+                Some(alternative) => MultiPart::mixed().multipart(alternative),
+                None => MultiPart::mixed().singlepart(text()),
+            };
+            for a in &draft.attachments {
+                let content_type = ContentType::parse(&a.content_type)
+                    .or_else(|_| ContentType::parse("application/octet-stream"))
+                    .unwrap_or(ContentType::TEXT_PLAIN);
+                mixed =
+                    mixed.singlepart(Attachment::new(one_line(&a.name)).body(a.bytes.clone(), content_type));
+            }
+            builder.multipart(mixed)
         }
         .context("Cannot build the email")?;
         Ok(NewOutgoing {
@@ -303,6 +319,7 @@ impl Sender {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
+            attachments: Vec::new(),
         };
         let mail = self.composer.compose(&draft)?;
         let mut tx = self.store.begin().await?;

@@ -22,6 +22,7 @@ use crate::triage::grammar;
 use crate::triage::{Actor, Attempt, Triage};
 use replies::{Replies, Thread};
 
+pub mod attachments;
 pub mod replies;
 
 /// Where a message sits in the mailbox, so its checkpoint moves with its effects.
@@ -328,6 +329,7 @@ impl Processor {
                     &text,
                     None,
                     &[],
+                    self.attachments_for(parsed, raw),
                     now,
                 )?;
                 tx.enqueue(&mail, now).await?;
@@ -465,9 +467,17 @@ impl Processor {
             .await?;
             let earlier: Vec<Candidate> =
                 candidates.iter().filter(|c| Some(c.id) != probable.map(|p| p.id)).take(5).cloned().collect();
-            let mail = self
-                .replies
-                .notification(request_id, &view, &token, "new", &body, probable, &earlier, now)?;
+            let mail = self.replies.notification(
+                request_id,
+                &view,
+                &token,
+                "new",
+                &body,
+                probable,
+                &earlier,
+                self.attachments_for(parsed, raw),
+                now,
+            )?;
             tx.enqueue(&mail, now).await?;
             tx.add_event(
                 request_id,
@@ -499,6 +509,15 @@ impl Processor {
             }
             None => Ok(None),
         }
+    }
+
+    /// The message's attachments for the gatekeeper's notification, within the configured
+    /// size.
+    fn attachments_for(&self, parsed: &Parsed, raw: &[u8]) -> Vec<attachments::AttachmentBody> {
+        if parsed.attachments.is_empty() {
+            return Vec::new();
+        }
+        attachments::bodies(raw, self.config.attach_max_bytes)
     }
 
     /// The acknowledgement to the requester and, for a forward, the confirmation to the

@@ -75,6 +75,7 @@ impl Replies {
             in_reply_to: thread.message_id.clone(),
             references: thread.references(),
             auto_submitted: AutoSubmitted::Replied,
+            attachments: Vec::new(),
         })
     }
 
@@ -105,6 +106,7 @@ impl Replies {
             in_reply_to: thread.message_id.clone(),
             references: thread.references(),
             auto_submitted: AutoSubmitted::Replied,
+            attachments: Vec::new(),
         })
     }
 
@@ -119,6 +121,7 @@ impl Replies {
         text: &str,
         probable_duplicate: Option<&Candidate>,
         earlier: &[Candidate],
+        attachments: Vec<crate::requests::attachments::AttachmentBody>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<NewOutgoing> {
         let reply_to = self.reply_address(token);
@@ -161,6 +164,7 @@ impl Replies {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
+            attachments,
         })
     }
 

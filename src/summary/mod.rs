@@ -392,6 +392,7 @@ impl Summaries {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
+            attachments: Vec::new(),
         })?;
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
@@ -483,6 +484,7 @@ impl Summaries {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
+            attachments: Vec::new(),
         })?;
         let mut tx = self.store.begin().await?;
         let outbox_id = tx.enqueue(&mail, now).await?;

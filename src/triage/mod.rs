@@ -329,6 +329,7 @@ impl Triage {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Replied,
+            attachments: Vec::new(),
         })?;
         Ok(Some(mail))
     }
@@ -373,6 +374,7 @@ impl Triage {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
+            attachments: Vec::new(),
         })
     }
 
@@ -408,6 +410,7 @@ impl Triage {
             in_reply_to: in_reply_to.map(str::to_string),
             references: in_reply_to.map(|i| vec![i.to_string()]).unwrap_or_default(),
             auto_submitted: AutoSubmitted::Replied,
+            attachments: Vec::new(),
         })
     }
 

@@ -133,6 +133,7 @@ impl Reminders {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
+            attachments: Vec::new(),
         })?;
         let mut tx = self.store.begin().await?;
         let outbox_id = tx.enqueue(&mail, now).await?;

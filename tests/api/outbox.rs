@@ -226,3 +226,74 @@ async fn a_kill_while_sending_loses_nothing() {
     .await;
     assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
 }
+
+#[tokio::test]
+async fn the_notification_carries_the_attachments() {
+    let app = TestApp::spawn().await;
+    app.deliver_fixture("with-attachments.eml").await;
+    let note = app.stack.wait_for_mail(&app.gatekeeper, 1).await.remove(0);
+    assert!(header(&note, "Content-Type").unwrap().starts_with("multipart/mixed"));
+    let text = crate::helpers::readable(&note);
+    assert!(text.contains("Content-Disposition: attachment"), "{text}");
+    assert!(text.contains("application/pdf"));
+}
+
+#[tokio::test]
+async fn a_forward_answers_the_original_sender_and_confirms_to_the_forwarder() {
+    let app = TestApp::spawn().await;
+    let users = app.stack.users(&[("original", "icb.test"), ("practice", "nhs.test")]);
+    let (original, practice) = (&users[0], &users[1]);
+    let raw = format!(
+        "From: Practice Manager <{practice}>\r\nTo: {shared}\r\nSubject: Fwd: Extended access rota\r\nMessage-ID: <fwd.{n}@nhs.test>\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nPassing this on as agreed.\r\n\r\n---------- Forwarded message ---------\r\nFrom: Jo Original <{original}>\r\nDate: Fri, 20 Nov 2026 at 16:10\r\nSubject: Extended access rota\r\nTo: <{practice}>\r\n\r\nCould your practice cover Saturday mornings in January?\r\n",
+        shared = app.shared,
+        n = crate::helpers::rand_suffix()
+    );
+    app.stack.send_raw(practice, &[&app.shared], raw.as_bytes()).await;
+    let ack = app.stack.wait_for_mail(original, 1).await.remove(0);
+    assert!(header(&ack, "Subject").unwrap().starts_with("Re: Extended access rota ["));
+    let confirmation = app.stack.wait_for_mail(practice, 1).await.remove(0);
+    let reference = app.store.list_requests(&Default::default()).await.unwrap()[0].reference.clone();
+    assert!(crate::helpers::readable(&confirmation).contains(&reference));
+    let r = app.cli_json(&["requests", "show", &reference, "--format", "json"]);
+    assert_eq!(r["requester"], original.as_str());
+    assert_eq!(r["via"], practice.as_str());
+}
+
+#[tokio::test]
+async fn a_bounce_of_our_own_mail_is_linked_to_what_bounced() {
+    let app = TestApp::spawn().await;
+    // A sender the local stack has no mailbox for: our acknowledgement bounces, and Postfix
+    // sends its DSN back to the shared mailbox.
+    let ghost = format!("ghost-{}@icb.test", crate::helpers::rand_suffix());
+    app.stack.send(&ghost, &app.shared, "From a mailbox that does not exist", "Hello").await;
+    let rows = app.wait_for_messages(2).await;
+    let bounce =
+        rows.iter().find(|m| m.classification == Some(gatehouse::domain::Classification::Automated)).unwrap();
+    let detail = bounce.detail.clone().unwrap();
+    assert!(detail.contains("bounce of outbox #") && detail.contains("acknowledgement"), "{detail}");
+    let reference = app.store.list_requests(&Default::default()).await.unwrap()[0].reference.clone();
+    let r = app.cli_json(&["requests", "show", &reference, "--format", "json"]);
+    assert!(r["events"].as_array().unwrap().iter().any(|e| e["kind"] == "bounced"), "{r:#}");
+    assert_eq!(r["message_count"], 1, "a bounce is not part of the requester's thread");
+}
+
+#[tokio::test]
+async fn a_broken_template_override_is_a_config_error() {
+    let app = TestApp::new(Options::default()).await;
+    let dir = app.dir.path().join("templates");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("acknowledgement.txt"), "Dear {{ request.requester_nam }},\n").unwrap();
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(&app.config_path, format!("{text}\n[templates]\ndir = \"templates\"\n")).unwrap();
+    let out = app.cli(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains("templates.dir") && stdout.contains("acknowledgement.txt"), "{stdout}");
+    let run = app.cli(&["run"]);
+    assert!(!run.status.success(), "the daemon started with a broken template");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("templates.dir"));
+    // A good override is used.
+    std::fs::write(dir.join("acknowledgement.txt"), "Custom words for {{ request.reference }}.\n").unwrap();
+    let out = app.cli(&["check"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
+}
