@@ -128,6 +128,9 @@ pub struct ImapSettings {
     pub backlog: Backlog,
     /// Upper bound on any single IMAP command, so a silent server cannot hang the daemon.
     pub timeout: Duration,
+    /// Messages larger than this are stored and logged but not parsed; the gatekeepers are
+    /// told, so nothing is silently skipped.
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +225,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "after_processing",
             "backlog",
             "timeout_secs",
+            "max_message_bytes",
         ],
     ),
     (
@@ -379,6 +383,12 @@ struct RawImap {
     backlog: Backlog,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
+    #[serde(default = "default_max_message")]
+    max_message_bytes: usize,
+}
+
+fn default_max_message() -> usize {
+    40 * 1024 * 1024
 }
 
 fn default_imap_security() -> Security {
@@ -693,6 +703,7 @@ impl Config {
                 after_processing,
                 backlog: raw.imap.backlog,
                 timeout: Duration::from_secs(raw.imap.timeout_secs.max(1)),
+                max_message_bytes: raw.imap.max_message_bytes,
             },
             smtp: SmtpSettings {
                 port: raw.smtp.port.unwrap_or(match raw.smtp.security {

@@ -1,4 +1,4 @@
-//! The Message-ID of raw bytes, read before any real parsing: it decides whether a message
+//! Headers read from raw bytes before any real parsing. The Message-ID it decides whether a message
 //! was seen before, and must be known before the bytes are stored, so this reader is
 //! deliberately tiny and cannot fail (a message without a readable Message-ID is recognised
 //! by the hash of its bytes instead).
@@ -6,6 +6,15 @@
 /// The first `Message-ID:` header's value without angle brackets, if any. Only the header
 /// section is read (up to the first empty line), folded lines included.
 pub fn message_id(raw: &[u8]) -> Option<String> {
+    let text = first_header(raw, "message-id")?;
+    let id = text.trim().trim_start_matches('<');
+    let id = id.split('>').next().unwrap_or_default().trim();
+    (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
+}
+
+/// The first `name:` header's raw value (unfolded, undecoded, lossy UTF-8), read without
+/// parsing the message: for messages too large or too broken to parse.
+pub fn first_header(raw: &[u8], wanted: &str) -> Option<String> {
     let mut lines = raw.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).peekable();
     while let Some(line) = lines.next() {
         if line.is_empty() {
@@ -15,7 +24,7 @@ pub fn message_id(raw: &[u8]) -> Option<String> {
             continue;
         };
         let (name, value) = line.split_at(colon);
-        if !name.trim_ascii().eq_ignore_ascii_case(b"message-id") {
+        if !name.trim_ascii().eq_ignore_ascii_case(wanted.as_bytes()) {
             continue;
         }
         let mut value = value.get(1..).unwrap_or_default().to_vec();
@@ -27,10 +36,7 @@ pub fn message_id(raw: &[u8]) -> Option<String> {
                 break;
             }
         }
-        let text = String::from_utf8_lossy(&value);
-        let id = text.trim().trim_start_matches('<');
-        let id = id.split('>').next().unwrap_or_default().trim();
-        return (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string());
+        return Some(String::from_utf8_lossy(&value).trim().to_string());
     }
     None
 }

@@ -109,6 +109,9 @@ impl Processor {
         internal_date: Option<DateTime<Utc>>,
         checkpoint: Option<&Checkpoint>,
     ) -> anyhow::Result<Classification> {
+        if raw.len() > self.config.imap.max_message_bytes {
+            return self.oversized(id, raw, internal_date, checkpoint).await;
+        }
         let now = self.clock.now();
         let own: Vec<String> = self.own_addresses.clone();
         let domain = self.config.smtp.from.address.domain().to_string();
@@ -145,6 +148,68 @@ impl Processor {
         tx.commit().await?;
         self.wake.notify_one();
         Ok(classification)
+    }
+
+    /// A message over `max_message_bytes`: kept raw and logged, not parsed, and the
+    /// gatekeepers told so a person deals with it.
+    async fn oversized(
+        &self,
+        id: i64,
+        raw: &[u8],
+        received: Option<DateTime<Utc>>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> anyhow::Result<Classification> {
+        let now = self.clock.now();
+        let mb = |n: usize| format!("{:.1} MB", n as f64 / (1024.0 * 1024.0));
+        let from = crate::inbox::dedup::first_header(raw, "from").unwrap_or_else(|| "(unknown)".into());
+        let subject = crate::inbox::dedup::first_header(raw, "subject").unwrap_or_default();
+        let why = format!(
+            "too large to process: {} (the limit, imap.max_message_bytes, is {}); kept as received",
+            mb(raw.len()),
+            mb(self.config.imap.max_message_bytes)
+        );
+        tracing::warn!("Message {id} from {from} is {why}");
+        let outcome = MessageOutcome {
+            classification: Classification::Unparseable,
+            received_at: received,
+            from_address: {
+                let inner = from
+                    .rsplit_once('<')
+                    .and_then(|(_, a)| a.split_once('>'))
+                    .map_or(from.as_str(), |(a, _)| a);
+                EmailAddress::parse(inner).ok().map(|a| a.to_string())
+            },
+            from_name: None,
+            subject: Some(subject.clone()),
+            attachments: None,
+            detail: Some(why.clone()),
+            request_id: None,
+        };
+        let draft = crate::outbox::Draft {
+            kind: "system_alert",
+            request_id: None,
+            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            reply_to: None,
+            subject: format!("A message too large to log automatically: {subject}"),
+            text: format!(
+                "A message arrived in the shared mailbox that gatehouse did not process because it is {why}.\n\nFrom:    {from}\nSubject: {subject}\n\nIt is still in the shared mailbox. Please read it there and, if it is an approach, log it by forwarding the text without the large attachments.\n"
+            ),
+            html: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: crate::outbox::AutoSubmitted::Generated,
+            attachments: Vec::new(),
+        };
+        let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
+        let mut tx = self.store.begin().await?;
+        tx.finish_message(id, &outcome, now).await?;
+        tx.enqueue(&mail, now).await?;
+        if let Some(c) = checkpoint {
+            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, now).await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(Classification::Unparseable)
     }
 
     async fn unparseable(

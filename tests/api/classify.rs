@@ -92,3 +92,30 @@ async fn broken_mail_is_kept_and_logged_never_lost() {
     let m = app.deliver_fixture("with-attachments.eml").await;
     assert_eq!(m.classification, Some(Classification::New));
 }
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_kept_logged_and_reported_not_parsed() {
+    let mut app = crate::helpers::TestApp::new(crate::helpers::Options::default()).await;
+    let text = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("timeout_secs = 20", "timeout_secs = 20\nmax_message_bytes = 100000");
+    std::fs::write(&app.config_path, text).unwrap();
+    app.start().await;
+    let partner = app.stack.user("big", "icb.test");
+    let body = "A".repeat(76);
+    let attachment: String = (0..3000).map(|_| format!("{body}\r\n")).collect();
+    let raw = format!(
+        "From: Big Sender <{partner}>\r\nTo: {}\r\nSubject: Huge specification\r\nMessage-ID: <big.{}@icb.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n--b\r\nContent-Type: application/pdf; name=spec.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}--b--\r\n",
+        app.shared,
+        crate::helpers::rand_suffix()
+    );
+    app.stack.send_raw(&partner, &[&app.shared], raw.as_bytes()).await;
+    let rows = app.wait_for_messages(1).await;
+    assert_eq!(rows[0].classification, Some(Classification::Unparseable));
+    assert!(rows[0].detail.as_deref().unwrap().contains("too large"), "{:?}", rows[0].detail);
+    assert_eq!(rows[0].from.as_deref(), Some(partner.as_str()));
+    assert!(app.store.raw_message(rows[0].id).await.unwrap().len() > 100_000);
+    let alert = app.stack.wait_for_mail(&app.gatekeeper, 1).await.remove(0);
+    assert!(crate::helpers::header(&alert, "Subject").unwrap().contains("Huge specification"));
+    assert!(app.stack.mailbox(&partner).is_empty(), "the sender was answered");
+}

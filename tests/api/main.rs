@@ -8,5 +8,6 @@ mod cli;
 mod helpers;
 mod inbox;
 mod outbox;
+mod security;
 mod summary;
 mod triage;
