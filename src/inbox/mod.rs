@@ -125,7 +125,7 @@ impl Inbox {
                     match self.session(session, idle, &shutdown, &mut backoff, &mut attempts).await {
                         Ok(()) => break,
                         Err(e) => {
-                            tracing::warn!("IMAP connection lost: {e:#}");
+                            tracing::warn!("Inbox sync stopped, will reconnect and resume: {e:#}");
                             self.status.set(ImapState::Down, Some(format!("{e:#}"))).await;
                             backoff.next_delay()
                         }
@@ -396,6 +396,10 @@ impl Inbox {
             Ok(_) => {
                 attempts.remove(&id);
                 Ok(true)
+            }
+            Err(e) if crate::store::is_storage_trouble(&e) => {
+                // Not this message's fault: keep it, and retry once the database is usable.
+                Err(e.context("The database cannot be written (is the disk full?)"))
             }
             Err(e) => {
                 let n = attempts.entry(id).or_insert(0);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use lettre::AsyncTransport as _;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
@@ -169,6 +170,8 @@ fn clean_id(id: &str) -> String {
 
 /// How long a temporary failure is retried before the email is given up as failed.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(49);
+/// Emails in flight at once.
+const PARALLEL_SENDS: usize = 4;
 /// How often the queue is looked at when nobody wakes the sender (mail queued by the CLI).
 const POLL: Duration = Duration::from_secs(2);
 
@@ -203,7 +206,10 @@ impl Sender {
             }
             Err(e) => tracing::error!("{e:#}"),
         }
-        let mut transport: Option<crate::mail::Transport> = None;
+        let transport: tokio::sync::Mutex<Option<crate::mail::Transport>> = tokio::sync::Mutex::new(None);
+        // Sends run in parallel, but their bookkeeping goes to the database one at a time,
+        // so the sender never holds more than one connection waiting for the write lock.
+        let bookkeeping = tokio::sync::Mutex::new(());
         while !shutdown.is_cancelled() {
             let due = match self.store.claim_due(self.clock.now(), 20).await {
                 Ok(due) => due,
@@ -220,57 +226,87 @@ impl Sender {
                 }
                 continue;
             }
-            for item in due {
-                if shutdown.is_cancelled() {
-                    // Not attempted: straight back in the queue, due at once.
-                    let _ = self
-                        .store
-                        .mark_retry(item.id, self.clock.now(), "not sent: gatehouse was stopping")
-                        .await;
-                    continue;
-                }
-                if let Err(e) = self.deliver(&item, &mut transport).await {
-                    tracing::error!("Outbox entry {}: {e:#}", item.id);
-                }
-            }
+            // A few at once over the pooled connections: a burst of approaches means two
+            // emails each, and one at a time would leave the last requester waiting.
+            futures::stream::iter(due)
+                .for_each_concurrent(PARALLEL_SENDS, |item| {
+                    let (this, transport, shutdown, bookkeeping) =
+                        (&self, &transport, &shutdown, &bookkeeping);
+                    async move {
+                        if shutdown.is_cancelled() {
+                            // Not attempted: straight back in the queue, due at once.
+                            let _guard = bookkeeping.lock().await;
+                            let _ = this
+                                .store
+                                .mark_retry(item.id, this.clock.now(), "not sent: gatehouse was stopping")
+                                .await;
+                            return;
+                        }
+                        if let Err(e) = this.deliver(&item, transport, bookkeeping).await {
+                            tracing::error!("Outbox entry {}: {e:#}", item.id);
+                            // Never left claimed: back in the queue for a later attempt.
+                            let _guard = bookkeeping.lock().await;
+                            let next =
+                                this.clock.now() + retry_delay(this.config.smtp.retry_initial, item.attempts);
+                            let _ = this.store.mark_retry(item.id, next, &format!("{e:#}")).await;
+                        }
+                    }
+                })
+                .await;
         }
     }
 
     async fn deliver(
         &self,
         item: &OutboxItem,
-        transport: &mut Option<crate::mail::Transport>,
+        shared: &tokio::sync::Mutex<Option<crate::mail::Transport>>,
+        bookkeeping: &tokio::sync::Mutex<()>,
     ) -> anyhow::Result<()> {
         let now = self.clock.now();
-        if transport.is_none() {
-            match crate::mail::transport(&self.config.smtp) {
-                Ok(t) => *transport = Some(t),
-                Err(e) => return self.temporary(item, now, &format!("{e:#}")).await,
+        // Clones share one connection pool; a failure drops it so the next send reconnects
+        // (and re-reads the password).
+        let t = {
+            let mut guard = shared.lock().await;
+            if guard.is_none() {
+                match crate::mail::transport(&self.config.smtp) {
+                    Ok(t) => *guard = Some(t),
+                    Err(e) => return self.temporary(item, now, &format!("{e:#}")).await,
+                }
             }
-        }
-        let Some(t) = transport.as_ref() else { return Ok(()) };
+            match guard.as_ref() {
+                Some(t) => t.clone(),
+                None => return Ok(()),
+            }
+        };
+        let reset = || async { *shared.lock().await = None };
         let envelope = Envelope::new(
             Some(item.envelope_from.parse().context("Bad envelope sender")?),
             item.recipients.iter().map(|r| r.parse()).collect::<Result<_, _>>().context("Bad recipient")?,
         )
         .context("Bad envelope")?;
         let limit = self.config.smtp.timeout * 2;
-        match tokio::time::timeout(limit, t.send_raw(&envelope, &item.raw)).await {
+        {
+            let _guard = bookkeeping.lock().await;
+            self.store.mark_in_flight(item.id).await?;
+        }
+        let sent = tokio::time::timeout(limit, t.send_raw(&envelope, &item.raw)).await;
+        let _guard = bookkeeping.lock().await;
+        match sent {
             Ok(Ok(_)) => {
                 self.store.mark_sent(item.id, self.clock.now()).await?;
                 tracing::info!("Sent {} to {} ({})", item.kind, item.recipients.join(", "), item.subject);
                 Ok(())
             }
             Ok(Err(e)) if e.is_permanent() => {
-                *transport = None;
+                reset().await;
                 self.permanent(item, &format!("{e}")).await
             }
             Ok(Err(e)) => {
-                *transport = None;
+                reset().await;
                 self.temporary(item, now, &format!("{e}")).await
             }
             Err(_) => {
-                *transport = None;
+                reset().await;
                 self.temporary(
                     item,
                     now,

@@ -40,6 +40,31 @@ pub async fn open_sqlite_file(path: &Path) -> anyhow::Result<SharedStore> {
     Ok(Arc::new(sqlite::SqliteStore::open_file(path).await.context("Cannot open the database")?))
 }
 
+/// Whether `e` means the database could not be used at all (disk full, I/O error, locked,
+/// gone) rather than that this particular write was wrong. Such failures are retried
+/// indefinitely; nothing is given up on because of them.
+pub fn is_storage_trouble(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed,
+        ) => true,
+        Some(sqlx::Error::Database(db)) => {
+            // SQLite primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, IOERR 10,
+            // CORRUPT 11, FULL 13, CANTOPEN 14, PROTOCOL 15. PostgreSQL: class 53
+            // (insufficient resources), 57 (operator intervention), 08 (connection).
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            match code.parse::<i32>() {
+                Ok(n) => matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15),
+                Err(_) => code.starts_with("53") || code.starts_with("57") || code.starts_with("08"),
+            }
+        }
+        _ => false,
+    })
+}
+
 /// One request as the CLI and templates see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRow {
@@ -296,8 +321,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Puts entries left `sending` by a crash back in the queue (they may go twice: at most
     /// once more).
     async fn requeue_interrupted(&self) -> anyhow::Result<u64>;
-    /// Claims up to `limit` entries due at `now`, marking them `sending`.
+    /// Claims up to `limit` entries due at `now`, marking them `claimed`.
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxItem>>;
+    /// Marks a claimed entry as handed to SMTP (so a crash now may mean it went).
+    async fn mark_in_flight(&self, id: i64) -> anyhow::Result<()>;
     async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()>;
     async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> anyhow::Result<()>;
     async fn mark_failed(&self, id: i64, error: &str) -> anyhow::Result<()>;

@@ -23,6 +23,8 @@ use crate::domain::{Classification, Decision, Status};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+const MAX_CONNECTIONS: u32 = 10;
+
 /// The database file's name inside `data_dir`.
 pub const FILE_NAME: &str = "gatehouse.db";
 
@@ -48,8 +50,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // Enough that a write transaction's own reads never wait behind writers queued
+        // for its lock (the processor reads while it holds the write lock; the outbox
+        // sender, heartbeat and schedules each hold at most one connection).
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await
             .with_context(|| format!("Cannot open the database {}", path.display()))?;
@@ -601,7 +606,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             r#"
             SELECT
-                COALESCE(SUM(CASE WHEN status IN ('pending', 'sending') THEN 1 ELSE 0 END), 0) AS pending,
+                COALESCE(SUM(CASE WHEN status IN ('pending', 'claimed', 'sending') THEN 1 ELSE 0 END), 0) AS pending,
                 COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed
             FROM outbox
             "#,
@@ -621,10 +626,27 @@ impl Store for SqliteStore {
     }
 
     async fn requeue_interrupted(&self) -> anyhow::Result<u64> {
-        let done = sqlx::query("UPDATE outbox SET status = 'pending' WHERE status = 'sending'")
+        // Claimed but never handed to SMTP: simply due again.
+        sqlx::query("UPDATE outbox SET status = 'pending' WHERE status = 'claimed'")
             .execute(&self.pool)
             .await
-            .context("Cannot requeue interrupted mail")?;
+            .context("Cannot requeue claimed mail")?;
+        // Cut off mid-SMTP: the server may have it. Once, send again; twice, assume it went.
+        sqlx::query(
+            r#"
+            UPDATE outbox SET status = 'sent', last_error = 'interrupted twice while sending; assumed delivered'
+            WHERE status = 'sending' AND interrupted >= 1
+            "#,
+        )
+        .execute(&self.pool)
+        .await
+        .context("Cannot requeue interrupted mail")?;
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'pending', interrupted = interrupted + 1 WHERE status = 'sending'",
+        )
+        .execute(&self.pool)
+        .await
+        .context("Cannot requeue interrupted mail")?;
         Ok(done.rows_affected())
     }
 
@@ -632,7 +654,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Cannot start a transaction")?;
         let rows = sqlx::query(
             r#"
-            UPDATE outbox SET status = 'sending', attempts = attempts + 1
+            UPDATE outbox SET status = 'claimed', attempts = attempts + 1
             WHERE id IN (
                 SELECT id FROM outbox
                 WHERE status = 'pending' AND next_attempt_at <= ?1
@@ -668,6 +690,15 @@ impl Store for SqliteStore {
             .collect::<anyhow::Result<_>>()?;
         items.sort_by_key(|i| i.id);
         Ok(items)
+    }
+
+    async fn mark_in_flight(&self, id: i64) -> anyhow::Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'sending' WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .context("Cannot mark an email as being sent")?;
+        Ok(())
     }
 
     async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()> {

@@ -131,7 +131,8 @@ impl Stack {
     /// Waits until `address` holds at least `n` messages (a bound for failure, not a timing
     /// assertion).
     pub async fn wait_for_mail(&self, address: &str, n: usize) -> Vec<Vec<u8>> {
-        wait_until(&format!("{n} message(s) in {address}"), || {
+        let limit = Duration::from_secs(60 + n as u64 / 5);
+        wait_until_within(limit, &format!("{n} message(s) in {address}"), || {
             let m = self.mailbox(address);
             async move { (m.len() >= n).then_some(m) }
         })
@@ -146,12 +147,21 @@ pub fn rand_suffix() -> String {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 60 s.
-pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    wait_until_within(Duration::from_secs(60), what, check).await
+}
+
+/// Like [`wait_until`], with the bound given (for work that is large by design).
+pub async fn wait_until_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(v) = check().await {
             return v;
@@ -355,7 +365,9 @@ shift = "Reducing the shift of work from secondary to primary care"
     /// Waits until `n` messages have been taken from the inbox and processed.
     pub async fn wait_for_messages(&self, n: usize) -> Vec<gatehouse::store::MessageRow> {
         let store = self.store.clone();
-        wait_until(&format!("{n} processed message(s)"), || {
+        // Generous for large batches; a bound for failure, not a speed requirement.
+        let limit = Duration::from_secs(60 + n as u64 / 5);
+        wait_until_within(limit, &format!("{n} processed message(s)"), || {
             let store = store.clone();
             async move {
                 let rows = store.list_messages().await.ok()?;

@@ -5,7 +5,9 @@
 mod bench;
 mod classify;
 mod cli;
+mod faults;
 mod helpers;
+mod hostile;
 mod inbox;
 mod outbox;
 mod security;
