@@ -92,7 +92,8 @@ impl Reminders {
             .awaiting_triage()
             .await?
             .into_iter()
-            .filter(|r| is_overdue(r.received_at, now, days, tz))
+            // The backlog found at first start was deliberately not acted on.
+            .filter(|r| r.answer && is_overdue(r.received_at, now, days, tz))
             .collect();
         if overdue.is_empty() {
             return Ok(0);
