@@ -313,7 +313,8 @@ impl Inbox {
                     .await?;
             let pairs = stream.try_filter_map(|f| {
                 // `N:*` always includes the highest UID, even below N.
-                let pair = f.uid.filter(|uid| *uid > last_uid).map(|uid| (uid, u64::from(f.size.unwrap_or(0))));
+                let pair =
+                    f.uid.filter(|uid| *uid > last_uid).map(|uid| (uid, u64::from(f.size.unwrap_or(0))));
                 futures::future::ready(Ok(pair))
             });
             timed(imap.timeout * 4, "UID FETCH of sizes failed", pairs.try_collect::<Vec<_>>()).await?

@@ -288,8 +288,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> anyhow::Result<Vec<RequestRow>>;
-    /// Requests with this status, oldest first.
-    async fn with_status(&self, status: Status) -> anyhow::Result<Vec<RequestRow>>;
+    /// Requests with this status, oldest first: at most `limit`, and how many there are.
+    async fn with_status(&self, status: Status, limit: i64) -> anyhow::Result<(Vec<RequestRow>, usize)>;
     /// Requests decided `meeting` for this date.
     async fn agenda_for(&self, date: NaiveDate) -> anyhow::Result<Vec<RequestRow>>;
     /// Arrival times of every request received since `since` (for the trend chart).

@@ -426,16 +426,23 @@ impl Store for SqliteStore {
         self.requests(sql, &[to_millis(from), to_millis(to)]).await
     }
 
-    async fn with_status(&self, status: Status) -> anyhow::Result<Vec<RequestRow>> {
+    async fn with_status(&self, status: Status, limit: i64) -> anyhow::Result<(Vec<RequestRow>, usize)> {
         let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.status = ?1 ORDER BY r.received_at, r.id"
+            "SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.status = ?1 ORDER BY r.received_at, r.id LIMIT ?2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(status.as_str())
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .context("Cannot list requests by status")?;
-        rows.iter().map(request_from_row).collect()
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE status = ?1")
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .context("Cannot count requests by status")?;
+        let rows = rows.iter().map(request_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((rows, usize::try_from(total).unwrap_or(0)))
     }
 
     async fn agenda_for(&self, date: NaiveDate) -> anyhow::Result<Vec<RequestRow>> {

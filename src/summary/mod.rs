@@ -22,6 +22,10 @@ use crate::outbox::{AutoSubmitted, Composer, Draft};
 use crate::store::{RequestRow, SharedStore};
 use crate::templates::{ServiceView, Templates, decision_meaning, long_date, service_view};
 
+/// The most requests a "what waits" list shows; the rest are counted. A board email that
+/// lists hundreds of items is not read.
+pub const LIST_LIMIT: usize = 50;
+
 /// The time a summary covers, and the week it counts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Period {
@@ -126,8 +130,11 @@ pub struct SummaryContext {
     pub waiting_on_requester_count: usize,
     pub new_by_organisation: Vec<Group>,
     pub decisions: Vec<Group>,
+    /// The oldest [`LIST_LIMIT`] only; `awaiting_more` says how many are not listed.
     pub awaiting: Vec<Item>,
+    pub awaiting_more: usize,
     pub waiting_on_requester: Vec<Item>,
+    pub waiting_on_requester_more: usize,
     pub next_meeting: Option<Meeting>,
     pub papers: Vec<Item>,
     pub messages: Vec<Item>,
@@ -225,8 +232,9 @@ impl Summaries {
         let today = now.with_timezone(&tz).date_naive();
         let new = self.store.received_between(period.from, period.to).await?;
         let decided = self.store.decided_between(period.from, period.to).await?;
-        let awaiting = self.store.with_status(Status::AwaitingTriage).await?;
-        let waiting = self.store.with_status(Status::WaitingOnRequester).await?;
+        let limit = i64::try_from(LIST_LIMIT).unwrap_or(50);
+        let (awaiting, awaiting_total) = self.store.with_status(Status::AwaitingTriage, limit).await?;
+        let (waiting, waiting_total) = self.store.with_status(Status::WaitingOnRequester, limit).await?;
         let next_date = self.config.meetings.dates.iter().find(|d| **d > today).copied();
         let agenda = match next_date {
             Some(d) => self.store.agenda_for(d).await?,
@@ -344,12 +352,14 @@ impl Summaries {
             ),
             new_count: new.len(),
             decided_count: decided.len(),
-            awaiting_count: awaiting.len(),
-            waiting_on_requester_count: waiting.len(),
+            awaiting_count: awaiting_total,
+            waiting_on_requester_count: waiting_total,
             new_by_organisation,
             decisions,
             awaiting: awaiting.iter().map(item).collect(),
+            awaiting_more: awaiting_total.saturating_sub(awaiting.len()),
             waiting_on_requester: waiting.iter().map(item).collect(),
+            waiting_on_requester_more: waiting_total.saturating_sub(waiting.len()),
             next_meeting: next_date
                 .map(|d| Meeting { date: long_date(d), items: agenda.iter().map(item).collect() }),
             papers: decided.iter().filter(|r| r.decision == Some(Decision::Paper)).map(item).collect(),
@@ -524,7 +534,9 @@ pub fn sample_context(service: ServiceView) -> SummaryContext {
         new_by_organisation: vec![group.clone()],
         decisions: vec![group],
         awaiting: vec![item.clone()],
+        awaiting_more: 1,
         waiting_on_requester: vec![item.clone()],
+        waiting_on_requester_more: 1,
         next_meeting: Some(Meeting { date: "Thursday 3 December 2026".into(), items: vec![item.clone()] }),
         papers: vec![item.clone()],
         messages: vec![item.clone()],
