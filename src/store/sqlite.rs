@@ -638,16 +638,8 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .context("Cannot requeue claimed mail")?;
-        // Cut off mid-SMTP: the server may have it. Once, send again; twice, assume it went.
-        sqlx::query(
-            r#"
-            UPDATE outbox SET status = 'sent', last_error = 'interrupted twice while sending; assumed delivered'
-            WHERE status = 'sending' AND interrupted >= 1
-            "#,
-        )
-        .execute(&self.pool)
-        .await
-        .context("Cannot requeue interrupted mail")?;
+        // Cut off mid-SMTP: the server may have it, but losing it would be worse than a
+        // second copy, so it goes again; `interrupted` counts how often that happened.
         let done = sqlx::query(
             "UPDATE outbox SET status = 'pending', interrupted = interrupted + 1 WHERE status = 'sending'",
         )
