@@ -106,12 +106,7 @@ async fn twenty_sigkills_during_a_1000_message_backlog_lose_and_duplicate_nothin
         async move { (processed(app).await >= 1000).then_some(()) }
     })
     .await;
-    let store = app.store.clone();
-    crate::helpers::wait_until_within(std::time::Duration::from_secs(300), "the outbox to drain", || {
-        let store = store.clone();
-        async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
-    })
-    .await;
+    app.wait_for_outbox_drain().await;
     signal(&child, "-TERM");
     let _ = tokio::task::spawn_blocking(move || child.wait_with_output()).await;
     watcher.abort();
@@ -208,12 +203,7 @@ async fn sigterm_in_the_middle_of_sending_exits_cleanly_and_sends_nothing_twice(
         async move { (acks_per_reference(app, senders).len() == 30).then_some(()) }
     })
     .await;
-    let store = app.store.clone();
-    crate::helpers::wait_until_within(std::time::Duration::from_secs(300), "the outbox to drain", || {
-        let store = store.clone();
-        async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
-    })
-    .await;
+    app.wait_for_outbox_drain().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let acks = acks_per_reference(&app, &senders);
     assert!(acks.values().all(|n| *n == 1), "sent twice: {acks:?}");

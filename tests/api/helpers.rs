@@ -504,6 +504,16 @@ pub fn header(raw: &[u8], name: &str) -> Option<String> {
 }
 
 impl TestApp {
+    /// Waits until nothing is left to send (a bound for failure, not a speed requirement).
+    pub async fn wait_for_outbox_drain(&self) {
+        let store = self.store.clone();
+        wait_until_within(Duration::from_secs(300), "the outbox to drain", || {
+            let store = store.clone();
+            async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
+        })
+        .await;
+    }
+
     /// Injects a fixture into this app's shared mailbox and waits until it is processed.
     pub async fn deliver_fixture(&self, name: &str) -> gatehouse::store::MessageRow {
         let raw = fixture(name, &[]);

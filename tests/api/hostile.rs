@@ -100,12 +100,7 @@ async fn fifty_senders_with_twenty_approaches_each_at_once() {
     futures::future::join_all(sends).await;
     eprintln!("1000 approaches sent by 50 senders");
     app.wait_for_messages(1000).await;
-    let store = app.store.clone();
-    crate::helpers::wait_until_within(std::time::Duration::from_secs(300), "the outbox to drain", || {
-        let store = store.clone();
-        async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
-    })
-    .await;
+    app.wait_for_outbox_drain().await;
     let requests = app.store.list_requests(&Default::default()).await.unwrap();
     assert_eq!(requests.len(), 1000);
     let references: std::collections::BTreeSet<_> = requests.iter().map(|r| &r.reference).collect();

@@ -132,12 +132,7 @@ async fn a_loop_with_an_autoresponder_stops_at_the_rate_limit() {
     // 1 approach + 3 robot answers to our 3 acknowledgements = 4 requests; the 4th is not
     // acknowledged, so the robot falls silent.
     app.wait_for_messages(4).await;
-    let store = app.store.clone();
-    wait_until("the outbox to drain", || {
-        let store = store.clone();
-        async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
-    })
-    .await;
+    app.wait_for_outbox_drain().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.cancel();
     let answered = robot_task.await.unwrap();
@@ -183,12 +178,7 @@ async fn an_smtp_outage_delays_mail_but_loses_and_repeats_none() {
     for p in &partners {
         app.stack.wait_for_mail(p, 1).await;
     }
-    let store = app.store.clone();
-    wait_until("the outbox to drain", || {
-        let store = store.clone();
-        async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
-    })
-    .await;
+    app.wait_for_outbox_drain().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for p in &partners {
         assert_eq!(app.stack.mailbox(p).len(), 1, "{p} got a duplicate");
@@ -218,12 +208,7 @@ async fn a_kill_while_sending_loses_nothing() {
         // A crash between the server accepting and the database recording may repeat one.
         assert!(got <= 2, "{p} got {got}");
     }
-    let store = app.store.clone();
-    wait_until("the outbox to drain", || {
-        let store = store.clone();
-        async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
-    })
-    .await;
+    app.wait_for_outbox_drain().await;
     assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
 }
 
