@@ -8,6 +8,8 @@
 //! RFC 3834 plus what Exchange, Gmail and list servers do in practice, and
 //! each result carries the header that triggered it so a human can check.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::mime::Extracted;
@@ -41,15 +43,24 @@ pub struct Automated {
     pub reason: String,
 }
 
+/// How many Message-IDs a [`Report`] keeps: the message that bounced is
+/// named by the first few; a bounce listing thousands is hostile.
+pub(super) const MAX_REPORT_IDS: usize = 100;
+/// How many recipients a [`Report`] keeps (gatehouse writes to one or two
+/// people at a time; the failed ones end up in an event's text).
+pub(super) const MAX_REPORT_RECIPIENTS: usize = 100;
+
 /// What a bounce says about the message that failed, so gatehouse can mark
 /// that message (found by its Message-ID) as undelivered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// Message-IDs (without <>) of the message that bounced, most reliable
     /// source first: the returned message or headers, then In-Reply-To and
-    /// References of the bounce itself.
+    /// References of the bounce itself. No repeats; at most
+    /// 100 (`MAX_REPORT_IDS`).
     pub original_message_ids: Vec<String>,
-    /// Recipients whose delivery failed (lower-cased addresses).
+    /// Recipients whose delivery failed (lower-cased addresses). No
+    /// repeats; at most 100 (`MAX_REPORT_RECIPIENTS`).
     pub failed_recipients: Vec<String>,
     /// The first recipient's Action ("failed", "delayed", ...).
     pub action: Option<String>,
@@ -57,7 +68,8 @@ pub struct Report {
     pub status: Option<String>,
     /// The first recipient's Diagnostic-Code, as written.
     pub diagnostic: Option<String>,
-    /// Every recipient the report covers, failed or not.
+    /// Every recipient the report covers, failed or not; at most
+    /// 100 (`MAX_REPORT_RECIPIENTS`).
     pub recipients: Vec<ReportRecipient>,
 }
 
@@ -222,8 +234,13 @@ fn null_return_path(mail: &Extracted) -> Option<Automated> {
 pub(super) fn report(mail: &Extracted) -> Report {
     let mut report = Report::default();
 
+    // Everything below is capped and deduplicated through sets: a bounce is
+    // parsed like any other mail, and an attacker's 40 MB "bounce" listing a
+    // million recipients or Message-IDs used to take minutes (quadratic
+    // `Vec::contains`) and fill the event log.
     for status in &mail.delivery_status {
-        report.recipients.extend(parse_delivery_status(status));
+        let room = MAX_REPORT_RECIPIENTS.saturating_sub(report.recipients.len());
+        report.recipients.extend(parse_delivery_status(status).into_iter().take(room));
     }
 
     let mut ids: Vec<String> = Vec::new();
@@ -235,39 +252,36 @@ pub(super) fn report(mail: &Extracted) -> Report {
     }
     ids.extend(mail.in_reply_to.iter().cloned());
     ids.extend(mail.references.iter().cloned());
-    if ids.is_empty() {
-        ids.extend(message_ids_in_text(&mail.body_text));
-    }
-    for id in ids {
-        if !report.original_message_ids.contains(&id) {
-            report.original_message_ids.push(id);
-        }
-    }
+    report.original_message_ids = if ids.is_empty() {
+        first_unique(message_ids_in_text(&mail.body_text), MAX_REPORT_IDS)
+    } else {
+        first_unique(ids, MAX_REPORT_IDS)
+    };
 
     if report.recipients.is_empty() {
         // Exim names the failed recipients in a header.
         if let Some(list) = mail.header("X-Failed-Recipients") {
-            for address in list.split(',') {
-                let address = address.trim().trim_matches(['<', '>']).to_lowercase();
-                if !address.is_empty() {
-                    report.recipients.push(ReportRecipient {
-                        address,
-                        action: Some("failed".to_string()),
-                        ..ReportRecipient::default()
-                    });
-                }
-            }
+            let addresses = list
+                .split(',')
+                .map(|a| a.trim().trim_matches(['<', '>']).to_lowercase())
+                .filter(|a| !a.is_empty())
+                .take(MAX_REPORT_RECIPIENTS);
+            report.recipients.extend(addresses.map(|address| ReportRecipient {
+                address,
+                action: Some("failed".to_string()),
+                ..ReportRecipient::default()
+            }));
         } else {
-            report.recipients.extend(plain_text_failures(&mail.body_text));
+            report.recipients.extend(plain_text_failures(&mail.body_text).take(MAX_REPORT_RECIPIENTS));
         }
     }
 
-    for r in &report.recipients {
-        let failed = r.action.as_deref().is_none_or(|a| a.eq_ignore_ascii_case("failed"));
-        if failed && !report.failed_recipients.contains(&r.address) {
-            report.failed_recipients.push(r.address.clone());
-        }
-    }
+    let failed = report
+        .recipients
+        .iter()
+        .filter(|r| r.action.as_deref().is_none_or(|a| a.eq_ignore_ascii_case("failed")))
+        .map(|r| r.address.clone());
+    report.failed_recipients = first_unique(failed, MAX_REPORT_RECIPIENTS);
     if let Some(first) = report.recipients.first() {
         report.action = first.action.clone();
         report.status = first.status.clone();
@@ -276,12 +290,20 @@ pub(super) fn report(mail: &Extracted) -> Report {
     report
 }
 
+/// The first `max` distinct items, in order.
+fn first_unique(items: impl IntoIterator<Item = String>, max: usize) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items.into_iter().filter(|item| seen.insert(item.clone())).take(max).collect()
+}
+
 /// Parses the per-recipient field groups of a message/delivery-status
 /// body (RFC 3464): groups are separated by blank lines, fields may be
 /// folded, and addresses carry a type prefix ("rfc822; jo@icb.test").
+/// Reads at most 100 (`MAX_REPORT_RECIPIENTS`) recipients.
 fn parse_delivery_status(text: &str) -> Vec<ReportRecipient> {
     let mut recipients = Vec::new();
-    for group in split_groups(text) {
+    // The per-message group comes first and names no recipient.
+    for group in split_groups(text, MAX_REPORT_RECIPIENTS + 1) {
         let mut r = ReportRecipient::default();
         let mut original = None;
         for (name, value) in group {
@@ -302,16 +324,22 @@ fn parse_delivery_status(text: &str) -> Vec<ReportRecipient> {
         if !r.address.is_empty() {
             recipients.push(r);
         }
+        if recipients.len() >= MAX_REPORT_RECIPIENTS {
+            break;
+        }
     }
     recipients
 }
 
 /// Splits "Name: value" field groups at blank lines, unfolding continuation
-/// lines; names are lower-cased.
-fn split_groups(text: &str) -> Vec<Vec<(String, String)>> {
+/// lines; names are lower-cased. Stops after `max_groups` groups.
+fn split_groups(text: &str, max_groups: usize) -> Vec<Vec<(String, String)>> {
     let mut groups = Vec::new();
     let mut current: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
+        if groups.len() >= max_groups {
+            return groups;
+        }
         if line.trim().is_empty() {
             if !current.is_empty() {
                 groups.push(std::mem::take(&mut current));
@@ -341,37 +369,33 @@ fn strip_address_type(value: &str) -> String {
 }
 
 /// "Message-ID: <…>" lines in a bounce that quotes the original inline.
-fn message_ids_in_text(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            line.get(..11).filter(|h| h.eq_ignore_ascii_case("message-id:"))?;
-            let id = line.get(11..)?.trim().trim_start_matches('<').trim_end_matches('>').trim();
-            (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
-        })
-        .collect()
+fn message_ids_in_text(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines().filter_map(|line| {
+        let line = line.trim();
+        line.get(..11).filter(|h| h.eq_ignore_ascii_case("message-id:"))?;
+        let id = line.get(11..)?.trim().trim_start_matches('<').trim_end_matches('>').trim();
+        (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
+    })
 }
 
 /// Recipients named in a plain-text bounce in the Postfix/qmail form
 /// "<jo@icb.test>: host … said: 550 …".
-fn plain_text_failures(text: &str) -> Vec<ReportRecipient> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let rest = line.strip_prefix('<')?;
-            let (address, after) = rest.split_once(">:")?;
-            if !address.contains('@') || address.contains(char::is_whitespace) {
-                return None;
-            }
-            let diagnostic = after.trim();
-            Some(ReportRecipient {
-                address: address.to_lowercase(),
-                action: Some("failed".to_string()),
-                status: None,
-                diagnostic: (!diagnostic.is_empty()).then(|| diagnostic.to_string()),
-            })
+fn plain_text_failures(text: &str) -> impl Iterator<Item = ReportRecipient> + '_ {
+    text.lines().filter_map(|line| {
+        let line = line.trim();
+        let rest = line.strip_prefix('<')?;
+        let (address, after) = rest.split_once(">:")?;
+        if !address.contains('@') || address.contains(char::is_whitespace) {
+            return None;
+        }
+        let diagnostic = after.trim();
+        Some(ReportRecipient {
+            address: address.to_lowercase(),
+            action: Some("failed".to_string()),
+            status: None,
+            diagnostic: (!diagnostic.is_empty()).then(|| diagnostic.to_string()),
         })
-        .collect()
+    })
 }
 
 #[cfg(test)]
@@ -477,5 +501,40 @@ mod tests {
         let r = report(&m);
         assert_eq!(r.failed_recipients, vec!["jo@icb.test".to_string()]);
         assert_eq!(r.original_message_ids, vec!["abc@gatehouse.test".to_string()]);
+    }
+
+    #[test]
+    fn huge_bounces_are_capped_and_linear() {
+        // Found by deploy/local/fuzz --pathological: the lists were
+        // deduplicated with Vec::contains, so a 10 MB "bounce" naming
+        // 200,000 recipients or Message-IDs took minutes to read.
+        let n = 200_000;
+        let mut m = mail(&[], "Undelivered Mail");
+        m.body_text = (0..n)
+            .map(|i| {
+                format!("<p{i}@example.test>: 550 no such user\nMessage-ID: <{}@gatehouse.test>\n", i % 7)
+            })
+            .collect();
+        let r = report(&m);
+        assert_eq!(r.recipients.len(), MAX_REPORT_RECIPIENTS);
+        assert_eq!(r.failed_recipients.len(), MAX_REPORT_RECIPIENTS);
+        assert_eq!(r.failed_recipients.first().map(String::as_str), Some("p0@example.test"));
+        // Repeats are dropped, order kept.
+        assert_eq!(r.original_message_ids.len(), 7);
+        assert_eq!(r.original_message_ids.get(1).map(String::as_str), Some("1@gatehouse.test"));
+
+        let list: Vec<String> = (0..n).map(|i| format!("p{i}@example.test")).collect();
+        let mut m = mail(&[("X-Failed-Recipients", &list.join(", "))], "Undelivered Mail");
+        m.references = (0..n).map(|i| format!("{i}@gatehouse.test")).collect();
+        m.delivery_status = vec![
+            (0..n)
+                .map(|i| format!("Final-Recipient: rfc822; d{i}@example.test\nAction: failed\n\n"))
+                .collect(),
+        ];
+        let r = report(&m);
+        assert_eq!(r.original_message_ids.len(), MAX_REPORT_IDS);
+        assert_eq!(r.recipients.len(), MAX_REPORT_RECIPIENTS);
+        assert_eq!(r.failed_recipients.first().map(String::as_str), Some("d0@example.test"));
+        assert_eq!(r.action.as_deref(), Some("failed"));
     }
 }

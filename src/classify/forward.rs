@@ -17,7 +17,7 @@ use super::Mailbox;
 use super::mime::{Extracted, MAX_NESTING, clean_display_name};
 use super::text::{
     ForwardMarker, forward_marker, is_attribution, is_header_block_start, is_original_message_line,
-    is_underscore_line, normalise_line, split_label, tidy_lines,
+    is_underscore_line, normalise_line, scan_window, split_label, tidy_lines,
 };
 
 /// An approach found inside a forward: who originally wrote it, and what
@@ -81,6 +81,10 @@ struct Block {
 
 /// How many lines a header block may span (long To/Cc lists wrap).
 const MAX_BLOCK_LINES: usize = 40;
+/// Every line `parse_block` can look at before it decides whether there is
+/// a block: up to 3 blank lines, [`MAX_BLOCK_LINES`], and its look-ahead of
+/// 2 past a blank line, with room to spare.
+const BLOCK_WINDOW: usize = MAX_BLOCK_LINES + 8;
 
 /// Whether a subject announces a forward ("FW:", "Fwd:", "WG:", "TR:",
 /// after any gateway tag such as "\[EXTERNAL\]"). "RE: FW:" is a reply.
@@ -102,8 +106,12 @@ pub(super) fn is_forward_subject(subject: &str) -> bool {
 /// Looks for a forwarded message in a body text. `forward_subject` says
 /// whether the subject announced a forward, which is what lets Outlook's
 /// reply-or-forward block count as a forward when a note precedes it.
+///
+/// Markers are looked for in the first `MAX_SCAN_BYTES` (see
+/// `text::scan_window`); the forwarded body found may run on past them.
 pub(super) fn detect_in_text(text: &str, forward_subject: bool) -> Option<Forwarded> {
-    let raw_lines: Vec<&str> = text.lines().collect();
+    let (head, tail) = scan_window(text);
+    let raw_lines: Vec<&str> = head.lines().collect();
     let lines: Vec<String> = raw_lines.iter().map(|l| normalise_line(l)).collect();
 
     for (i, line) in lines.iter().enumerate() {
@@ -121,17 +129,26 @@ pub(super) fn detect_in_text(text: &str, forward_subject: bool) -> Option<Forwar
                 ForwardMarker::Thunderbird => ForwardSource::Thunderbird,
             };
             if let Some(block) = parse_block(&lines, i + 1) {
-                return Some(build(&raw_lines, i, block, source));
+                return Some(build(&raw_lines, tail, i, block, source));
             }
             // Some clients quote the whole forwarded message with "> ".
-            let after: Vec<&str> = raw_lines.get(i + 1..).unwrap_or(&[]).to_vec();
+            // Only the lines `parse_block` can read are dequoted to look
+            // for the block; dequoting all the rest for every marker line
+            // made a mail of many marker lines quadratic (minutes for 1 MB).
+            let after = raw_lines.get(i + 1..).unwrap_or(&[]);
+            let window: Vec<String> =
+                after.iter().take(BLOCK_WINDOW).map(|l| normalise_line(dequote(l))).collect();
+            if parse_block(&window, 0).is_none() {
+                continue;
+            }
             let unquoted: Vec<&str> = after.iter().map(|l| dequote(l)).collect();
             let unquoted_norm: Vec<String> = unquoted.iter().map(|l| normalise_line(l)).collect();
             if let Some(mut block) = parse_block(&unquoted_norm, 0) {
                 let mut all: Vec<&str> = raw_lines.get(..=i).unwrap_or(&[]).to_vec();
                 all.extend(unquoted);
                 block.body_start += i + 1;
-                return Some(build(&all, i, block, source));
+                let tail: String = tail.lines().map(dequote).collect::<Vec<_>>().join("\n");
+                return Some(build(&all, &tail, i, block, source));
             }
             continue;
         }
@@ -148,7 +165,7 @@ pub(super) fn detect_in_text(text: &str, forward_subject: bool) -> Option<Forwar
                 continue;
             };
             if forward_subject || lines.get(..i).unwrap_or(&[]).iter().all(String::is_empty) {
-                return Some(build(&raw_lines, i, block, ForwardSource::Outlook));
+                return Some(build(&raw_lines, tail, i, block, ForwardSource::Outlook));
             }
             // The same block under a reply: quoted history, not a forward.
             return None;
@@ -199,9 +216,15 @@ pub fn forwarded_chain(parsed: &super::Parsed) -> Vec<Forwarded> {
     chain
 }
 
-fn build(raw_lines: &[&str], marker: usize, block: Block, source: ForwardSource) -> Forwarded {
+/// The forward whose marker is `raw_lines[marker]`; `tail` is the text
+/// after the scanned lines, which belongs to the forwarded body.
+fn build(raw_lines: &[&str], tail: &str, marker: usize, block: Block, source: ForwardSource) -> Forwarded {
     let note = raw_lines.get(..marker).unwrap_or(&[]).join("\n");
-    let body = raw_lines.get(block.body_start..).unwrap_or(&[]).join("\n");
+    let mut body = raw_lines.get(block.body_start..).unwrap_or(&[]).join("\n");
+    if !tail.is_empty() {
+        body.push('\n');
+        body.push_str(tail);
+    }
     Forwarded {
         from: parse_mailbox(block.from.as_deref().unwrap_or("")),
         subject: block.subject.filter(|s| !s.is_empty()),
@@ -450,6 +473,47 @@ mod tests {
         assert_eq!(fwd.as_ref().map(|f| f.from.address.as_str()), Some("jo@icb.test"));
         assert_eq!(fwd.as_ref().map(|f| f.body_text.as_str()), Some("The body\nmore"));
         assert_eq!(fwd.map(|f| f.note), Some("FYI".to_string()));
+    }
+
+    #[test]
+    fn many_marker_lines_stay_linear() {
+        // Found by deploy/local/fuzz --pathological: each marker line with no
+        // header block under it used to dequote every line after it, so 1 MB
+        // of "Begin forwarded message:" lines took minutes.
+        for marker in ["Begin forwarded message:", "---------- Forwarded message ---------"] {
+            let many = format!("{marker}\n").repeat(20_000);
+            assert_eq!(detect_in_text(&many, true), None);
+            // A real quoted forward after them is still found.
+            let text = format!(
+                "{many}{marker}\n\n> From: Jo Bloggs <jo@icb.test>\n> Subject: Phlebotomy\n> Date: 16 November 2026\n>\n> The body"
+            );
+            let fwd = detect_in_text(&text, false);
+            assert_eq!(fwd.as_ref().map(|f| f.from.address.as_str()), Some("jo@icb.test"));
+            assert_eq!(fwd.map(|f| f.body_text), Some("The body".to_string()));
+        }
+    }
+
+    #[test]
+    fn long_forwarded_body_is_kept_whole() {
+        // The scan for markers stops after MAX_SCAN_BYTES (40 MB bodies of
+        // short lines took gigabytes); the forwarded text does not.
+        let long = "line\n".repeat(super::super::text::MAX_SCAN_BYTES / 4);
+        let text = format!(
+            "FYI\n---------- Forwarded message ---------\nFrom: Jo <jo@icb.test>\nDate: Mon\n\n{long}end"
+        );
+        let fwd = detect_in_text(&text, false);
+        assert_eq!(fwd.as_ref().map(|f| f.body_text.len()), Some(long.len() + 3));
+        assert_eq!(fwd.map(|f| f.note), Some("FYI".to_string()));
+        let quoted = format!(
+            "Begin forwarded message:\n\n> From: Jo <jo@icb.test>\n> Subject: S\n>\n{}> end",
+            long.replace("line", "> line")
+        );
+        let fwd = detect_in_text(&quoted, false);
+        assert_eq!(fwd.as_ref().map(|f| f.body_text.len()), Some(long.len() + 3));
+        // A marker past the first megabyte is not looked for.
+        let late =
+            format!("{long}---------- Forwarded message ---------\nFrom: Jo <jo@icb.test>\nDate: Mon\n\nx");
+        assert_eq!(detect_in_text(&late, true), None);
     }
 
     #[test]

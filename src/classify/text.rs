@@ -18,6 +18,18 @@ const MIN_UNDERSCORES: usize = 10;
 /// line) looks the same as a desktop Outlook forward once it is text.
 pub(super) const SEPARATOR_LINE: &str = "________________________________";
 
+/// How many `<hr>` become [`SEPARATOR_LINE`]s; later ones are only line
+/// breaks. Without a cap a 40 MB mail of `<hr>` turned into 330 MB of text
+/// (and 2 GB of memory downstream); a real mail has a handful.
+const MAX_SEPARATORS: usize = 1000;
+
+/// How much of a text the line-by-line scans for quoted history and
+/// forward markers read ([`strip_quoted`], `forward::detect_in_text`).
+/// They hold a normalised copy of every line they read, which for a 40 MB
+/// body of short lines came to gigabytes; a person's new text above a quote
+/// or a forward is never a megabyte long.
+pub(super) const MAX_SCAN_BYTES: usize = 1 << 20;
+
 /// Convert an HTML body into readable plain text: tags removed, entities
 /// decoded, block elements turned into line breaks and paragraphs into
 /// blank lines, runs of white space collapsed.
@@ -103,11 +115,13 @@ fn handle_markup(html: &str, pos: usize, out: &mut TextBuilder, pre_depth: &mut 
 
     match name.as_str() {
         "br" => out.hard_break(),
-        "hr" => {
+        "hr" if out.separators < MAX_SEPARATORS => {
+            out.separators += 1;
             out.line_break();
             out.raw(SEPARATOR_LINE);
             out.line_break();
         }
+        "hr" => out.line_break(),
         "p" => {
             // Outlook writes every line as <p class=MsoNormal> with zero
             // margins and marks blank lines with an explicit empty paragraph,
@@ -261,6 +275,8 @@ struct TextBuilder {
     in_mso_paragraph: bool,
     /// Set once a search for `</head>` has failed.
     head_never_closes: bool,
+    /// How many `<hr>` separator lines were written.
+    separators: usize,
 }
 
 impl TextBuilder {
@@ -270,6 +286,7 @@ impl TextBuilder {
             pending_space: false,
             in_mso_paragraph: false,
             head_never_closes: false,
+            separators: 0,
         }
     }
 
@@ -419,6 +436,19 @@ pub(super) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 /// Case-insensitive `starts_with` that never slices inside a character.
 pub(super) fn starts_with_ci(s: &str, prefix: &str) -> bool {
     s.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// Splits a long text into the whole lines within its first
+/// [`MAX_SCAN_BYTES`] (the part that is scanned line by line) and the rest,
+/// which starts on a new line. A text that short is all head.
+pub(super) fn scan_window(text: &str) -> (&str, &str) {
+    if text.len() <= MAX_SCAN_BYTES {
+        return (text, "");
+    }
+    let head = truncate_at_char(text, MAX_SCAN_BYTES);
+    // Only whole lines: a cut line could read as something it is not.
+    let cut = head.rfind('\n').map_or(0, |i| i + 1);
+    (text.get(..cut).unwrap_or(""), text.get(cut..).unwrap_or(""))
 }
 
 /// The longest prefix of `s` no longer than `max` bytes that ends on a
@@ -593,17 +623,19 @@ pub(super) fn is_history_marker(lines: &[String], i: usize) -> bool {
 /// "-----Original Message-----", "> " quoted lines, "Begin forwarded
 /// message", the underscore separator) and before a signature delimiter
 /// "-- ". Used for follow-ups and gatekeeper replies, where only what the
-/// person just wrote matters.
+/// person just wrote matters. Markers are looked for in the first
+/// [`MAX_SCAN_BYTES`]; a text with none there is kept whole.
 pub fn strip_quoted(text: &str) -> String {
-    let raw_lines: Vec<&str> = text.lines().collect();
+    let (head, _) = scan_window(text);
+    let raw_lines: Vec<&str> = head.lines().collect();
     let lines: Vec<String> = raw_lines.iter().map(|l| normalise_line(l)).collect();
-    let mut end = raw_lines.len();
-    for (i, raw) in raw_lines.iter().enumerate() {
-        if is_signature_delimiter(raw) || is_history_marker(&lines, i) {
-            end = i;
-            break;
-        }
-    }
+    let end = raw_lines
+        .iter()
+        .enumerate()
+        .position(|(i, raw)| is_signature_delimiter(raw) || is_history_marker(&lines, i));
+    let Some(end) = end else {
+        return tidy_lines(text).trim().to_string();
+    };
     let kept: Vec<&str> = raw_lines.get(..end).unwrap_or(&[]).to_vec();
     tidy_lines(&kept.join("\n")).trim().to_string()
 }
@@ -885,6 +917,31 @@ mod tests {
         assert_eq!(strip_quoted(quoted), "Agreed");
         assert_eq!(strip_quoted("No markers at all"), "No markers at all");
         assert_eq!(strip_quoted(""), "");
+    }
+
+    #[test]
+    fn strip_quoted_reads_only_the_first_megabyte_line_by_line() {
+        // Found by deploy/local/fuzz --pathological: a 40 MB body of short
+        // lines made strip_quoted (and the forward detector) hold a copy of
+        // every line, 2.5 GB in all.
+        let many = "x\n".repeat(MAX_SCAN_BYTES);
+        assert_eq!(strip_quoted(&format!("{many}> quoted")).len(), many.trim_end().len() + 9);
+        assert_eq!(strip_quoted(&format!("new\n> quoted\n{many}")), "new");
+        let (head, tail) = scan_window(&many);
+        assert_eq!((head.len() + tail.len(), head.ends_with('\n')), (many.len(), true));
+        assert!(head.len() <= MAX_SCAN_BYTES);
+        // A line cut by the window is left whole in the tail.
+        let long = "é".repeat(MAX_SCAN_BYTES);
+        assert_eq!(scan_window(&long), ("", long.as_str()));
+    }
+
+    #[test]
+    fn html_hr_separators_are_capped() {
+        // Found by deploy/local/fuzz --pathological: each 4-byte <hr> became
+        // a 33-byte line, so 40 MB of them made 330 MB of text.
+        let text = html_to_text(&"<hr>x".repeat(100_000));
+        assert_eq!(text.matches(SEPARATOR_LINE).count(), MAX_SEPARATORS);
+        assert!(text.len() < 300_000 + MAX_SEPARATORS * (SEPARATOR_LINE.len() + 2));
     }
 
     #[test]
