@@ -14,7 +14,7 @@
 pub mod connection;
 pub mod dedup;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use chrono::Utc;
 use futures::TryStreamExt as _;
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterProcessing, Backlog, Config};
@@ -57,6 +58,8 @@ const IDLE_REISSUE: Duration = Duration::from_secs(25 * 60);
 /// Messages fetched per round trip, and the most bytes one batch may hold in memory.
 const BATCH_MESSAGES: usize = 100;
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// The most message bytes read from the server but not yet processed.
+const PIPELINE_BYTES: usize = 16 * 1024 * 1024;
 /// Processing attempts before a message that keeps failing is recorded as unparseable, so
 /// one poisoned message cannot stop the inbox.
 const MAX_ATTEMPTS: u32 = 3;
@@ -321,41 +324,133 @@ impl Inbox {
         };
         sizes.sort_unstable();
 
-        let mut processed = 0;
-        for batch in batches(&sizes) {
+        // Fetching and processing overlap: while one message is stored and processed, the
+        // next ones are already being read from the server, so taking in a backlog costs
+        // little more than fetching it. In-flight bytes are bounded by `PIPELINE_BYTES`.
+        let budget = Arc::new(Semaphore::new(PIPELINE_BYTES.div_ceil(1024)));
+        let (arrived_tx, arrived_rx) = mpsc::channel::<Arrived>(BATCH_MESSAGES);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
+        let job = Job { mailbox, uidvalidity, backlog_below_uid: state.backlog_below_uid, answer_backlog };
+        let fetching =
+            self.fetch_all(session, &sizes, keywords_allowed, shutdown, arrived_tx, &mut done_rx, &budget);
+        let processing = self.process_all(&job, arrived_rx, done_tx, shutdown, attempts);
+        let ((), processed) = futures::future::try_join(fetching, processing).await?;
+        let done = drain(&mut done_rx);
+        self.mark(session, &done, keywords_allowed).await;
+        Ok(processed)
+    }
+
+    /// The fetching side of `sync`: batch after batch, marking what was processed meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_all(
+        &self,
+        session: &mut Session,
+        sizes: &[(u32, u64)],
+        keywords_allowed: bool,
+        shutdown: &CancellationToken,
+        arrived: mpsc::Sender<Arrived>,
+        done: &mut mpsc::UnboundedReceiver<u32>,
+        budget: &Arc<Semaphore>,
+    ) -> anyhow::Result<()> {
+        for batch in batches(sizes) {
             if shutdown.is_cancelled() {
                 break;
             }
-            let set = batch.iter().map(|(uid, _)| uid.to_string()).collect::<Vec<_>>().join(",");
-            let fetched: Vec<_> = {
-                let stream = timed(
-                    imap.timeout,
-                    "UID FETCH failed",
-                    session.uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])"),
-                )
-                .await?;
-                timed(imap.timeout * 4, "UID FETCH of messages failed", stream.try_collect::<Vec<_>>())
-                    .await?
-            };
-            let mut by_uid: Vec<_> = fetched.iter().filter_map(|f| Some((f.uid?, f))).collect();
-            by_uid.sort_unstable_by_key(|(uid, _)| *uid);
-            let mut to_mark = Vec::new();
-            for (uid, fetch) in by_uid {
-                let Some(raw) = fetch.body() else {
-                    tracing::warn!("UID {uid} in {mailbox} came back without a body; will retry");
-                    anyhow::bail!("UID {uid} fetched without a body");
-                };
-                let backlog = uid < state.backlog_below_uid;
-                let internal_date = fetch.internal_date().map(|d| d.with_timezone(&Utc));
-                let checkpoint = Checkpoint { mailbox: mailbox.to_string(), uidvalidity, uid };
-                if self.take(raw, &checkpoint, backlog && !answer_backlog, internal_date, attempts).await? {
-                    processed += 1;
-                    to_mark.push(uid);
-                }
+            let marked = drain(done);
+            self.mark(session, &marked, keywords_allowed).await;
+            if !self.fetch_batch(session, batch, &arrived, budget).await? {
+                break;
             }
-            self.mark(session, &to_mark, keywords_allowed).await;
+        }
+        Ok(())
+    }
+
+    /// The processing side of `sync`: each message in UID order, until the fetching side is
+    /// done or shutdown. Returns how many were new.
+    async fn process_all(
+        &self,
+        job: &Job<'_>,
+        mut arrived: mpsc::Receiver<Arrived>,
+        done: mpsc::UnboundedSender<u32>,
+        shutdown: &CancellationToken,
+        attempts: &mut HashMap<i64, u32>,
+    ) -> anyhow::Result<usize> {
+        let mut processed = 0;
+        while let Some(m) = arrived.recv().await {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
+            let checkpoint =
+                Checkpoint { mailbox: job.mailbox.to_string(), uidvalidity: job.uidvalidity, uid: m.uid };
+            if self.take(&m.raw, &checkpoint, log_only, m.internal_date, attempts).await? {
+                processed += 1;
+                // The fetching side marks it between batches (or `sync` after them).
+                let _ = done.send(m.uid);
+            }
         }
         Ok(processed)
+    }
+
+    /// Fetches one batch and hands its messages on in UID order (the checkpoint moves only
+    /// forward, past messages processed in order). Returns false when the processing side
+    /// has stopped.
+    async fn fetch_batch(
+        &self,
+        session: &mut Session,
+        batch: &[(u32, u64)],
+        arrived: &mpsc::Sender<Arrived>,
+        budget: &Arc<Semaphore>,
+    ) -> anyhow::Result<bool> {
+        let imap = &self.config.imap;
+        let set = batch.iter().map(|(uid, _)| uid.to_string()).collect::<Vec<_>>().join(",");
+        let expected: Vec<u32> = batch.iter().map(|(uid, _)| *uid).collect();
+        let mut next_expected = 0;
+        // Servers answer in UID order; anything early waits here for the ones before it.
+        let mut early: BTreeMap<u32, Arrived> = BTreeMap::new();
+        let mut stream = timed(
+            imap.timeout,
+            "UID FETCH failed",
+            session.uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])"),
+        )
+        .await?;
+        loop {
+            let next = timed(imap.timeout, "UID FETCH of messages failed", stream.try_next()).await?;
+            let Some(fetch) = next else { break };
+            let Some(uid) = fetch.uid else { continue };
+            let Some(raw) = fetch.body() else {
+                tracing::warn!("UID {uid} in {} came back without a body; will retry", imap.mailbox);
+                anyhow::bail!("UID {uid} fetched without a body");
+            };
+            let permit = budget
+                .clone()
+                .acquire_many_owned(kib(raw.len()))
+                .await
+                .context("The fetch budget was closed")?;
+            let m = Arrived {
+                uid,
+                raw: raw.to_vec(),
+                internal_date: fetch.internal_date().map(|d| d.with_timezone(&Utc)),
+                _budget: permit,
+            };
+            drop(fetch);
+            early.insert(uid, m);
+            // Hand on everything that is now in order.
+            while let Some(uid) = expected.get(next_expected) {
+                let Some(m) = early.remove(uid) else { break };
+                next_expected += 1;
+                if arrived.send(m).await.is_err() {
+                    return Ok(false);
+                }
+            }
+        }
+        // What is left came after a UID the server did not return (expunged meanwhile).
+        for m in early.into_values() {
+            if arrived.send(m).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Stores one message raw, processes it once, and advances the checkpoint. Returns
@@ -477,6 +572,39 @@ impl Inbox {
         let kept = self.store.init_meta("backlog", configured).await?;
         Ok(if kept == "treat_as_new" { Backlog::TreatAsNew } else { Backlog::LogOnly })
     }
+}
+
+/// What `sync` is working through: one mailbox at one UIDVALIDITY.
+struct Job<'a> {
+    mailbox: &'a str,
+    uidvalidity: u32,
+    backlog_below_uid: u32,
+    answer_backlog: bool,
+}
+
+/// A message read from the server, on its way to being stored and processed.
+struct Arrived {
+    uid: u32,
+    raw: Vec<u8>,
+    internal_date: Option<chrono::DateTime<Utc>>,
+    /// Its share of `PIPELINE_BYTES`, given back once it is processed.
+    _budget: OwnedSemaphorePermit,
+}
+
+/// `bytes` in whole KiB for the fetch budget, at least 1, at most the whole budget (a message
+/// bigger than the budget is taken alone).
+fn kib(bytes: usize) -> u32 {
+    let whole = PIPELINE_BYTES.div_ceil(1024);
+    u32::try_from(bytes.div_ceil(1024).clamp(1, whole)).unwrap_or(u32::MAX)
+}
+
+/// Everything waiting in the channel, without waiting for more.
+fn drain(rx: &mut mpsc::UnboundedReceiver<u32>) -> Vec<u32> {
+    let mut out = Vec::new();
+    while let Ok(uid) = rx.try_recv() {
+        out.push(uid);
+    }
+    out
 }
 
 /// Splits (uid, size) pairs into fetch batches bounded in count and bytes; a message larger

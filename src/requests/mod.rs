@@ -447,7 +447,8 @@ impl Processor {
                 now - chrono::Duration::days(DUPLICATE_LOOKBACK_DAYS),
             )
             .await?;
-        let probable = probable_duplicate(&candidates, &subject, &body);
+        let fingerprint = classify::Fingerprint::of(&body);
+        let probable = probable_duplicate(&candidates, &subject, &fingerprint);
         let subject = if subject.trim().is_empty() { "(no subject)".to_string() } else { subject };
         let token = new_token();
 
@@ -466,6 +467,7 @@ impl Processor {
                 via: via.as_ref().map(ToString::to_string),
                 subject: subject.clone(),
                 body: body.clone(),
+                fingerprint: fingerprint.to_bytes(),
                 received_at,
                 probable_duplicate_of: probable.map(|c| c.id),
                 token: token.clone(),
@@ -719,12 +721,16 @@ impl Processor {
 
 /// The open or recent candidate that reads most like this approach, if any reads enough
 /// alike. The decision stays the gatekeeper's; this only points at it.
-fn probable_duplicate<'a>(candidates: &'a [Candidate], subject: &str, body: &str) -> Option<&'a Candidate> {
+fn probable_duplicate<'a>(
+    candidates: &'a [Candidate],
+    subject: &str,
+    fingerprint: &classify::Fingerprint,
+) -> Option<&'a Candidate> {
     let subject_key = classify::normalise_subject(subject);
     let mut best: Option<(f64, &Candidate)> = None;
     for c in candidates {
         let same_subject = !subject_key.is_empty() && classify::normalise_subject(&c.subject) == subject_key;
-        let score = if same_subject { 1.0 } else { classify::similarity(body, &c.body) };
+        let score = if same_subject { 1.0 } else { fingerprint.similarity(&c.fingerprint) };
         if score >= DUPLICATE_THRESHOLD && best.is_none_or(|(s, _)| score > s) {
             best = Some((score, c));
         }

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::classify::Fingerprint;
 use crate::config::Config;
 use crate::domain::{Classification, Decision, Status};
 
@@ -175,6 +176,8 @@ pub struct NewRequest {
     pub via: Option<String>,
     pub subject: String,
     pub body: String,
+    /// `classify::Fingerprint` of the body, for later duplicate detection.
+    pub fingerprint: Vec<u8>,
     pub received_at: DateTime<Utc>,
     pub probable_duplicate_of: Option<i64>,
     pub token: String,
@@ -189,7 +192,8 @@ pub struct Candidate {
     pub requester: String,
     pub organisation: Option<String>,
     pub subject: String,
-    pub body: String,
+    /// What its text is compared by (see `classify::Fingerprint`).
+    pub fingerprint: Fingerprint,
     pub status: Status,
     pub decision: Option<Decision>,
 }

@@ -18,12 +18,16 @@ use super::{
     Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing, NewRawMessage,
     NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, Store, Tx,
 };
+use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
 use crate::domain::{Classification, Decision, Status};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const MAX_CONNECTIONS: u32 = 10;
+/// How many earlier requests a new approach is compared with: the newest from the same
+/// requester and organisation.
+const DUPLICATE_CANDIDATES: i64 = 200;
 
 /// The database file's name inside `data_dir`.
 pub const FILE_NAME: &str = "gatehouse.db";
@@ -525,19 +529,41 @@ impl Store for SqliteStore {
         organisation: Option<&str>,
         since: DateTime<Utc>,
     ) -> anyhow::Result<Vec<Candidate>> {
+        // Two index walks (requester, organisation), each stopping at the limit, rather than
+        // an OR that scans every request. The body is read only for requests from before
+        // fingerprints were stored.
         let rows = sqlx::query(
             r#"
-            SELECT id, reference, requester, organisation, subject, body, status, decision
-            FROM requests
-            WHERE (requester = ?1 OR (?2 IS NOT NULL AND organisation = ?2))
-              AND (status <> 'closed' OR received_at >= ?3)
+            SELECT id, reference, requester, organisation, subject, status, decision, fingerprint,
+                   CASE WHEN fingerprint IS NULL THEN body END AS body
+            FROM (
+                SELECT * FROM (
+                    SELECT id, reference, requester, organisation, subject, status, decision,
+                           fingerprint, body, received_at
+                    FROM requests
+                    WHERE requester = ?1 AND (status <> 'closed' OR received_at >= ?3)
+                    ORDER BY received_at DESC, id DESC
+                    LIMIT ?4
+                )
+                UNION
+                SELECT * FROM (
+                    SELECT id, reference, requester, organisation, subject, status, decision,
+                           fingerprint, body, received_at
+                    FROM requests
+                    WHERE ?2 IS NOT NULL AND organisation = ?2
+                      AND (status <> 'closed' OR received_at >= ?3)
+                    ORDER BY received_at DESC, id DESC
+                    LIMIT ?4
+                )
+            )
             ORDER BY received_at DESC, id DESC
-            LIMIT 200
+            LIMIT ?4
             "#,
         )
         .bind(requester)
         .bind(organisation)
         .bind(to_millis(since))
+        .bind(DUPLICATE_CANDIDATES)
         .fetch_all(&self.pool)
         .await
         .context("Cannot look for earlier approaches")?;
@@ -545,13 +571,18 @@ impl Store for SqliteStore {
             .map(|row| {
                 let status: String = row.try_get("status")?;
                 let decision: Option<String> = row.try_get("decision")?;
+                let stored: Option<Vec<u8>> = row.try_get("fingerprint")?;
+                let fingerprint = match stored.as_deref().and_then(Fingerprint::from_bytes) {
+                    Some(f) => f,
+                    None => Fingerprint::of(&row.try_get::<Option<String>, _>("body")?.unwrap_or_default()),
+                };
                 Ok(Candidate {
                     id: row.try_get("id")?,
                     reference: row.try_get("reference")?,
                     requester: row.try_get("requester")?,
                     organisation: row.try_get("organisation")?,
                     subject: row.try_get("subject")?,
-                    body: row.try_get("body")?,
+                    fingerprint,
                     status: Status::from_str(&status)?,
                     decision: decision.as_deref().map(Decision::from_str).transpose()?,
                 })
@@ -811,8 +842,9 @@ impl Tx for SqliteTx {
             r#"
             INSERT INTO requests
                 (reference, ref_year, ref_seq, status, requester, requester_name, organisation, via,
-                 subject, body, received_at, probable_duplicate_of, token, answer, created_at, updated_at)
-            VALUES (?1, ?2, ?3, 'awaiting_triage', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+                 subject, body, fingerprint, received_at, probable_duplicate_of, token, answer,
+                 created_at, updated_at)
+            VALUES (?1, ?2, ?3, 'awaiting_triage', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)
             RETURNING id
             "#,
         )
@@ -825,6 +857,7 @@ impl Tx for SqliteTx {
         .bind(&r.via)
         .bind(&r.subject)
         .bind(&r.body)
+        .bind(&r.fingerprint)
         .bind(to_millis(r.received_at))
         .bind(r.probable_duplicate_of)
         .bind(&r.token)
