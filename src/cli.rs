@@ -528,7 +528,7 @@ async fn triage(
         notes: note.into_iter().collect(),
         message: message.unwrap_or_default(),
     };
-    let triage = crate::triage::Triage::new(std::sync::Arc::new(config.clone()), store.clone(), templates);
+    let triage = crate::triage::Triage::new(std::sync::Arc::new(config.clone()), templates);
     let mut tx = store.begin().await?;
     match triage
         .decide(&mut *tx, &request, &reply, &crate::triage::Actor::Operator, chrono::Utc::now())

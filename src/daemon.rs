@@ -89,7 +89,6 @@ impl App {
         let wake = Arc::new(tokio::sync::Notify::new());
         let processor = Arc::new(Processor::new(
             self.config.clone(),
-            self.store.clone(),
             self.clock.clone(),
             self.templates.clone(),
             wake.clone(),

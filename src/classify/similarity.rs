@@ -99,7 +99,7 @@ impl Fingerprint {
     /// hashes, or not in order, are from something else: `None`, and the
     /// caller works the fingerprint out from the text again.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return None;
         }
         let hashes: Vec<u32> =

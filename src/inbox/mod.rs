@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterProcessing, Backlog, Config};
 use crate::requests::{Checkpoint, Processor};
-use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore};
+use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
 use connection::{ConnectError, Session, timed};
 
 /// What the watcher is doing, as `gatehouse status` reports it.
@@ -58,6 +58,10 @@ const IDLE_REISSUE: Duration = Duration::from_secs(25 * 60);
 /// Messages fetched per round trip, and the most bytes one batch may hold in memory.
 const BATCH_MESSAGES: usize = 100;
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// The most messages processed in one transaction: one commit per group instead of two per
+/// message is what makes a backlog cheap, and a group is what had already arrived, so a
+/// single new message is not kept waiting.
+const GROUP_MESSAGES: usize = 100;
 /// The most message bytes read from the server but not yet processed.
 const PIPELINE_BYTES: usize = 16 * 1024 * 1024;
 /// Processing attempts before a message that keeps failing is recorded as unparseable, so
@@ -365,8 +369,14 @@ impl Inbox {
         Ok(())
     }
 
-    /// The processing side of `sync`: each message in UID order, until the fetching side is
-    /// done or shutdown. Returns how many were new.
+    /// The processing side of `sync`: messages in UID order, in groups of what has already
+    /// arrived (at most `GROUP_MESSAGES`), until the fetching side is done or shutdown.
+    /// Returns how many were new.
+    ///
+    /// Each group costs two commits, not two per message: first every raw message is
+    /// stored, then all of them are processed in one transaction, each inside a savepoint so
+    /// one message's failure undoes only its own effects. A message is marked on the server
+    /// only once its group is committed.
     async fn process_all(
         &self,
         job: &Job<'_>,
@@ -376,20 +386,79 @@ impl Inbox {
         attempts: &mut HashMap<i64, u32>,
     ) -> anyhow::Result<usize> {
         let mut processed = 0;
-        while let Some(m) = arrived.recv().await {
+        while let Some(first) = arrived.recv().await {
             if shutdown.is_cancelled() {
                 break;
             }
-            let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
-            let checkpoint =
-                Checkpoint { mailbox: job.mailbox.to_string(), uidvalidity: job.uidvalidity, uid: m.uid };
-            if self.take(&m.raw, &checkpoint, log_only, m.internal_date, attempts).await? {
-                processed += 1;
+            let mut group = vec![first];
+            while group.len() < GROUP_MESSAGES {
+                match arrived.try_recv() {
+                    Ok(m) => group.push(m),
+                    Err(_) => break,
+                }
+            }
+            tracing::debug!("Taking {} message(s) in one transaction", group.len());
+            let saved = self.store_raw(job, &group).await?;
+
+            let mut tx = self.store.begin().await?;
+            let mut new_uids = Vec::new();
+            let mut failure = None;
+            for (m, saved) in group.iter().zip(saved) {
+                let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
+                let checkpoint =
+                    Checkpoint { mailbox: job.mailbox.to_string(), uidvalidity: job.uidvalidity, uid: m.uid };
+                match self.take(&mut *tx, m, saved, &checkpoint, log_only, attempts).await {
+                    Ok(true) => new_uids.push(m.uid),
+                    Ok(false) => {}
+                    // Nothing of this group is kept; the mailbox still has it all.
+                    Err(Failure::Storage(e)) => return Err(e),
+                    // The group up to this message is kept; this one is tried again.
+                    Err(Failure::Message(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            tx.commit().await?;
+            self.processor.committed();
+            processed += new_uids.len();
+            for uid in new_uids {
                 // The fetching side marks it between batches (or `sync` after them).
-                let _ = done.send(m.uid);
+                let _ = done.send(uid);
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
         Ok(processed)
+    }
+
+    /// Stores a group's raw messages, before anything else can fail.
+    async fn store_raw(&self, job: &Job<'_>, group: &[Arrived]) -> anyhow::Result<Vec<RawSaved>> {
+        let mut tx = self.store.begin().await?;
+        let mut saved = Vec::with_capacity(group.len());
+        for m in group {
+            let content_hash = hex::encode(Sha256::digest(&m.raw));
+            let message_id = dedup::message_id(&m.raw);
+            let dedup_key = match &message_id {
+                Some(id) => format!("mid:{id}"),
+                None => format!("sha256:{content_hash}"),
+            };
+            let raw = NewRawMessage {
+                mailbox: job.mailbox,
+                uidvalidity: job.uidvalidity,
+                uid: m.uid,
+                dedup_key,
+                message_id,
+                content_hash,
+                raw: &m.raw,
+                backlog: m.uid < job.backlog_below_uid && !job.answer_backlog,
+                fetched_at: Utc::now(),
+            };
+            saved.push(tx.save_raw(&raw).await?);
+        }
+        tx.commit().await.context("Cannot store the raw messages")?;
+        Ok(saved)
     }
 
     /// Fetches one batch and hands its messages on in UID order (the checkpoint moves only
@@ -453,66 +522,54 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Stores one message raw, processes it once, and advances the checkpoint. Returns
-    /// whether it was new.
+    /// Processes one stored message in `tx`, in a savepoint of its own, and advances the
+    /// checkpoint. Returns whether it was new.
     async fn take(
         &self,
-        raw: &[u8],
+        tx: &mut dyn Tx,
+        m: &Arrived,
+        saved: RawSaved,
         checkpoint: &Checkpoint,
         log_only: bool,
-        internal_date: Option<chrono::DateTime<Utc>>,
         attempts: &mut HashMap<i64, u32>,
-    ) -> anyhow::Result<bool> {
-        let content_hash = hex::encode(Sha256::digest(raw));
-        let message_id = dedup::message_id(raw);
-        let dedup_key = match &message_id {
-            Some(id) => format!("mid:{id}"),
-            None => format!("sha256:{content_hash}"),
-        };
-        let saved = self
-            .store
-            .save_raw(&NewRawMessage {
-                mailbox: &checkpoint.mailbox,
-                uidvalidity: checkpoint.uidvalidity,
-                uid: checkpoint.uid,
-                dedup_key,
-                message_id,
-                content_hash,
-                raw,
-                backlog: log_only,
-                fetched_at: Utc::now(),
-            })
-            .await?;
+    ) -> Result<bool, Failure> {
         let id = match saved {
             RawSaved::New(id) | RawSaved::Known { id, processed: false } => id,
             RawSaved::Known { processed: true, .. } => {
-                self.processor.advance(checkpoint).await?;
+                self.processor.advance(tx, checkpoint).await.map_err(Failure::Storage)?;
                 return Ok(false);
             }
         };
-        match self.processor.process(id, raw, log_only, internal_date, Some(checkpoint)).await {
+        tx.savepoint().await.map_err(Failure::Storage)?;
+        let result =
+            self.processor.process(tx, id, &m.raw, log_only, m.internal_date, Some(checkpoint)).await;
+        let e = match result {
             Ok(_) => {
+                tx.release_savepoint().await.map_err(Failure::Storage)?;
                 attempts.remove(&id);
-                Ok(true)
+                return Ok(true);
             }
-            Err(e) if crate::store::is_storage_trouble(&e) => {
-                // Not this message's fault: keep it, and retry once the database is usable.
-                Err(e.context("The database cannot be written (is the disk full?)"))
-            }
-            Err(e) => {
-                let n = attempts.entry(id).or_insert(0);
-                *n += 1;
-                if *n >= MAX_ATTEMPTS {
-                    tracing::error!(
-                        "Message {id} failed {n} times ({e:#}); recording it as unparseable so the inbox can move on"
-                    );
-                    self.processor.give_up(id, &format!("{e:#}"), Some(checkpoint)).await?;
-                    attempts.remove(&id);
-                    Ok(true)
-                } else {
-                    Err(e.context(format!("Processing message {id} (UID {})", checkpoint.uid)))
-                }
-            }
+            Err(e) => e,
+        };
+        tx.rollback_to_savepoint().await.map_err(Failure::Storage)?;
+        if crate::store::is_storage_trouble(&e) {
+            // Not this message's fault: keep it, and retry once the database is usable.
+            return Err(Failure::Storage(e.context("The database cannot be written (is the disk full?)")));
+        }
+        let n = attempts.entry(id).or_insert(0);
+        *n += 1;
+        if *n >= MAX_ATTEMPTS {
+            tracing::error!(
+                "Message {id} failed {n} times ({e:#}); recording it as unparseable so the inbox can move on"
+            );
+            self.processor
+                .give_up(tx, id, &format!("{e:#}"), Some(checkpoint))
+                .await
+                .map_err(Failure::Storage)?;
+            attempts.remove(&id);
+            Ok(true)
+        } else {
+            Err(Failure::Message(e.context(format!("Processing message {id} (UID {})", checkpoint.uid))))
         }
     }
 
@@ -580,6 +637,13 @@ struct Job<'a> {
     uidvalidity: u32,
     backlog_below_uid: u32,
     answer_backlog: bool,
+}
+
+/// Why a message could not be taken: the database (nothing of its group can be kept), or
+/// the message itself (the group before it is kept, and it is tried again).
+enum Failure {
+    Storage(anyhow::Error),
+    Message(anyhow::Error),
 }
 
 /// A message read from the server, on its way to being stored and processed.

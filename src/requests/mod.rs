@@ -16,7 +16,7 @@ use crate::classify::{self, Parsed};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Classification, EmailAddress, Reference};
-use crate::store::{Candidate, MessageOutcome, NewRequest, RequestRow, SharedStore, Tx};
+use crate::store::{Candidate, MessageOutcome, NewRequest, RequestRow, Tx};
 use crate::templates::{AttachmentView, RequestView, Templates, human_size};
 use crate::triage::grammar;
 use crate::triage::{Actor, Attempt, Triage};
@@ -41,7 +41,6 @@ const DUPLICATE_LOOKBACK_DAYS: i64 = 180;
 #[derive(Debug)]
 pub struct Processor {
     config: Arc<Config>,
-    store: SharedStore,
     clock: Arc<dyn Clock>,
     own_addresses: Vec<String>,
     replies: Replies,
@@ -53,7 +52,6 @@ pub struct Processor {
 impl Processor {
     pub fn new(
         config: Arc<Config>,
-        store: SharedStore,
         clock: Arc<dyn Clock>,
         templates: Arc<Templates>,
         wake: Arc<tokio::sync::Notify>,
@@ -65,22 +63,25 @@ impl Processor {
             own_addresses.push(a.to_string());
         }
         let replies = Replies::new(config.clone(), templates.clone());
-        let triage = Triage::new(config.clone(), store.clone(), templates);
-        Self { config, store, clock, own_addresses, replies, triage, wake }
+        let triage = Triage::new(config.clone(), templates);
+        Self { config, clock, own_addresses, replies, triage, wake }
     }
 
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
     /// UIDVALIDITY change).
-    pub async fn advance(&self, checkpoint: &Checkpoint) -> anyhow::Result<()> {
-        let mut tx = self.store.begin().await?;
-        tx.set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now())
-            .await?;
-        tx.commit().await
+    pub async fn advance(&self, tx: &mut dyn Tx, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+        tx.set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now()).await
     }
 
     /// Records a message that could not be processed, so the inbox moves on without losing
     /// it (its raw bytes stay stored).
-    pub async fn give_up(&self, id: i64, why: &str, checkpoint: Option<&Checkpoint>) -> anyhow::Result<()> {
+    pub async fn give_up(
+        &self,
+        tx: &mut dyn Tx,
+        id: i64,
+        why: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> anyhow::Result<()> {
         let outcome = MessageOutcome {
             classification: Classification::Unparseable,
             received_at: None,
@@ -91,18 +92,20 @@ impl Processor {
             detail: Some(format!("processing failed: {why}")),
             request_id: None,
         };
-        let mut tx = self.store.begin().await?;
         tx.finish_message(id, &outcome, self.clock.now()).await?;
         if let Some(c) = checkpoint {
-            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, self.clock.now()).await?;
+            self.advance(tx, c).await?;
         }
-        tx.commit().await
+        Ok(())
     }
 
-    /// Processes the stored message `id` (whose bytes are `raw`). `log_only` is set for the
-    /// backlog found at first start: logged as requests, never answered.
+    /// Processes the stored message `id` (whose bytes are `raw`) inside `tx`, which the
+    /// caller commits (the inbox commits several messages at a time); then call
+    /// [`Processor::committed`]. `log_only` is set for the backlog found at first start:
+    /// logged as requests, never answered.
     pub async fn process(
         &self,
+        tx: &mut dyn Tx,
         id: i64,
         raw: &[u8],
         log_only: bool,
@@ -110,7 +113,7 @@ impl Processor {
         checkpoint: Option<&Checkpoint>,
     ) -> anyhow::Result<Classification> {
         if raw.len() > self.config.imap.max_message_bytes {
-            return self.oversized(id, raw, internal_date, checkpoint).await;
+            return self.oversized(tx, id, raw, internal_date, checkpoint).await;
         }
         let now = self.clock.now();
         let own: Vec<String> = self.own_addresses.clone();
@@ -124,36 +127,38 @@ impl Processor {
         })
         .await
         .unwrap_or_else(|e| Err(Box::new(e.to_string())));
-        let mut tx = self.store.begin().await?;
         let classification = match parsed {
             Ok(Ok(parsed)) => {
-                self.apply(&mut *tx, id, &parsed, raw, log_only, internal_date.unwrap_or(now)).await?
+                self.apply(tx, id, &parsed, raw, log_only, internal_date.unwrap_or(now)).await?
             }
             Ok(Err(e)) => {
-                self.unparseable(&mut *tx, id, &e.to_string(), internal_date).await?;
+                self.unparseable(tx, id, &e.to_string(), internal_date).await?;
                 Classification::Unparseable
             }
             Err(_) => {
                 tracing::error!(
                     "The mail parser panicked on message {id}; it is kept raw and logged as unparseable"
                 );
-                self.unparseable(&mut *tx, id, "the mail parser crashed on this message", internal_date)
-                    .await?;
+                self.unparseable(tx, id, "the mail parser crashed on this message", internal_date).await?;
                 Classification::Unparseable
             }
         };
         if let Some(c) = checkpoint {
-            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, now).await?;
+            self.advance(tx, c).await?;
         }
-        tx.commit().await?;
-        self.wake.notify_one();
         Ok(classification)
+    }
+
+    /// Tells the outbox that a transaction holding new emails was committed.
+    pub fn committed(&self) {
+        self.wake.notify_one();
     }
 
     /// A message over `max_message_bytes`: kept raw and logged, not parsed, and the
     /// gatekeepers told so a person deals with it.
     async fn oversized(
         &self,
+        tx: &mut dyn Tx,
         id: i64,
         raw: &[u8],
         received: Option<DateTime<Utc>>,
@@ -201,14 +206,11 @@ impl Processor {
             attachments: Vec::new(),
         };
         let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
-        let mut tx = self.store.begin().await?;
         tx.finish_message(id, &outcome, now).await?;
         tx.enqueue(&mail, now).await?;
         if let Some(c) = checkpoint {
-            tx.set_checkpoint(&c.mailbox, c.uidvalidity, c.uid, now).await?;
+            self.advance(tx, c).await?;
         }
-        tx.commit().await?;
-        self.wake.notify_one();
         Ok(Classification::Unparseable)
     }
 
@@ -267,7 +269,7 @@ impl Processor {
             // A bounce of something we sent: link it to the outbox entry and its request.
             if let Some(report) = &parsed.report
                 && let Some((outbox_id, request_id, kind)) =
-                    self.store.outbox_for_message_ids(&report.original_message_ids).await?
+                    tx.outbox_for_message_ids(&report.original_message_ids).await?
             {
                 let failed = report.failed_recipients.join(", ");
                 let why = report.diagnostic.clone().or_else(|| report.status.clone()).unwrap_or_default();
@@ -290,7 +292,7 @@ impl Processor {
         };
 
         // A gatekeeper's reply to a notification (or an attempt at one).
-        match self.triage.authorise(parsed, raw, &from).await? {
+        match self.triage.authorise(tx, parsed, raw, &from).await? {
             Attempt::NotTriage => {}
             Attempt::Authorised(request) => {
                 outcome.request_id = Some(request.id);
@@ -366,7 +368,7 @@ impl Processor {
         }
 
         // Replies and follow-ups: the thread first, then a reference in the subject.
-        if let Some(request) = self.thread_of(parsed).await? {
+        if let Some(request) = self.thread_of(tx, parsed).await? {
             self.triage.reopen_if_waiting(tx, &request, &from, now).await?;
             let classification = Classification::FollowUp;
             outcome.classification = classification;
@@ -439,8 +441,7 @@ impl Processor {
             ),
         };
         let organisation = self.config.organisation_for(&requester).map(str::to_string);
-        let candidates = self
-            .store
+        let candidates = tx
             .duplicate_candidates(
                 requester.as_str(),
                 organisation.as_deref(),
@@ -564,16 +565,14 @@ impl Processor {
 
     /// The request this message replies to, by Message-ID thread, then by a reference in
     /// the subject.
-    async fn thread_of(&self, parsed: &Parsed) -> anyhow::Result<Option<RequestRow>> {
+    async fn thread_of(&self, tx: &mut dyn Tx, parsed: &Parsed) -> anyhow::Result<Option<RequestRow>> {
         let mut ids: Vec<String> = parsed.in_reply_to.clone();
         ids.extend(parsed.references.iter().cloned());
-        if let Some(request) = self.store.request_for_thread(&ids).await? {
+        if let Some(request) = tx.request_for_thread(&ids).await? {
             return Ok(Some(request));
         }
         match classify::find_reference(&parsed.subject, &self.config.service.reference_prefix) {
-            Some(reference) => {
-                self.store.find_request(&reference).await.context("Cannot look up the reference")
-            }
+            Some(reference) => tx.find_request(&reference).await.context("Cannot look up the reference"),
             None => Ok(None),
         }
     }

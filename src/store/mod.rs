@@ -268,16 +268,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// touching its messages.
     async fn reset_mailbox_state(&self, mailbox: &str, state: MailboxState) -> anyhow::Result<()>;
 
-    /// Stores a message's bytes before anything can fail on them.
-    async fn save_raw(&self, message: &NewRawMessage<'_>) -> anyhow::Result<RawSaved>;
     async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>>;
 
-    /// Requests one of whose thread Message-IDs is in `ids`, most recent first.
-    async fn request_for_thread(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
-    /// The request whose reply token is `token`.
-    async fn request_by_token(&self, token: &str) -> anyhow::Result<Option<RequestRow>>;
-    /// The request a gatekeeper notification with one of these Message-IDs was about.
-    async fn request_for_notification(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
     /// Requests awaiting triage, oldest first (for reminders).
     async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>>;
     /// Requests received in [from, to), oldest first.
@@ -304,13 +296,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn last_covered(&self, kind: &str) -> anyhow::Result<Option<DateTime<Utc>>>;
     /// Whether a once-only mailing (`kind`, `period`) went already.
     async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool>;
-    /// Open or recent requests from this requester or organisation, for duplicate detection.
-    async fn duplicate_candidates(
-        &self,
-        requester: &str,
-        organisation: Option<&str>,
-        since: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<Candidate>>;
 
     async fn set_daemon_status(
         &self,
@@ -332,12 +317,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()>;
     async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> anyhow::Result<()>;
     async fn mark_failed(&self, id: i64, error: &str) -> anyhow::Result<()>;
-    /// The outbox entry that sent the message with one of these Message-IDs (to link a
-    /// bounce to what bounced): (outbox id, request id, kind).
-    async fn outbox_for_message_ids(
-        &self,
-        ids: &[String],
-    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>>;
 
     /// Starts a write transaction. Only one runs at a time, so a read-then-write inside it
     /// (e.g. the next reference number) cannot race another writer.
@@ -347,6 +326,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// Writes that land together or not at all. Dropping it without [`Tx::commit`] rolls back.
 #[async_trait]
 pub trait Tx: Send {
+    // Reads as this transaction sees them (its own writes included): the inbox processes
+    // several messages per transaction, and a follow-up must find the request created by
+    // the message before it.
+    /// Stores a message's bytes before anything can fail on them.
+    async fn save_raw(&mut self, message: &NewRawMessage<'_>) -> anyhow::Result<RawSaved>;
+    async fn find_request(&mut self, reference: &str) -> anyhow::Result<Option<RequestRow>>;
+    /// Requests one of whose thread Message-IDs is in `ids`, most recent first.
+    async fn request_for_thread(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
+    /// The request whose reply token is `token`.
+    async fn request_by_token(&mut self, token: &str) -> anyhow::Result<Option<RequestRow>>;
+    /// The request a gatekeeper notification with one of these Message-IDs was about.
+    async fn request_for_notification(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
+    /// Open or recent requests from this requester or organisation, for duplicate detection.
+    async fn duplicate_candidates(
+        &mut self,
+        requester: &str,
+        organisation: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<Candidate>>;
+    /// The outbox entry that sent the message with one of these Message-IDs (to link a
+    /// bounce to what bounced): (outbox id, request id, kind).
+    async fn outbox_for_message_ids(
+        &mut self,
+        ids: &[String],
+    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>>;
+    /// One message's work inside a larger transaction: undone alone if it fails.
+    async fn savepoint(&mut self) -> anyhow::Result<()>;
+    async fn release_savepoint(&mut self) -> anyhow::Result<()>;
+    async fn rollback_to_savepoint(&mut self) -> anyhow::Result<()>;
+
     /// The next counter for `year`'s references (1, 2, …), never repeated.
     async fn next_reference_seq(&mut self, year: i32) -> anyhow::Result<i64>;
     async fn insert_request(&mut self, request: &NewRequest) -> anyhow::Result<i64>;

@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -181,13 +182,8 @@ impl Store for SqliteStore {
     }
 
     async fn find_request(&self, reference: &str) -> anyhow::Result<Option<RequestRow>> {
-        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.reference = ?1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(reference.trim().to_ascii_uppercase())
-            .fetch_optional(&self.pool)
-            .await
-            .context("Cannot read the request")?;
-        row.as_ref().map(request_from_row).transpose()
+        let mut conn = self.pool.acquire().await.context("Cannot reach the database")?;
+        reads::find_request(&mut conn, reference).await
     }
 
     async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
@@ -298,99 +294,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn save_raw(&self, m: &NewRawMessage<'_>) -> anyhow::Result<RawSaved> {
-        let inserted = sqlx::query_scalar::<_, i64>(
-            r#"
-            INSERT INTO messages
-                (mailbox, uidvalidity, uid, dedup_key, message_id, content_hash, size, raw, fetched_at, backlog)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-            ON CONFLICT (dedup_key) DO NOTHING
-            RETURNING id
-            "#,
-        )
-        .bind(m.mailbox)
-        .bind(i64::from(m.uidvalidity))
-        .bind(i64::from(m.uid))
-        .bind(&m.dedup_key)
-        .bind(&m.message_id)
-        .bind(&m.content_hash)
-        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
-        .bind(m.raw)
-        .bind(to_millis(m.fetched_at))
-        .bind(m.backlog)
-        .fetch_optional(&self.pool)
-        .await
-        .context("Cannot store the raw message")?;
-        if let Some(id) = inserted {
-            return Ok(RawSaved::New(id));
-        }
-        let row = sqlx::query("SELECT id, processed_at FROM messages WHERE dedup_key = ?1")
-            .bind(&m.dedup_key)
-            .fetch_one(&self.pool)
-            .await
-            .context("Cannot read the stored message")?;
-        Ok(RawSaved::Known {
-            id: row.try_get("id")?,
-            processed: row.try_get::<Option<i64>, _>("processed_at")?.is_some(),
-        })
-    }
-
     async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>> {
         sqlx::query_scalar("SELECT raw FROM messages WHERE id = ?1")
             .bind(id)
             .fetch_one(&self.pool)
             .await
             .context("Cannot read the raw message")
-    }
-
-    async fn request_for_thread(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        let ids = serde_json::to_string(ids)?;
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests r
-             WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t
-                            WHERE t.message_id IN (SELECT value FROM json_each(?1)))
-             ORDER BY r.received_at DESC, r.id DESC
-             LIMIT 1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids)
-            .fetch_optional(&self.pool)
-            .await
-            .context("Cannot look up the thread")?;
-        row.as_ref().map(request_from_row).transpose()
-    }
-
-    async fn request_by_token(&self, token: &str) -> anyhow::Result<Option<RequestRow>> {
-        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.token = ?1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(token.to_ascii_lowercase())
-            .fetch_optional(&self.pool)
-            .await
-            .context("Cannot look up the token")?;
-        row.as_ref().map(request_from_row).transpose()
-    }
-
-    async fn request_for_notification(&self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests r
-             WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t
-                            WHERE t.direction = 'out:notification'
-                              AND t.message_id IN (SELECT value FROM json_each(?1)))
-             ORDER BY r.id DESC
-             LIMIT 1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(serde_json::to_string(ids)?)
-            .fetch_optional(&self.pool)
-            .await
-            .context("Cannot look up the notification")?;
-        row.as_ref().map(request_from_row).transpose()
     }
 
     async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>> {
@@ -521,73 +430,6 @@ impl Store for SqliteStore {
             .await
             .context("Cannot read the summaries")?;
         Ok(n > 0)
-    }
-
-    async fn duplicate_candidates(
-        &self,
-        requester: &str,
-        organisation: Option<&str>,
-        since: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<Candidate>> {
-        // Two index walks (requester, organisation), each stopping at the limit, rather than
-        // an OR that scans every request. The body is read only for requests from before
-        // fingerprints were stored.
-        let rows = sqlx::query(
-            r#"
-            SELECT id, reference, requester, organisation, subject, status, decision, fingerprint,
-                   CASE WHEN fingerprint IS NULL THEN body END AS body
-            FROM (
-                SELECT * FROM (
-                    SELECT id, reference, requester, organisation, subject, status, decision,
-                           fingerprint, body, received_at
-                    FROM requests
-                    WHERE requester = ?1 AND (status <> 'closed' OR received_at >= ?3)
-                    ORDER BY received_at DESC, id DESC
-                    LIMIT ?4
-                )
-                UNION
-                SELECT * FROM (
-                    SELECT id, reference, requester, organisation, subject, status, decision,
-                           fingerprint, body, received_at
-                    FROM requests
-                    WHERE ?2 IS NOT NULL AND organisation = ?2
-                      AND (status <> 'closed' OR received_at >= ?3)
-                    ORDER BY received_at DESC, id DESC
-                    LIMIT ?4
-                )
-            )
-            ORDER BY received_at DESC, id DESC
-            LIMIT ?4
-            "#,
-        )
-        .bind(requester)
-        .bind(organisation)
-        .bind(to_millis(since))
-        .bind(DUPLICATE_CANDIDATES)
-        .fetch_all(&self.pool)
-        .await
-        .context("Cannot look for earlier approaches")?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                let decision: Option<String> = row.try_get("decision")?;
-                let stored: Option<Vec<u8>> = row.try_get("fingerprint")?;
-                let fingerprint = match stored.as_deref().and_then(Fingerprint::from_bytes) {
-                    Some(f) => f,
-                    None => Fingerprint::of(&row.try_get::<Option<String>, _>("body")?.unwrap_or_default()),
-                };
-                Ok(Candidate {
-                    id: row.try_get("id")?,
-                    reference: row.try_get("reference")?,
-                    requester: row.try_get("requester")?,
-                    organisation: row.try_get("organisation")?,
-                    subject: row.try_get("subject")?,
-                    fingerprint,
-                    status: Status::from_str(&status)?,
-                    decision: decision.as_deref().map(Decision::from_str).transpose()?,
-                })
-            })
-            .collect()
     }
 
     async fn set_daemon_status(
@@ -762,28 +604,6 @@ impl Store for SqliteStore {
             .await
             .context("Cannot record a failed email")?;
         Ok(())
-    }
-
-    async fn outbox_for_message_ids(
-        &self,
-        ids: &[String],
-    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        let row = sqlx::query(
-            r#"
-            SELECT id, request_id, kind FROM outbox
-            WHERE message_id IN (SELECT value FROM json_each(?1))
-            ORDER BY id DESC
-            LIMIT 1
-            "#,
-        )
-        .bind(serde_json::to_string(ids)?)
-        .fetch_optional(&self.pool)
-        .await
-        .context("Cannot look up the outbox")?;
-        row.map(|row| Ok((row.try_get("id")?, row.try_get("request_id")?, row.try_get("kind")?))).transpose()
     }
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
@@ -1117,8 +937,281 @@ impl Tx for SqliteTx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn find_request(&mut self, reference: &str) -> anyhow::Result<Option<RequestRow>> {
+        reads::find_request(&mut self.tx, reference).await
+    }
+
+    async fn save_raw(&mut self, m: &NewRawMessage<'_>) -> anyhow::Result<RawSaved> {
+        reads::save_raw(&mut self.tx, m).await
+    }
+
+    async fn request_for_thread(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
+        reads::request_for_thread(&mut self.tx, ids).await
+    }
+
+    async fn request_by_token(&mut self, token: &str) -> anyhow::Result<Option<RequestRow>> {
+        reads::request_by_token(&mut self.tx, token).await
+    }
+
+    async fn request_for_notification(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
+        reads::request_for_notification(&mut self.tx, ids).await
+    }
+
+    async fn duplicate_candidates(
+        &mut self,
+        requester: &str,
+        organisation: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<Candidate>> {
+        reads::duplicate_candidates(&mut self.tx, requester, organisation, since).await
+    }
+
+    async fn outbox_for_message_ids(
+        &mut self,
+        ids: &[String],
+    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
+        reads::outbox_for_message_ids(&mut self.tx, ids).await
+    }
+
+    async fn savepoint(&mut self) -> anyhow::Result<()> {
+        sqlx::query("SAVEPOINT gatehouse_step")
+            .execute(&mut *self.tx)
+            .await
+            .context("Cannot start a savepoint")?;
+        Ok(())
+    }
+
+    async fn release_savepoint(&mut self) -> anyhow::Result<()> {
+        sqlx::query("RELEASE gatehouse_step")
+            .execute(&mut *self.tx)
+            .await
+            .context("Cannot release a savepoint")?;
+        Ok(())
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> anyhow::Result<()> {
+        sqlx::query("ROLLBACK TO gatehouse_step")
+            .execute(&mut *self.tx)
+            .await
+            .context("Cannot roll back a step")?;
+        sqlx::query("RELEASE gatehouse_step")
+            .execute(&mut *self.tx)
+            .await
+            .context("Cannot release a savepoint")?;
+        Ok(())
+    }
+
     async fn commit(self: Box<Self>) -> anyhow::Result<()> {
         self.tx.commit().await.context("Cannot commit")?;
         Ok(())
+    }
+}
+
+/// Reads and the raw-message write that both the pool (`Store`) and a transaction (`Tx`)
+/// offer: inside a transaction they see its own uncommitted writes, which the inbox needs
+/// when several messages are processed in one transaction (a follow-up to a request created
+/// a moment earlier).
+mod reads {
+    use super::*;
+
+    pub(super) async fn find_request(
+        conn: &mut SqliteConnection,
+        reference: &str,
+    ) -> anyhow::Result<Option<RequestRow>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.reference = ?1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(reference.trim().to_ascii_uppercase())
+            .fetch_optional(&mut *conn)
+            .await
+            .context("Cannot read the request")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    pub(super) async fn save_raw(
+        conn: &mut SqliteConnection,
+        m: &NewRawMessage<'_>,
+    ) -> anyhow::Result<RawSaved> {
+        let inserted = sqlx::query_scalar::<_, i64>(
+            r#"
+        INSERT INTO messages
+            (mailbox, uidvalidity, uid, dedup_key, message_id, content_hash, size, raw, fetched_at, backlog)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        ON CONFLICT (dedup_key) DO NOTHING
+        RETURNING id
+        "#,
+        )
+        .bind(m.mailbox)
+        .bind(i64::from(m.uidvalidity))
+        .bind(i64::from(m.uid))
+        .bind(&m.dedup_key)
+        .bind(&m.message_id)
+        .bind(&m.content_hash)
+        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
+        .bind(m.raw)
+        .bind(to_millis(m.fetched_at))
+        .bind(m.backlog)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("Cannot store the raw message")?;
+        if let Some(id) = inserted {
+            return Ok(RawSaved::New(id));
+        }
+        let row = sqlx::query("SELECT id, processed_at FROM messages WHERE dedup_key = ?1")
+            .bind(&m.dedup_key)
+            .fetch_one(&mut *conn)
+            .await
+            .context("Cannot read the stored message")?;
+        Ok(RawSaved::Known {
+            id: row.try_get("id")?,
+            processed: row.try_get::<Option<i64>, _>("processed_at")?.is_some(),
+        })
+    }
+
+    pub(super) async fn request_for_thread(
+        conn: &mut SqliteConnection,
+        ids: &[String],
+    ) -> anyhow::Result<Option<RequestRow>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let ids = serde_json::to_string(ids)?;
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+         WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t
+                        WHERE t.message_id IN (SELECT value FROM json_each(?1)))
+         ORDER BY r.received_at DESC, r.id DESC
+         LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("Cannot look up the thread")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    pub(super) async fn request_by_token(
+        conn: &mut SqliteConnection,
+        token: &str,
+    ) -> anyhow::Result<Option<RequestRow>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.token = ?1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token.to_ascii_lowercase())
+            .fetch_optional(&mut *conn)
+            .await
+            .context("Cannot look up the token")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    pub(super) async fn request_for_notification(
+        conn: &mut SqliteConnection,
+        ids: &[String],
+    ) -> anyhow::Result<Option<RequestRow>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests r
+         WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t
+                        WHERE t.direction = 'out:notification'
+                          AND t.message_id IN (SELECT value FROM json_each(?1)))
+         ORDER BY r.id DESC
+         LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(ids)?)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("Cannot look up the notification")?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    pub(super) async fn duplicate_candidates(
+        conn: &mut SqliteConnection,
+        requester: &str,
+        organisation: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<Candidate>> {
+        // Two index walks (requester, organisation), each stopping at the limit, rather than
+        // an OR that scans every request. The body is read only for requests from before
+        // fingerprints were stored.
+        let rows = sqlx::query(
+            r#"
+        SELECT id, reference, requester, organisation, subject, status, decision, fingerprint,
+               CASE WHEN fingerprint IS NULL THEN body END AS body
+        FROM (
+            SELECT * FROM (
+                SELECT id, reference, requester, organisation, subject, status, decision,
+                       fingerprint, body, received_at
+                FROM requests
+                WHERE requester = ?1 AND (status <> 'closed' OR received_at >= ?3)
+                ORDER BY received_at DESC, id DESC
+                LIMIT ?4
+            )
+            UNION
+            SELECT * FROM (
+                SELECT id, reference, requester, organisation, subject, status, decision,
+                       fingerprint, body, received_at
+                FROM requests
+                WHERE ?2 IS NOT NULL AND organisation = ?2
+                  AND (status <> 'closed' OR received_at >= ?3)
+                ORDER BY received_at DESC, id DESC
+                LIMIT ?4
+            )
+        )
+        ORDER BY received_at DESC, id DESC
+        LIMIT ?4
+        "#,
+        )
+        .bind(requester)
+        .bind(organisation)
+        .bind(to_millis(since))
+        .bind(DUPLICATE_CANDIDATES)
+        .fetch_all(&mut *conn)
+        .await
+        .context("Cannot look for earlier approaches")?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let decision: Option<String> = row.try_get("decision")?;
+                let stored: Option<Vec<u8>> = row.try_get("fingerprint")?;
+                let fingerprint = match stored.as_deref().and_then(Fingerprint::from_bytes) {
+                    Some(f) => f,
+                    None => Fingerprint::of(&row.try_get::<Option<String>, _>("body")?.unwrap_or_default()),
+                };
+                Ok(Candidate {
+                    id: row.try_get("id")?,
+                    reference: row.try_get("reference")?,
+                    requester: row.try_get("requester")?,
+                    organisation: row.try_get("organisation")?,
+                    subject: row.try_get("subject")?,
+                    fingerprint,
+                    status: Status::from_str(&status)?,
+                    decision: decision.as_deref().map(Decision::from_str).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn outbox_for_message_ids(
+        conn: &mut SqliteConnection,
+        ids: &[String],
+    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            r#"
+        SELECT id, request_id, kind FROM outbox
+        WHERE message_id IN (SELECT value FROM json_each(?1))
+        ORDER BY id DESC
+        LIMIT 1
+        "#,
+        )
+        .bind(serde_json::to_string(ids)?)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("Cannot look up the outbox")?;
+        row.map(|row| Ok((row.try_get("id")?, row.try_get("request_id")?, row.try_get("kind")?))).transpose()
     }
 }

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::domain::{Decision, EmailAddress, Status};
 use crate::outbox::{AutoSubmitted, Composer, Draft};
 use crate::requests::replies::strip_reply_prefixes;
-use crate::store::{RequestRow, SharedStore, Tx};
+use crate::store::{RequestRow, Tx};
 use crate::templates::{
     EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates, TriageConfirmationContext,
     TriageErrorContext, long_date, service_view,
@@ -58,20 +58,20 @@ pub enum Attempt {
 #[derive(Debug)]
 pub struct Triage {
     config: Arc<Config>,
-    store: SharedStore,
     templates: Arc<Templates>,
     composer: Composer,
 }
 
 impl Triage {
-    pub fn new(config: Arc<Config>, store: SharedStore, templates: Arc<Templates>) -> Self {
+    pub fn new(config: Arc<Config>, templates: Arc<Templates>) -> Self {
         let composer = Composer::new(config.clone());
-        Self { config, store, templates, composer }
+        Self { config, templates, composer }
     }
 
     /// Decides whether `parsed` is a gatekeeper's reply and whether it may act.
     pub async fn authorise(
         &self,
+        tx: &mut dyn Tx,
         parsed: &Parsed,
         raw: &[u8],
         from: &EmailAddress,
@@ -79,13 +79,13 @@ impl Triage {
         let tokens = self.tokens_in(parsed);
         let mut ids = parsed.in_reply_to.clone();
         ids.extend(parsed.references.iter().cloned());
-        let notified = self.store.request_for_notification(&ids).await?;
+        let notified = tx.request_for_notification(&ids).await?;
         if tokens.is_empty() && notified.is_none() {
             return Ok(Attempt::NotTriage);
         }
         let mut by_token = None;
         for token in &tokens {
-            if let Some(r) = self.store.request_by_token(token).await? {
+            if let Some(r) = tx.request_by_token(token).await? {
                 by_token = Some(r);
                 break;
             }
@@ -216,7 +216,7 @@ impl Triage {
             },
             Some(Command::Duplicate(reference)) => {
                 let reference = reference.to_string();
-                match self.store.find_request(&reference).await? {
+                match tx.find_request(&reference).await? {
                     Some(r) if r.id == request.id => {
                         return Ok(Err(TriageError(format!("{reference} cannot be a duplicate of itself"))));
                     }

@@ -325,3 +325,38 @@ async fn processed_mail_is_marked_as_configured_and_never_deleted() {
     .await;
     assert_eq!(app.store.list_messages().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_backlog_taken_in_one_group_still_threads_and_links_duplicates() {
+    // The inbox processes what has arrived in groups, in one transaction: a reply and a
+    // repeat that arrive right behind their original must still find it.
+    let mut app = TestApp::new(Options::default()).await;
+    let (a, b) = {
+        let u = app.stack.users(&[("group-first", "icb.test"), ("group-second", "icb.test")]);
+        (u[0].clone(), u[1].clone())
+    };
+    let body = "We would like every practice to run a weekend flu clinic for housebound patients, funded from the winter money, starting in January.";
+    let first = app.stack.send(&a, &app.shared, "Weekend flu clinics", body).await;
+    let raw = format!(
+        "From: <{a}>\r\nTo: {shared}\r\nSubject: Re: Weekend flu clinics\r\nMessage-ID: <group-reply.{n}@icb.test>\r\nIn-Reply-To: <{first}>\r\nReferences: <{first}>\r\n\r\nAnd the funding is confirmed.\r\n",
+        shared = app.shared,
+        n = crate::helpers::rand_suffix()
+    );
+    app.stack.send_raw(&a, &[&app.shared], raw.as_bytes()).await;
+    app.stack.send(&b, &app.shared, "FW: Weekend flu clinics", body).await;
+    app.stack.wait_for_mail(&app.shared, 3).await;
+    app.start().await;
+    app.wait_for_messages(3).await;
+
+    let classes: Vec<_> =
+        messages(&app).iter().map(|m| m["classification"].as_str().unwrap().to_string()).collect();
+    assert_eq!(classes, ["new", "follow_up", "new"]);
+    let requests = requests(&app);
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert_eq!(requests[0]["message_count"], 2);
+    assert_eq!(requests[1]["probable_duplicate_of"], requests[0]["reference"]);
+    // One transaction, yet consecutive references.
+    let seq =
+        |r: &Value| r["reference"].as_str().unwrap().rsplit('-').next().unwrap().parse::<u32>().unwrap();
+    assert_eq!(seq(&requests[1]), seq(&requests[0]) + 1);
+}
