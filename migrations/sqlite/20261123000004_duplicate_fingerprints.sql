@@ -1,8 +1,12 @@
--- Duplicate detection without re-reading bodies: each request keeps the fingerprint of its
--- text (classify::Fingerprint, sorted 32-bit hashes), written when it is created. Requests
--- from before this migration have none; their fingerprint is worked out from the body when
--- they are compared.
-ALTER TABLE requests ADD COLUMN fingerprint BLOB;
+-- Duplicate detection without re-reading bodies: each request's text is kept as a
+-- fingerprint (classify::Fingerprint, sorted 32-bit hashes), written when the request is
+-- created. A table of its own, because a column after `body` makes SQLite walk the body's
+-- overflow pages to reach it (5.5 ms instead of 0.4 ms to read 200 candidates). Requests
+-- from before this migration have none; their fingerprint is worked out from the body.
+CREATE TABLE request_fingerprints (
+    request_id  INTEGER PRIMARY KEY REFERENCES requests (id),
+    fingerprint BLOB NOT NULL
+);
 
 -- The earlier approaches from the same requester, or the same organisation, newest first:
 -- two index walks that stop at the candidate limit, instead of a scan of every request.

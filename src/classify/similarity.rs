@@ -73,21 +73,27 @@ impl Fingerprint {
             return 0.0;
         }
         // Both are sorted and free of repeats: one merge pass counts the overlap.
+        // Branch-free steps: this runs for every candidate of every approach.
         let (mut i, mut j, mut shared) = (0, 0, 0usize);
-        while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
-            match x.cmp(y) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    shared += 1;
-                    i += 1;
-                    j += 1;
-                }
-            }
+        while i < a.len() && j < b.len() {
+            let (x, y) = (a[i], b[j]);
+            shared += usize::from(x == y);
+            i += usize::from(x <= y);
+            j += usize::from(y <= x);
         }
         let total = a.len() + b.len() - shared;
         // usize → f64 is exact for any realistic count (< 2^53).
         (shared as f64 / total as f64).clamp(0.0, 1.0)
+    }
+
+    /// Whether the Jaccard index can reach `threshold` at all: the overlap is at most the
+    /// smaller set and the union at least the larger, so sets of very different sizes
+    /// cannot. Lets a caller skip most of a long list of candidates cheaply.
+    pub fn may_reach(&self, other: &Self, threshold: f64) -> bool {
+        let (x, y) = (self.0.len(), other.0.len());
+        let (shorter, longer) = if x < y { (x, y) } else { (y, x) };
+        // usize → f64 is exact for any realistic count (< 2^53).
+        longer > 0 && shorter as f64 >= threshold * longer as f64
     }
 
     /// The stored form: the hashes as little-endian bytes.
@@ -227,6 +233,12 @@ mod tests {
         assert_eq!(Fingerprint::from_bytes(&[1, 2, 3]), None);
         assert_eq!(Fingerprint::from_bytes(&[0, 0, 0, 2, 0, 0, 0, 1]), None);
         assert_eq!(Fingerprint::of("").similarity(&a), 0.0);
+        // The size bound never rules out a pair that reaches the threshold.
+        assert!(a.may_reach(&b, 0.6));
+        let extra: Vec<String> = (0..60).map(|i| format!("topic{i}")).collect();
+        let long = Fingerprint::of(&format!("{APPROACH} {}", extra.join(" ")));
+        assert!(!a.may_reach(&long, 0.6) && a.similarity(&long) < 0.6);
+        assert!(!a.may_reach(&Fingerprint::default(), 0.6));
     }
 
     #[test]

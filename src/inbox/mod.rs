@@ -403,13 +403,17 @@ impl Inbox {
             let mut tx = self.store.begin().await?;
             let mut new_uids = Vec::new();
             let mut failure = None;
+            // The checkpoint moves once per group, past the last message taken.
+            let mut last_taken = None;
             for (m, saved) in group.iter().zip(saved) {
                 let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
-                let checkpoint =
-                    Checkpoint { mailbox: job.mailbox.to_string(), uidvalidity: job.uidvalidity, uid: m.uid };
-                match self.take(&mut *tx, m, saved, &checkpoint, log_only, attempts).await {
-                    Ok(true) => new_uids.push(m.uid),
-                    Ok(false) => {}
+                match self.take(&mut *tx, m, saved, log_only, attempts).await {
+                    Ok(new) => {
+                        last_taken = Some(m.uid);
+                        if new {
+                            new_uids.push(m.uid);
+                        }
+                    }
                     // Nothing of this group is kept; the mailbox still has it all.
                     Err(Failure::Storage(e)) => return Err(e),
                     // The group up to this message is kept; this one is tried again.
@@ -418,6 +422,11 @@ impl Inbox {
                         break;
                     }
                 }
+            }
+            if let Some(uid) = last_taken {
+                let checkpoint =
+                    Checkpoint { mailbox: job.mailbox.to_string(), uidvalidity: job.uidvalidity, uid };
+                self.processor.advance(&mut *tx, &checkpoint).await?;
             }
             tx.commit().await?;
             self.processor.committed();
@@ -522,27 +531,22 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Processes one stored message in `tx`, in a savepoint of its own, and advances the
-    /// checkpoint. Returns whether it was new.
+    /// Processes one stored message in `tx`, in a savepoint of its own (the caller moves the
+    /// checkpoint). Returns whether it was new.
     async fn take(
         &self,
         tx: &mut dyn Tx,
         m: &Arrived,
         saved: RawSaved,
-        checkpoint: &Checkpoint,
         log_only: bool,
         attempts: &mut HashMap<i64, u32>,
     ) -> Result<bool, Failure> {
         let id = match saved {
             RawSaved::New(id) | RawSaved::Known { id, processed: false } => id,
-            RawSaved::Known { processed: true, .. } => {
-                self.processor.advance(tx, checkpoint).await.map_err(Failure::Storage)?;
-                return Ok(false);
-            }
+            RawSaved::Known { processed: true, .. } => return Ok(false),
         };
         tx.savepoint().await.map_err(Failure::Storage)?;
-        let result =
-            self.processor.process(tx, id, &m.raw, log_only, m.internal_date, Some(checkpoint)).await;
+        let result = self.processor.process(tx, id, &m.raw, log_only, m.internal_date).await;
         let e = match result {
             Ok(_) => {
                 tx.release_savepoint().await.map_err(Failure::Storage)?;
@@ -562,14 +566,11 @@ impl Inbox {
             tracing::error!(
                 "Message {id} failed {n} times ({e:#}); recording it as unparseable so the inbox can move on"
             );
-            self.processor
-                .give_up(tx, id, &format!("{e:#}"), Some(checkpoint))
-                .await
-                .map_err(Failure::Storage)?;
+            self.processor.give_up(tx, id, &format!("{e:#}")).await.map_err(Failure::Storage)?;
             attempts.remove(&id);
             Ok(true)
         } else {
-            Err(Failure::Message(e.context(format!("Processing message {id} (UID {})", checkpoint.uid))))
+            Err(Failure::Message(e.context(format!("Processing message {id} (UID {})", m.uid))))
         }
     }
 

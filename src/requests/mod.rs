@@ -16,13 +16,14 @@ use crate::classify::{self, Parsed};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Classification, EmailAddress, Reference};
-use crate::store::{Candidate, MessageOutcome, NewRequest, RequestRow, Tx};
+use crate::store::{MessageOutcome, NewRequest, RequestRow, Tx};
 use crate::templates::{AttachmentView, RequestView, Templates, human_size};
 use crate::triage::grammar;
 use crate::triage::{Actor, Attempt, Triage};
 use replies::{Replies, Thread};
 
 pub mod attachments;
+pub mod duplicates;
 pub mod replies;
 
 /// Where a message sits in the mailbox, so its checkpoint moves with its effects.
@@ -33,8 +34,6 @@ pub struct Checkpoint {
     pub uid: u32,
 }
 
-/// How similar two approaches must be to be shown to the gatekeeper as probably the same.
-const DUPLICATE_THRESHOLD: f64 = 0.6;
 /// How far back a closed request still counts as "recent" for duplicate detection.
 const DUPLICATE_LOOKBACK_DAYS: i64 = 180;
 
@@ -45,6 +44,7 @@ pub struct Processor {
     own_addresses: Vec<String>,
     replies: Replies,
     triage: Triage,
+    duplicates: duplicates::Duplicates,
     /// Wakes the outbox sender as soon as something is queued.
     wake: Arc<tokio::sync::Notify>,
 }
@@ -64,7 +64,15 @@ impl Processor {
         }
         let replies = Replies::new(config.clone(), templates.clone());
         let triage = Triage::new(config.clone(), templates);
-        Self { config, clock, own_addresses, replies, triage, wake }
+        Self {
+            config,
+            clock,
+            own_addresses,
+            replies,
+            triage,
+            duplicates: duplicates::Duplicates::new(),
+            wake,
+        }
     }
 
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
@@ -75,13 +83,7 @@ impl Processor {
 
     /// Records a message that could not be processed, so the inbox moves on without losing
     /// it (its raw bytes stay stored).
-    pub async fn give_up(
-        &self,
-        tx: &mut dyn Tx,
-        id: i64,
-        why: &str,
-        checkpoint: Option<&Checkpoint>,
-    ) -> anyhow::Result<()> {
+    pub async fn give_up(&self, tx: &mut dyn Tx, id: i64, why: &str) -> anyhow::Result<()> {
         let outcome = MessageOutcome {
             classification: Classification::Unparseable,
             received_at: None,
@@ -92,16 +94,12 @@ impl Processor {
             detail: Some(format!("processing failed: {why}")),
             request_id: None,
         };
-        tx.finish_message(id, &outcome, self.clock.now()).await?;
-        if let Some(c) = checkpoint {
-            self.advance(tx, c).await?;
-        }
-        Ok(())
+        tx.finish_message(id, &outcome, self.clock.now()).await
     }
 
     /// Processes the stored message `id` (whose bytes are `raw`) inside `tx`, which the
-    /// caller commits (the inbox commits several messages at a time); then call
-    /// [`Processor::committed`]. `log_only` is set for the backlog found at first start:
+    /// caller commits together with the checkpoint (the inbox commits several messages at a
+    /// time); then call [`Processor::committed`]. `log_only` is set for the backlog found at first start:
     /// logged as requests, never answered.
     pub async fn process(
         &self,
@@ -110,10 +108,9 @@ impl Processor {
         raw: &[u8],
         log_only: bool,
         internal_date: Option<DateTime<Utc>>,
-        checkpoint: Option<&Checkpoint>,
     ) -> anyhow::Result<Classification> {
         if raw.len() > self.config.imap.max_message_bytes {
-            return self.oversized(tx, id, raw, internal_date, checkpoint).await;
+            return self.oversized(tx, id, raw, internal_date).await;
         }
         let now = self.clock.now();
         let own: Vec<String> = self.own_addresses.clone();
@@ -143,9 +140,6 @@ impl Processor {
                 Classification::Unparseable
             }
         };
-        if let Some(c) = checkpoint {
-            self.advance(tx, c).await?;
-        }
         Ok(classification)
     }
 
@@ -162,7 +156,6 @@ impl Processor {
         id: i64,
         raw: &[u8],
         received: Option<DateTime<Utc>>,
-        checkpoint: Option<&Checkpoint>,
     ) -> anyhow::Result<Classification> {
         let now = self.clock.now();
         let mb = |n: usize| format!("{:.1} MB", n as f64 / (1024.0 * 1024.0));
@@ -208,9 +201,6 @@ impl Processor {
         let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
         tx.finish_message(id, &outcome, now).await?;
         tx.enqueue(&mail, now).await?;
-        if let Some(c) = checkpoint {
-            self.advance(tx, c).await?;
-        }
         Ok(Classification::Unparseable)
     }
 
@@ -441,15 +431,19 @@ impl Processor {
             ),
         };
         let organisation = self.config.organisation_for(&requester).map(str::to_string);
-        let candidates = tx
-            .duplicate_candidates(
+        let fingerprint = classify::Fingerprint::of(&body);
+        let found = self
+            .duplicates
+            .find(
+                tx,
                 requester.as_str(),
                 organisation.as_deref(),
                 now - chrono::Duration::days(DUPLICATE_LOOKBACK_DAYS),
+                &subject,
+                &fingerprint,
             )
             .await?;
-        let fingerprint = classify::Fingerprint::of(&body);
-        let probable = probable_duplicate(&candidates, &subject, &fingerprint);
+        let probable = found.probable.as_ref();
         let subject = if subject.trim().is_empty() { "(no subject)".to_string() } else { subject };
         let token = new_token();
 
@@ -533,8 +527,6 @@ impl Processor {
                 now,
             )
             .await?;
-            let earlier: Vec<Candidate> =
-                candidates.iter().filter(|c| Some(c.id) != probable.map(|p| p.id)).take(5).cloned().collect();
             let mail = self.replies.notification(
                 request_id,
                 &view,
@@ -542,7 +534,7 @@ impl Processor {
                 "new",
                 &body,
                 probable,
-                &earlier,
+                &found.earlier,
                 self.attachments_for(parsed, raw),
                 now,
             )?;
@@ -716,25 +708,6 @@ impl Processor {
         }
         Ok(None)
     }
-}
-
-/// The open or recent candidate that reads most like this approach, if any reads enough
-/// alike. The decision stays the gatekeeper's; this only points at it.
-fn probable_duplicate<'a>(
-    candidates: &'a [Candidate],
-    subject: &str,
-    fingerprint: &classify::Fingerprint,
-) -> Option<&'a Candidate> {
-    let subject_key = classify::normalise_subject(subject);
-    let mut best: Option<(f64, &Candidate)> = None;
-    for c in candidates {
-        let same_subject = !subject_key.is_empty() && classify::normalise_subject(&c.subject) == subject_key;
-        let score = if same_subject { 1.0 } else { fingerprint.similarity(&c.fingerprint) };
-        if score >= DUPLICATE_THRESHOLD && best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, c));
-        }
-    }
-    best.map(|(_, c)| c)
 }
 
 /// What a request view is built from, whether the request is being created or already

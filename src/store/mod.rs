@@ -184,6 +184,15 @@ pub struct NewRequest {
     pub answer: bool,
 }
 
+/// What a request is compared by for duplicate detection; never changes once written, so
+/// it can be kept in memory under the request's token (unique, never reused).
+#[derive(Debug, Clone)]
+pub struct RequestText {
+    pub token: String,
+    pub subject: String,
+    pub fingerprint: Fingerprint,
+}
+
 /// A request that may be the same as a new one (for duplicate detection).
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -192,8 +201,6 @@ pub struct Candidate {
     pub requester: String,
     pub organisation: Option<String>,
     pub subject: String,
-    /// What its text is compared by (see `classify::Fingerprint`).
-    pub fingerprint: Fingerprint,
     pub status: Status,
     pub decision: Option<Decision>,
 }
@@ -338,13 +345,18 @@ pub trait Tx: Send {
     async fn request_by_token(&mut self, token: &str) -> anyhow::Result<Option<RequestRow>>;
     /// The request a gatekeeper notification with one of these Message-IDs was about.
     async fn request_for_notification(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
-    /// Open or recent requests from this requester or organisation, for duplicate detection.
-    async fn duplicate_candidates(
+    /// Open or recent requests from this requester or organisation, newest first, for
+    /// duplicate detection: (id, token).
+    async fn recent_requests(
         &mut self,
         requester: &str,
         organisation: Option<&str>,
         since: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<Candidate>>;
+    ) -> anyhow::Result<Vec<(i64, String)>>;
+    /// What the requests with these tokens are compared by.
+    async fn request_texts(&mut self, tokens: &[String]) -> anyhow::Result<Vec<RequestText>>;
+    /// The requests with these ids as the gatekeeper sees them, newest first.
+    async fn candidates(&mut self, ids: &[i64]) -> anyhow::Result<Vec<Candidate>>;
     /// The outbox entry that sent the message with one of these Message-IDs (to link a
     /// bounce to what bounced): (outbox id, request id, kind).
     async fn outbox_for_message_ids(

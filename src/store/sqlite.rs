@@ -17,7 +17,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
     Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing, NewRawMessage,
-    NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, Store, Tx,
+    NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText, Store, Tx,
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
@@ -662,9 +662,8 @@ impl Tx for SqliteTx {
             r#"
             INSERT INTO requests
                 (reference, ref_year, ref_seq, status, requester, requester_name, organisation, via,
-                 subject, body, fingerprint, received_at, probable_duplicate_of, token, answer,
-                 created_at, updated_at)
-            VALUES (?1, ?2, ?3, 'awaiting_triage', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)
+                 subject, body, received_at, probable_duplicate_of, token, answer, created_at, updated_at)
+            VALUES (?1, ?2, ?3, 'awaiting_triage', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
             RETURNING id
             "#,
         )
@@ -677,7 +676,6 @@ impl Tx for SqliteTx {
         .bind(&r.via)
         .bind(&r.subject)
         .bind(&r.body)
-        .bind(&r.fingerprint)
         .bind(to_millis(r.received_at))
         .bind(r.probable_duplicate_of)
         .bind(&r.token)
@@ -686,6 +684,17 @@ impl Tx for SqliteTx {
         .fetch_one(&mut *self.tx)
         .await
         .context("Cannot create the request")?;
+        sqlx::query(
+            r#"
+            INSERT INTO request_fingerprints (request_id, fingerprint)
+            VALUES (?1, ?2)
+            "#,
+        )
+        .bind(id)
+        .bind(&r.fingerprint)
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot store the request's fingerprint")?;
         Ok(id)
     }
 
@@ -957,13 +966,21 @@ impl Tx for SqliteTx {
         reads::request_for_notification(&mut self.tx, ids).await
     }
 
-    async fn duplicate_candidates(
+    async fn recent_requests(
         &mut self,
         requester: &str,
         organisation: Option<&str>,
         since: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<Candidate>> {
-        reads::duplicate_candidates(&mut self.tx, requester, organisation, since).await
+    ) -> anyhow::Result<Vec<(i64, String)>> {
+        reads::recent_requests(&mut self.tx, requester, organisation, since).await
+    }
+
+    async fn request_texts(&mut self, tokens: &[String]) -> anyhow::Result<Vec<RequestText>> {
+        reads::request_texts(&mut self.tx, tokens).await
+    }
+
+    async fn candidates(&mut self, ids: &[i64]) -> anyhow::Result<Vec<Candidate>> {
+        reads::candidates(&mut self.tx, ids).await
     }
 
     async fn outbox_for_message_ids(
@@ -1126,66 +1143,126 @@ mod reads {
         row.as_ref().map(request_from_row).transpose()
     }
 
-    pub(super) async fn duplicate_candidates(
+    pub(super) async fn recent_requests(
         conn: &mut SqliteConnection,
         requester: &str,
         organisation: Option<&str>,
         since: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<Candidate>> {
+    ) -> anyhow::Result<Vec<(i64, String)>> {
         // Two index walks (requester, organisation), each stopping at the limit, rather than
-        // an OR that scans every request. The body is read only for requests from before
-        // fingerprints were stored.
-        let rows = sqlx::query(
+        // an OR that scans every request. One row comes back, not hundreds: sqlx hands each
+        // row from its SQLite thread to ours separately, and that cost more than the query.
+        let list: Option<String> = sqlx::query_scalar(
             r#"
-        SELECT id, reference, requester, organisation, subject, status, decision, fingerprint,
-               CASE WHEN fingerprint IS NULL THEN body END AS body
-        FROM (
-            SELECT * FROM (
-                SELECT id, reference, requester, organisation, subject, status, decision,
-                       fingerprint, body, received_at
-                FROM requests
-                WHERE requester = ?1 AND (status <> 'closed' OR received_at >= ?3)
-                ORDER BY received_at DESC, id DESC
+            SELECT group_concat(id || ':' || token, ',')
+            FROM (
+                SELECT r.id, r.token
+                FROM requests r
+                WHERE r.id IN (
+                    SELECT id FROM (
+                        SELECT id FROM requests
+                        WHERE requester = ?1 AND (status <> 'closed' OR received_at >= ?3)
+                        ORDER BY received_at DESC, id DESC
+                        LIMIT ?4
+                    )
+                    UNION ALL
+                    SELECT id FROM (
+                        SELECT id FROM requests
+                        WHERE organisation = ?2 AND (status <> 'closed' OR received_at >= ?3)
+                        ORDER BY received_at DESC, id DESC
+                        LIMIT ?4
+                    )
+                )
+                ORDER BY r.id DESC
                 LIMIT ?4
             )
-            UNION
-            SELECT * FROM (
-                SELECT id, reference, requester, organisation, subject, status, decision,
-                       fingerprint, body, received_at
-                FROM requests
-                WHERE ?2 IS NOT NULL AND organisation = ?2
-                  AND (status <> 'closed' OR received_at >= ?3)
-                ORDER BY received_at DESC, id DESC
-                LIMIT ?4
-            )
-        )
-        ORDER BY received_at DESC, id DESC
-        LIMIT ?4
-        "#,
+            "#,
         )
         .bind(requester)
         .bind(organisation)
         .bind(to_millis(since))
         .bind(DUPLICATE_CANDIDATES)
-        .fetch_all(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
         .context("Cannot look for earlier approaches")?;
+        list.unwrap_or_default()
+            .split(',')
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                let (id, token) = item.split_once(':').context("Malformed request list")?;
+                Ok((id.parse().context("Malformed request id")?, token.to_string()))
+            })
+            .collect()
+    }
+
+    pub(super) async fn request_texts(
+        conn: &mut SqliteConnection,
+        tokens: &[String],
+    ) -> anyhow::Result<Vec<RequestText>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Not a column of `requests`: reading one after `body` walks the body's overflow
+        // pages (see the fingerprints migration). The body is read only for requests from
+        // before fingerprints were stored.
+        let rows = sqlx::query(
+            r#"
+            SELECT r.token, r.subject, f.fingerprint,
+                   CASE WHEN f.fingerprint IS NULL THEN r.body END AS body
+            FROM requests r
+            LEFT JOIN request_fingerprints f ON f.request_id = r.id
+            WHERE r.token IN (SELECT value FROM json_each(?1))
+            "#,
+        )
+        .bind(serde_json::to_string(tokens)?)
+        .fetch_all(&mut *conn)
+        .await
+        .context("Cannot read earlier approaches")?;
         rows.iter()
             .map(|row| {
-                let status: String = row.try_get("status")?;
-                let decision: Option<String> = row.try_get("decision")?;
                 let stored: Option<Vec<u8>> = row.try_get("fingerprint")?;
                 let fingerprint = match stored.as_deref().and_then(Fingerprint::from_bytes) {
                     Some(f) => f,
                     None => Fingerprint::of(&row.try_get::<Option<String>, _>("body")?.unwrap_or_default()),
                 };
+                Ok(RequestText {
+                    token: row.try_get("token")?,
+                    subject: row.try_get("subject")?,
+                    fingerprint,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn candidates(
+        conn: &mut SqliteConnection,
+        ids: &[i64],
+    ) -> anyhow::Result<Vec<Candidate>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            r#"
+            SELECT id, reference, requester, organisation, subject, status, decision
+            FROM requests
+            WHERE id IN (SELECT value FROM json_each(?1))
+            ORDER BY id DESC
+            "#,
+        )
+        .bind(serde_json::to_string(ids)?)
+        .fetch_all(&mut *conn)
+        .await
+        .context("Cannot read earlier approaches")?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let decision: Option<String> = row.try_get("decision")?;
                 Ok(Candidate {
                     id: row.try_get("id")?,
                     reference: row.try_get("reference")?,
                     requester: row.try_get("requester")?,
                     organisation: row.try_get("organisation")?,
                     subject: row.try_get("subject")?,
-                    fingerprint,
                     status: Status::from_str(&status)?,
                     decision: decision.as_deref().map(Decision::from_str).transpose()?,
                 })
