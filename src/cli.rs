@@ -77,11 +77,23 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         note: Option<String>,
     },
+    /// OAuth2 sign-in for `flow = "refresh_token"` (delegated access).
+    Oauth {
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
     /// Show what the running daemon is doing; exit 0 if it is alive and watching the inbox.
     Status {
         #[arg(long, value_enum, default_value_t = TextFormat::Text)]
         format: TextFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// Sign in once with the device-code flow (open a web page on any device, type a code)
+    /// and save the refresh token in the data directory (mode 0600).
+    Login,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +192,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => Ok(check(&config).await),
+        Command::Oauth { command: OauthCommand::Login } => oauth_login(&config).await,
         Command::Migrate => {
             let store = store::open(&config).await?;
             let applied = store.migrate().await?;
@@ -238,14 +251,54 @@ async fn check(config: &Config) -> ExitCode {
             println!("config FAILED: {e}");
         }
     }
-    match crate::inbox::connection::check(&config.imap).await {
+    // OAuth2 first, so a token problem is named as such, not as "IMAP login failed".
+    let clock: std::sync::Arc<dyn crate::clock::Clock> = std::sync::Arc::new(crate::clock::SystemClock);
+    let providers = crate::oauth::Providers::default();
+    for (section, settings) in config.oauth_sections() {
+        let tokens = providers.get(settings, clock.clone());
+        let what = format!(
+            "[{section}] {}{}",
+            settings.flow_name(),
+            settings.client_id().map(|c| format!(", app {c}")).unwrap_or_default()
+        );
+        match tokens.token().await {
+            Ok(t) => {
+                let valid = match t.expires_at {
+                    Some(e) => format!("token valid for {} min", (e - chrono::Utc::now()).num_minutes()),
+                    None => "token obtained".to_string(),
+                };
+                println!("OAuth2 OK ({what}: {valid})");
+            }
+            Err(e) => {
+                failed = true;
+                println!("OAuth2 FAILED ({what}): {e}");
+            }
+        }
+    }
+    let today = chrono::Utc::now().with_timezone(&config.service.timezone).date_naive();
+    for due in crate::oauth::expiry::due(config, today) {
+        if due.days_left < 0 {
+            failed = true;
+            println!("OAuth2 FAILED: {}: create a new client secret and set secret_expires", due.describe());
+        } else {
+            println!("OAuth2 WARNING: {}: create a new client secret before then", due.describe());
+        }
+    }
+    let imap_tokens = config.imap.auth.oauth().map(|o| providers.get(o, clock.clone()));
+    match crate::inbox::connection::check(&config.imap, imap_tokens.as_deref()).await {
         Ok(detail) => println!("IMAP OK ({detail})"),
         Err(e) => {
             failed = true;
             println!("IMAP FAILED: {e:#}");
         }
     }
-    match crate::mail::check(&config.smtp).await {
+    let smtp_tokens = config
+        .smtp
+        .auth
+        .as_ref()
+        .and_then(crate::config::Auth::oauth)
+        .map(|o| providers.get(o, clock.clone()));
+    match crate::mail::check(&config.smtp, smtp_tokens.as_deref()).await {
         Ok(detail) => println!("SMTP OK ({detail})"),
         Err(e) => {
             failed = true;
@@ -266,6 +319,48 @@ async fn check(config: &Config) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// `gatehouse oauth login`: the device-code flow for each `refresh_token` source.
+async fn oauth_login(config: &Config) -> anyhow::Result<ExitCode> {
+    let sections: Vec<_> = config
+        .oauth_sections()
+        .into_iter()
+        .filter(|(_, s)| matches!(s.flow, crate::oauth::Flow::RefreshToken { .. }))
+        .collect();
+    if sections.is_empty() {
+        eprintln!(
+            "gatehouse: nothing to sign in to: no [imap.oauth2] or [smtp.oauth2] uses flow = \"refresh_token\" (client_credentials and token_command need no sign-in)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    // The data directory must exist (0700) before the token is written into it.
+    open_migrated(config).await?;
+    let mut done: Vec<PathBuf> = Vec::new();
+    for (section, settings) in sections {
+        if let crate::oauth::Flow::RefreshToken { refresh_token_file, .. } = &settings.flow
+            && done.contains(refresh_token_file)
+        {
+            continue;
+        }
+        println!("Signing in for [{section}] (scope: {})", settings.scope);
+        let mut say = |text: &str| {
+            println!("{text}");
+            let _ = std::io::stdout().flush();
+        };
+        match crate::oauth::sources::device_login(settings, &mut say).await {
+            Ok(file) => {
+                println!("Signed in. The refresh token is saved in {} (mode 0600).", file.display());
+                done.push(file);
+            }
+            Err(e) => {
+                eprintln!("gatehouse: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    println!("Run `gatehouse check` to test IMAP and SMTP with it.");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A request as the contract's JSON row.

@@ -17,6 +17,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::domain::EmailAddress;
+use crate::oauth::{Flow, OAuthSettings};
 use crate::schedule::CronSchedule;
 use crate::secret::SecretSource;
 
@@ -113,13 +114,31 @@ pub struct ServiceSettings {
     pub reference_prefix: String,
 }
 
+/// How gatehouse proves who it is to a mail server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `auth = "password"` (the default): LOGIN / AUTH PLAIN with a password.
+    Password(SecretSource),
+    /// `auth = "xoauth2"`: SASL XOAUTH2 with an OAuth2 access token (Microsoft 365 / NHSmail).
+    XOAuth2(OAuthSettings),
+}
+
+impl Auth {
+    pub fn oauth(&self) -> Option<&OAuthSettings> {
+        match self {
+            Auth::XOAuth2(o) => Some(o),
+            Auth::Password(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ImapSettings {
     pub host: String,
     pub port: u16,
     pub security: Security,
     pub username: String,
-    pub password: SecretSource,
+    pub auth: Auth,
     pub tls_ca_file: Option<PathBuf>,
     pub mailbox: String,
     pub idle: bool,
@@ -139,7 +158,8 @@ pub struct SmtpSettings {
     pub port: u16,
     pub security: Security,
     pub username: Option<String>,
-    pub password: Option<SecretSource>,
+    /// `None`: a relay that needs no login.
+    pub auth: Option<Auth>,
     pub tls_ca_file: Option<PathBuf>,
     pub from: NamedAddress,
     pub timeout: Duration,
@@ -226,8 +246,11 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "backlog",
             "timeout_secs",
             "max_message_bytes",
+            "auth",
+            "oauth2",
         ],
     ),
+    ("imap.oauth2", OAUTH2_KEYS),
     (
         "smtp",
         &[
@@ -241,8 +264,11 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "from",
             "timeout_secs",
             "retry_initial_secs",
+            "auth",
+            "oauth2",
         ],
     ),
+    ("smtp.oauth2", OAUTH2_KEYS),
     ("gatekeepers", &["addresses"]),
     ("board", &["addresses", "summary_schedule"]),
     ("meetings", &["dates", "agenda_days_before"]),
@@ -254,6 +280,51 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("priorities", &["*"]),
     ("organisations", &["*"]),
 ];
+
+const OAUTH2_KEYS: &[&str] = &[
+    "flow",
+    "tenant",
+    "client_id",
+    "client_secret_env",
+    "client_secret_file",
+    "scope",
+    "token_endpoint",
+    "device_code_endpoint",
+    "refresh_token_file",
+    "command",
+    "tls_ca_file",
+    "timeout_secs",
+    "secret_expires",
+    "secret_expires_warn_days",
+];
+
+#[derive(Deserialize, Clone)]
+struct RawOAuth2 {
+    flow: Option<String>,
+    tenant: Option<String>,
+    client_id: Option<String>,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<String>,
+    scope: Option<String>,
+    token_endpoint: Option<String>,
+    device_code_endpoint: Option<String>,
+    refresh_token_file: Option<String>,
+    command: Option<String>,
+    tls_ca_file: Option<String>,
+    #[serde(default = "default_oauth_timeout")]
+    timeout_secs: u64,
+    secret_expires: Option<String>,
+    #[serde(default = "default_warn_days")]
+    secret_expires_warn_days: u32,
+}
+
+fn default_oauth_timeout() -> u64 {
+    30
+}
+
+fn default_warn_days() -> u32 {
+    14
+}
 
 #[derive(Deserialize)]
 struct RawConfig {
@@ -385,6 +456,8 @@ struct RawImap {
     timeout_secs: u64,
     #[serde(default = "default_max_message")]
     max_message_bytes: usize,
+    auth: Option<String>,
+    oauth2: Option<RawOAuth2>,
 }
 
 fn default_max_message() -> usize {
@@ -428,6 +501,8 @@ struct RawSmtp {
     timeout_secs: u64,
     #[serde(default = "default_retry")]
     retry_initial_secs: u64,
+    auth: Option<String>,
+    oauth2: Option<RawOAuth2>,
 }
 
 fn default_retry() -> u64 {
@@ -545,15 +620,45 @@ impl Config {
         // [imap]
         check_security(&raw.imap.host, raw.imap.security)
             .map_err(|p| err("imap.security", p, "use \"tls\" or \"starttls\" for a remote server"))?;
+        let data_dir = resolve(&raw.service.data_dir);
         let imap_password =
-            secret_source("imap", raw.imap.password_env, raw.imap.password_file, &resolve, path)?
-                .ok_or_else(|| {
+            secret_source("imap", raw.imap.password_env, raw.imap.password_file, &resolve, path)?;
+        let imap_auth = match auth_kind("imap", raw.imap.auth.as_deref(), path)? {
+            AuthKind::Password => {
+                if raw.imap.oauth2.is_some() {
+                    return Err(err(
+                        "imap.oauth2",
+                        "[imap.oauth2] is only used with auth = \"xoauth2\"".into(),
+                        "add auth = \"xoauth2\" to [imap], or remove [imap.oauth2]",
+                    ));
+                }
+                Auth::Password(imap_password.ok_or_else(|| {
                     err(
                         "imap.password_env",
                         "no password source".into(),
-                        "set password_env = \"GATEHOUSE_IMAP_PASSWORD\" (and export it) or password_file",
+                        "set password_env = \"GATEHOUSE_IMAP_PASSWORD\" (and export it) or password_file, or use auth = \"xoauth2\" with an [imap.oauth2] table",
                     )
-                })?;
+                })?)
+            }
+            AuthKind::XOAuth2 => {
+                if imap_password.is_some() {
+                    return Err(err(
+                        "imap.password_env",
+                        "a password is not used with auth = \"xoauth2\"".into(),
+                        "remove password_env/password_file from [imap]: the token comes from [imap.oauth2]",
+                    ));
+                }
+                let Some(o) = raw.imap.oauth2.clone() else {
+                    return Err(err(
+                        "imap.oauth2",
+                        "auth = \"xoauth2\" needs an [imap.oauth2] table saying where tokens come from"
+                            .into(),
+                        "add [imap.oauth2] with flow = \"client_credentials\", tenant, client_id and client_secret_env (see config/gatehouse.example.toml)",
+                    ));
+                };
+                Auth::XOAuth2(oauth_settings("imap.oauth2", o, &resolve, &data_dir, path)?)
+            }
+        };
         let after_processing = match raw.imap.after_processing.trim() {
             "keep" => AfterProcessing::Keep,
             "seen" => AfterProcessing::Seen,
@@ -583,13 +688,55 @@ impl Config {
             .map_err(|p| err("smtp.security", p, "use \"tls\" or \"starttls\" for a remote server"))?;
         let smtp_password =
             secret_source("smtp", raw.smtp.password_env, raw.smtp.password_file, &resolve, path)?;
-        if smtp_password.is_some() && raw.smtp.username.is_none() {
-            return Err(err(
-                "smtp.username",
-                "a password source is set but no username".into(),
-                "add username, or remove password_env/password_file",
-            ));
-        }
+        let smtp_auth = match auth_kind("smtp", raw.smtp.auth.as_deref(), path)? {
+            AuthKind::Password => {
+                if raw.smtp.oauth2.is_some() {
+                    return Err(err(
+                        "smtp.oauth2",
+                        "[smtp.oauth2] is only used with auth = \"xoauth2\"".into(),
+                        "add auth = \"xoauth2\" to [smtp], or remove [smtp.oauth2]",
+                    ));
+                }
+                if smtp_password.is_some() && raw.smtp.username.is_none() {
+                    return Err(err(
+                        "smtp.username",
+                        "a password source is set but no username".into(),
+                        "add username, or remove password_env/password_file",
+                    ));
+                }
+                smtp_password.map(Auth::Password)
+            }
+            AuthKind::XOAuth2 => {
+                if smtp_password.is_some() {
+                    return Err(err(
+                        "smtp.password_env",
+                        "a password is not used with auth = \"xoauth2\"".into(),
+                        "remove password_env/password_file from [smtp]: the token comes from [smtp.oauth2]",
+                    ));
+                }
+                if raw.smtp.username.is_none() {
+                    return Err(err(
+                        "smtp.username",
+                        "auth = \"xoauth2\" needs the mailbox to send as".into(),
+                        "add username = \"gp-access@nhs.net\" (the shared mailbox)",
+                    ));
+                }
+                let settings = match (raw.smtp.oauth2.clone(), &imap_auth) {
+                    (Some(o), _) => oauth_settings("smtp.oauth2", o, &resolve, &data_dir, path)?,
+                    // One app registration usually serves both: [imap.oauth2] is reused.
+                    (None, Auth::XOAuth2(imap)) => imap.clone(),
+                    (None, Auth::Password(_)) => {
+                        return Err(err(
+                            "smtp.oauth2",
+                            "auth = \"xoauth2\" needs an [smtp.oauth2] table (or [imap.oauth2] to share)"
+                                .into(),
+                            "add [smtp.oauth2] with flow, tenant, client_id and client_secret_env",
+                        ));
+                    }
+                };
+                Some(Auth::XOAuth2(settings))
+            }
+        };
         let from = NamedAddress::parse(&raw.smtp.from).map_err(|e| {
             err("smtp.from", e.to_string(), "use \"Name <address@example.org>\" or a bare address")
         })?;
@@ -683,7 +830,7 @@ impl Config {
             service: ServiceSettings {
                 name: raw.service.name,
                 timezone,
-                data_dir: resolve(&raw.service.data_dir),
+                data_dir,
                 database_url: raw.service.database_url,
                 reference_prefix: prefix.to_ascii_uppercase(),
             },
@@ -695,7 +842,7 @@ impl Config {
                 host: raw.imap.host,
                 security: raw.imap.security,
                 username: raw.imap.username,
-                password: imap_password,
+                auth: imap_auth,
                 tls_ca_file: imap_tls_ca,
                 mailbox: raw.imap.mailbox,
                 idle: raw.imap.idle,
@@ -714,7 +861,7 @@ impl Config {
                 host: raw.smtp.host,
                 security: raw.smtp.security,
                 username: raw.smtp.username,
-                password: smtp_password,
+                auth: smtp_auth,
                 tls_ca_file: smtp_tls_ca,
                 from,
                 timeout: Duration::from_secs(raw.smtp.timeout_secs.max(1)),
@@ -767,6 +914,240 @@ impl Config {
     pub fn is_gatekeeper(&self, address: &EmailAddress) -> bool {
         self.gatekeepers.contains(address)
     }
+
+    /// The distinct OAuth2 token sources in use, named by their config section (SMTP
+    /// sharing IMAP's settings counts once, as `imap.oauth2`).
+    pub fn oauth_sections(&self) -> Vec<(&'static str, &OAuthSettings)> {
+        let mut out: Vec<(&'static str, &OAuthSettings)> = Vec::new();
+        if let Some(o) = self.imap.auth.oauth() {
+            out.push(("imap.oauth2", o));
+        }
+        if let Some(o) = self.smtp.auth.as_ref().and_then(Auth::oauth)
+            && !out.iter().any(|(_, s)| *s == o)
+        {
+            out.push(("smtp.oauth2", o));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthKind {
+    Password,
+    XOAuth2,
+}
+
+fn auth_kind(section: &str, value: Option<&str>, path: &Path) -> Result<AuthKind, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("password") => Ok(AuthKind::Password),
+        Some("xoauth2") | Some("oauth2") => Ok(AuthKind::XOAuth2),
+        Some(other) => Err(ConfigError {
+            file: path.to_path_buf(),
+            key: format!("{section}.auth"),
+            problem: format!("unknown value {other:?}"),
+            fix: "use \"password\" (the default) or \"xoauth2\" (Microsoft 365 / NHSmail, Gmail)".into(),
+        }),
+    }
+}
+
+/// Checks one `[imap.oauth2]` / `[smtp.oauth2]` table.
+fn oauth_settings(
+    section: &str,
+    raw: RawOAuth2,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    data_dir: &Path,
+    path: &Path,
+) -> Result<OAuthSettings, ConfigError> {
+    let err = |key: &str, problem: String, fix: &str| ConfigError {
+        file: path.to_path_buf(),
+        key: format!("{section}.{key}"),
+        problem,
+        fix: fix.to_string(),
+    };
+    let flow_name = raw.flow.as_deref().map(str::trim).unwrap_or_default().to_string();
+    let need = |key: &str, value: &Option<String>, example: &str| -> Result<String, ConfigError> {
+        match value.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => {
+                Err(err(key, format!("flow = {flow_name:?} needs {key}"), &format!("add {key} = {example}")))
+            }
+        }
+    };
+    let not_here = |key: &str, value: &Option<String>| -> Result<(), ConfigError> {
+        match value {
+            Some(_) => Err(err(key, format!("{key} is not used with flow = {flow_name:?}"), "remove it")),
+            None => Ok(()),
+        }
+    };
+    let tenant_ok =
+        |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let endpoint = |key: &str,
+                    value: &Option<String>,
+                    default: &str,
+                    tenant: &str|
+     -> Result<String, ConfigError> {
+        let url = value.as_deref().map(str::trim).unwrap_or(default).replace("{tenant}", tenant);
+        check_endpoint(&url).map_err(|p| {
+            err(key, p, "use an https:// URL (http:// is only allowed to this machine), or remove the key for Microsoft's")
+        })?;
+        Ok(url)
+    };
+    let client_secret = |required: bool| -> Result<Option<SecretSource>, ConfigError> {
+        match (&raw.client_secret_env, &raw.client_secret_file) {
+            (Some(_), Some(_)) => Err(err(
+                "client_secret_file",
+                "both client_secret_env and client_secret_file are set".into(),
+                "keep one of them",
+            )),
+            (Some(var), None) if var.trim().is_empty() || var.contains(char::is_whitespace) => Err(err(
+                "client_secret_env",
+                format!("{var:?} is not an environment variable name"),
+                "name the variable that holds the client secret, e.g. \"GATEHOUSE_OAUTH_CLIENT_SECRET\" (the secret itself never goes in this file)",
+            )),
+            (Some(var), None) => Ok(Some(SecretSource::Env(var.trim().to_string()))),
+            (None, Some(file)) => Ok(Some(SecretSource::File(resolve(file)))),
+            (None, None) if required => Err(err(
+                "client_secret_env",
+                "no client secret source".into(),
+                "set client_secret_env = \"GATEHOUSE_OAUTH_CLIENT_SECRET\" (and export it) or client_secret_file",
+            )),
+            (None, None) => Ok(None),
+        }
+    };
+    let tenant_of = |flow: &str| -> Result<String, ConfigError> {
+        let tenant = need("tenant", &raw.tenant, "\"contoso.onmicrosoft.com\" (or the directory ID)")?;
+        if !tenant_ok(&tenant) {
+            return Err(err(
+                "tenant",
+                format!("{tenant:?} is not a tenant name or ID"),
+                &format!("use the directory (tenant) ID or domain from Entra ID, for {flow}"),
+            ));
+        }
+        Ok(tenant)
+    };
+    let (flow, default_scope) = match flow_name.as_str() {
+        "client_credentials" => {
+            not_here("command", &raw.command)?;
+            not_here("refresh_token_file", &raw.refresh_token_file)?;
+            not_here("device_code_endpoint", &raw.device_code_endpoint)?;
+            let tenant = tenant_of("client_credentials")?;
+            let client_id =
+                need("client_id", &raw.client_id, "\"<the app registration's Application (client) ID>\"")?;
+            let client_secret = client_secret(true)?.ok_or_else(|| {
+                err("client_secret_env", "no client secret source".into(), "set client_secret_env")
+            })?;
+            (Flow::ClientCredentials { tenant, client_id, client_secret }, crate::oauth::DEFAULT_APP_SCOPE)
+        }
+        "refresh_token" => {
+            not_here("command", &raw.command)?;
+            let tenant = tenant_of("refresh_token")?;
+            let client_id =
+                need("client_id", &raw.client_id, "\"<the app registration's Application (client) ID>\"")?;
+            if !client_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_') {
+                return Err(err(
+                    "client_id",
+                    format!("{client_id:?} is not a client ID"),
+                    "copy the Application (client) ID from Entra ID",
+                ));
+            }
+            let refresh_token_file = match &raw.refresh_token_file {
+                Some(f) => resolve(f),
+                None => data_dir.join(format!("oauth2-{client_id}.refresh_token")),
+            };
+            let device_code_endpoint = endpoint(
+                "device_code_endpoint",
+                &raw.device_code_endpoint,
+                crate::oauth::MICROSOFT_DEVICE_CODE_ENDPOINT,
+                &tenant,
+            )?;
+            (
+                Flow::RefreshToken {
+                    tenant,
+                    client_id,
+                    client_secret: client_secret(false)?,
+                    refresh_token_file,
+                    device_code_endpoint,
+                },
+                crate::oauth::DEFAULT_DELEGATED_SCOPE,
+            )
+        }
+        "token_command" => {
+            for (key, value) in [
+                ("tenant", &raw.tenant),
+                ("client_id", &raw.client_id),
+                ("client_secret_env", &raw.client_secret_env),
+                ("client_secret_file", &raw.client_secret_file),
+                ("refresh_token_file", &raw.refresh_token_file),
+                ("token_endpoint", &raw.token_endpoint),
+                ("device_code_endpoint", &raw.device_code_endpoint),
+            ] {
+                not_here(key, value)?;
+            }
+            let command = need("command", &raw.command, "\"/usr/local/bin/get-token gp-access@nhs.net\"")?;
+            (Flow::TokenCommand { command }, "")
+        }
+        "" => {
+            return Err(err(
+                "flow",
+                "no flow: where do access tokens come from?".into(),
+                "add flow = \"client_credentials\" (app-only, Microsoft 365), \"refresh_token\" (delegated, after `gatehouse oauth login`) or \"token_command\"",
+            ));
+        }
+        other => {
+            return Err(err(
+                "flow",
+                format!("unknown flow {other:?}"),
+                "use \"client_credentials\", \"refresh_token\" or \"token_command\"",
+            ));
+        }
+    };
+    let token_endpoint = match &flow {
+        Flow::ClientCredentials { tenant, .. } | Flow::RefreshToken { tenant, .. } => {
+            endpoint("token_endpoint", &raw.token_endpoint, crate::oauth::MICROSOFT_TOKEN_ENDPOINT, tenant)?
+        }
+        Flow::TokenCommand { .. } => String::new(),
+    };
+    let secret_expires = match raw.secret_expires.as_deref().map(str::trim) {
+        Some(d) => Some(NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+            err(
+                "secret_expires",
+                format!("{d:?} is not a date"),
+                "write the client secret's expiry date (Entra ID → Certificates & secrets → Expires) as YYYY-MM-DD",
+            )
+        })?),
+        None => None,
+    };
+    let tls_ca_file = raw.tls_ca_file.as_deref().map(resolve);
+    check_file_exists(&tls_ca_file, &format!("{section}.tls_ca_file"), path)?;
+    Ok(OAuthSettings {
+        scope: raw.scope.map(|s| s.trim().to_string()).unwrap_or_else(|| default_scope.to_string()),
+        flow,
+        token_endpoint,
+        tls_ca_file,
+        timeout: Duration::from_secs(raw.timeout_secs.max(1)),
+        secret_expires,
+        secret_expires_warn_days: raw.secret_expires_warn_days,
+    })
+}
+
+/// Token endpoints carry secrets, so they are https, except to this machine (tests).
+fn check_endpoint(url: &str) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix("https://") {
+        return if rest.is_empty() { Err(format!("{url:?} has no host")) } else { Ok(()) };
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => authority,
+        };
+        return if is_loopback(host) {
+            Ok(())
+        } else {
+            Err(format!("{url:?} is plain http, which would send secrets unencrypted"))
+        };
+    }
+    Err(format!("{url:?} is not an https:// URL"))
 }
 
 fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
@@ -801,7 +1182,7 @@ fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError>
             }
             continue;
         }
-        for key in inner.keys() {
+        for (key, v) in inner {
             if !keys.contains(&key.as_str()) {
                 return Err(ConfigError {
                     file: path.to_path_buf(),
@@ -809,6 +1190,31 @@ fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError>
                     problem: "unknown key".into(),
                     fix: format!("remove it or check its spelling; [{section}] takes {}", keys.join(", ")),
                 });
+            }
+            // Sub-tables such as [imap.oauth2] have their own keys.
+            let dotted = format!("{section}.{key}");
+            if let Some((_, sub_keys)) = KNOWN_KEYS.iter().find(|(name, _)| *name == dotted) {
+                let Some(sub) = v.as_table() else {
+                    return Err(ConfigError {
+                        file: path.to_path_buf(),
+                        key: dotted.clone(),
+                        problem: "expected a [section], found a plain value".into(),
+                        fix: format!("write it as a [{dotted}] table"),
+                    });
+                };
+                for sub_key in sub.keys() {
+                    if !sub_keys.contains(&sub_key.as_str()) {
+                        return Err(ConfigError {
+                            file: path.to_path_buf(),
+                            key: format!("{dotted}.{sub_key}"),
+                            problem: "unknown key".into(),
+                            fix: format!(
+                                "remove it or check its spelling; [{dotted}] takes {}",
+                                sub_keys.join(", ")
+                            ),
+                        });
+                    }
+                }
             }
         }
     }
@@ -945,7 +1351,7 @@ fn toml_key_at(text: &str, e: &toml::de::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) const VALID: &str = r#"
@@ -1023,7 +1429,8 @@ workforce = "Recruiting hard-to-find staff groups"
         unsafe { std::env::set_var("GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST", "pw-that-must-not-leak") };
         let text = VALID.replace("GATEHOUSE_IMAP_PASSWORD", "GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST");
         let c = load(&text).unwrap();
-        let secret = c.imap.password.load().unwrap();
+        let Auth::Password(source) = &c.imap.auth else { panic!("password auth expected") };
+        let secret = source.load().unwrap();
         assert_eq!(secret.expose(), "pw-that-must-not-leak");
         assert!(!format!("{c:?} {secret:?}").contains("pw-that-must-not-leak"));
     }
@@ -1082,6 +1489,103 @@ workforce = "Recruiting hard-to-find staff groups"
             assert!(msg.contains(key), "{msg}");
             assert!(msg.contains("Fix: "), "{msg}");
         }
+    }
+
+    /// VALID with IMAP and SMTP on XOAUTH2 and the given [imap.oauth2] body.
+    fn oauth(table: &str) -> String {
+        VALID
+            .replace("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "auth = \"xoauth2\"\n")
+            .replace("password_env = \"GATEHOUSE_SMTP_PASSWORD\"\n", "auth = \"xoauth2\"\n")
+            .replace("[smtp]", &format!("[imap.oauth2]\n{table}\n[smtp]"))
+    }
+
+    const APP: &str = "flow = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"0f6e-app\"\nclient_secret_env = \"GATEHOUSE_OAUTH_SECRET\"\nsecret_expires = \"2027-03-31\"";
+
+    #[test]
+    fn an_app_only_oauth2_config_loads_and_smtp_shares_it() {
+        let c = load(&oauth(APP)).unwrap();
+        let o = c.imap.auth.oauth().unwrap();
+        assert_eq!(o.scope, "https://outlook.office365.com/.default");
+        assert_eq!(
+            o.token_endpoint,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(o.secret_expires, NaiveDate::from_ymd_opt(2027, 3, 31));
+        assert_eq!(o.secret_expires_warn_days, 14);
+        assert!(
+            matches!(&o.flow, Flow::ClientCredentials { client_secret: SecretSource::Env(v), .. } if v == "GATEHOUSE_OAUTH_SECRET")
+        );
+        assert_eq!(c.smtp.auth.as_ref().and_then(Auth::oauth), Some(o));
+        assert_eq!(c.oauth_sections().len(), 1, "a shared source counts once");
+    }
+
+    #[test]
+    fn a_delegated_config_keeps_its_refresh_token_in_the_data_dir() {
+        let c = load(&oauth("flow = \"refresh_token\"\ntenant = \"organizations\"\nclient_id = \"abc-123\""))
+            .unwrap();
+        let o = c.imap.auth.oauth().unwrap();
+        assert!(o.scope.contains("offline_access") && o.scope.contains("IMAP.AccessAsUser.All"));
+        let Flow::RefreshToken { refresh_token_file, device_code_endpoint, client_secret, .. } = &o.flow
+        else {
+            panic!("refresh_token flow expected");
+        };
+        assert_eq!(refresh_token_file, &PathBuf::from("/etc/gatehouse/data/oauth2-abc-123.refresh_token"));
+        assert!(device_code_endpoint.ends_with("/organizations/oauth2/v2.0/devicecode"));
+        assert!(client_secret.is_none());
+        let c = load(&oauth("flow = \"token_command\"\ncommand = \"get-token imap\"")).unwrap();
+        assert!(
+            matches!(&c.imap.auth.oauth().unwrap().flow, Flow::TokenCommand { command } if command == "get-token imap")
+        );
+    }
+
+    /// Every OAuth2 mistake names the file, the dotted key and a fix.
+    #[test]
+    fn oauth2_config_errors_name_the_key() {
+        let cases: &[(String, &str)] = &[
+            (oauth(&format!("{APP}\nclientid = \"x\"")), "imap.oauth2.clientid"),
+            (oauth(APP).replacen("auth = \"xoauth2\"", "auth = \"kerberos\"", 1), "imap.auth"),
+            (oauth(APP).replacen("[imap.oauth2]", "[unused]", 1), "unused"),
+            (oauth(APP).replace("[imap.oauth2]\n", "").replace(APP, ""), "imap.oauth2"),
+            (
+                oauth(APP).replacen("auth = \"xoauth2\"", "auth = \"xoauth2\"\npassword_env = \"P\"", 1),
+                "imap.password_env",
+            ),
+            (oauth(&APP.replace("flow = \"client_credentials\"\n", "")), "imap.oauth2.flow"),
+            (oauth(&APP.replace("client_credentials", "implicit")), "imap.oauth2.flow"),
+            (
+                oauth(&APP.replace("client_secret_env = \"GATEHOUSE_OAUTH_SECRET\"\n", "")),
+                "imap.oauth2.client_secret_env",
+            ),
+            (oauth(&APP.replace("tenant = \"contoso.onmicrosoft.com\"\n", "")), "imap.oauth2.tenant"),
+            (
+                oauth(&format!("{APP}\ntoken_endpoint = \"http://login.example.org/token\"")),
+                "imap.oauth2.token_endpoint",
+            ),
+            (oauth(&APP.replace("2027-03-31", "31/03/2027")), "imap.oauth2.secret_expires"),
+            (oauth(&format!("{APP}\ncommand = \"x\"")), "imap.oauth2.command"),
+            (
+                oauth(APP).replace(
+                    "username = \"gp-access@nhs.net\"\nauth = \"xoauth2\"\nfrom",
+                    "auth = \"xoauth2\"\nfrom",
+                ),
+                "smtp.username",
+            ),
+            (
+                VALID.replace("password_env = \"GATEHOUSE_SMTP_PASSWORD\"", "auth = \"xoauth2\""),
+                "smtp.oauth2",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = load(text).expect_err(&format!("accepted a config that should fail on {key}"));
+            assert_eq!(e.key, *key, "{e}");
+            assert!(e.to_string().starts_with("/etc/gatehouse/gatehouse.toml: "), "{e}");
+            assert!(e.to_string().contains("Fix: "), "{e}");
+        }
+        // A token endpoint on this machine may be plain http (the local test stand-in).
+        assert!(
+            load(&oauth(&format!("{APP}\ntoken_endpoint = \"http://127.0.0.1:1880/{{tenant}}/token\"")))
+                .is_ok()
+        );
     }
 
     #[test]

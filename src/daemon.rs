@@ -93,8 +93,21 @@ impl App {
             self.templates.clone(),
             wake.clone(),
         ));
-        let sender = Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake);
-        let inbox = Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone());
+        // One token provider per distinct [*.oauth2] source, shared when IMAP and SMTP use
+        // the same app (a rotated refresh token must not be used twice).
+        let providers = crate::oauth::Providers::default();
+        let imap_tokens = self.config.imap.auth.oauth().map(|o| providers.get(o, self.clock.clone()));
+        let smtp_tokens = self
+            .config
+            .smtp
+            .auth
+            .as_ref()
+            .and_then(crate::config::Auth::oauth)
+            .map(|o| providers.get(o, self.clock.clone()));
+        let sender = Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake)
+            .with_tokens(smtp_tokens);
+        let inbox = Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone())
+            .with_tokens(imap_tokens);
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(inbox.run(shutdown.clone()));
@@ -143,6 +156,19 @@ impl App {
                 }
             }
         }));
+        if !self.config.oauth_sections().is_empty() {
+            let (config, store, clock) = (self.config.clone(), self.store.clone(), self.clock.clone());
+            tasks.spawn(every_minute(shutdown.clone(), move || {
+                let (config, store, clock) = (config.clone(), store.clone(), clock.clone());
+                async move {
+                    if let Err(e) =
+                        crate::oauth::expiry::warn_once_a_day(&config, &store, clock.as_ref()).await
+                    {
+                        tracing::error!("Cannot warn about the OAuth2 client secret's expiry: {e:#}");
+                    }
+                }
+            }));
+        }
         tasks.spawn(heartbeat(status, shutdown.clone()));
         tracing::info!(
             "gatehouse is running for {} (watching {} on {}:{})",

@@ -5,7 +5,7 @@
 //! - [`inbox`] watches the shared mailbox (IMAP IDLE) and stores every message raw, once;
 //! - [`classify`] works out what a message is (new, follow-up, forward, automated…);
 //! - [`requests`] turns messages into requests with references and an audit log;
-//! - [`mail`] speaks SMTP;
+//! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
 //! - [`schedule`] decides when time-driven mail is due;
 //! - [`store`] remembers everything (SQLite by default);
 //! - [`daemon`] runs those as tasks until told to stop; [`cli`] is the command line.
@@ -19,6 +19,7 @@ pub mod domain;
 pub mod inbox;
 pub mod logging;
 pub mod mail;
+pub mod oauth;
 pub mod outbox;
 pub mod requests;
 pub mod schedule;

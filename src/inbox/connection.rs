@@ -1,6 +1,11 @@
 //! Opening an authenticated IMAP session: TCP, then TLS or STARTTLS as configured, the
-//! server's greeting, then LOGIN. Every step has the configured timeout, because a server
-//! that accepts the connection and then says nothing would otherwise hang the daemon.
+//! server's greeting, then LOGIN (password) or AUTHENTICATE XOAUTH2 (OAuth2 token). Every
+//! step has the configured timeout, because a server that accepts the connection and then
+//! says nothing would otherwise hang the daemon.
+//!
+//! A refused token is renewed once and tried on a fresh connection: the cached token may
+//! have been revoked early. A token refused straight after the token endpoint issued it
+//! means the app has no right to the mailbox, and is reported as that step.
 
 use std::fmt;
 use std::future::Future;
@@ -10,7 +15,8 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::config::{ImapSettings, Security};
+use crate::config::{Auth, ImapSettings, Security};
+use crate::oauth::{AccessToken, OAuthError, TokenProvider};
 
 /// Any byte stream an IMAP session can run over (plain TCP or TLS).
 pub trait ImapIo: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
@@ -32,6 +38,7 @@ pub enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ConnectError::Auth(e) if e.downcast_ref::<OAuthError>().is_some() => write!(f, "{e:#}"),
             ConnectError::Auth(e) => write!(f, "login refused: {e:#}"),
             ConnectError::Other(e) => write!(f, "{e:#}"),
         }
@@ -45,6 +52,29 @@ impl From<anyhow::Error> for ConnectError {
         ConnectError::Other(e)
     }
 }
+
+impl From<OAuthError> for ConnectError {
+    /// An outage is retried like a network failure; a refusal like a wrong password.
+    fn from(e: OAuthError) -> Self {
+        if e.transient {
+            ConnectError::Other(anyhow::Error::new(e))
+        } else {
+            ConnectError::Auth(anyhow::Error::new(e))
+        }
+    }
+}
+
+/// A logged-in session.
+#[derive(Debug)]
+pub struct Connected {
+    pub session: Session,
+    /// Whether the server supports IDLE.
+    pub idle: bool,
+    /// The OAuth2 token the session logged in with: the session is renewed before it expires.
+    pub token: Option<AccessToken>,
+}
+
+type Client = async_imap::Client<ImapStream>;
 
 /// Runs `fut` with a deadline, turning a timeout into an error that names the step.
 pub async fn timed<T, E>(
@@ -61,8 +91,55 @@ where
     }
 }
 
-/// Connects and logs in. Returns the session and whether the server supports IDLE.
-pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectError> {
+/// Connects and logs in. `tokens` is needed (only) with `auth = "xoauth2"`.
+pub async fn connect(imap: &ImapSettings, tokens: Option<&TokenProvider>) -> Result<Connected, ConnectError> {
+    let addr = format!("{}:{}", imap.host, imap.port);
+    let client = open(imap).await?;
+    let (mut session, token) = match &imap.auth {
+        Auth::Password(source) => {
+            let password = source.load().map_err(ConnectError::Auth)?;
+            (login(imap, client, password.expose()).await?, None)
+        }
+        Auth::XOAuth2(settings) => {
+            let tokens = tokens.ok_or_else(|| anyhow::anyhow!("No OAuth2 token provider for IMAP"))?;
+            let mut token = tokens.token().await?;
+            let mut client = Some(client);
+            let mut renewed = false;
+            loop {
+                let c = match client.take() {
+                    Some(c) => c,
+                    None => open(imap).await?,
+                };
+                match authenticate(imap, c, &token).await {
+                    Ok(session) => break (session, Some(token)),
+                    Err(Refused::Other(e)) => return Err(e),
+                    Err(Refused::Token(server_says)) => {
+                        if renewed {
+                            let mut e = crate::oauth::mailbox_permission_error(
+                                settings,
+                                "IMAP",
+                                &imap.username,
+                                &addr,
+                            );
+                            if let Some(msg) = server_says {
+                                e.detail = format!("{} ({msg})", e.detail);
+                            }
+                            return Err(e.into());
+                        }
+                        tracing::info!("{addr} refused the OAuth2 access token; getting a new one");
+                        token = tokens.renew(&token).await?;
+                        renewed = true;
+                    }
+                }
+            }
+        }
+    };
+    let caps = timed(imap.timeout, "CAPABILITY failed", session.capabilities()).await?;
+    Ok(Connected { session, idle: caps.has_str("IDLE"), token })
+}
+
+/// TCP, TLS or STARTTLS, and the greeting.
+async fn open(imap: &ImapSettings) -> Result<Client, ConnectError> {
     let addr = format!("{}:{}", imap.host, imap.port);
     let tcp = timed(imap.timeout, &format!("Cannot connect to {addr}"), TcpStream::connect(&addr)).await?;
     let _ = tcp.set_nodelay(true);
@@ -97,29 +174,51 @@ pub async fn connect(imap: &ImapSettings) -> Result<(Session, bool), ConnectErro
         let tls = tls_wrap_stream(imap, tcp).await?;
         client = async_imap::Client::new(Box::new(tls) as ImapStream);
     }
+    Ok(client)
+}
 
-    let password = imap.password.load().map_err(ConnectError::Auth)?;
-    let login = tokio::time::timeout(imap.timeout, client.login(&imap.username, password.expose())).await;
-    let mut session = match login {
-        Ok(Ok(session)) => session,
+async fn login(imap: &ImapSettings, client: Client, password: &str) -> Result<Session, ConnectError> {
+    let addr = format!("{}:{}", imap.host, imap.port);
+    let login = tokio::time::timeout(imap.timeout, client.login(&imap.username, password)).await;
+    match login {
+        Ok(Ok(session)) => Ok(session),
         Ok(Err((async_imap::error::Error::No(msg), _)))
         | Ok(Err((async_imap::error::Error::Bad(msg), _))) => {
-            return Err(ConnectError::Auth(anyhow::anyhow!(
-                "{addr} refused the login for {}: {msg}",
-                imap.username
-            )));
+            Err(ConnectError::Auth(anyhow::anyhow!("{addr} refused the login for {}: {msg}", imap.username)))
         }
-        Ok(Err((e, _))) => {
-            return Err(anyhow::Error::new(e).context(format!("Login to {addr} failed")).into());
-        }
+        Ok(Err((e, _))) => Err(anyhow::Error::new(e).context(format!("Login to {addr} failed")).into()),
         Err(_) => {
-            return Err(
-                anyhow::anyhow!("Login to {addr}: no answer within {} s", imap.timeout.as_secs()).into()
-            );
+            Err(anyhow::anyhow!("Login to {addr}: no answer within {} s", imap.timeout.as_secs()).into())
         }
-    };
-    let caps = timed(imap.timeout, "CAPABILITY failed", session.capabilities()).await?;
-    Ok((session, caps.has_str("IDLE")))
+    }
+}
+
+enum Refused {
+    /// The server said no to the token (with its XOAUTH2 error JSON, if it sent one).
+    Token(Option<String>),
+    Other(ConnectError),
+}
+
+async fn authenticate(imap: &ImapSettings, client: Client, token: &AccessToken) -> Result<Session, Refused> {
+    let addr = format!("{}:{}", imap.host, imap.port);
+    let authenticator = crate::oauth::XOAuth2::new(&imap.username, &token.secret);
+    let server_error = authenticator.server_error.clone();
+    let result = tokio::time::timeout(imap.timeout, client.authenticate("XOAUTH2", authenticator)).await;
+    match result {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err((async_imap::error::Error::No(msg), _)))
+        | Ok(Err((async_imap::error::Error::Bad(msg), _))) => {
+            let json = server_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+            tracing::debug!("{addr} refused XOAUTH2: {msg} {}", json.as_deref().unwrap_or_default());
+            Err(Refused::Token(Some(msg.trim().to_string()).filter(|m| !m.is_empty())))
+        }
+        Ok(Err((e, _))) => Err(Refused::Other(
+            anyhow::Error::new(e).context(format!("AUTHENTICATE XOAUTH2 to {addr} failed")).into(),
+        )),
+        Err(_) => Err(Refused::Other(
+            anyhow::anyhow!("AUTHENTICATE to {addr}: no answer within {} s", imap.timeout.as_secs()).into(),
+        )),
+    }
 }
 
 async fn tls_wrap(
@@ -148,8 +247,8 @@ where
 }
 
 /// Logs in and out again: what `gatehouse check` reports on.
-pub async fn check(imap: &ImapSettings) -> anyhow::Result<String> {
-    let (mut session, idle) = connect(imap).await.map_err(anyhow::Error::new)?;
+pub async fn check(imap: &ImapSettings, tokens: Option<&TokenProvider>) -> anyhow::Result<String> {
+    let Connected { mut session, idle, .. } = connect(imap, tokens).await.map_err(anyhow::Error::new)?;
     let mailbox = timed(
         imap.timeout,
         &format!("Cannot open mailbox {:?}", imap.mailbox),
@@ -158,10 +257,11 @@ pub async fn check(imap: &ImapSettings) -> anyhow::Result<String> {
     .await?;
     let _ = tokio::time::timeout(imap.timeout, session.logout()).await;
     Ok(format!(
-        "{}:{} as {}, mailbox {} holds {} messages, IDLE {}",
+        "{}:{} as {}{}, mailbox {} holds {} messages, IDLE {}",
         imap.host,
         imap.port,
         imap.username,
+        if imap.auth.oauth().is_some() { " (XOAUTH2)" } else { "" },
         imap.mailbox,
         mailbox.exists,
         if idle { "supported" } else { "not supported (will poll)" }

@@ -9,6 +9,10 @@
 //! `gatehouse status`. A message whose Message-ID (or bytes) was seen before is never
 //! processed twice, which covers UIDVALIDITY changes and rebuilt mailboxes.
 //!
+//! With OAuth2, a session ends cleanly (LOGOUT) just before its access token is due for
+//! renewal and a new one logs in with a fresh token: Exchange Online drops sessions whose
+//! token has expired, and leaving it to do so would look like an outage every hour.
+//!
 //! Mail is never deleted from the shared mailbox: people read it too.
 
 pub mod connection;
@@ -29,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AfterProcessing, Backlog, Config};
 use crate::requests::{Checkpoint, Processor};
 use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
-use connection::{ConnectError, Session, timed};
+use connection::{ConnectError, Connected, Session, timed};
 
 /// What the watcher is doing, as `gatehouse status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +99,14 @@ impl Backoff {
     }
 }
 
+/// Why a connected session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    Shutdown,
+    /// The OAuth2 token is due for renewal: log in again with a new one.
+    RenewToken,
+}
+
 /// The inbox watcher task.
 #[derive(Debug, Clone)]
 pub struct Inbox {
@@ -102,6 +114,8 @@ pub struct Inbox {
     store: SharedStore,
     processor: Arc<Processor>,
     status: crate::daemon::StatusBoard,
+    /// With `auth = "xoauth2"`: where IMAP's access tokens come from.
+    tokens: Option<Arc<crate::oauth::TokenProvider>>,
 }
 
 impl Inbox {
@@ -111,7 +125,12 @@ impl Inbox {
         processor: Arc<Processor>,
         status: crate::daemon::StatusBoard,
     ) -> Self {
-        Self { config, store, processor, status }
+        Self { config, store, processor, status, tokens: None }
+    }
+
+    pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// Runs until `shutdown` is cancelled. Never returns an error: every failure is logged
@@ -123,14 +142,22 @@ impl Inbox {
         while !shutdown.is_cancelled() {
             self.status.set(ImapState::Connecting, None).await;
             let connected = tokio::select! {
-                c = connection::connect(&self.config.imap) => c,
+                c = connection::connect(&self.config.imap, self.tokens.as_deref()) => c,
                 () = shutdown.cancelled() => break,
             };
             let delay = match connected {
-                Ok((session, idle)) => {
+                Ok(Connected { session, idle, token }) => {
                     auth_backoff.reset();
-                    match self.session(session, idle, &shutdown, &mut backoff, &mut attempts).await {
-                        Ok(()) => break,
+                    let renew_at = token.and_then(|t| t.session_deadline(Utc::now()));
+                    match self.session(session, idle, renew_at, &shutdown, &mut backoff, &mut attempts).await
+                    {
+                        Ok(SessionEnd::Shutdown) => break,
+                        Ok(SessionEnd::RenewToken) => {
+                            tracing::info!(
+                                "The IMAP access token is due for renewal; logging in again with a new one"
+                            );
+                            continue;
+                        }
                         Err(e) => {
                             tracing::warn!("Inbox sync stopped, will reconnect and resume: {e:#}");
                             self.status.set(ImapState::Down, Some(format!("{e:#}"))).await;
@@ -139,10 +166,17 @@ impl Inbox {
                     }
                 }
                 Err(ConnectError::Auth(e)) => {
-                    tracing::error!(
-                        "IMAP login refused for {}: {e:#}. Check the username and password (or token); retrying slowly",
-                        self.config.imap.username
-                    );
+                    if e.downcast_ref::<crate::oauth::OAuthError>().is_some() {
+                        tracing::error!(
+                            "IMAP cannot log in to {}: {e:#}; retrying slowly",
+                            self.config.imap.username
+                        );
+                    } else {
+                        tracing::error!(
+                            "IMAP login refused for {}: {e:#}. Check the username and password (or token); retrying slowly",
+                            self.config.imap.username
+                        );
+                    }
                     self.status.set(ImapState::AuthFailed, Some(format!("{e:#}"))).await;
                     if auth_backoff.attempt == 0 {
                         self.alert_login_refused(&format!("{e:#}")).await;
@@ -168,6 +202,14 @@ impl Inbox {
     /// read, since approaches go unlogged until someone fixes the credentials.
     async fn alert_login_refused(&self, error: &str) {
         let imap = &self.config.imap;
+        let what_to_check = match imap.auth.oauth() {
+            Some(o) => format!(
+                "Sign-in uses OAuth2 ({}{}). The error above says which step failed and what to change.",
+                o.flow_name(),
+                o.client_id().map(|c| format!(", app {c}")).unwrap_or_default()
+            ),
+            None => "Please check the mailbox password.".to_string(),
+        };
         let draft = crate::outbox::Draft {
             kind: "system_alert",
             request_id: None,
@@ -175,7 +217,7 @@ impl Inbox {
             reply_to: None,
             subject: format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
             text: format!(
-                "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\nPlease ask whoever looks after gatehouse to check the mailbox password (or app registration) and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime.\n",
+                "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\n{what_to_check}\n\nPlease ask whoever looks after gatehouse to fix it and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime.\n",
                 imap.username, imap.host, imap.port
             ),
             html: None,
@@ -196,15 +238,19 @@ impl Inbox {
         }
     }
 
-    /// One connected session: sync, wait for news, sync again… Returns `Ok` only on shutdown.
+    /// One connected session: sync, wait for news, sync again… Returns `Ok` on shutdown, or
+    /// when the OAuth2 token is due for renewal at `renew_at`.
     async fn session(
         &self,
         mut session: Session,
         server_idle: bool,
+        renew_at: Option<chrono::DateTime<Utc>>,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
         attempts: &mut HashMap<i64, u32>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<SessionEnd> {
+        // How long this session may still wait for news before its token is due.
+        let left = || renew_at.map(|r| (r - Utc::now()).to_std().unwrap_or_default());
         let imap = &self.config.imap;
         let use_idle = imap.idle && server_idle;
         if imap.idle && !server_idle {
@@ -240,16 +286,21 @@ impl Inbox {
             }
             if shutdown.is_cancelled() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
-                return Ok(());
+                return Ok(SessionEnd::Shutdown);
+            }
+            if left().is_some_and(|l| l.is_zero()) {
+                let _ = tokio::time::timeout(imap.timeout, session.logout()).await;
+                return Ok(SessionEnd::RenewToken);
             }
 
             if use_idle {
                 self.status.set(ImapState::Idle, None).await;
                 let mut handle = session.idle();
                 timed(imap.timeout, "IDLE refused", handle.init()).await?;
-                let (wait, stop) = handle.wait_with_timeout(IDLE_REISSUE);
+                let wait_for = left().map_or(IDLE_REISSUE, |l| l.min(IDLE_REISSUE));
+                let (wait, stop) = handle.wait_with_timeout(wait_for);
                 let outcome = tokio::select! {
-                    r = tokio::time::timeout(IDLE_REISSUE, wait) => Some(r),
+                    r = tokio::time::timeout(wait_for + Duration::from_secs(5), wait) => Some(r),
                     () = shutdown.cancelled() => None,
                 };
                 drop(stop);
@@ -259,12 +310,13 @@ impl Inbox {
                 session = timed(imap.timeout, "Cannot end IDLE", handle.done()).await?;
                 if shutdown.is_cancelled() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
-                    return Ok(());
+                    return Ok(SessionEnd::Shutdown);
                 }
             } else {
                 self.status.set(ImapState::Polling, None).await;
+                let wait_for = left().map_or(imap.poll_interval, |l| l.min(imap.poll_interval));
                 tokio::select! {
-                    () = tokio::time::sleep(imap.poll_interval) => {}
+                    () = tokio::time::sleep(wait_for) => {}
                     () = shutdown.cancelled() => {}
                 }
                 timed(imap.timeout, "NOOP failed", session.noop()).await?;

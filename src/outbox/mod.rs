@@ -182,6 +182,9 @@ pub fn retry_delay(initial: Duration, attempts: i64) -> chrono::Duration {
     chrono::Duration::seconds(secs)
 }
 
+/// The pooled transport, and the serial of the OAuth2 token it logs in with.
+type SharedTransport = tokio::sync::Mutex<Option<(crate::mail::Transport, Option<u64>)>>;
+
 /// The task that delivers the outbox.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -190,12 +193,19 @@ pub struct Sender {
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     composer: Composer,
+    /// With `auth = "xoauth2"`: where SMTP's access tokens come from.
+    tokens: Option<Arc<crate::oauth::TokenProvider>>,
 }
 
 impl Sender {
     pub fn new(config: Arc<Config>, store: SharedStore, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
         let composer = Composer::new(config.clone());
-        Self { config, store, clock, wake, composer }
+        Self { config, store, clock, wake, composer, tokens: None }
+    }
+
+    pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -206,7 +216,7 @@ impl Sender {
             }
             Err(e) => tracing::error!("{e:#}"),
         }
-        let transport: tokio::sync::Mutex<Option<crate::mail::Transport>> = tokio::sync::Mutex::new(None);
+        let transport: SharedTransport = tokio::sync::Mutex::new(None);
         // Sends run in parallel, but their bookkeeping goes to the database one at a time,
         // so the sender never holds more than one connection waiting for the write lock.
         let bookkeeping = tokio::sync::Mutex::new(());
@@ -259,43 +269,96 @@ impl Sender {
     async fn deliver(
         &self,
         item: &OutboxItem,
-        shared: &tokio::sync::Mutex<Option<crate::mail::Transport>>,
+        shared: &SharedTransport,
         bookkeeping: &tokio::sync::Mutex<()>,
     ) -> anyhow::Result<()> {
         let now = self.clock.now();
-        // Clones share one connection pool; a failure drops it so the next send reconnects
-        // (and re-reads the password).
-        let t = {
-            let mut guard = shared.lock().await;
-            if guard.is_none() {
-                match crate::mail::transport(&self.config.smtp) {
-                    Ok(t) => *guard = Some(t),
-                    Err(e) => return self.temporary(item, now, &format!("{e:#}")).await,
-                }
-            }
-            match guard.as_ref() {
-                Some(t) => t.clone(),
-                None => return Ok(()),
-            }
-        };
-        let reset = || async { *shared.lock().await = None };
         let envelope = Envelope::new(
             Some(item.envelope_from.parse().context("Bad envelope sender")?),
             item.recipients.iter().map(|r| r.parse()).collect::<Result<_, _>>().context("Bad recipient")?,
         )
         .context("Bad envelope")?;
-        let limit = self.config.smtp.timeout * 2;
+        let mut token = match &self.tokens {
+            Some(tokens) => match tokens.token().await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    if !e.transient {
+                        tracing::error!("SMTP cannot log in: {e}");
+                    }
+                    return self.temporary(item, now, &e.to_string()).await;
+                }
+            },
+            None => None,
+        };
         {
             let _guard = bookkeeping.lock().await;
             self.store.mark_in_flight(item.id).await?;
         }
-        let sent = tokio::time::timeout(limit, t.send_raw(&envelope, &item.raw)).await;
+        let mut renewed = false;
+        let limit = self.config.smtp.timeout * 2;
+        let sent = loop {
+            // Clones share one connection pool; a failure or a new token drops it so the next
+            // send reconnects (and re-reads the password, or logs in with the new token).
+            let t = {
+                let mut guard = shared.lock().await;
+                let serial = token.as_ref().map(|t| t.serial);
+                if guard.as_ref().is_none_or(|(_, s)| *s != serial) {
+                    match crate::mail::transport(&self.config.smtp, token.as_ref()) {
+                        Ok(t) => *guard = Some((t, serial)),
+                        Err(e) => {
+                            drop(guard);
+                            let _guard = bookkeeping.lock().await;
+                            return self.temporary(item, now, &format!("{e:#}")).await;
+                        }
+                    }
+                }
+                match guard.as_ref() {
+                    Some((t, _)) => t.clone(),
+                    None => return Ok(()),
+                }
+            };
+            let sent = tokio::time::timeout(limit, t.send_raw(&envelope, &item.raw)).await;
+            match (&sent, &self.tokens, &token) {
+                (Ok(Err(e)), Some(tokens), Some(refused)) if crate::mail::is_auth_failure(e) && !renewed => {
+                    // The token may have been revoked early: renew it and try once more now.
+                    *shared.lock().await = None;
+                    tracing::info!("The SMTP server refused the OAuth2 access token; getting a new one");
+                    match tokens.renew(refused).await {
+                        Ok(t) => token = Some(t),
+                        Err(e) => {
+                            let _guard = bookkeeping.lock().await;
+                            return self.temporary(item, now, &e.to_string()).await;
+                        }
+                    }
+                    renewed = true;
+                }
+                _ => break sent,
+            }
+        };
         let _guard = bookkeeping.lock().await;
+        let reset = || async { *shared.lock().await = None };
         match sent {
             Ok(Ok(_)) => {
                 self.store.mark_sent(item.id, self.clock.now()).await?;
                 tracing::info!("Sent {} to {} ({})", item.kind, item.recipients.join(", "), item.subject);
                 Ok(())
+            }
+            Ok(Err(e)) if crate::mail::is_auth_failure(&e) => {
+                // The login, not the email, is at fault: keep it queued until it is fixed.
+                reset().await;
+                let why = match (self.config.smtp.auth.as_ref().and_then(crate::config::Auth::oauth), renewed)
+                {
+                    (Some(settings), true) => crate::oauth::mailbox_permission_error(
+                        settings,
+                        "SMTP AUTH",
+                        self.config.smtp.username.as_deref().unwrap_or_default(),
+                        &format!("{}:{}", self.config.smtp.host, self.config.smtp.port),
+                    )
+                    .to_string(),
+                    _ => "check the SMTP username and password".to_string(),
+                };
+                tracing::error!("The SMTP server refused gatehouse's login: {e}. {why}");
+                self.temporary(item, now, &format!("SMTP login refused: {e}; {why}")).await
             }
             Ok(Err(e)) if e.is_permanent() => {
                 reset().await;

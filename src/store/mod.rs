@@ -423,6 +423,9 @@ pub trait Tx: Send {
         at: DateTime<Utc>,
     ) -> anyhow::Result<()>;
     async fn add_priority(&mut self, request_id: i64, key: &str) -> anyhow::Result<()>;
+    /// Sets `key` whatever it held (e.g. when a daily warning last went, written in the
+    /// same transaction as the warning itself).
+    async fn set_meta(&mut self, key: &str, value: &str) -> anyhow::Result<()>;
     async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> anyhow::Result<()>;
     /// Records a once-only mailing; false if it was already recorded (nothing written).
     async fn record_summary(

@@ -893,6 +893,18 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn set_meta(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *self.tx)
+        .await
+        .context("Cannot write meta")?;
+        Ok(())
+    }
+
     async fn add_priority(&mut self, request_id: i64, key: &str) -> anyhow::Result<()> {
         sqlx::query(
             r#"

@@ -30,6 +30,8 @@ pub struct Stack {
     pub submission_port: u16,
     pub ca_file: PathBuf,
     pub script: PathBuf,
+    /// The OAuth2 stand-in (token + introspection endpoint Dovecot checks XOAUTH2 against).
+    pub oauth_url: String,
 }
 
 static STACK: OnceLock<Stack> = OnceLock::new();
@@ -56,6 +58,7 @@ pub fn stack() -> &'static Stack {
             smtp_port: get("GATEHOUSE_SMTP_PORT").parse().unwrap(),
             submission_port: get("GATEHOUSE_SUBMISSION_PORT").parse().unwrap(),
             ca_file: PathBuf::from(get("GATEHOUSE_MAIL_CA_FILE")),
+            oauth_url: get("GATEHOUSE_OAUTH_URL"),
             script,
         }
     })

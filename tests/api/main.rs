@@ -9,6 +9,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod inbox;
+mod oauth;
 mod outbox;
 mod security;
 mod summary;

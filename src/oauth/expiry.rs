@@ -1,0 +1,139 @@
+//! Warnings before a client secret expires.
+//!
+//! Entra ID client secrets last at most two years, and when one lapses gatehouse silently
+//! stops reading the shared mailbox. The operator writes the expiry date in the config
+//! (`secret_expires`); from `secret_expires_warn_days` (14) days before it, once a day, the
+//! log and the gatekeepers are told. When the last warning went is kept in the database, so
+//! restarts neither repeat it the same day nor skip a day.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::store::SharedStore;
+
+/// A secret that is due a warning today.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub section: &'static str,
+    pub client_id: String,
+    pub expires: NaiveDate,
+    /// Negative once it has expired.
+    pub days_left: i64,
+}
+
+impl Due {
+    pub fn describe(&self) -> String {
+        let when = match self.days_left {
+            d if d < 0 => format!("expired on {} ({} days ago)", self.expires, -d),
+            0 => format!("expires today ({})", self.expires),
+            1 => format!("expires tomorrow ({})", self.expires),
+            d => format!("expires on {} (in {d} days)", self.expires),
+        };
+        format!("The OAuth2 client secret of app {} ([{}]) {when}", self.client_id, self.section)
+    }
+}
+
+/// Secrets within their warning window on `today`.
+pub fn due(config: &Config, today: NaiveDate) -> Vec<Due> {
+    config
+        .oauth_sections()
+        .into_iter()
+        .filter_map(|(section, settings)| {
+            let expires = settings.secret_expires?;
+            let days_left = (expires - today).num_days();
+            (days_left <= i64::from(settings.secret_expires_warn_days)).then(|| Due {
+                section,
+                client_id: settings.client_id().unwrap_or("(token command)").to_string(),
+                expires,
+                days_left,
+            })
+        })
+        .collect()
+}
+
+/// Logs and emails today's warnings that have not gone yet. Returns how many went.
+pub async fn warn_once_a_day(
+    config: &Arc<Config>,
+    store: &SharedStore,
+    clock: &dyn Clock,
+) -> anyhow::Result<usize> {
+    let today = clock.now().with_timezone(&config.service.timezone).date_naive();
+    let mut sent = 0;
+    for d in due(config, today) {
+        let key = format!("oauth2_secret_warned:{}:{}", d.section, d.expires);
+        if store.get_meta(&key).await?.as_deref() == Some(today.to_string().as_str()) {
+            continue;
+        }
+        let what = d.describe();
+        if d.days_left < 0 {
+            tracing::error!(
+                "{what}: gatehouse cannot get new tokens. Create a new secret and set secret_expires"
+            );
+        } else {
+            tracing::warn!("{what}: create a new secret before then and set secret_expires");
+        }
+        let draft = Draft {
+            kind: "system_alert",
+            request_id: None,
+            to: config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            reply_to: None,
+            subject: if d.days_left < 0 {
+                "gatehouse's access to the shared mailbox has expired".to_string()
+            } else {
+                format!("gatehouse's access to the shared mailbox expires in {} day(s)", d.days_left.max(0))
+            },
+            text: format!(
+                "{what}.\n\nWithout it gatehouse cannot read the shared mailbox {mailbox} or send mail, so approaches would go unlogged and unanswered.\n\nPlease ask whoever looks after gatehouse to:\n  1. In the Microsoft Entra admin centre, App registrations → {client} → Certificates & secrets: add a new client secret.\n  2. Put its Value where the config's client_secret_env / client_secret_file says, and set secret_expires = \"<the new expiry date>\" in [{section}].\n  3. Restart gatehouse and run `gatehouse check`.\n\nThis reminder comes once a day until then.\n",
+                mailbox = config.imap.username,
+                client = d.client_id,
+                section = d.section,
+            ),
+            html: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: AutoSubmitted::Generated,
+            attachments: Vec::new(),
+        };
+        let mail = Composer::new(config.clone()).compose(&draft)?;
+        let mut tx = store.begin().await?;
+        tx.enqueue(&mail, clock.now()).await?;
+        tx.set_meta(&key, &today.to_string()).await?;
+        tx.commit().await?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = crate::config::tests::VALID
+            .replace("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "auth = \"xoauth2\"\n")
+            .replace("[smtp]", &format!("[imap.oauth2]\nflow = \"client_credentials\"\ntenant = \"t\"\nclient_id = \"app-1\"\nclient_secret_env = \"S\"\n{extra}\n[smtp]"));
+        Config::parse(&text, std::path::Path::new("/etc/gatehouse/gatehouse.toml")).unwrap()
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn warnings_start_the_configured_number_of_days_before() {
+        let c = config("secret_expires = \"2026-06-30\"");
+        assert!(due(&c, day("2026-06-15")).is_empty());
+        let d = due(&c, day("2026-06-16"));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].days_left, 14);
+        assert!(d[0].describe().contains("in 14 days"), "{}", d[0].describe());
+        assert!(due(&c, day("2026-07-02"))[0].describe().contains("2 days ago"));
+        let c = config("secret_expires = \"2026-06-30\"\nsecret_expires_warn_days = 30");
+        assert_eq!(due(&c, day("2026-05-31")).len(), 1);
+        assert!(due(&config(""), day("2026-06-30")).is_empty());
+    }
+}
