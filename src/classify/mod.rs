@@ -131,7 +131,7 @@ pub struct Context<'a> {
 pub struct ParseError(String);
 
 impl ParseError {
-    fn new(reason: impl Into<String>) -> Self {
+    pub fn new(reason: impl Into<String>) -> Self {
         Self(reason.into())
     }
 
@@ -166,21 +166,34 @@ const PARSER_STACK: usize = 32 << 20;
 /// Err rather than unwinding into the caller. It is CPU-bound: call it from
 /// `spawn_blocking` in async code.
 pub fn parse(raw: &[u8], ctx: &Context<'_>) -> Result<Parsed, ParseError> {
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Err(ParseError::new("the message is empty"));
-    }
+    parse_many(&[raw], ctx).pop().unwrap_or_else(|| Err(ParseError::new("nothing was parsed")))
+}
+
+/// [`parse`] for several messages, on one thread: starting a thread per message cost more
+/// than parsing most of them (a backlog is parsed a group at a time).
+pub fn parse_many(raws: &[&[u8]], ctx: &Context<'_>) -> Vec<Result<Parsed, ParseError>> {
+    let all = || raws.iter().map(|raw| parse_guarded(raw, ctx)).collect::<Vec<_>>();
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("gatehouse-classify".to_string())
             .stack_size(PARSER_STACK)
-            .spawn_scoped(scope, || parse_here(raw, ctx));
+            .spawn_scoped(scope, all);
         match worker {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|_| Err(ParseError::new("the mail parser failed on this message"))),
-            Err(_) => parse_here(raw, ctx),
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                raws.iter().map(|_| Err(ParseError::new("the mail parser failed on this message"))).collect()
+            }),
+            Err(_) => all(),
         }
     })
+}
+
+/// One message, a panic in the parser caught and reported as unparseable.
+fn parse_guarded(raw: &[u8], ctx: &Context<'_>) -> Result<Parsed, ParseError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ParseError::new("the message is empty"));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_here(raw, ctx)))
+        .unwrap_or_else(|_| Err(ParseError::new("the mail parser failed on this message")))
 }
 
 fn parse_here(raw: &[u8], ctx: &Context<'_>) -> Result<Parsed, ParseError> {

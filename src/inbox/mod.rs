@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterProcessing, Backlog, Config};
-use crate::requests::{Checkpoint, Processor};
+use crate::requests::{Checkpoint, ParseResult, Processor};
 use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
 use connection::{ConnectError, Connected, Session, timed};
 
@@ -451,15 +451,21 @@ impl Inbox {
             }
             tracing::debug!("Taking {} message(s) in one transaction", group.len());
             let saved = self.store_raw(job, &group).await?;
+            // Parsed only once stored: a message that could crash the parser is kept.
+            let raws = group.iter_mut().map(|m| std::mem::take(&mut m.raw)).collect();
+            let (raws, parsed) = self.processor.parse_group(raws).await;
+            for (m, raw) in group.iter_mut().zip(raws) {
+                m.raw = raw;
+            }
 
             let mut tx = self.store.begin().await?;
             let mut new_uids = Vec::new();
             let mut failure = None;
             // The checkpoint moves once per group, past the last message taken.
             let mut last_taken = None;
-            for (m, saved) in group.iter().zip(saved) {
+            for ((m, saved), parsed) in group.iter().zip(saved).zip(&parsed) {
                 let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
-                match self.take(&mut *tx, m, saved, log_only, attempts).await {
+                match self.take(&mut *tx, m, saved, parsed.as_ref(), log_only, attempts).await {
                     Ok(new) => {
                         last_taken = Some(m.uid);
                         if new {
@@ -590,6 +596,7 @@ impl Inbox {
         tx: &mut dyn Tx,
         m: &Arrived,
         saved: RawSaved,
+        parsed: Option<&ParseResult>,
         log_only: bool,
         attempts: &mut HashMap<i64, u32>,
     ) -> Result<bool, Failure> {
@@ -598,7 +605,7 @@ impl Inbox {
             RawSaved::Known { processed: true, .. } => return Ok(false),
         };
         tx.savepoint().await.map_err(Failure::Storage)?;
-        let result = self.processor.process(tx, id, &m.raw, log_only, m.internal_date).await;
+        let result = self.processor.process(tx, id, &m.raw, parsed, log_only, m.internal_date).await;
         let e = match result {
             Ok(_) => {
                 tx.release_savepoint().await.map_err(Failure::Storage)?;

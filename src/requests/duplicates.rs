@@ -48,8 +48,20 @@ impl Duplicates {
         Self::default()
     }
 
+    /// Keeps a new request's text, so the approaches after it need not read it back.
+    pub fn remember(&self, token: &str, subject: &str, fingerprint: Fingerprint) {
+        let text = Known { subject_key: classify::normalise_subject(subject), fingerprint };
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= CACHE_LIMIT {
+            known.clear();
+        }
+        known.insert(token.to_string(), Arc::new(text));
+    }
+
     /// Looks among the requester's and the organisation's requests since `since` (and any
-    /// still open) for the one that reads most like `subject` and `fingerprint`.
+    /// still open) for the one that reads most like `subject` and `fingerprint`. The
+    /// `earlier` ones are read only when `with_earlier` (a notification will show them).
+    #[allow(clippy::too_many_arguments)]
     pub async fn find(
         &self,
         tx: &mut dyn Tx,
@@ -58,6 +70,7 @@ impl Duplicates {
         since: DateTime<Utc>,
         subject: &str,
         fingerprint: &Fingerprint,
+        with_earlier: bool,
     ) -> anyhow::Result<Found> {
         let recent = tx.recent_requests(requester, organisation, since).await?;
         if recent.is_empty() {
@@ -115,8 +128,9 @@ impl Duplicates {
             }
         }
         let best = best.map(|(_, id)| id);
+        let shown = if with_earlier { EARLIER_SHOWN } else { 0 };
         let mut wanted: Vec<i64> =
-            recent.iter().map(|(id, _)| *id).filter(|id| Some(*id) != best).take(EARLIER_SHOWN).collect();
+            recent.iter().map(|(id, _)| *id).filter(|id| Some(*id) != best).take(shown).collect();
         wanted.extend(best);
         let mut shown = tx.candidates(&wanted).await?;
         let probable = best.and_then(|b| shown.iter().position(|c| c.id == b)).map(|i| shown.remove(i));

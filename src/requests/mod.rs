@@ -5,7 +5,6 @@
 //! outcome and the inbox checkpoint — is written in one transaction, so a crash at any
 //! point either applied all of it or none of it, and the message is simply processed again.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -33,6 +32,9 @@ pub struct Checkpoint {
     pub uidvalidity: u32,
     pub uid: u32,
 }
+
+/// What parsing made of a message.
+pub type ParseResult = Result<Parsed, classify::ParseError>;
 
 /// How far back a closed request still counts as "recent" for duplicate detection.
 const DUPLICATE_LOOKBACK_DAYS: i64 = 180;
@@ -97,50 +99,56 @@ impl Processor {
         tx.finish_message(id, &outcome, self.clock.now()).await
     }
 
-    /// Processes the stored message `id` (whose bytes are `raw`) inside `tx`, which the
-    /// caller commits together with the checkpoint (the inbox commits several messages at a
-    /// time); then call [`Processor::committed`]. `log_only` is set for the backlog found at first start:
-    /// logged as requests, never answered.
+    /// Parses a group of messages, on a thread of its own (CPU work, off the async workers;
+    /// one thread for the group, since starting one per message cost more than parsing
+    /// most of them). A message over `max_message_bytes` is not parsed: `None`.
+    pub async fn parse_group(&self, raws: Vec<Vec<u8>>) -> (Vec<Vec<u8>>, Vec<Option<ParseResult>>) {
+        let own = self.own_addresses.clone();
+        let domain = self.config.smtp.from.address.domain().to_string();
+        let limit = self.config.imap.max_message_bytes;
+        let count = raws.len();
+        let job = tokio::task::spawn_blocking(move || {
+            let ctx = classify::Context { own_addresses: &own, own_message_id_domain: Some(&domain) };
+            let wanted: Vec<&[u8]> = raws.iter().filter(|r| r.len() <= limit).map(Vec::as_slice).collect();
+            let mut parsed = classify::parse_many(&wanted, &ctx).into_iter();
+            let results = raws.iter().map(|r| if r.len() <= limit { parsed.next() } else { None }).collect();
+            (raws, results)
+        });
+        match job.await {
+            Ok(done) => done,
+            // The parser's own thread catches its panics; this is the blocking pool failing.
+            Err(e) => {
+                let why = format!("the mail parser could not run: {e}");
+                (Vec::new(), (0..count).map(|_| Some(Err(classify::ParseError::new(why.clone())))).collect())
+            }
+        }
+    }
+
+    /// Processes the stored message `id` (whose bytes are `raw`, and `parsed` what
+    /// [`Processor::parse_group`] made of them) inside `tx`, which the caller commits
+    /// together with the checkpoint (the inbox commits several messages at a time); then
+    /// call [`Processor::committed`]. `log_only` is set for the backlog found at first
+    /// start: logged as requests, never answered.
     pub async fn process(
         &self,
         tx: &mut dyn Tx,
         id: i64,
         raw: &[u8],
+        parsed: Option<&ParseResult>,
         log_only: bool,
         internal_date: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Classification> {
-        if raw.len() > self.config.imap.max_message_bytes {
+        let Some(parsed) = parsed else {
             return self.oversized(tx, id, raw, internal_date).await;
-        }
-        let now = self.clock.now();
-        let own: Vec<String> = self.own_addresses.clone();
-        let domain = self.config.smtp.from.address.domain().to_string();
-        let bytes = raw.to_vec();
-        // Parsing is CPU work: off the async workers. A panic in it (mail-parser is not
-        // supposed to, but) is caught and the message logged as unparseable.
-        let parsed = tokio::task::spawn_blocking(move || {
-            let ctx = classify::Context { own_addresses: &own, own_message_id_domain: Some(&domain) };
-            std::panic::catch_unwind(AssertUnwindSafe(|| classify::parse(&bytes, &ctx)))
-        })
-        .await
-        .unwrap_or_else(|e| Err(Box::new(e.to_string())));
-        let classification = match parsed {
-            Ok(Ok(parsed)) => {
-                self.apply(tx, id, &parsed, raw, log_only, internal_date.unwrap_or(now)).await?
-            }
-            Ok(Err(e)) => {
-                self.unparseable(tx, id, &e.to_string(), internal_date).await?;
-                Classification::Unparseable
-            }
-            Err(_) => {
-                tracing::error!(
-                    "The mail parser panicked on message {id}; it is kept raw and logged as unparseable"
-                );
-                self.unparseable(tx, id, "the mail parser crashed on this message", internal_date).await?;
-                Classification::Unparseable
-            }
         };
-        Ok(classification)
+        let now = self.clock.now();
+        match parsed {
+            Ok(parsed) => self.apply(tx, id, parsed, raw, log_only, internal_date.unwrap_or(now)).await,
+            Err(e) => {
+                self.unparseable(tx, id, &e.to_string(), internal_date).await?;
+                Ok(Classification::Unparseable)
+            }
+        }
     }
 
     /// Tells the outbox that a transaction holding new emails was committed.
@@ -441,6 +449,7 @@ impl Processor {
                 now - chrono::Duration::days(DUPLICATE_LOOKBACK_DAYS),
                 &subject,
                 &fingerprint,
+                !log_only,
             )
             .await?;
         let probable = found.probable.as_ref();
@@ -469,6 +478,7 @@ impl Processor {
                 answer: !log_only,
             })
             .await?;
+        self.duplicates.remember(&token, &subject, fingerprint);
         let detail = match &via {
             Some(v) => format!("Approach from {requester}, forwarded by {v}"),
             None => format!("Approach from {requester}"),

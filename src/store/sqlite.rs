@@ -26,6 +26,9 @@ use crate::domain::{Classification, Decision, Status};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const MAX_CONNECTIONS: u32 = 10;
+/// Page cache of the writing connection: the indexes a backlog keeps touching stay in
+/// memory (SQLite's default is 2 MiB).
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
 /// How many earlier requests a new approach is compared with: the newest from the same
 /// requester and organisation.
 const DUPLICATE_CANDIDATES: i64 = 200;
@@ -36,6 +39,11 @@ pub const FILE_NAME: &str = "gatehouse.db";
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection write transactions use. SQLite lets one writer in at a time
+    /// anyway, and a connection's page cache is thrown away whenever another connection
+    /// has written: writing through one connection keeps it warm (a backlog read its pages
+    /// back from the file for every message otherwise).
+    writer: SqlitePool,
     path: PathBuf,
 }
 
@@ -60,11 +68,18 @@ impl SqliteStore {
         // sender, heartbeat and schedules each hold at most one connection).
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("Cannot open the database {}", path.display()))?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.pragma("cache_size", format!("-{}", WRITER_CACHE_KIB)))
             .await
             .with_context(|| format!("Cannot open the database {}", path.display()))?;
         restrict_file(path);
-        Ok(Self { pool, path: path.to_path_buf() })
+        Ok(Self { pool, writer, path: path.to_path_buf() })
     }
 }
 
@@ -607,7 +622,7 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.context("Cannot start a transaction")?;
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.context("Cannot start a transaction")?;
         Ok(Box::new(SqliteTx { tx }))
     }
 }
