@@ -236,6 +236,9 @@ impl PrivateStack {
         for (name, port) in ["IMAP", "IMAPS", "SMTP", "SUBMISSION"].iter().zip(&ports) {
             env.push((format!("GATEHOUSE_{name}_PORT"), port.to_string()));
         }
+        // `up` after a fault waits for every port to greet; on a loaded machine that can take
+        // longer than the default 30 s.
+        env.push(("GATEHOUSE_MAIL_WAIT".to_string(), "120".to_string()));
         // Leaked: TestApp holds `&'static Stack`; one small struct per test that needs it.
         let stack: &'static Stack = Box::leak(Box::new(Stack::up_with(env)));
         PrivateStack { stack, state }
