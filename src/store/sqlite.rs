@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection as _, Row, Sqlite, Transaction};
 
 use super::{
     Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing, NewRawMessage,
@@ -55,6 +55,17 @@ impl SqliteStore {
         // sender, heartbeat and schedules each hold at most one connection).
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // A COMMIT that fails on a full disk is rolled back by SQLite itself; sqlx still
+            // counts the transaction open, its ROLLBACK on drop then fails, and the pooled
+            // connection refused every later BEGIN ("non-zero transaction depth"), so messages
+            // were given up as unparseable. Run the queued rollback now and close a connection
+            // that still thinks it is in a transaction.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(options)
             .await
             .with_context(|| format!("Cannot open the database {}", path.display()))?;
@@ -1087,5 +1098,27 @@ impl Tx for SqliteTx {
     async fn commit(self: Box<Self>) -> anyhow::Result<()> {
         self.tx.commit().await.context("Cannot commit")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_commit_sqlite_already_rolled_back_leaves_no_broken_connection_in_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            // SQLite ends the transaction itself, as it does when a COMMIT hits a full disk;
+            // sqlx does not know, so its COMMIT and then its ROLLBACK fail.
+            sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+            assert!(tx.commit().await.is_err());
+        }
+        for _ in 0..MAX_CONNECTIONS * 2 {
+            let tx = store.pool.begin_with("BEGIN IMMEDIATE").await.expect("a usable connection");
+            tx.rollback().await.unwrap();
+        }
     }
 }
