@@ -258,7 +258,10 @@ impl PrivateStack {
 impl Drop for PrivateStack {
     fn drop(&mut self) {
         let _ = self.stack.command().arg("down").output();
-        let _ = &self.state;
+        // The short socket folder lives outside the state folder (Unix socket paths are
+        // limited), named by the state path's hash.
+        let _ = std::fs::read_to_string(self.state.path().join("state/sockdir"))
+            .map(|dir| std::fs::remove_dir_all(dir.trim()));
     }
 }
 
