@@ -48,6 +48,8 @@ const CASES: &[&str] = &[
     "bounce-text-failures-10mb",
     "bounce-text-message-ids-10mb",
     "bounce-dsn-recipients-10mb",
+    "invalid-utf8-10mb",
+    "invalid-utf8-headers-10k",
 ];
 
 fn main() {
@@ -307,6 +309,40 @@ fn build(name: &str) -> Vec<u8> {
                     raw.extend_from_slice(b"--r--\r\n");
                 }
             }
+        }
+        "invalid-utf8-10mb" => {
+            // Undeclared 8-bit bytes and broken UTF-8 in the name, subject, boundary, file
+            // name and bodies, and charsets that lie; the text part is 10 MB of such bytes.
+            raw = b"From: J\xffo \xc3 Bl\xe9ggs \xe2\x82 <jo@icb.test>\r\nTo: gp-access@gatehouse.test\r\n\
+                    Subject: Caf\xe9 \xf0\x28\x8c\x28 =?utf-8?B?/w==?= \xed\xa0\x80\r\nMIME-Version: 1.0\r\n\
+                    Content-Type: multipart/mixed; boundary=\"\xfe\xff\"\r\n\r\n\
+                    --\xfe\xff\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                .to_vec();
+            let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+            while raw.len() < 10_000_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Mostly high bytes (lone continuations, overlong and surrogate starts), some
+                // line breaks so it is still lines.
+                let b = (state & 0xff) as u8;
+                raw.push(if b < 8 { b'\n' } else { b | 0x80 });
+            }
+            raw.extend_from_slice(
+                b"\r\n--\xfe\xff\r\nContent-Type: text/html; charset=iso-2022-jp\r\n\r\n\
+                  <p>\x1b$B\xff\xff\x1b(B \x80\x81</p>\r\n\
+                  --\xfe\xff\r\nContent-Type: application/pdf; name=\"r\xe9sum\xe9\xff.pdf\"\r\n\
+                  Content-Transfer-Encoding: base64\r\n\r\n\xff\xfe!!notbase64\r\n--\xfe\xff--\r\n",
+            );
+        }
+        "invalid-utf8-headers-10k" => {
+            for i in 0..10_000 {
+                raw.extend_from_slice(format!("X-Header-{i}: ").as_bytes());
+                raw.extend_from_slice(b"\xc3\x28 \xa0\xa1 \xe2\x28\xa1 \xf0\x90\x28\xbc \xff\r\n");
+            }
+            raw.extend_from_slice(
+                b"Subject: \xff\xfe\xfd\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\n\xff\r\n",
+            );
         }
         other => panic!("unknown case {other}; one of {CASES:?} or all"),
     }

@@ -292,6 +292,21 @@ impl Inbox {
                 let _ = tokio::time::timeout(imap.timeout, session.logout()).await;
                 return Ok(SessionEnd::RenewToken);
             }
+            // Mail that arrived during the sync was announced then (an untagged EXISTS in the
+            // middle of a FETCH), and IDLE never announces it again: it would wait for the next
+            // arrival. So look again until a sync finds nothing and nothing was announced.
+            let announced = std::iter::from_fn(|| session.unsolicited_responses.try_recv().ok())
+                .filter(|r| {
+                    matches!(
+                        r,
+                        async_imap::types::UnsolicitedResponse::Exists(_)
+                            | async_imap::types::UnsolicitedResponse::Recent(_)
+                    )
+                })
+                .count();
+            if processed > 0 || announced > 0 {
+                continue;
+            }
 
             if use_idle {
                 self.status.set(ImapState::Idle, None).await;

@@ -50,7 +50,9 @@ pub fn is_storage_trouble(e: &anyhow::Error) -> bool {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed,
+            | sqlx::Error::WorkerCrashed
+            // A connection left in a transaction by a failed COMMIT: not the message's fault.
+            | sqlx::Error::InvalidSavePointStatement,
         ) => true,
         Some(sqlx::Error::Database(db)) => {
             // SQLite primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, IOERR 10,
@@ -437,4 +439,15 @@ pub trait Tx: Send {
         at: DateTime<Utc>,
     ) -> anyhow::Result<bool>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connection_stuck_in_a_transaction_is_storage_trouble_not_the_messages_fault() {
+        let stuck =
+            anyhow::Error::new(sqlx::Error::InvalidSavePointStatement).context("Cannot start a transaction");
+        assert!(super::is_storage_trouble(&stuck));
+        assert!(!super::is_storage_trouble(&anyhow::anyhow!("Bad recipient")));
+    }
 }

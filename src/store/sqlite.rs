@@ -13,7 +13,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection as _, Row, Sqlite, Transaction};
 
 use super::{
     Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing, NewRawMessage,
@@ -68,6 +68,7 @@ impl SqliteStore {
         // sender, heartbeat and schedules each hold at most one connection).
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .after_release(release_check)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("Cannot open the database {}", path.display()))?;
@@ -75,12 +76,28 @@ impl SqliteStore {
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.pragma("cache_size", format!("-{}", WRITER_CACHE_KIB)))
+            .after_release(release_check)
+            .connect_with(options.pragma("cache_size", format!("-{WRITER_CACHE_KIB}")))
             .await
             .with_context(|| format!("Cannot open the database {}", path.display()))?;
         restrict_file(path);
         Ok(Self { pool, writer, path: path.to_path_buf() })
     }
+}
+
+/// Checks a connection coming back to its pool. A COMMIT that fails on a full disk is
+/// rolled back by SQLite itself; sqlx still counts the transaction open, its ROLLBACK on
+/// drop then fails, and the connection refused every later BEGIN ("non-zero transaction
+/// depth"), so messages were given up as unparseable. Run the queued rollback now and close
+/// a connection that still thinks it is in a transaction.
+fn release_check(
+    conn: &mut SqliteConnection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        conn.ping().await?;
+        Ok(!conn.is_in_transaction())
+    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -1317,5 +1334,29 @@ mod reads {
         .await
         .context("Cannot look up the outbox")?;
         row.map(|row| Ok((row.try_get("id")?, row.try_get("request_id")?, row.try_get("kind")?))).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_commit_sqlite_already_rolled_back_leaves_no_broken_connection_in_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        for pool in [&store.pool, &store.writer] {
+            for _ in 0..MAX_CONNECTIONS {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                // SQLite ends the transaction itself, as it does when a COMMIT hits a full
+                // disk; sqlx does not know, so its COMMIT and then its ROLLBACK fail.
+                sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+                assert!(tx.commit().await.is_err());
+            }
+            for _ in 0..MAX_CONNECTIONS * 2 {
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("a usable connection");
+                tx.rollback().await.unwrap();
+            }
+        }
     }
 }

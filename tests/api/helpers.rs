@@ -32,6 +32,9 @@ pub struct Stack {
     pub script: PathBuf,
     /// The OAuth2 stand-in (token + introspection endpoint Dovecot checks XOAUTH2 against).
     pub oauth_url: String,
+    /// Environment for every `mailstack` call: empty for the shared stack, the state folder
+    /// and ports for a private one.
+    env: Vec<(String, String)>,
 }
 
 static STACK: OnceLock<Stack> = OnceLock::new();
@@ -39,11 +42,26 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Starts the stack (or finds it running) once per test binary.
 pub fn stack() -> &'static Stack {
-    STACK.get_or_init(|| {
+    STACK.get_or_init(|| Stack::up_with(Vec::new()))
+}
+
+impl Stack {
+    /// Runs `mailstack up` with `env`, then reads where everything is from `mailstack env`.
+    fn up_with(env: Vec<(String, String)>) -> Stack {
         let script = Path::new(REPO).join("deploy/local/mailstack");
-        let up = Command::new(&script).arg("up").stdin(Stdio::null()).output().expect("run mailstack up");
-        assert!(up.status.success(), "mailstack up failed:\n{}", String::from_utf8_lossy(&up.stderr));
-        let env = Command::new(&script).arg("env").output().expect("run mailstack env");
+        let mut stack = Stack {
+            host: String::new(),
+            imap_port: 0,
+            imaps_port: 0,
+            smtp_port: 0,
+            submission_port: 0,
+            ca_file: PathBuf::new(),
+            script,
+            oauth_url: String::new(),
+            env,
+        };
+        stack.run(&["up"]);
+        let env = stack.command().arg("env").output().expect("run mailstack env");
         let mut vars = BTreeMap::new();
         for line in String::from_utf8_lossy(&env.stdout).lines() {
             if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
@@ -51,20 +69,65 @@ pub fn stack() -> &'static Stack {
             }
         }
         let get = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("mailstack env lacks {k}"));
-        Stack {
-            host: get("GATEHOUSE_MAIL_HOST"),
-            imap_port: get("GATEHOUSE_IMAP_PORT").parse().unwrap(),
-            imaps_port: get("GATEHOUSE_IMAPS_PORT").parse().unwrap(),
-            smtp_port: get("GATEHOUSE_SMTP_PORT").parse().unwrap(),
-            submission_port: get("GATEHOUSE_SUBMISSION_PORT").parse().unwrap(),
-            ca_file: PathBuf::from(get("GATEHOUSE_MAIL_CA_FILE")),
-            oauth_url: get("GATEHOUSE_OAUTH_URL"),
-            script,
-        }
-    })
-}
+        stack.host = get("GATEHOUSE_MAIL_HOST");
+        stack.imap_port = get("GATEHOUSE_IMAP_PORT").parse().unwrap();
+        stack.imaps_port = get("GATEHOUSE_IMAPS_PORT").parse().unwrap();
+        stack.smtp_port = get("GATEHOUSE_SMTP_PORT").parse().unwrap();
+        stack.submission_port = get("GATEHOUSE_SUBMISSION_PORT").parse().unwrap();
+        stack.ca_file = PathBuf::from(get("GATEHOUSE_MAIL_CA_FILE"));
+        stack.oauth_url = get("GATEHOUSE_OAUTH_URL");
+        stack
+    }
 
-impl Stack {
+    /// `deploy/local/mailstack` for this stack.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.script);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `mailstack ARGS…`, failing the test if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("run mailstack");
+        assert!(
+            out.status.success(),
+            "mailstack {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Messages Postfix has accepted but not yet delivered (or bounced).
+    pub fn queued(&self) -> usize {
+        self.run(&["queue"]).trim().parse().expect("mailstack queue prints a number")
+    }
+
+    /// Waits until Postfix has delivered everything it accepted, so a count of what arrived
+    /// is final (a bound for a hang, not a speed requirement).
+    pub async fn wait_for_queue_empty(&self) {
+        wait_while_progressing(STALL, "Postfix's queue to empty", || {
+            let n = self.queued();
+            async move { (n as i64, (n == 0).then_some(())) }
+        })
+        .await;
+    }
+
+    /// Delivers `raw` to `to` straight through Dovecot (LDA), not Postfix: mail arriving
+    /// while Postfix is down.
+    pub fn deliver(&self, from: &str, to: &str, raw: &[u8]) {
+        use std::io::Write as _;
+        let mut child = self
+            .command()
+            .args(["deliver", to, from])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run mailstack deliver");
+        child.stdin.take().unwrap().write_all(raw).unwrap();
+        assert!(child.wait().unwrap().success(), "mailstack deliver to {to} failed");
+    }
+
     /// A new mail user unique to this test run, e.g. `jo-17-4242@icb.test`.
     pub fn user(&self, name: &str, domain: &str) -> String {
         self.users(&[(name, domain)]).remove(0)
@@ -79,18 +142,18 @@ impl Stack {
                 format!("{name}-{n}-{}-{}@{domain}", std::process::id(), rand_suffix())
             })
             .collect();
-        let mut cmd = Command::new(&self.script);
+        let mut cmd = self.command();
         cmd.arg("add-user");
         for a in &addresses {
             cmd.args([a.as_str(), PASSWORD]);
         }
-        let out = cmd.stdin(Stdio::null()).output().expect("run mailstack add-user");
+        let out = cmd.output().expect("run mailstack add-user");
         assert!(out.status.success(), "add-user failed: {}", String::from_utf8_lossy(&out.stderr));
         addresses
     }
 
     pub fn maildir(&self, address: &str) -> PathBuf {
-        let out = Command::new(&self.script).args(["maildir", address]).output().expect("mailstack maildir");
+        let out = self.command().args(["maildir", address]).output().expect("mailstack maildir");
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     }
 
@@ -131,15 +194,78 @@ impl Stack {
         id
     }
 
-    /// Waits until `address` holds at least `n` messages (a bound for failure, not a timing
-    /// assertion).
+    /// Waits until `address` holds at least `n` messages. Fails only when nothing new has
+    /// arrived for two minutes: a hang detector, not a timing assertion.
     pub async fn wait_for_mail(&self, address: &str, n: usize) -> Vec<Vec<u8>> {
-        let limit = Duration::from_secs(60 + n as u64 / 5);
-        wait_until_within(limit, &format!("{n} message(s) in {address}"), || {
-            let m = self.mailbox(address);
-            async move { (m.len() >= n).then_some(m) }
+        wait_while_progressing(STALL, &format!("{n} message(s) in {address}"), || {
+            // Counted without reading them: a thousand files four times a second adds up.
+            let count = self.count(address);
+            async move { (count as i64, (count >= n).then_some(())) }
         })
-        .await
+        .await;
+        self.mailbox(address)
+    }
+
+    /// How many messages `address` holds.
+    pub fn count(&self, address: &str) -> usize {
+        let root = self.maildir(address);
+        ["new", "cur"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(root.join(sub)).ok())
+            .map(Iterator::count)
+            .sum()
+    }
+}
+
+/// A mail stack of one test's own (its own state folder, free ports, its own Dovecot and
+/// Postfix), for faults that would break the shared stack under the tests running beside it:
+/// restarting Dovecot, stopping Postfix. Stopped and removed when dropped.
+pub struct PrivateStack {
+    pub stack: &'static Stack,
+    state: tempfile::TempDir,
+}
+
+impl PrivateStack {
+    pub fn start() -> PrivateStack {
+        use std::os::unix::fs::PermissionsExt as _;
+        let state = tempfile::Builder::new().prefix("gatehouse-stack-").tempdir().unwrap();
+        // Postfix, Dovecot and the mail user must be able to reach the state folder.
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Ports the kernel has just handed out, so free now; all five held until all are known.
+        let listeners: Vec<_> = (0..5).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(listeners);
+        let mut env =
+            vec![("GATEHOUSE_MAIL_STATE".to_string(), state.path().join("state").display().to_string())];
+        for (name, port) in ["IMAP", "IMAPS", "SMTP", "SUBMISSION", "OAUTH"].iter().zip(&ports) {
+            env.push((format!("GATEHOUSE_{name}_PORT"), port.to_string()));
+        }
+        // `up` after a fault waits for every port to greet; on a loaded machine that can take
+        // longer than the default 30 s.
+        env.push(("GATEHOUSE_MAIL_WAIT".to_string(), "120".to_string()));
+        // Leaked: TestApp holds `&'static Stack`; one small struct per test that needs it.
+        let stack: &'static Stack = Box::leak(Box::new(Stack::up_with(env)));
+        PrivateStack { stack, state }
+    }
+
+    /// Stops one daemon: "dovecot" or "postfix".
+    pub fn stop(&self, service: &str) {
+        self.stack.run(&["stop", service]);
+    }
+
+    /// Starts whatever is stopped and waits until every port answers.
+    pub fn up(&self) {
+        self.stack.run(&["up"]);
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        let _ = self.stack.command().arg("down").output();
+        // The short socket folder lives outside the state folder (Unix socket paths are
+        // limited), named by the state path's hash.
+        let _ = std::fs::read_to_string(self.state.path().join("state/sockdir"))
+            .map(|dir| std::fs::remove_dir_all(dir.trim()));
     }
 }
 
@@ -147,6 +273,38 @@ pub fn rand_suffix() -> String {
     use rand::Rng as _;
     let n: u32 = rand::rng().random();
     format!("{n:08x}")
+}
+
+/// How long large work may show no progress at all before a test calls it a hang.
+pub const STALL: Duration = Duration::from_secs(120);
+
+/// Polls `check` until it returns `(_, Some)`, failing the test only when the progress figure
+/// it also returns (messages processed, emails arrived, …) has not moved for `stall`. For
+/// large work, whose total time depends on the machine's load: a hang detector, never a
+/// speed claim. Polls every 250 ms so the test's own reads do not compete with the daemon.
+pub async fn wait_while_progressing<T, F, Fut>(stall: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (i64, Option<T>)>,
+{
+    let mut last = None;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let (progress, done) = check().await;
+        if let Some(v) = done {
+            return v;
+        }
+        if last != Some(progress) {
+            last = Some(progress);
+            since = tokio::time::Instant::now();
+        }
+        assert!(
+            since.elapsed() < stall,
+            "gave up waiting for {what}: no progress for {} s (stuck at {progress})",
+            stall.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 60 s.
@@ -216,7 +374,16 @@ pub struct TestApp {
 impl TestApp {
     /// A configured app whose daemon is not yet running.
     pub async fn new(options: Options) -> TestApp {
-        let stack = stack();
+        Self::new_on(stack(), options).await
+    }
+
+    /// Like [`TestApp::new`], on a given stack (a [`PrivateStack`]'s).
+    pub async fn new_on(stack: &'static Stack, options: Options) -> TestApp {
+        // The in-process daemon's log, captured per test and shown when one fails (warnings
+        // and errors; GATEHOUSE_TEST_LOG=info or debug for more).
+        let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let mut users = stack
             .users(&[
                 ("gp-access", "gatehouse.test"),
@@ -368,14 +535,12 @@ shift = "Reducing the shift of work from secondary to primary care"
     /// Waits until `n` messages have been taken from the inbox and processed.
     pub async fn wait_for_messages(&self, n: usize) -> Vec<gatehouse::store::MessageRow> {
         let store = self.store.clone();
-        // Generous for large batches; a bound for failure, not a speed requirement.
-        let limit = Duration::from_secs(60 + n as u64 / 5);
-        wait_until_within(limit, &format!("{n} processed message(s)"), || {
+        wait_while_progressing(STALL, &format!("{n} processed message(s)"), || {
             let store = store.clone();
             async move {
-                let rows = store.list_messages().await.ok()?;
+                let Ok(rows) = store.list_messages().await else { return (-1, None) };
                 let done = rows.iter().filter(|m| m.classification.is_some()).count();
-                (done >= n).then_some(rows)
+                (done as i64, (done >= n).then_some(rows))
             }
         })
         .await
@@ -507,12 +672,16 @@ pub fn header(raw: &[u8], name: &str) -> Option<String> {
 }
 
 impl TestApp {
-    /// Waits until nothing is left to send (a bound for failure, not a speed requirement).
+    /// Waits until nothing is left to send. Fails only when the outbox has not moved for
+    /// five minutes (a retry can be minutes away): a hang detector, not a speed requirement.
     pub async fn wait_for_outbox_drain(&self) {
         let store = self.store.clone();
-        wait_until_within(Duration::from_secs(300), "the outbox to drain", || {
+        wait_while_progressing(Duration::from_secs(300), "the outbox to drain", || {
             let store = store.clone();
-            async move { (store.outbox_counts().await.ok()?.pending == 0).then_some(()) }
+            async move {
+                let pending = store.outbox_counts().await.map_or(-1, |c| c.pending);
+                (pending, (pending == 0).then_some(()))
+            }
         })
         .await;
     }
