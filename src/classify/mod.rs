@@ -214,7 +214,8 @@ fn assemble(mail: mime::Extracted, raw: &[u8], ctx: &Context<'_>) -> Parsed {
     let forwarded = match kind {
         Some(AutomatedKind::Bounce | AutomatedKind::AutoReply | AutomatedKind::OwnMail) => None,
         _ => find_forward(&mail),
-    };
+    }
+    .map(|f| Forwarded { subject: f.subject.map(text::cap_subject), ..f });
 
     Parsed {
         message_id: mail.message_id,
@@ -226,7 +227,7 @@ fn assemble(mail: mime::Extracted, raw: &[u8], ctx: &Context<'_>) -> Parsed {
         to: mail.to,
         cc: mail.cc,
         return_path: mail.return_path,
-        subject: mail.subject,
+        subject: text::cap_subject(mail.subject),
         date: mail.date,
         body_text: mail.body_text,
         body_html: mail.body_html,
@@ -340,7 +341,10 @@ mod tests {
         raw.extend(std::iter::repeat_n(b'a', 1 << 20));
         raw.extend_from_slice(b"\r\nFrom: x@y.test\r\n\r\nbody");
         let p = parse(&raw, &ctx());
-        assert_eq!(p.map(|p| p.subject.len()), Ok(1 << 20));
+        // Kept whole in the raw message; capped wherever gatehouse repeats it.
+        let subject = p.map(|p| p.subject).unwrap_or_default();
+        assert!(subject.starts_with("aaa") && subject.ends_with('…'), "{subject:.20}");
+        assert_eq!(subject.len(), text::MAX_SUBJECT_BYTES + '…'.len_utf8());
         let mut raw = b"X-Long: ".to_vec();
         raw.extend(std::iter::repeat_n(b'=', 1 << 20));
         raw.extend_from_slice(b"\r\n\r\nbody");

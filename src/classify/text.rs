@@ -453,6 +453,19 @@ pub(super) fn scan_window(text: &str) -> (&str, &str) {
 
 /// The longest prefix of `s` no longer than `max` bytes that ends on a
 /// character boundary: used to cap the work done on very long texts.
+/// The longest subject kept, in bytes. Real subjects are a line; a megabyte one is
+/// hostile, and it used to be copied into every email about the request (a 17.5 MB
+/// notification, the whole megabyte back to the sender). The raw message keeps it all.
+pub(super) const MAX_SUBJECT_BYTES: usize = 1000;
+
+/// `subject`, cut to `MAX_SUBJECT_BYTES` (at a character boundary, marked with "…").
+pub(super) fn cap_subject(subject: String) -> String {
+    if subject.len() <= MAX_SUBJECT_BYTES {
+        return subject;
+    }
+    format!("{}…", truncate_at_char(&subject, MAX_SUBJECT_BYTES))
+}
+
 pub(super) fn truncate_at_char(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
