@@ -526,6 +526,19 @@ shift = "Reducing the shift of work from secondary to primary care"
             .unwrap()
     }
 
+    /// Runs the CLI and fails the test, showing what it printed, unless it exits 0.
+    pub fn cli_ok(&self, args: &[&str]) -> Output {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "gatehouse {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cli(args);
         assert!(out.status.success(), "gatehouse {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));

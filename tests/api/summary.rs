@@ -49,8 +49,8 @@ async fn a_week_of_approaches(app: &TestApp) -> Vec<String> {
         .into_iter()
         .map(|r| r.reference)
         .collect();
-    assert!(app.cli(&["triage", &refs[0], "paper", "--priority", "workforce"]).status.success());
-    assert!(app.cli(&["triage", &refs[1], "meeting", "--note", "Invite the trust's CMO"]).status.success());
+    app.cli_ok(&["triage", &refs[0], "paper", "--priority", "workforce"]);
+    app.cli_ok(&["triage", &refs[1], "meeting", "--note", "Invite the trust's CMO"]);
     refs
 }
 
@@ -102,20 +102,18 @@ async fn the_preview_shows_every_section_and_names_each_request() {
 async fn summary_send_goes_once_per_week_unless_forced() {
     let app = TestApp::spawn().await;
     a_week_of_approaches(&app).await;
-    let first = app.cli(&["summary", "send"]);
-    assert!(first.status.success());
+    app.cli_ok(&["summary", "send"]);
     let mail = app.stack.wait_for_mail(&app.board, 1).await.remove(0);
     assert!(header(&mail, "Subject").unwrap().contains("weekly summary, 3 new, 2 decided, 1 waiting"));
     assert_eq!(header(&mail, "Auto-Submitted").unwrap(), "auto-generated");
     assert!(header(&mail, "Content-Type").unwrap().starts_with("multipart/alternative"));
-    let again = app.cli(&["summary", "send"]);
-    assert!(again.status.success(), "a repeat send must exit 0");
+    // A repeat send must exit 0.
+    let again = app.cli_ok(&["summary", "send"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already sent"));
-    let forced = app.cli(&["summary", "send", "--force"]);
-    assert!(forced.status.success());
+    app.cli_ok(&["summary", "send", "--force"]);
     app.stack.wait_for_mail(&app.board, 2).await;
     // A past week is its own period.
-    assert!(app.cli(&["summary", "send", "--week", "2026-01-07"]).status.success());
+    app.cli_ok(&["summary", "send", "--week", "2026-01-07"]);
     app.stack.wait_for_mail(&app.board, 3).await;
     assert_eq!(outbox_kinds(&app, "summary").await.len(), 3);
 }
