@@ -401,11 +401,30 @@ impl Inbox {
         let budget = Arc::new(Semaphore::new(PIPELINE_BYTES.div_ceil(1024)));
         let (arrived_tx, arrived_rx) = mpsc::channel::<Arrived>(BATCH_MESSAGES);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
-        let job = Job { mailbox, uidvalidity, backlog_below_uid: state.backlog_below_uid, answer_backlog };
-        let fetching =
-            self.fetch_all(session, &sizes, keywords_allowed, shutdown, arrived_tx, &mut done_rx, &budget);
-        let processing = self.process_all(&job, arrived_rx, done_tx, shutdown, attempts);
-        let ((), processed) = futures::future::try_join(fetching, processing).await?;
+        let job = Job {
+            mailbox: mailbox.to_string(),
+            uidvalidity,
+            backlog_below_uid: state.backlog_below_uid,
+            answer_backlog,
+        };
+        // Processing runs as a task of its own, so it works on one core while this task
+        // reads from the server on another. When fetching stops (done, or an error), the
+        // channel closes and processing finishes what had arrived.
+        let processing = tokio::spawn({
+            let inbox = self.clone();
+            let shutdown = shutdown.clone();
+            let mut attempts = std::mem::take(attempts);
+            async move {
+                let result = inbox.process_all(&job, arrived_rx, done_tx, &shutdown, &mut attempts).await;
+                (result, attempts)
+            }
+        });
+        let fetched =
+            self.fetch_all(session, &sizes, keywords_allowed, shutdown, arrived_tx, &mut done_rx, &budget).await;
+        let (processed, kept) = processing.await.context("The inbox's processing task failed")?;
+        *attempts = kept;
+        let processed = processed?;
+        fetched?;
         let done = drain(&mut done_rx);
         self.mark(session, &done, keywords_allowed).await;
         Ok(processed)
@@ -443,80 +462,106 @@ impl Inbox {
     /// Each group costs two commits, not two per message: first every raw message is
     /// stored, then all of them are processed in one transaction, each inside a savepoint so
     /// one message's failure undoes only its own effects. A message is marked on the server
-    /// only once its group is committed.
+    /// only once its group is committed. While one group is processed, the next is already
+    /// stored and being parsed on the parser's thread.
     async fn process_all(
         &self,
-        job: &Job<'_>,
+        job: &Job,
         mut arrived: mpsc::Receiver<Arrived>,
         done: mpsc::UnboundedSender<u32>,
         shutdown: &CancellationToken,
         attempts: &mut HashMap<i64, u32>,
     ) -> anyhow::Result<usize> {
         let mut processed = 0;
-        while let Some(first) = arrived.recv().await {
+        let mut parsing: Option<Parsing> = None;
+        loop {
+            // With a group in hand, take only what is already here; otherwise wait.
+            let next = if parsing.is_some() {
+                take_waiting(&mut arrived, Vec::new())
+            } else {
+                match arrived.recv().await {
+                    Some(first) => take_waiting(&mut arrived, vec![first]),
+                    None => break,
+                }
+            };
             if shutdown.is_cancelled() {
                 break;
             }
-            let mut group = vec![first];
-            while group.len() < GROUP_MESSAGES {
-                match arrived.try_recv() {
-                    Ok(m) => group.push(m),
-                    Err(_) => break,
-                }
+            let started = if next.is_empty() { None } else { Some(self.start_group(job, next).await?) };
+            if let Some(group) = parsing.take() {
+                processed += self.finish_group(job, group, &done, attempts).await?;
             }
-            tracing::debug!("Taking {} message(s) in one transaction", group.len());
-            let saved = self.store_raw(job, &group).await?;
-            // Parsed only once stored: a message that could crash the parser is kept.
-            let raws = group.iter_mut().map(|m| std::mem::take(&mut m.raw)).collect();
-            let (raws, parsed) = self.processor.parse_group(raws).await;
-            for (m, raw) in group.iter_mut().zip(raws) {
-                m.raw = raw;
-            }
-
-            let mut tx = self.store.begin().await?;
-            let mut new_uids = Vec::new();
-            let mut failure = None;
-            // The checkpoint moves once per group, past the last message taken.
-            let mut last_taken = None;
-            for ((m, saved), parsed) in group.iter().zip(saved).zip(&parsed) {
-                let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
-                match self.take(&mut *tx, m, saved, parsed.as_ref(), log_only, attempts).await {
-                    Ok(new) => {
-                        last_taken = Some(m.uid);
-                        if new {
-                            new_uids.push(m.uid);
-                        }
-                    }
-                    // Nothing of this group is kept; the mailbox still has it all.
-                    Err(Failure::Storage(e)) => return Err(e),
-                    // The group up to this message is kept; this one is tried again.
-                    Err(Failure::Message(e)) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(uid) = last_taken {
-                let checkpoint =
-                    Checkpoint { mailbox: job.mailbox.to_string(), uidvalidity: job.uidvalidity, uid };
-                self.processor.advance(&mut *tx, &checkpoint).await?;
-            }
-            tx.commit().await?;
-            self.processor.committed();
-            processed += new_uids.len();
-            for uid in new_uids {
-                // The fetching side marks it between batches (or `sync` after them).
-                let _ = done.send(uid);
-            }
-            if let Some(e) = failure {
-                return Err(e);
-            }
+            parsing = started;
         }
         Ok(processed)
     }
 
+    /// Stores a group's raw messages and sets the parser to work on them. Parsed only once
+    /// stored: a message that could crash the parser is kept.
+    async fn start_group(&self, job: &Job, mut group: Vec<Arrived>) -> anyhow::Result<Parsing> {
+        tracing::debug!("Taking {} message(s) in one transaction", group.len());
+        let saved = self.store_raw(job, &group).await?;
+        let raws = group.iter_mut().map(|m| std::mem::take(&mut m.raw)).collect();
+        let processor = self.processor.clone();
+        let parsed = tokio::spawn(async move { processor.parse_group(raws).await });
+        Ok(Parsing { group, saved, parsed })
+    }
+
+    /// Processes a parsed group in one transaction and moves the checkpoint past it.
+    /// Returns how many messages were new.
+    async fn finish_group(
+        &self,
+        job: &Job,
+        Parsing { mut group, saved, parsed }: Parsing,
+        done: &mpsc::UnboundedSender<u32>,
+        attempts: &mut HashMap<i64, u32>,
+    ) -> anyhow::Result<usize> {
+        let (raws, parsed) = parsed.await.context("The mail parser's task failed")?;
+        for (m, raw) in group.iter_mut().zip(raws) {
+            m.raw = raw;
+        }
+        let mut tx = self.store.begin().await?;
+        let mut new_uids = Vec::new();
+        let mut failure = None;
+        // The checkpoint moves once per group, past the last message taken.
+        let mut last_taken = None;
+        for ((m, saved), parsed) in group.iter().zip(saved).zip(&parsed) {
+            let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
+            match self.take(&mut *tx, m, saved, parsed.as_ref(), log_only, attempts).await {
+                Ok(new) => {
+                    last_taken = Some(m.uid);
+                    if new {
+                        new_uids.push(m.uid);
+                    }
+                }
+                // Nothing of this group is kept; the mailbox still has it all.
+                Err(Failure::Storage(e)) => return Err(e),
+                // The group up to this message is kept; this one is tried again.
+                Err(Failure::Message(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(uid) = last_taken {
+            let checkpoint = Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid };
+            self.processor.advance(&mut *tx, &checkpoint).await?;
+        }
+        tx.commit().await?;
+        self.processor.committed();
+        let new = new_uids.len();
+        for uid in new_uids {
+            // The fetching side marks it between batches (or `sync` after them).
+            let _ = done.send(uid);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(new),
+        }
+    }
+
     /// Stores a group's raw messages, before anything else can fail.
-    async fn store_raw(&self, job: &Job<'_>, group: &[Arrived]) -> anyhow::Result<Vec<RawSaved>> {
+    async fn store_raw(&self, job: &Job, group: &[Arrived]) -> anyhow::Result<Vec<RawSaved>> {
         let mut tx = self.store.begin().await?;
         let mut saved = Vec::with_capacity(group.len());
         for m in group {
@@ -527,7 +572,7 @@ impl Inbox {
                 None => format!("sha256:{content_hash}"),
             };
             let raw = NewRawMessage {
-                mailbox: job.mailbox,
+                mailbox: &job.mailbox,
                 uidvalidity: job.uidvalidity,
                 uid: m.uid,
                 dedup_key,
@@ -707,11 +752,18 @@ impl Inbox {
 }
 
 /// What `sync` is working through: one mailbox at one UIDVALIDITY.
-struct Job<'a> {
-    mailbox: &'a str,
+struct Job {
+    mailbox: String,
     uidvalidity: u32,
     backlog_below_uid: u32,
     answer_backlog: bool,
+}
+
+/// A stored group on its way through the parser.
+struct Parsing {
+    group: Vec<Arrived>,
+    saved: Vec<RawSaved>,
+    parsed: tokio::task::JoinHandle<(Vec<Vec<u8>>, Vec<Option<ParseResult>>)>,
 }
 
 /// Why a message could not be taken: the database (nothing of its group can be kept), or
@@ -735,6 +787,17 @@ struct Arrived {
 fn kib(bytes: usize) -> u32 {
     let whole = PIPELINE_BYTES.div_ceil(1024);
     u32::try_from(bytes.div_ceil(1024).clamp(1, whole)).unwrap_or(u32::MAX)
+}
+
+/// `group` and whatever else has already arrived, up to `GROUP_MESSAGES`, without waiting.
+fn take_waiting(arrived: &mut mpsc::Receiver<Arrived>, mut group: Vec<Arrived>) -> Vec<Arrived> {
+    while group.len() < GROUP_MESSAGES {
+        match arrived.try_recv() {
+            Ok(m) => group.push(m),
+            Err(_) => break,
+        }
+    }
+    group
 }
 
 /// Everything waiting in the channel, without waiting for more.

@@ -45,26 +45,39 @@ pub async fn open_sqlite_file(path: &Path) -> anyhow::Result<SharedStore> {
 /// gone) rather than that this particular write was wrong. Such failures are retried
 /// indefinitely; nothing is given up on because of them.
 pub fn is_storage_trouble(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
-        Some(
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            // A connection left in a transaction by a failed COMMIT: not the message's fault.
-            | sqlx::Error::InvalidSavePointStatement,
-        ) => true,
-        Some(sqlx::Error::Database(db)) => {
-            // SQLite primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, IOERR 10,
-            // CORRUPT 11, FULL 13, CANTOPEN 14, PROTOCOL 15. PostgreSQL: class 53
-            // (insufficient resources), 57 (operator intervention), 08 (connection).
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            match code.parse::<i32>() {
-                Ok(n) => matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15),
-                Err(_) => code.starts_with("53") || code.starts_with("57") || code.starts_with("08"),
-            }
+    e.chain().any(|cause| {
+        if let Some(rusqlite::Error::SqliteFailure(failure, _)) = cause.downcast_ref::<rusqlite::Error>() {
+            use rusqlite::ErrorCode as C;
+            return matches!(
+                failure.code,
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::OutOfMemory
+                    | C::ReadOnly
+                    | C::SystemIoFailure
+                    | C::DatabaseCorrupt
+                    | C::DiskFull
+                    | C::CannotOpen
+                    | C::FileLockingProtocolFailed
+            );
         }
-        _ => false,
+        match cause.downcast_ref::<sqlx::Error>() {
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                // A connection left in a transaction by a failed COMMIT: not the message's fault.
+                | sqlx::Error::InvalidSavePointStatement,
+            ) => true,
+            // PostgreSQL: class 53 (insufficient resources), 57 (operator intervention), 08
+            // (connection).
+            Some(sqlx::Error::Database(db)) => {
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                code.starts_with("53") || code.starts_with("57") || code.starts_with("08")
+            }
+            _ => false,
+        }
     })
 }
 
@@ -448,6 +461,17 @@ mod tests {
         let stuck =
             anyhow::Error::new(sqlx::Error::InvalidSavePointStatement).context("Cannot start a transaction");
         assert!(super::is_storage_trouble(&stuck));
+        let full = anyhow::Error::new(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        ))
+        .context("Cannot commit");
+        assert!(super::is_storage_trouble(&full));
+        let constraint = anyhow::Error::new(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            None,
+        ));
+        assert!(!super::is_storage_trouble(&constraint));
         assert!(!super::is_storage_trouble(&anyhow::anyhow!("Bad recipient")));
     }
 }
