@@ -8,9 +8,10 @@ CREATE TABLE raw_messages (
 INSERT INTO raw_messages (id, raw) SELECT id, raw FROM messages;
 ALTER TABLE messages DROP COLUMN raw;
 
--- Duplicate detection's candidate lists come from the index alone: the request's token
--- sits after its body in the row, and reaching it walked the body's overflow pages.
+-- Duplicate detection's candidate lists come from the index alone, newest (highest id)
+-- first without a sort: the request's token sits after its body in the row, and reaching
+-- it walked the body's overflow pages.
 DROP INDEX requests_requester_received;
 DROP INDEX requests_organisation_received;
-CREATE INDEX requests_requester_recent ON requests (requester, received_at, status, token);
-CREATE INDEX requests_organisation_recent ON requests (organisation, received_at, status, token);
+CREATE INDEX requests_requester_recent ON requests (requester, id, status, received_at, token);
+CREATE INDEX requests_organisation_recent ON requests (organisation, id, status, received_at, token);

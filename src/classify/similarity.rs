@@ -86,6 +86,38 @@ impl Fingerprint {
         (shared as f64 / total as f64).clamp(0.0, 1.0)
     }
 
+    /// The Jaccard index if it is at least `floor`, else `None`. Exact like
+    /// [`Fingerprint::similarity`], but the merge stops as soon as the overlap
+    /// still possible falls short, which for unrelated texts is early: a new
+    /// approach is compared with hundreds of earlier ones.
+    pub fn similarity_from(&self, other: &Self, floor: f64) -> Option<f64> {
+        let (a, b) = (&self.0, &other.0);
+        if a.is_empty() || b.is_empty() || !self.may_reach(other, floor) {
+            return None;
+        }
+        // shared / (|a| + |b| - shared) >= floor  ⟺  shared >= floor (|a| + |b|) / (1 + floor).
+        // Rounded down a little, so float error can never drop a pair that qualifies.
+        let need = (floor * (a.len() + b.len()) as f64 / (1.0 + floor) - 1e-6).ceil().max(0.0) as usize;
+        let (mut i, mut j, mut shared) = (0, 0, 0usize);
+        'merge: loop {
+            for _ in 0..64 {
+                if i >= a.len() || j >= b.len() {
+                    break 'merge;
+                }
+                let (x, y) = (a[i], b[j]);
+                shared += usize::from(x == y);
+                i += usize::from(x <= y);
+                j += usize::from(y <= x);
+            }
+            if shared + (a.len() - i).min(b.len() - j) < need {
+                return None;
+            }
+        }
+        let total = a.len() + b.len() - shared;
+        let score = (shared as f64 / total as f64).clamp(0.0, 1.0);
+        (score >= floor).then_some(score)
+    }
+
     /// Whether the Jaccard index can reach `threshold` at all: the overlap is at most the
     /// smaller set and the union at least the larger, so sets of very different sizes
     /// cannot. Lets a caller skip most of a long list of candidates cheaply.
@@ -170,6 +202,36 @@ mod tests {
     const APPROACH: &str = "Anytown ICB is inviting practices to host a phlebotomy service \
         for housebound patients from January. Funding of £12 per draw is available. \
         Expressions of interest by 30 November.";
+
+    #[test]
+    fn the_bounded_score_is_the_exact_score_or_none_below_the_floor() {
+        let texts = [
+            APPROACH.to_string(),
+            APPROACH.replace("January", "February"),
+            format!("Hi team, see below.\n\n{APPROACH}\n\nThe deadline has moved to 7 December."),
+            "The flu clinic on Saturday is cancelled because of the weather warning.".to_string(),
+            format!("{APPROACH} {}", "Extra words about premises, staffing and rotas. ".repeat(20)),
+        ];
+        let prints: Vec<Fingerprint> = texts.iter().map(|t| Fingerprint::of(t)).collect();
+        for a in &prints {
+            for b in &prints {
+                let exact = a.similarity(b);
+                for floor in [0.0, 0.3, 0.6, 0.8, exact, 1.0] {
+                    let bounded = a.similarity_from(b, floor);
+                    if exact >= floor {
+                        assert_eq!(bounded, Some(exact), "floor {floor}");
+                    } else {
+                        assert_eq!(bounded, None, "floor {floor}, exact {exact}");
+                    }
+                }
+            }
+        }
+        // Long unrelated sets stop early and still say None.
+        let long_a = Fingerprint((0..5000).map(|i| i * 2).collect());
+        let long_b = Fingerprint((0..5000).map(|i| i * 2 + 1).collect());
+        assert_eq!(long_a.similarity_from(&long_b, 0.6), None);
+        assert_eq!(long_a.similarity_from(&long_a, 0.6), Some(1.0));
+    }
 
     #[test]
     fn identical_texts_score_one() {

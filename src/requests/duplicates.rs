@@ -114,16 +114,19 @@ impl Duplicates {
         let subject_key = classify::normalise_subject(subject);
         let mut best: Option<(f64, i64)> = None;
         for ((id, _), text) in recent.iter().zip(&texts) {
+            // Ties go to the newest (the list is newest first): only a higher score wins, so
+            // the floor rises with the best so far and nothing beats a perfect match.
+            let floor = best.map_or(THRESHOLD, |(s, _)| s);
+            if floor >= 1.0 {
+                break;
+            }
             let Some(text) = text else { continue };
             let same_subject = !subject_key.is_empty() && text.subject_key == subject_key;
-            let score = if same_subject {
-                1.0
-            } else if fingerprint.may_reach(&text.fingerprint, THRESHOLD) {
-                fingerprint.similarity(&text.fingerprint)
-            } else {
-                0.0
-            };
-            if score >= THRESHOLD && best.is_none_or(|(s, _)| score > s) {
+            let score =
+                if same_subject { Some(1.0) } else { fingerprint.similarity_from(&text.fingerprint, floor) };
+            if let Some(score) = score
+                && best.is_none_or(|(s, _)| score > s)
+            {
                 best = Some((score, *id));
             }
         }

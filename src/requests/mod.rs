@@ -34,7 +34,26 @@ pub struct Checkpoint {
 }
 
 /// What parsing made of a message.
-pub type ParseResult = Result<Parsed, classify::ParseError>;
+pub type ParseResult = Result<Prepared, classify::ParseError>;
+
+/// A parsed message, with the fingerprint a new request from it would be compared by
+/// (duplicate detection) worked out on the parser's thread rather than on the path every
+/// message waits on.
+#[derive(Debug)]
+pub struct Prepared {
+    pub parsed: Parsed,
+    /// Of the forwarded text for a forward, else of the body; none for automated mail.
+    fingerprint: Option<classify::Fingerprint>,
+}
+
+impl Prepared {
+    fn new(parsed: Parsed) -> Self {
+        let fingerprint = parsed.automated.is_none().then(|| {
+            classify::Fingerprint::of(parsed.forwarded.as_ref().map_or(&parsed.body_text, |f| &f.body_text))
+        });
+        Self { parsed, fingerprint }
+    }
+}
 
 /// How far back a closed request still counts as "recent" for duplicate detection.
 const DUPLICATE_LOOKBACK_DAYS: i64 = 180;
@@ -110,7 +129,8 @@ impl Processor {
         let job = tokio::task::spawn_blocking(move || {
             let ctx = classify::Context { own_addresses: &own, own_message_id_domain: Some(&domain) };
             let wanted: Vec<&[u8]> = raws.iter().filter(|r| r.len() <= limit).map(Vec::as_slice).collect();
-            let mut parsed = classify::parse_many(&wanted, &ctx).into_iter();
+            let mut parsed =
+                classify::parse_many(&wanted, &ctx).into_iter().map(|p| p.map(Prepared::new));
             let results = raws.iter().map(|r| if r.len() <= limit { parsed.next() } else { None }).collect();
             (raws, results)
         });
@@ -143,7 +163,7 @@ impl Processor {
         };
         let now = self.clock.now();
         match parsed {
-            Ok(parsed) => self.apply(tx, id, parsed, raw, log_only, internal_date.unwrap_or(now)).await,
+            Ok(prepared) => self.apply(tx, id, prepared, raw, log_only, internal_date.unwrap_or(now)).await,
             Err(e) => {
                 self.unparseable(tx, id, &e.to_string(), internal_date).await?;
                 Ok(Classification::Unparseable)
@@ -237,11 +257,12 @@ impl Processor {
         &self,
         tx: &mut dyn Tx,
         id: i64,
-        parsed: &Parsed,
+        prepared: &Prepared,
         raw: &[u8],
         log_only: bool,
         received_at: DateTime<Utc>,
     ) -> anyhow::Result<Classification> {
+        let parsed = &prepared.parsed;
         let now = self.clock.now();
         let from = parsed.from.as_ref().and_then(|m| EmailAddress::parse(&m.address).ok());
         let mut outcome = MessageOutcome {
@@ -439,7 +460,11 @@ impl Processor {
             ),
         };
         let organisation = self.config.organisation_for(&requester).map(str::to_string);
-        let fingerprint = classify::Fingerprint::of(&body);
+        // Worked out while parsing, unless the forward turned out to be from the sender.
+        let fingerprint = match &prepared.fingerprint {
+            Some(f) if forwarded.is_some() == parsed.forwarded.is_some() => f.clone(),
+            _ => classify::Fingerprint::of(&body),
+        };
         let found = self
             .duplicates
             .find(

@@ -360,8 +360,8 @@ pub trait Tx: Send {
     async fn request_by_token(&mut self, token: &str) -> anyhow::Result<Option<RequestRow>>;
     /// The request a gatekeeper notification with one of these Message-IDs was about.
     async fn request_for_notification(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>>;
-    /// Open or recent requests from this requester or organisation, newest first, for
-    /// duplicate detection: (id, token).
+    /// Open or recent requests from this requester or organisation, most recently logged
+    /// first, for duplicate detection: (id, token).
     async fn recent_requests(
         &mut self,
         requester: &str,

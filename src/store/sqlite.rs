@@ -116,6 +116,36 @@ impl SqliteStore {
     }
 }
 
+/// Applies the migrations with sqlx's migrator, on one connection of its own, on a runtime
+/// of its own: the migrator's future cannot be sent between threads (so not awaited from
+/// the `Store` trait), and a closed sqlx pool left a task spinning.
+fn migrate_file(path: &Path) -> anyhow::Result<usize> {
+    use sqlx::Connection as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("Cannot start the migrations")?;
+    runtime.block_on(async {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("Cannot open the database {}", path.display()))?;
+        let count = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let before: i64 = sqlx::query_scalar(count).fetch_one(&mut conn).await.unwrap_or(0);
+        let result = MIGRATOR.run(&mut conn).await.context("Cannot apply the database migrations");
+        let after: i64 = sqlx::query_scalar(count).fetch_one(&mut conn).await.unwrap_or(0);
+        let _ = conn.close().await;
+        result?;
+        Ok(usize::try_from(after - before).unwrap_or(0))
+    })
+}
+
 /// Opens one connection with the settings every connection needs.
 fn open_connection(path: &Path, cache_kib: Option<u32>) -> anyhow::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -318,26 +348,8 @@ fn u32_col(row: &Row<'_>, name: &str) -> anyhow::Result<u32> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<usize> {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.path)
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        // One sqlx connection, for as long as the migrations take.
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("Cannot open the database {}", self.path.display()))?;
-        let count = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
-        let before: i64 = sqlx::query_scalar(count).fetch_one(&pool).await.unwrap_or(0);
-        let result = MIGRATOR.run(&pool).await.context("Cannot apply the database migrations");
-        let after: i64 = sqlx::query_scalar(count).fetch_one(&pool).await.unwrap_or(0);
-        pool.close().await;
-        result?;
-        Ok(usize::try_from(after - before).unwrap_or(0))
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || migrate_file(&path)).await.context("The database thread failed")?
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -1307,32 +1319,37 @@ mod reads {
         organisation: Option<&str>,
         since: DateTime<Utc>,
     ) -> anyhow::Result<Vec<(i64, String)>> {
-        // Two walks of covering indexes (requester, organisation), each stopping at the
-        // limit, rather than an OR that scans every request; `token` comes from the index,
-        // never from the row (where it sits after the body's overflow pages).
-        all(
-            conn,
-            r#"
-            SELECT id, token FROM (
-                SELECT id, token FROM requests
-                WHERE requester = ?1 AND (status <> 'closed' OR received_at >= ?3)
-                ORDER BY received_at DESC, id DESC
-                LIMIT ?4
-            )
-            UNION
-            SELECT id, token FROM (
-                SELECT id, token FROM requests
-                WHERE organisation = ?2 AND (status <> 'closed' OR received_at >= ?3)
-                ORDER BY received_at DESC, id DESC
-                LIMIT ?4
-            )
+        // Two walks of covering indexes ordered by id, each stopping at the limit, merged
+        // here: an OR scans every request, and a UNION in SQL sorts both lists again. The
+        // token comes from the index, never from the row (where it sits after the body's
+        // overflow pages).
+        const BY_REQUESTER: &str = r#"
+            SELECT id, token FROM requests
+            WHERE requester = ?1 AND (status <> 'closed' OR received_at >= ?2)
             ORDER BY id DESC
-            LIMIT ?4
-            "#,
-            params![requester, organisation, to_millis(since), DUPLICATE_CANDIDATES],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-            "Cannot look for earlier approaches",
-        )
+            LIMIT ?3
+        "#;
+        const BY_ORGANISATION: &str = r#"
+            SELECT id, token FROM requests
+            WHERE organisation = ?1 AND (status <> 'closed' OR received_at >= ?2)
+            ORDER BY id DESC
+            LIMIT ?3
+        "#;
+        let walk = |sql: &str, value: &str| {
+            all(
+                conn,
+                sql,
+                params![value, to_millis(since), DUPLICATE_CANDIDATES],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+                "Cannot look for earlier approaches",
+            )
+        };
+        let by_requester = walk(BY_REQUESTER, requester)?;
+        let by_organisation = match organisation {
+            Some(o) => walk(BY_ORGANISATION, o)?,
+            None => Vec::new(),
+        };
+        Ok(newest_first(by_requester, by_organisation, usize::try_from(DUPLICATE_CANDIDATES).unwrap_or(0)))
     }
 
     pub(super) fn request_texts(conn: &Connection, tokens: &[String]) -> anyhow::Result<Vec<RequestText>> {
@@ -1416,9 +1433,44 @@ mod reads {
     }
 }
 
+/// Two lists ordered by id, newest first, merged into one without repeats, at most
+/// `limit` long.
+fn newest_first(a: Vec<(i64, String)>, b: Vec<(i64, String)>, limit: usize) -> Vec<(i64, String)> {
+    let mut merged = Vec::with_capacity(limit.min(a.len() + b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while merged.len() < limit {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                b.next();
+                a.next()
+            }
+            (Some(x), Some(y)) if x.0 > y.0 => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => None,
+        };
+        match next {
+            Some(item) => merged.push(item),
+            None => break,
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidate_lists_merge_newest_first_without_repeats() {
+        let list = |ids: &[i64]| ids.iter().map(|i| (*i, format!("t{i}"))).collect::<Vec<_>>();
+        let merged = newest_first(list(&[9, 7, 4, 2]), list(&[8, 7, 3]), 10);
+        assert_eq!(merged.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [9, 8, 7, 4, 3, 2]);
+        let capped = newest_first(list(&[9, 7, 4, 2]), list(&[8, 7, 3]), 3);
+        assert_eq!(capped.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [9, 8, 7]);
+        assert!(newest_first(Vec::new(), Vec::new(), 5).is_empty());
+        assert_eq!(newest_first(list(&[5]), Vec::new(), 5), list(&[5]));
+    }
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
