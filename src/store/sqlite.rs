@@ -54,6 +54,8 @@ pub struct SqliteStore {
     /// anyway, and a connection's page cache is thrown away whenever another connection has
     /// written: writing through one connection keeps it warm.
     writer: Arc<Mutex<Connection>>,
+    /// Nudged after each commit; copies the WAL into the database on a thread of its own.
+    checkpoints: Arc<Checkpointer>,
     path: PathBuf,
 }
 
@@ -75,6 +77,7 @@ impl SqliteStore {
         Ok(Self {
             readers: Arc::new(Readers { path: path.to_path_buf(), idle: std::sync::Mutex::new(Vec::new()) }),
             writer: Arc::new(Mutex::new(writer)),
+            checkpoints: Arc::new(Checkpointer::start(path)?),
             path: path.to_path_buf(),
         })
     }
@@ -102,13 +105,29 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let conn = self.writer.clone().lock_owned().await;
+        let conn = self.writer_lock().await?;
+        let checkpoints = self.checkpoints.clone();
         tokio::task::spawn_blocking(move || {
             end_abandoned_transaction(&conn);
-            f(&conn)
+            let result = f(&conn);
+            checkpoints.nudge();
+            result
         })
         .await
         .context("The database thread failed")?
+    }
+
+    /// The writing connection, waited for as long as SQLite would wait for another process's
+    /// lock: a task that asked for it while holding it would otherwise wait forever.
+    async fn writer_lock(&self) -> anyhow::Result<OwnedMutexGuard<Connection>> {
+        match tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().lock_owned()).await {
+            Ok(conn) => Ok(conn),
+            Err(_) => Err(anyhow::Error::new(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("the database's writing connection stayed in use".into()),
+            ))
+            .context("Cannot start a transaction")),
+        }
     }
 
     async fn requests(&self, sql: String, binds: [i64; 2]) -> anyhow::Result<Vec<RequestRow>> {
@@ -146,6 +165,53 @@ fn migrate_file(path: &Path) -> anyhow::Result<usize> {
     })
 }
 
+/// Copies committed pages from the WAL into the database file on a thread of its own, so a
+/// commit never waits for that copy and its fsync (SQLite's automatic checkpoint runs in
+/// the committing call, which for a backlog was the inbox's processing task). The thread
+/// ends when the store is dropped; whatever it had not copied yet, SQLite copies when the
+/// next connection opens.
+#[derive(Debug)]
+struct Checkpointer {
+    nudges: std::sync::mpsc::SyncSender<()>,
+}
+
+/// How often the checkpointer looks even without a nudge (a CLI process's writes).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The WAL file is cut back to this after a checkpoint emptied it: a backlog can grow it
+/// to hundreds of megabytes.
+const WAL_KEEP_BYTES: i64 = 64 * 1024 * 1024;
+
+impl Checkpointer {
+    fn start(path: &Path) -> anyhow::Result<Self> {
+        let conn = open_connection(path, None)
+            .with_context(|| format!("Cannot open the database {}", path.display()))?;
+        conn.execute_batch(&format!("PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"))?;
+        let (nudges, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("gatehouse-checkpoint".into())
+            .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                loop {
+                    match nudged.recv_timeout(CHECKPOINT_EVERY) {
+                        Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    // PASSIVE: copies what no reader still needs, never waits for anyone.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!("WAL checkpoint: {e}");
+                    }
+                }
+            })
+            .context("Cannot start the database's checkpoint thread")?;
+        Ok(Self { nudges })
+    }
+
+    /// Asks for a checkpoint soon; never blocks (one waiting nudge is enough).
+    fn nudge(&self) {
+        let _ = self.nudges.try_send(());
+    }
+}
+
 /// Opens one connection with the settings every connection needs.
 fn open_connection(path: &Path, cache_kib: Option<u32>) -> anyhow::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -157,7 +223,8 @@ fn open_connection(path: &Path, cache_kib: Option<u32>) -> anyhow::Result<Connec
     }
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
     if let Some(kib) = cache_kib {
-        conn.execute_batch(&format!("PRAGMA cache_size = -{kib};"))?;
+        // The writer: a bigger page cache, and no checkpoints of its own (`Checkpointer`).
+        conn.execute_batch(&format!("PRAGMA cache_size = -{kib}; PRAGMA wal_autocheckpoint = 0;"))?;
     }
     Ok(conn)
 }
@@ -825,7 +892,7 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
-        let conn = self.writer.clone().lock_owned().await;
+        let conn = self.writer_lock().await?;
         // Taking the write lock may wait (busy_timeout) for the CLI: on a blocking thread.
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             end_abandoned_transaction(&conn);
@@ -834,7 +901,7 @@ impl Store for SqliteStore {
         })
         .await
         .context("The database thread failed")??;
-        Ok(Box::new(SqliteTx { conn, open: true }))
+        Ok(Box::new(SqliteTx { conn, open: true, checkpoints: self.checkpoints.clone() }))
     }
 }
 
@@ -843,6 +910,7 @@ impl Store for SqliteStore {
 struct SqliteTx {
     conn: OwnedMutexGuard<Connection>,
     open: bool,
+    checkpoints: Arc<Checkpointer>,
 }
 
 impl Drop for SqliteTx {
@@ -1209,6 +1277,7 @@ impl Tx for SqliteTx {
             // SQLite may or may not have rolled back by itself (a full disk does).
             end_abandoned_transaction(&self.conn);
         }
+        self.checkpoints.nudge();
         result
     }
 }
@@ -1484,7 +1553,7 @@ mod tests {
         let (_dir, store) = store().await;
         let conn = store.writer.clone().lock_owned().await;
         conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('lost', 'yes');").unwrap();
-        let tx = Box::new(SqliteTx { conn, open: true });
+        let tx = Box::new(SqliteTx { conn, open: true, checkpoints: store.checkpoints.clone() });
         // SQLite ends the transaction itself, as it does when a COMMIT hits a full disk.
         tx.conn.execute_batch("ROLLBACK").unwrap();
         assert!(tx.commit().await.is_err());
