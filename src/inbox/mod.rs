@@ -419,8 +419,9 @@ impl Inbox {
                 (result, attempts)
             }
         });
-        let fetched =
-            self.fetch_all(session, &sizes, keywords_allowed, shutdown, arrived_tx, &mut done_rx, &budget).await;
+        let fetched = self
+            .fetch_all(session, &sizes, keywords_allowed, shutdown, arrived_tx, &mut done_rx, &budget)
+            .await;
         let (processed, kept) = processing.await.context("The inbox's processing task failed")?;
         *attempts = kept;
         let processed = processed?;

@@ -129,8 +129,7 @@ impl Processor {
         let job = tokio::task::spawn_blocking(move || {
             let ctx = classify::Context { own_addresses: &own, own_message_id_domain: Some(&domain) };
             let wanted: Vec<&[u8]> = raws.iter().filter(|r| r.len() <= limit).map(Vec::as_slice).collect();
-            let mut parsed =
-                classify::parse_many(&wanted, &ctx).into_iter().map(|p| p.map(Prepared::new));
+            let mut parsed = classify::parse_many(&wanted, &ctx).into_iter().map(|p| p.map(Prepared::new));
             let results = raws.iter().map(|r| if r.len() <= limit { parsed.next() } else { None }).collect();
             (raws, results)
         });

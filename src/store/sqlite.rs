@@ -418,7 +418,9 @@ fn u32_col(row: &Row<'_>, name: &str) -> anyhow::Result<u32> {
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<usize> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || migrate_file(&path)).await.context("The database thread failed")?
+        tokio::task::spawn_blocking(move || migrate_file(&path))
+            .await
+            .context("The database thread failed")?
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -449,7 +451,8 @@ impl Store for SqliteStore {
 
     async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
         self.read(move |c| {
-            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.request_id = ?1 ORDER BY m.id");
+            let sql =
+                format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.request_id = ?1 ORDER BY m.id");
             all(c, &sql, [request_id], message_from_row, "Cannot read the request's messages")
         })
         .await
@@ -542,7 +545,13 @@ impl Store for SqliteStore {
                     backlog_below_uid = excluded.backlog_below_uid,
                     updated_at = excluded.updated_at
                 "#,
-                params![mailbox, state.uidvalidity, state.last_uid, state.backlog_below_uid, to_millis(Utc::now())],
+                params![
+                    mailbox,
+                    state.uidvalidity,
+                    state.last_uid,
+                    state.backlog_below_uid,
+                    to_millis(Utc::now())
+                ],
                 "Cannot write the mailbox state",
             )
             .map(drop)
@@ -1347,7 +1356,10 @@ mod reads {
         .context("The stored message vanished")
     }
 
-    pub(super) fn request_for_thread(conn: &Connection, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
+    pub(super) fn request_for_thread(
+        conn: &Connection,
+        ids: &[String],
+    ) -> anyhow::Result<Option<RequestRow>> {
         if ids.is_empty() {
             return Ok(None);
         }
