@@ -68,22 +68,8 @@ impl Fingerprint {
 
     /// Jaccard index of the two sets: shared elements over all elements.
     pub fn similarity(&self, other: &Self) -> f64 {
-        let (a, b) = (&self.0, &other.0);
-        if a.is_empty() || b.is_empty() {
-            return 0.0;
-        }
-        // Both are sorted and free of repeats: one merge pass counts the overlap.
-        // Branch-free steps: this runs for every candidate of every approach.
-        let (mut i, mut j, mut shared) = (0, 0, 0usize);
-        while i < a.len() && j < b.len() {
-            let (x, y) = (a[i], b[j]);
-            shared += usize::from(x == y);
-            i += usize::from(x <= y);
-            j += usize::from(y <= x);
-        }
-        let total = a.len() + b.len() - shared;
-        // usize → f64 is exact for any realistic count (< 2^53).
-        (shared as f64 / total as f64).clamp(0.0, 1.0)
+        // A floor of 0 never stops the merge early; only an empty set gives `None`.
+        self.similarity_from(other, 0.0).unwrap_or(0.0)
     }
 
     /// The Jaccard index if it is at least `floor`, else `None`. Exact like
