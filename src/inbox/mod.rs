@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterProcessing, Backlog, Config};
-use crate::requests::{Checkpoint, ParseResult, Processor};
+use crate::requests::{Checkpoint, ParseResult, ParsedGroup, Processor};
 use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
 use connection::{ConnectError, Connected, Session, timed};
 
@@ -764,7 +764,7 @@ struct Job {
 struct Parsing {
     group: Vec<Arrived>,
     saved: Vec<RawSaved>,
-    parsed: tokio::task::JoinHandle<(Vec<Vec<u8>>, Vec<Option<ParseResult>>)>,
+    parsed: tokio::task::JoinHandle<ParsedGroup>,
 }
 
 /// Why a message could not be taken: the database (nothing of its group can be kept), or

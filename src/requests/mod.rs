@@ -36,6 +36,10 @@ pub struct Checkpoint {
 /// What parsing made of a message.
 pub type ParseResult = Result<Prepared, classify::ParseError>;
 
+/// A group's raw messages handed back, each with what parsing made of it (`None`: over
+/// `max_message_bytes`, not parsed).
+pub type ParsedGroup = (Vec<Vec<u8>>, Vec<Option<ParseResult>>);
+
 /// A parsed message, with the fingerprint a new request from it would be compared by
 /// (duplicate detection) worked out on the parser's thread rather than on the path every
 /// message waits on.
@@ -121,7 +125,7 @@ impl Processor {
     /// Parses a group of messages, on a thread of its own (CPU work, off the async workers;
     /// one thread for the group, since starting one per message cost more than parsing
     /// most of them). A message over `max_message_bytes` is not parsed: `None`.
-    pub async fn parse_group(&self, raws: Vec<Vec<u8>>) -> (Vec<Vec<u8>>, Vec<Option<ParseResult>>) {
+    pub async fn parse_group(&self, raws: Vec<Vec<u8>>) -> ParsedGroup {
         let own = self.own_addresses.clone();
         let domain = self.config.smtp.from.address.domain().to_string();
         let limit = self.config.imap.max_message_bytes;

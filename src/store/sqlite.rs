@@ -191,11 +191,8 @@ impl Checkpointer {
             .name("gatehouse-checkpoint".into())
             .spawn(move || {
                 use std::sync::mpsc::RecvTimeoutError;
-                loop {
-                    match nudged.recv_timeout(CHECKPOINT_EVERY) {
-                        Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                // Nudged or timed out: look; the store dropped (Disconnected): stop.
+                while let Ok(()) | Err(RecvTimeoutError::Timeout) = nudged.recv_timeout(CHECKPOINT_EVERY) {
                     // PASSIVE: copies what no reader still needs, never waits for anyone.
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::debug!("WAL checkpoint: {e}");
@@ -235,10 +232,10 @@ fn open_connection(path: &Path, cache_kib: Option<u32>) -> anyhow::Result<Connec
 /// every later BEGIN fail, and messages would then be given up as unparseable although
 /// nothing is wrong with them. Roll it back before the connection is used again.
 fn end_abandoned_transaction(conn: &Connection) {
-    if !conn.is_autocommit() {
-        if let Err(e) = conn.execute_batch("ROLLBACK") {
-            tracing::warn!("Cannot roll back an abandoned transaction: {e}");
-        }
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::warn!("Cannot roll back an abandoned transaction: {e}");
     }
 }
 
@@ -263,10 +260,10 @@ impl Readers {
         if !conn.is_autocommit() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE_READERS
+        {
+            idle.push(conn);
         }
     }
 }
