@@ -31,7 +31,11 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
         .replace("password_file = \"imap.password\"", "password_env = \"GATEHOUSE_TEST_SECRET\"");
     std::fs::write(&app.config_path, text).unwrap();
     let password = crate::helpers::PASSWORD;
-    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+    // The log goes to a file, not a pipe: nobody reads a pipe until the daemon stops, and a
+    // trace log fills one in moments, which blocked the daemon mid-write and hung the test.
+    let log_path = app.dir.path().join("trace.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("--config")
         .arg(&app.config_path)
         .arg("run")
@@ -39,7 +43,7 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
         .env("GATEHOUSE_LOG", "trace,async_imap=trace,lettre=trace,imap_proto=trace")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(log_file))
         .spawn()
         .unwrap();
     let partner = app.stack.user("secrets", "icb.test");
@@ -53,8 +57,9 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     })
     .await;
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let log = std::fs::read(&log_path).unwrap();
+    let log = String::from_utf8_lossy(&log);
     assert!(log.len() > 1000, "the trace log is suspiciously short: {log}");
     let user = app.shared.clone();
     for form in [
