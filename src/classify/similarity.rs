@@ -55,12 +55,18 @@ pub struct Fingerprint(Vec<u32>);
 impl Fingerprint {
     /// The fingerprint of a text (its first `MAX_BYTES`).
     pub fn of(text: &str) -> Self {
-        let words = content_words(text);
-        let mut hashes: Vec<u32> = words.iter().map(|w| fnv1a(&[w.as_bytes()])).collect();
-        hashes.extend(words.windows(2).filter_map(|w| match w {
-            [x, y] => Some(fnv1a(&[x.as_bytes(), &[0], y.as_bytes()])),
-            _ => None,
-        }));
+        let mut hashes = Vec::new();
+        // A pair's hash is FNV-1a over "first\0second", which carries on from the first
+        // word's own hash: so each word is hashed once and no word is kept.
+        let mut previous: Option<u32> = None;
+        for_each_content_word(text, |word| {
+            let hash = fnv1a(FNV_OFFSET, word.as_bytes());
+            hashes.push(hash);
+            if let Some(first) = previous {
+                hashes.push(fnv1a(fnv1a(first, &[0]), word.as_bytes()));
+            }
+            previous = Some(hash);
+        });
         hashes.sort_unstable();
         hashes.dedup();
         Self(hashes)
@@ -132,27 +138,31 @@ impl Fingerprint {
     }
 }
 
-/// 32-bit FNV-1a over the parts, in order.
-fn fnv1a(parts: &[&[u8]]) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in parts.iter().flat_map(|p| p.iter()) {
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+
+/// 32-bit FNV-1a of `bytes`, carrying on from `hash` (`FNV_OFFSET` to start afresh).
+fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
+    for byte in bytes {
         hash ^= u32::from(*byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
     hash
 }
 
+/// The longest stop word: anything longer is not one, without a search.
+const LONGEST_STOPWORD: usize = 7;
+
 fn is_stopword(word: &str) -> bool {
-    STOPWORDS.binary_search(&word).is_ok()
+    word.len() <= LONGEST_STOPWORD && STOPWORDS.binary_search(&word).is_ok()
 }
 
-/// Lower-cased words of the text, without quoted lines, signature blocks
-/// and stop words.
-fn content_words(text: &str) -> Vec<String> {
+/// Calls `f` with each lower-cased word of the text, in order, leaving out quoted lines,
+/// signature blocks and stop words. One buffer is reused for every word.
+fn for_each_content_word(text: &str, mut f: impl FnMut(&str)) {
     let text = truncate_at_char(text, MAX_BYTES);
     let raw_lines: Vec<&str> = text.lines().collect();
     let lines: Vec<String> = raw_lines.iter().map(|l| normalise_line(l)).collect();
-    let mut words = Vec::new();
+    let mut lower = String::new();
     let mut in_signature = false;
     for (i, (raw, line)) in raw_lines.iter().zip(&lines).enumerate() {
         if is_signature_delimiter(raw) {
@@ -169,16 +179,23 @@ fn content_words(text: &str) -> Vec<String> {
             continue;
         }
         for word in line.split(|c: char| !c.is_alphanumeric()) {
-            if word.chars().count() < 2 {
+            let mut chars = word.chars();
+            if chars.next().is_none() || chars.next().is_none() {
                 continue;
             }
-            let word = word.to_lowercase();
-            if !is_stopword(&word) {
-                words.push(word);
+            lower.clear();
+            if word.is_ascii() {
+                lower.push_str(word);
+                lower.make_ascii_lowercase();
+            } else {
+                // Not char by char: `str::to_lowercase` knows a final sigma (Σ → ς).
+                lower.push_str(&word.to_lowercase());
+            }
+            if !is_stopword(&lower) {
+                f(&lower);
             }
         }
     }
-    words
 }
 
 #[cfg(test)]
@@ -264,6 +281,7 @@ mod tests {
     fn stopwords_are_sorted() {
         assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
         assert!(is_stopword("the") && is_stopword("yours") && !is_stopword("phlebotomy"));
+        assert_eq!(STOPWORDS.iter().map(|w| w.len()).max(), Some(LONGEST_STOPWORD));
     }
 
     #[test]
@@ -287,6 +305,20 @@ mod tests {
         let long = Fingerprint::of(&format!("{APPROACH} {}", extra.join(" ")));
         assert!(!a.may_reach(&long, 0.6) && a.similarity(&long) < 0.6);
         assert!(!a.may_reach(&Fingerprint::default(), 0.6));
+    }
+
+    /// Fingerprints are stored, so the hashes of a text must never change between versions:
+    /// an approach logged last year is compared with one arriving today.
+    #[test]
+    fn fingerprints_are_stable_across_versions() {
+        let text = "Dear colleagues,\r\n\r\nThe ÉCOLE Médicale and Anytown ICB\u{a0}invite\tyou to \
+            a Phlebotomy pilot: 30 Nov, £12/draw. 東京 医療 x y Straße İstanbul ΣΊΣΥΦΟΣ.\r\n\
+            > quoted line we ignore\r\n\u{200b}Zero\u{feff}width here\r\n\
+            Kind regards,\r\n-- \r\nJo Bloggs\r\nPractice Manager\r\n\r\n\
+            ---------- Forwarded message ---------\r\nFrom: x <x@icb.test>\r\n\r\nOriginal text here.";
+        let bytes = Fingerprint::of(text).to_bytes();
+        let digest = bytes.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        assert_eq!((bytes.len(), digest), (184, 689_992_797_973_203_006));
     }
 
     #[test]
