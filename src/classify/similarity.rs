@@ -16,7 +16,7 @@ use super::text::{is_history_marker, is_signature_delimiter, normalise_line, tru
 const MAX_BYTES: usize = 20 * 1024;
 
 /// Words too common to say anything about what a message is about.
-/// Sorted, for `binary_search`.
+/// Kept sorted (a test checks), so a word is easy to find or add.
 const STOPWORDS: &[&str] = &[
     "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
     "be", "been", "before", "being", "below", "best", "between", "both", "but", "by", "can", "could", "dear",
@@ -152,8 +152,23 @@ fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
 /// The longest stop word: anything longer is not one, without a search.
 const LONGEST_STOPWORD: usize = 7;
 
+/// A word of up to `LONGEST_STOPWORD` bytes as one integer (no word contains a zero byte,
+/// so the padding cannot make two words equal): the stop-word search then compares
+/// integers, where comparing strings called `memcmp` for every step (~5 % of a backlog).
+fn packed(word: &str) -> Option<u64> {
+    let bytes = word.as_bytes();
+    (bytes.len() <= LONGEST_STOPWORD).then(|| bytes.iter().fold(0u64, |key, b| (key << 8) | u64::from(*b)))
+}
+
+/// `STOPWORDS`, packed and sorted.
+static STOPWORD_KEYS: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+    let mut keys: Vec<u64> = STOPWORDS.iter().filter_map(|w| packed(w)).collect();
+    keys.sort_unstable();
+    keys
+});
+
 fn is_stopword(word: &str) -> bool {
-    word.len() <= LONGEST_STOPWORD && STOPWORDS.binary_search(&word).is_ok()
+    packed(word).is_some_and(|key| STOPWORD_KEYS.binary_search(&key).is_ok())
 }
 
 /// Calls `f` with each lower-cased word of the text, in order, leaving out quoted lines,
@@ -282,6 +297,10 @@ mod tests {
         assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
         assert!(is_stopword("the") && is_stopword("yours") && !is_stopword("phlebotomy"));
         assert_eq!(STOPWORDS.iter().map(|w| w.len()).max(), Some(LONGEST_STOPWORD));
+        assert_eq!(STOPWORD_KEYS.len(), STOPWORDS.len());
+        assert!(STOPWORDS.iter().all(|w| is_stopword(w)));
+        // Prefixes and extensions of stop words are not stop words.
+        assert!(!is_stopword("th") && !is_stopword("thee") && !is_stopword("ab") && !is_stopword("aboutx"));
     }
 
     #[test]
