@@ -566,19 +566,17 @@ impl Inbox {
         let mut tx = self.store.begin().await?;
         let mut saved = Vec::with_capacity(group.len());
         for m in group {
-            let content_hash = hex::encode(Sha256::digest(&m.raw));
-            let message_id = dedup::message_id(&m.raw);
-            let dedup_key = match &message_id {
+            let dedup_key = match &m.message_id {
                 Some(id) => format!("mid:{id}"),
-                None => format!("sha256:{content_hash}"),
+                None => format!("sha256:{}", m.content_hash),
             };
             let raw = NewRawMessage {
                 mailbox: &job.mailbox,
                 uidvalidity: job.uidvalidity,
                 uid: m.uid,
                 dedup_key,
-                message_id,
-                content_hash,
+                message_id: m.message_id.clone(),
+                content_hash: m.content_hash.clone(),
                 raw: &m.raw,
                 backlog: m.uid < job.backlog_below_uid && !job.answer_backlog,
                 fetched_at: Utc::now(),
@@ -624,8 +622,11 @@ impl Inbox {
                 .acquire_many_owned(kib(raw.len()))
                 .await
                 .context("The fetch budget was closed")?;
+            // Worked out here, while the processing task is busy with the messages before.
             let m = Arrived {
                 uid,
+                content_hash: hex::encode(Sha256::digest(raw)),
+                message_id: dedup::message_id(raw),
                 raw: raw.to_vec(),
                 internal_date: fetch.internal_date().map(|d| d.with_timezone(&Utc)),
                 _budget: permit,
@@ -778,6 +779,9 @@ enum Failure {
 struct Arrived {
     uid: u32,
     raw: Vec<u8>,
+    /// SHA-256 of `raw`, hex, and its Message-ID: what recognises it if seen again.
+    content_hash: String,
+    message_id: Option<String>,
     internal_date: Option<chrono::DateTime<Utc>>,
     /// Its share of `PIPELINE_BYTES`, given back once it is processed.
     _budget: OwnedSemaphorePermit,
