@@ -7,7 +7,9 @@
 //! has no IDLE) → repeat. Any error drops the connection and reconnects with exponential
 //! backoff and jitter; a refused login backs off much harder and is shown in
 //! `gatehouse status`. A message whose Message-ID (or bytes) was seen before is never
-//! processed twice, which covers UIDVALIDITY changes and rebuilt mailboxes.
+//! processed twice, which covers UIDVALIDITY changes and rebuilt mailboxes; a Message-ID
+//! counts only together with what the author wrote (`dedup::core_hash`), so a different
+//! message that reuses one is not dropped.
 //!
 //! With OAuth2, a session ends cleanly (LOGOUT) just before its access token is due for
 //! renewal and a new one logs in with a fresh token: Exchange Online drops sessions whose
@@ -577,6 +579,7 @@ impl Inbox {
                 dedup_key,
                 message_id: m.message_id.clone(),
                 content_hash: m.content_hash.clone(),
+                core_hash: m.core_hash.clone(),
                 raw: &m.raw,
                 backlog: m.uid < job.backlog_below_uid && !job.answer_backlog,
                 fetched_at: Utc::now(),
@@ -626,6 +629,7 @@ impl Inbox {
             let m = Arrived {
                 uid,
                 content_hash: hex::encode(Sha256::digest(raw)),
+                core_hash: dedup::core_hash(raw),
                 message_id: dedup::message_id(raw),
                 raw: raw.to_vec(),
                 internal_date: fetch.internal_date().map(|d| d.with_timezone(&Utc)),
@@ -779,8 +783,10 @@ enum Failure {
 struct Arrived {
     uid: u32,
     raw: Vec<u8>,
-    /// SHA-256 of `raw`, hex, and its Message-ID: what recognises it if seen again.
+    /// SHA-256 of `raw`, hex, its `dedup::core_hash` and its Message-ID: what recognises
+    /// it if seen again.
     content_hash: String,
+    core_hash: String,
     message_id: Option<String>,
     internal_date: Option<chrono::DateTime<Utc>>,
     /// Its share of `PIPELINE_BYTES`, given back once it is processed.

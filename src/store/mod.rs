@@ -151,6 +151,9 @@ pub struct NewRawMessage<'a> {
     pub dedup_key: String,
     pub message_id: Option<String>,
     pub content_hash: String,
+    /// `inbox::dedup::core_hash`: tells a message seen again from another one that reuses
+    /// its Message-ID.
+    pub core_hash: String,
     pub raw: &'a [u8],
     pub backlog: bool,
     pub fetched_at: DateTime<Utc>,
@@ -160,7 +163,7 @@ pub struct NewRawMessage<'a> {
 pub enum RawSaved {
     /// Stored under this id; process it.
     New(i64),
-    /// Already stored (same Message-ID or content) under this id. `processed` says whether
+    /// Already stored (same Message-ID and the same message, or the same bytes) under this id. `processed` says whether
     /// its effects were applied; if not, a crash came in between and it must be processed now.
     Known { id: i64, processed: bool },
 }

@@ -1311,12 +1311,54 @@ mod reads {
     /// copied again by every UPDATE of the row (SQLite rewrites a changed row whole,
     /// overflow pages included).
     pub(super) fn save_raw(conn: &Connection, m: &NewRawMessage<'_>) -> anyhow::Result<RawSaved> {
+        if let Some(id) = insert_raw(conn, m, &m.dedup_key)? {
+            return Ok(RawSaved::New(id));
+        }
+        // Stored before under this key. Without a Message-ID the key is the bytes' hash, so
+        // it is the same message. With one, it is the same message if the bytes or what the
+        // author wrote match one of the copies under that Message-ID (rows from before
+        // `core_hash` existed count as matching, as they always did).
+        let Some(message_id) = &m.message_id else {
+            return known(conn, &m.dedup_key);
+        };
+        let seen: Option<RawSaved> = one(
+            conn,
+            r#"
+            SELECT id, processed_at FROM messages
+            WHERE message_id = ?1
+              AND (dedup_key = ?2 OR (dedup_key >= ?2 || '/' AND dedup_key < ?2 || '0'))
+              AND (content_hash = ?3 OR core_hash = ?4 OR core_hash IS NULL)
+            ORDER BY id
+            LIMIT 1
+            "#,
+            params![message_id, m.dedup_key, m.content_hash, m.core_hash],
+            known_from_row,
+            "Cannot read the stored message",
+        )?;
+        if let Some(seen) = seen {
+            return Ok(seen);
+        }
+        // A different message under a Message-ID already used: logged too, under a key of
+        // its own (the Message-ID and its bytes' hash), so that it is recognised in turn.
+        tracing::warn!(
+            "Message-ID <{message_id}> came before on a different message (another body, subject, sender or date); logging this one too"
+        );
+        let key = format!("{}/{}", m.dedup_key, m.content_hash);
+        match insert_raw(conn, m, &key)? {
+            Some(id) => Ok(RawSaved::New(id)),
+            None => known(conn, &key),
+        }
+    }
+
+    /// Stores the message under `key`, unless a message is already stored under it.
+    fn insert_raw(conn: &Connection, m: &NewRawMessage<'_>, key: &str) -> anyhow::Result<Option<i64>> {
         let inserted: Option<i64> = one(
             conn,
             r#"
             INSERT INTO messages
-                (mailbox, uidvalidity, uid, dedup_key, message_id, content_hash, size, fetched_at, backlog)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                (mailbox, uidvalidity, uid, dedup_key, message_id, content_hash, core_hash, size,
+                 fetched_at, backlog)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             ON CONFLICT (dedup_key) DO NOTHING
             RETURNING id
             "#,
@@ -1324,9 +1366,10 @@ mod reads {
                 m.mailbox,
                 m.uidvalidity,
                 m.uid,
-                m.dedup_key,
+                key,
                 m.message_id,
                 m.content_hash,
+                m.core_hash,
                 i64::try_from(m.raw.len()).unwrap_or(i64::MAX),
                 to_millis(m.fetched_at),
                 m.backlog
@@ -1341,21 +1384,26 @@ mod reads {
                 params![id, m.raw],
                 "Cannot store the raw message",
             )?;
-            return Ok(RawSaved::New(id));
         }
+        Ok(inserted)
+    }
+
+    fn known(conn: &Connection, key: &str) -> anyhow::Result<RawSaved> {
         one(
             conn,
             "SELECT id, processed_at FROM messages WHERE dedup_key = ?1",
-            [&m.dedup_key],
-            |row| {
-                Ok(RawSaved::Known {
-                    id: row.get("id")?,
-                    processed: row.get::<_, Option<i64>>("processed_at")?.is_some(),
-                })
-            },
+            [key],
+            known_from_row,
             "Cannot read the stored message",
         )?
         .context("The stored message vanished")
+    }
+
+    fn known_from_row(row: &rusqlite::Row<'_>) -> anyhow::Result<RawSaved> {
+        Ok(RawSaved::Known {
+            id: row.get("id")?,
+            processed: row.get::<_, Option<i64>>("processed_at")?.is_some(),
+        })
     }
 
     pub(super) fn request_for_thread(
@@ -1621,6 +1669,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_id_used_again_by_a_different_message_logs_that_message_too() {
+        let (_dir, store) = store().await;
+        let message = |uid: u32, content: &'static str, core: &'static str| NewRawMessage {
+            mailbox: "INBOX",
+            uidvalidity: 7,
+            uid,
+            dedup_key: "mid:scan@mfp".into(),
+            message_id: Some("scan@mfp".into()),
+            content_hash: content.into(),
+            core_hash: core.into(),
+            raw: b"x",
+            backlog: false,
+            fetched_at: Utc::now(),
+        };
+        let mut tx = store.begin().await.unwrap();
+        let RawSaved::New(first) = tx.save_raw(&message(1, "h1", "c1")).await.unwrap() else { panic!() };
+        // Delivered twice (other Received headers, the same author's content): the same.
+        let same = tx.save_raw(&message(2, "h1b", "c1")).await.unwrap();
+        assert_eq!(same, RawSaved::Known { id: first, processed: false });
+        // Another scan, sent with the same fixed Message-ID: a message of its own.
+        let RawSaved::New(second) = tx.save_raw(&message(3, "h2", "c2")).await.unwrap() else {
+            panic!("a different message under a used Message-ID was dropped")
+        };
+        assert_ne!(second, first);
+        // Both are recognised when the mailbox is read again, by bytes or by content.
+        assert_eq!(
+            tx.save_raw(&message(1, "h1", "c1")).await.unwrap(),
+            RawSaved::Known { id: first, processed: false }
+        );
+        assert_eq!(
+            tx.save_raw(&message(3, "h2", "c2")).await.unwrap(),
+            RawSaved::Known { id: second, processed: false }
+        );
+        assert_eq!(
+            tx.save_raw(&message(3, "h2x", "c2")).await.unwrap(),
+            RawSaved::Known { id: second, processed: false }
+        );
+        // A third one is a third message.
+        assert!(
+            matches!(tx.save_raw(&message(4, "h3", "c3")).await.unwrap(), RawSaved::New(id) if id != first && id != second)
+        );
+        // Without a Message-ID the key is the bytes' hash: the same key is the same message.
+        let mut anonymous = message(5, "h4", "c4");
+        anonymous.message_id = None;
+        anonymous.dedup_key = "sha256:h4".into();
+        let RawSaved::New(id) = tx.save_raw(&anonymous).await.unwrap() else { panic!() };
+        assert_eq!(tx.save_raw(&anonymous).await.unwrap(), RawSaved::Known { id, processed: false });
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn raw_bytes_are_kept_apart_from_the_message_row_and_read_back_exactly() {
         let (_dir, store) = store().await;
         let raw = b"From: a@b.test\r\nSubject: x\r\n\r\n\xff\x00body".to_vec();
@@ -1631,6 +1730,7 @@ mod tests {
             dedup_key: "mid:x@y".into(),
             message_id: Some("x@y".into()),
             content_hash: "h".into(),
+            core_hash: "c".into(),
             raw: &raw,
             backlog: false,
             fetched_at: Utc::now(),

@@ -360,3 +360,51 @@ async fn a_backlog_taken_in_one_group_still_threads_and_links_duplicates() {
         |r: &Value| r["reference"].as_str().unwrap().rsplit('-').next().unwrap().parse::<u32>().unwrap();
     assert_eq!(seq(&requests[1]), seq(&requests[0]) + 1);
 }
+
+#[tokio::test]
+async fn a_message_id_reused_by_a_different_message_still_logs_it_and_a_second_delivery_does_not() {
+    let app = TestApp::spawn().await;
+    let scanner = app.stack.user("scanner", "trust.test");
+    // Some scanners and form mailers send every message with one fixed Message-ID.
+    let scan = |subject: &str, date: &str, body: &str| {
+        format!(
+            "From: Ward 7 Scanner <{scanner}>\r\nTo: {}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <scan@mfp.trust.test>\r\n\r\n{body}\r\n",
+            app.shared
+        )
+        .into_bytes()
+    };
+    let first = scan("Discharge letters", "Mon, 23 Nov 2026 09:00:00 +0000", "Discharge letters attached.");
+    let second = scan("Referral backlog", "Mon, 23 Nov 2026 10:30:00 +0000", "The referral backlog report.");
+    app.stack.send_raw(&scanner, &[&app.shared], &first).await;
+    app.stack.send_raw(&scanner, &[&app.shared], &second).await;
+    // The first one again, through Postfix: new Received headers, the same message.
+    app.stack.send_raw(&scanner, &[&app.shared], &first).await;
+    // Processed in arrival order: once this one is in, the three before it were handled.
+    let last = app.stack.send(&scanner, &app.shared, "Last one", "After the scans.").await;
+    let rows = wait_until("the last message processed", || {
+        let app = &app;
+        let last = last.clone();
+        async move {
+            let rows = app.store.list_messages().await.ok()?;
+            let done = rows
+                .iter()
+                .any(|m| m.message_id.as_deref() == Some(last.as_str()) && m.classification.is_some());
+            done.then_some(rows)
+        }
+    })
+    .await;
+    let scans: Vec<_> =
+        rows.iter().filter(|m| m.message_id.as_deref() == Some("scan@mfp.trust.test")).collect();
+    assert_eq!(scans.len(), 2, "both scans logged, the repeat not: {rows:#?}");
+    let subjects: BTreeSet<_> =
+        requests(&app).iter().map(|r| r["subject"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        subjects,
+        BTreeSet::from([
+            "Discharge letters".to_string(),
+            "Referral backlog".to_string(),
+            "Last one".to_string()
+        ])
+    );
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+}
