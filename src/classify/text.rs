@@ -400,16 +400,14 @@ pub(super) fn is_odd_space(c: char) -> bool {
 /// A line with odd spaces replaced, trimmed, and Markdown-style bold
 /// markers removed from the ends, ready for marker and label matching.
 pub(super) fn normalise_line(line: &str) -> String {
-    let changes = |c: char| is_odd_space(c) || matches!(c, '\t' | '\r' | '\u{200b}' | '\u{feff}');
+    let to_space = |c: char| is_odd_space(c) || c == '\t';
+    let dropped = |c: char| matches!(c, '\r' | '\u{200b}' | '\u{feff}');
     // Most lines need nothing but the trim: one copy instead of a char-by-char rebuild.
-    if !line.contains(changes) {
+    if !line.contains(|c| to_space(c) || dropped(c)) {
         return line.trim().to_string();
     }
-    let line: String = line
-        .chars()
-        .map(|c| if is_odd_space(c) || c == '\t' { ' ' } else { c })
-        .filter(|c| !matches!(c, '\r' | '\u{200b}' | '\u{feff}'))
-        .collect();
+    let line: String =
+        line.chars().filter(|c| !dropped(*c)).map(|c| if to_space(c) { ' ' } else { c }).collect();
     line.trim().to_string()
 }
 

@@ -149,11 +149,11 @@ pub struct NewRawMessage<'a> {
     pub uidvalidity: u32,
     pub uid: u32,
     pub dedup_key: String,
-    pub message_id: Option<String>,
-    pub content_hash: String,
+    pub message_id: Option<&'a str>,
+    pub content_hash: &'a str,
     /// `inbox::dedup::core_hash`: tells a message seen again from another one that reuses
     /// its Message-ID.
-    pub core_hash: String,
+    pub core_hash: &'a str,
     pub raw: &'a [u8],
     pub backlog: bool,
     pub fetched_at: DateTime<Utc>,
@@ -163,8 +163,9 @@ pub struct NewRawMessage<'a> {
 pub enum RawSaved {
     /// Stored under this id; process it.
     New(i64),
-    /// Already stored (same Message-ID and the same message, or the same bytes) under this id. `processed` says whether
-    /// its effects were applied; if not, a crash came in between and it must be processed now.
+    /// Already stored (the same Message-ID and the same message, or the same bytes) under
+    /// this id. `processed` says whether its effects were applied; if not, a crash came in
+    /// between and it must be processed now.
     Known { id: i64, processed: bool },
 }
 

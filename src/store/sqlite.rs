@@ -1318,7 +1318,7 @@ mod reads {
         // it is the same message. With one, it is the same message if the bytes or what the
         // author wrote match one of the copies under that Message-ID (rows from before
         // `core_hash` existed count as matching, as they always did).
-        let Some(message_id) = &m.message_id else {
+        let Some(message_id) = m.message_id else {
             return known(conn, &m.dedup_key);
         };
         let seen: Option<RawSaved> = one(
@@ -1326,6 +1326,8 @@ mod reads {
             r#"
             SELECT id, processed_at FROM messages
             WHERE message_id = ?1
+              -- Implied by the Message-ID (its keys are "mid:ID" and "mid:ID/hash"), but
+              -- it is what lets the walk use the dedup_key index.
               AND (dedup_key = ?2 OR (dedup_key >= ?2 || '/' AND dedup_key < ?2 || '0'))
               AND (content_hash = ?3 OR core_hash = ?4 OR core_hash IS NULL)
             ORDER BY id
@@ -1676,9 +1678,9 @@ mod tests {
             uidvalidity: 7,
             uid,
             dedup_key: "mid:scan@mfp".into(),
-            message_id: Some("scan@mfp".into()),
-            content_hash: content.into(),
-            core_hash: core.into(),
+            message_id: Some("scan@mfp"),
+            content_hash: content,
+            core_hash: core,
             raw: b"x",
             backlog: false,
             fetched_at: Utc::now(),
@@ -1728,9 +1730,9 @@ mod tests {
             uidvalidity: 7,
             uid: 1,
             dedup_key: "mid:x@y".into(),
-            message_id: Some("x@y".into()),
-            content_hash: "h".into(),
-            core_hash: "c".into(),
+            message_id: Some("x@y"),
+            content_hash: "h",
+            core_hash: "c",
             raw: &raw,
             backlog: false,
             fetched_at: Utc::now(),
