@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::domain::Status;
-use crate::store::{self, EventRow, MessageRow, RequestFilter, RequestRow, SharedStore};
+use crate::store::{self, EventRow, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore};
 
 /// gatehouse: the single point of access for local general practice.
 ///
@@ -149,6 +149,12 @@ pub enum MessagesCommand {
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
+    /// Have a quarantined message processed again (after an upgrade, say): the running
+    /// daemon takes it within seconds, or the next one at start.
+    Retry {
+        /// The message's ID, as `messages list` and the gatekeepers' alert show it.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -223,6 +229,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let rows = store.list_messages().await?;
             print_messages(&rows, format)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Messages { command: MessagesCommand::Retry { id } } => {
+            let store = open_migrated(&config).await?;
+            match store.request_retry(id, chrono::Utc::now()).await? {
+                RetryRequest::Requested => {
+                    println!(
+                        "message {id} will be processed again: by the running daemon within seconds, or at its next start"
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                RetryRequest::Missing => {
+                    eprintln!("gatehouse: no message {id} (see `gatehouse messages list`)");
+                    Ok(ExitCode::FAILURE)
+                }
+                RetryRequest::NotQuarantined(class) => {
+                    let what = class.map_or("not processed yet", |c| c.as_str());
+                    eprintln!(
+                        "gatehouse: message {id} is not quarantined ({what}); only a quarantined message is retried"
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Status { format } => status(&config, format).await,
         Command::Summary { command } => summary(&config, command).await,
@@ -387,6 +415,7 @@ pub fn request_json(r: &RequestRow) -> Value {
 
 pub fn message_json(m: &MessageRow) -> Value {
     json!({
+        "id": m.id,
         "message_id": m.message_id,
         "received_at": m.received_at.map(rfc3339),
         "from": m.from,
@@ -394,6 +423,7 @@ pub fn message_json(m: &MessageRow) -> Value {
         "classification": m.classification.map(|c| c.as_str()),
         "reference": m.reference,
         "detail": m.detail,
+        "attempts": m.attempts,
     })
 }
 
@@ -474,6 +504,7 @@ fn print_messages(rows: &[MessageRow], format: TableFormat) -> anyhow::Result<()
                 .iter()
                 .map(|m| {
                     vec![
+                        m.id.to_string(),
                         m.received_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
                         m.classification
                             .map(|c| c.as_str().to_string())
@@ -484,7 +515,7 @@ fn print_messages(rows: &[MessageRow], format: TableFormat) -> anyhow::Result<()
                     ]
                 })
                 .collect();
-            print_table(&["RECEIVED (UTC)", "CLASS", "REFERENCE", "FROM", "SUBJECT"], &table)
+            print_table(&["ID", "RECEIVED (UTC)", "CLASS", "REFERENCE", "FROM", "SUBJECT"], &table)
         }
     }
 }

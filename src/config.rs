@@ -188,6 +188,9 @@ pub struct Config {
     pub imap: ImapSettings,
     pub smtp: SmtpSettings,
     pub gatekeepers: Vec<EmailAddress>,
+    /// `[operator] addresses`: whoever looks after gatehouse; empty when not configured.
+    /// Read through [`Config::alert_recipients`].
+    pub operator: Vec<EmailAddress>,
     pub board: BoardSettings,
     pub meetings: MeetingSettings,
     pub priorities: BTreeMap<String, String>,
@@ -270,6 +273,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     ("smtp.oauth2", OAUTH2_KEYS),
     ("gatekeepers", &["addresses"]),
+    ("operator", &["addresses"]),
     ("board", &["addresses", "summary_schedule"]),
     ("meetings", &["dates", "agenda_days_before"]),
     ("templates", &["dir"]),
@@ -332,6 +336,8 @@ struct RawConfig {
     imap: RawImap,
     smtp: RawSmtp,
     gatekeepers: RawAddresses,
+    #[serde(default)]
+    operator: RawAddresses,
     board: RawBoard,
     #[serde(default)]
     meetings: RawMeetings,
@@ -513,7 +519,7 @@ fn default_smtp_security() -> Security {
     Security::Starttls
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct RawAddresses {
     #[serde(default)]
     addresses: Vec<String>,
@@ -755,6 +761,7 @@ impl Config {
                 "list one or two addresses",
             ));
         }
+        let operator = parse_addresses(&raw.operator.addresses, "operator.addresses", path)?;
         let board_addresses = parse_addresses(&raw.board.addresses, "board.addresses", path)?;
         let summary_schedule = CronSchedule::parse(&raw.board.summary_schedule).map_err(|e| {
             err(
@@ -868,6 +875,7 @@ impl Config {
                 retry_initial: Duration::from_secs(raw.smtp.retry_initial_secs.max(1)),
             },
             gatekeepers,
+            operator,
             board: BoardSettings { addresses: board_addresses, summary_schedule },
             meetings: MeetingSettings { dates, agenda_days_before: raw.meetings.agenda_days_before },
             priorities: raw.priorities,
@@ -913,6 +921,15 @@ impl Config {
 
     pub fn is_gatekeeper(&self, address: &EmailAddress) -> bool {
         self.gatekeepers.contains(address)
+    }
+
+    /// Who every technical alert goes to (a message set aside, a refused login, an expiring
+    /// secret, an email that cannot be delivered): the gatekeepers, who must know when
+    /// approaches may be going unseen, and the `[operator]` addresses, who can fix it.
+    pub fn alert_recipients(&self) -> Vec<EmailAddress> {
+        let mut to = self.gatekeepers.clone();
+        to.extend(self.operator.iter().filter(|a| !self.gatekeepers.contains(a)).cloned());
+        to
     }
 
     /// The distinct OAuth2 token sources in use, named by their config section (SMTP
@@ -1411,6 +1428,23 @@ workforce = "Recruiting hard-to-find staff groups"
         assert_eq!(c.service.data_dir, PathBuf::from("/etc/gatehouse/data"));
         assert_eq!(c.smtp.from.name.as_deref(), Some("Anytown GP Single Point of Access"));
         assert_eq!(c.imap.after_processing, AfterProcessing::Keep);
+    }
+
+    #[test]
+    fn alerts_go_to_the_gatekeepers_and_any_operator_once_each() {
+        let c = load(VALID).unwrap();
+        assert_eq!(c.alert_recipients(), c.gatekeepers);
+        let with = VALID.replace(
+            "[board]",
+            "[operator]\naddresses = [\"IT@Example.org\", \"jane.doe@nhs.net\"]\n\n[board]",
+        );
+        let c = load(&with).unwrap();
+        let to: Vec<String> = c.alert_recipients().iter().map(ToString::to_string).collect();
+        assert_eq!(to, ["jane.doe@nhs.net", "sam.patel@nhs.net", "it@example.org"]);
+        let bad = VALID.replace("[board]", "[operator]\naddresses = [\"it@nhs\"]\n\n[board]");
+        assert_eq!(load(&bad).unwrap_err().key, "operator.addresses");
+        let unknown = VALID.replace("[board]", "[operator]\nemail = \"it@example.org\"\n\n[board]");
+        assert_eq!(load(&unknown).unwrap_err().key, "operator.email");
     }
 
     #[test]

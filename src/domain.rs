@@ -224,6 +224,9 @@ pub enum Classification {
     Automated,
     Rejected,
     Unparseable,
+    /// Set aside after repeated failed attempts to process it (its bytes kept); processed
+    /// again only when `gatehouse messages retry` asks.
+    Quarantined,
 }
 
 impl Classification {
@@ -236,6 +239,7 @@ impl Classification {
             Classification::Automated => "automated",
             Classification::Rejected => "rejected",
             Classification::Unparseable => "unparseable",
+            Classification::Quarantined => "quarantined",
         }
     }
 }
@@ -244,7 +248,7 @@ impl FromStr for Classification {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
         use Classification::*;
-        [New, FollowUp, Forwarded, Triage, Automated, Rejected, Unparseable]
+        [New, FollowUp, Forwarded, Triage, Automated, Rejected, Unparseable, Quarantined]
             .into_iter()
             .find(|c| c.as_str() == s)
             .with_context(|| format!("Unknown classification {s:?}"))

@@ -26,7 +26,7 @@ use mail_parser::{Addr, Address, Encoding, Header, HeaderName, HeaderValue, Mess
 use mail_parser::{MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::text::{html_to_text, tidy_lines};
-use super::{Attachment, Mailbox, ReturnPath};
+use super::{Attachment, AttachmentBody, Mailbox, ReturnPath};
 
 /// How deep attached messages are followed (a forward of a forward of …).
 pub(super) const MAX_NESTING: usize = 8;
@@ -81,6 +81,8 @@ pub(super) struct Extracted {
     pub body_text: String,
     pub body_html: Option<String>,
     pub attachments: Vec<Attachment>,
+    /// The bytes of the attachments, as far as the budget given to [`extract`] goes.
+    pub attachment_bodies: Vec<AttachmentBody>,
     /// Attached messages (message/rfc822), read up to [`MAX_NESTING`] deep.
     pub nested: Vec<Extracted>,
     /// text/rfc822-headers parts (DSNs that return only the headers).
@@ -110,15 +112,16 @@ pub(super) enum Unreadable {
 }
 
 /// Parses one message (the top one or an attached one) from raw bytes and
-/// extracts it. `depth` is how many attached-message levels down it is.
-pub(super) fn extract_bytes(raw: &[u8], depth: usize) -> Result<Extracted, Unreadable> {
+/// extracts it. `depth` is how many attached-message levels down it is;
+/// the bytes of its attachments are kept up to `attach_max` bytes in all.
+pub(super) fn extract_bytes(raw: &[u8], depth: usize, attach_max: usize) -> Result<Extracted, Unreadable> {
     let safe = neutralise_nested_types(raw);
     let message = parse_message(&safe).ok_or(Unreadable::NoHeaderSection)?;
     if !has_real_header(&message) {
         dismantle(message);
         return Err(Unreadable::NoHeaderField);
     }
-    let extracted = extract(&message, depth);
+    let extracted = extract(&message, depth, attach_max);
     dismantle(message);
     Ok(extracted)
 }
@@ -142,13 +145,22 @@ pub(super) fn neutralise_nested_types(raw: &[u8]) -> Cow<'_, [u8]> {
     let mut start = 0;
     while start < raw.len() {
         let line_end = find_newline(raw, start);
-        let Some(colon) =
-            raw.get(start..line_end).and_then(|line| line.iter().position(|c| *c == b':')).map(|i| start + i)
+        // mail-parser skips white space and colons before a header name
+        // (":Content-Type: message/rfc822" is a Content-Type to it), so the
+        // name's colon is the first one after something else.
+        let name_start = raw
+            .get(start..line_end)
+            .and_then(|line| line.iter().position(|c| *c != b':' && !c.is_ascii_whitespace()))
+            .map_or(line_end, |i| start + i);
+        let Some(colon) = raw
+            .get(name_start..line_end)
+            .and_then(|line| line.iter().position(|c| *c == b':'))
+            .map(|i| name_start + i)
         else {
             start = line_end.saturating_add(1);
             continue;
         };
-        if !is_content_type_name(raw.get(start..colon).unwrap_or(&[])) {
+        if !is_content_type_name(raw.get(name_start..colon).unwrap_or(&[])) {
             start = line_end.saturating_add(1);
             continue;
         }
@@ -274,8 +286,9 @@ pub(super) fn has_real_header(msg: &Message<'_>) -> bool {
 }
 
 /// Copies what we need out of a parsed message. `depth` is how many
-/// attached-message levels we are below the top.
-pub(super) fn extract(msg: &Message<'_>, depth: usize) -> Extracted {
+/// attached-message levels we are below the top; `attach_max` bounds the
+/// attachment bytes kept (0: none).
+pub(super) fn extract(msg: &Message<'_>, depth: usize, attach_max: usize) -> Extracted {
     let raw: &[u8] = msg.raw_message.as_ref();
     let root_headers: &[Header<'_>] = msg.parts.first().map_or(&[], |p| p.headers.as_slice());
 
@@ -313,7 +326,7 @@ pub(super) fn extract(msg: &Message<'_>, depth: usize) -> Extracted {
     }
 
     extract_bodies(msg, &mut out);
-    extract_parts(msg, depth, &mut out);
+    extract_parts(msg, depth, attach_max, &mut out);
     out
 }
 
@@ -448,8 +461,10 @@ fn unflow(text: &str, del_sp: bool) -> String {
 }
 
 /// Walks the flat part list (no recursion: mail-parser already flattened
-/// the multiparts) for attachments, attached messages and report parts.
-fn extract_parts(msg: &Message<'_>, depth: usize, out: &mut Extracted) {
+/// the multiparts) for attachments (their bytes up to `attach_max` in all),
+/// attached messages and report parts.
+fn extract_parts(msg: &Message<'_>, depth: usize, attach_max: usize, out: &mut Extracted) {
+    let mut attached = 0usize;
     let body_parts: HashSet<u32> = msg.text_body.iter().chain(&msg.html_body).copied().collect();
     for &id in &msg.attachments {
         let Some(part) = msg.parts.get(id as usize) else {
@@ -479,14 +494,14 @@ fn extract_parts(msg: &Message<'_>, depth: usize, out: &mut Extracted) {
             (PartType::Binary(b) | PartType::InlineBinary(b), Some("xessage/rfc822" | "xessage/global"))
                 if depth < MAX_NESTING && out.nested.len() < MAX_NESTED_PER_LEVEL =>
             {
-                if let Ok(nested) = extract_bytes(b, depth + 1) {
+                if let Ok(nested) = extract_bytes(b, depth + 1, 0) {
                     out.nested.push(nested);
                 }
             }
             (PartType::Text(t), Some("xessage/rfc822" | "xessage/global"))
                 if depth < MAX_NESTING && out.nested.len() < MAX_NESTED_PER_LEVEL =>
             {
-                if let Ok(nested) = extract_bytes(t.as_bytes(), depth + 1) {
+                if let Ok(nested) = extract_bytes(t.as_bytes(), depth + 1, 0) {
                     out.nested.push(nested);
                 }
             }
@@ -495,7 +510,7 @@ fn extract_parts(msg: &Message<'_>, depth: usize, out: &mut Extracted) {
             (PartType::Message(inner), _)
                 if depth < MAX_NESTING && out.nested.len() < MAX_NESTED_PER_LEVEL =>
             {
-                out.nested.push(extract(inner, depth + 1));
+                out.nested.push(extract(inner, depth + 1, 0));
             }
             _ => {}
         }
@@ -522,6 +537,27 @@ fn extract_parts(msg: &Message<'_>, depth: usize, out: &mut Extracted) {
             PartType::Html(_) => "text/html".to_string(),
             _ => "application/octet-stream".to_string(),
         });
+        // The files themselves, for the gatekeeper's notification: taken here, from the one
+        // parse, rather than by parsing the raw mail again later. Attached messages are only
+        // listed (they are read above as forwards, and an email is not a file to open).
+        let bytes = part.contents();
+        if attach_max > 0
+            && !content_type.starts_with("message/")
+            && !bytes.is_empty()
+            && attached.saturating_add(bytes.len()) <= attach_max
+        {
+            attached += bytes.len();
+            let name = part
+                .attachment_name()
+                .map(|n| n.chars().filter(|c| !c.is_control() && !"/\\\"".contains(*c)).collect::<String>())
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| format!("attachment-{}", out.attachment_bodies.len() + 1));
+            out.attachment_bodies.push(AttachmentBody {
+                name,
+                content_type: content_type.clone(),
+                bytes: bytes.to_vec(),
+            });
+        }
         out.attachments.push(Attachment {
             name: part.attachment_name().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
             content_type,
@@ -703,22 +739,22 @@ mod tests {
     #[test]
     fn return_path_forms() {
         let null = parse_message(b"Return-Path: <>\r\nFrom: a@b.test\r\n\r\nx");
-        let null = null.map(|m| extract(&m, 0).return_path);
+        let null = null.map(|m| extract(&m, 0, 0).return_path);
         assert_eq!(null, Some(ReturnPath::Null));
         let addr = parse_message(b"Return-Path: <Bounce@Example.TEST>\r\n\r\nx");
-        let addr = addr.map(|m| extract(&m, 0).return_path);
+        let addr = addr.map(|m| extract(&m, 0, 0).return_path);
         assert_eq!(addr, Some(ReturnPath::Address("bounce@example.test".to_string())));
-        let absent = parse_message(b"From: a@b.test\r\n\r\nx").map(|m| extract(&m, 0).return_path);
+        let absent = parse_message(b"From: a@b.test\r\n\r\nx").map(|m| extract(&m, 0, 0).return_path);
         assert_eq!(absent, Some(ReturnPath::Absent));
     }
 
     #[test]
     fn dates_convert_to_utc() {
         let m = parse_message(b"Date: Mon, 16 Nov 2026 09:12:00 -0500\r\n\r\nx");
-        let date = m.and_then(|m| extract(&m, 0).date);
+        let date = m.and_then(|m| extract(&m, 0, 0).date);
         assert_eq!(date.map(|d| d.to_rfc3339()), Some("2026-11-16T14:12:00+00:00".to_string()));
         let bad = parse_message(b"Date: Mon, 31 Feb 2026 09:12:00 +0000\r\n\r\nx");
-        assert_eq!(bad.and_then(|m| extract(&m, 0).date), None);
+        assert_eq!(bad.and_then(|m| extract(&m, 0, 0).date), None);
     }
 
     #[test]
@@ -746,6 +782,9 @@ mod tests {
             ),
             (b"Content-Type: (a;b\\) c) message/rfc822\n", b"Content-Type: (a;b\\) c) xessage/rfc822\n"),
             (b"Subject: message/rfc822\n", b"Subject: message/rfc822\n"),
+            (b":Content-Type: message/rfc822\n", b":Content-Type: xessage/rfc822\n"),
+            (b" :: Content-Type : Message/Global\r\n", b" :: Content-Type : xessage/Global\r\n"),
+            (b"::content-type:multipart/DIGEST\n", b"::content-type:multipart/xIGEST\n"),
         ];
         for (input, expected) in cases {
             assert_eq!(neutralise_nested_types(input).as_ref(), *expected);
@@ -754,6 +793,59 @@ mod tests {
         assert!(is_content_type_name(b" Content-TYPE "));
         assert!(!is_content_type_name(b"Content-Types"));
         assert!(!is_content_type_name(b"Content-Typ"));
+    }
+
+    /// mail-parser (0.11, `parsers/message.rs`) parses a part as a nested
+    /// message when its type is message/rfc822 or message/global (type and
+    /// subtype lower-cased by its Content-Type parser, so in any case, with
+    /// any parameters and comments) or when it has no Content-Type inside a
+    /// multipart/digest. After neutralising, none of them nests.
+    #[test]
+    fn no_spelling_of_a_nested_type_makes_mail_parser_nest() {
+        let inner = "From: inner@b.test\r\nSubject: inner\r\n\r\nhello\r\n";
+        let types = [
+            "message/rfc822",
+            "MESSAGE/RFC822",
+            "Message/Global; name=\"x.eml\"",
+            "message/global (comment)",
+            "(c) message (c)/ (c) rfc822",
+            "message\r\n /rfc822",
+        ];
+        let mut cases: Vec<String> = Vec::new();
+        for ct in types {
+            for lead in ["", ":", " : "] {
+                cases.push(format!(
+                    "From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n{lead}Content-Type: {ct}\r\n\r\n{inner}--b--\r\n"
+                ));
+                // (A line starting with white space after a header continues it.)
+                if !lead.starts_with(' ') {
+                    cases.push(format!("From: a@b.test\r\n{lead}Content-Type: {ct}\r\n\r\n{inner}"));
+                }
+            }
+        }
+        for digest in ["multipart/digest", "Multipart/DIGEST", "multipart/digest (c)"] {
+            for lead in ["", ":"] {
+                cases.push(format!(
+                    "From: a@b.test\r\n{lead}Content-Type: {digest}; boundary=\"d\"\r\n\r\n--d\r\n\r\n{inner}--d--\r\n"
+                ));
+            }
+        }
+        for case in &cases {
+            // The case is real: left alone, mail-parser builds a nested message.
+            let before = parse_message(case.as_bytes()).expect(case);
+            assert!(
+                before.parts.iter().any(|p| matches!(p.body, PartType::Message(_))),
+                "not a nesting case: {case:?}"
+            );
+            dismantle(before);
+            let safe = neutralise_nested_types(case.as_bytes());
+            let after = parse_message(&safe).expect(case);
+            assert!(
+                after.parts.iter().all(|p| !matches!(p.body, PartType::Message(_))),
+                "still nests after neutralising: {case:?}"
+            );
+            dismantle(after);
+        }
     }
 
     #[test]
@@ -777,7 +869,7 @@ mod tests {
         }
         raw.extend_from_slice(b"\r\nhello\r\n");
         if let Some(m) = parse_message(&raw) {
-            let e = extract(&m, 0);
+            let e = extract(&m, 0, 0);
             assert!(e.nested.len() <= 1);
             dismantle(m);
         }

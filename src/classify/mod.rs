@@ -71,6 +71,17 @@ pub struct Attachment {
     pub size: usize,
 }
 
+/// One attachment's file name, type and bytes, for the gatekeeper's notification. Taken
+/// in the same parse as everything else, on the parser's thread (see [`parse_many`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentBody {
+    /// Cleaned for use as a file name; `attachment-N` when the part has none.
+    pub name: String,
+    /// "type/subtype", lower-cased.
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
 /// Everything gatehouse needs from one email.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Parsed {
@@ -103,6 +114,9 @@ pub struct Parsed {
     pub body_html: Option<String>,
     /// Real attachments only (not inline body parts).
     pub attachments: Vec<Attachment>,
+    /// The bytes of those attachments, in order, as many as fit in the budget given to
+    /// [`parse_many`] (attached messages never); empty from [`parse`].
+    pub attachment_bodies: Vec<AttachmentBody>,
     /// Some(..) when this is machine-generated mail, with why.
     pub automated: Option<Automated>,
     /// Some(..) when this is a forwarded approach (the outermost forward).
@@ -166,13 +180,19 @@ const PARSER_STACK: usize = 32 << 20;
 /// Err rather than unwinding into the caller. It is CPU-bound: call it from
 /// `spawn_blocking` in async code.
 pub fn parse(raw: &[u8], ctx: &Context<'_>) -> Result<Parsed, ParseError> {
-    parse_many(&[raw], ctx).pop().unwrap_or_else(|| Err(ParseError::new("nothing was parsed")))
+    parse_many(&[raw], ctx, 0).pop().unwrap_or_else(|| Err(ParseError::new("nothing was parsed")))
 }
 
 /// [`parse`] for several messages, on one thread: starting a thread per message cost more
-/// than parsing most of them (a backlog is parsed a group at a time).
-pub fn parse_many(raws: &[&[u8]], ctx: &Context<'_>) -> Vec<Result<Parsed, ParseError>> {
-    let all = || raws.iter().map(|raw| parse_guarded(raw, ctx)).collect::<Vec<_>>();
+/// than parsing most of them (a backlog is parsed a group at a time). Each message's
+/// attachments are kept as bytes up to `attach_max_bytes` in all (0: none), so that nothing
+/// has to parse the raw mail again, on a smaller stack, to attach them to a notification.
+pub fn parse_many(
+    raws: &[&[u8]],
+    ctx: &Context<'_>,
+    attach_max_bytes: usize,
+) -> Vec<Result<Parsed, ParseError>> {
+    let all = || raws.iter().map(|raw| parse_guarded(raw, ctx, attach_max_bytes)).collect::<Vec<_>>();
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("gatehouse-classify".to_string())
@@ -188,16 +208,16 @@ pub fn parse_many(raws: &[&[u8]], ctx: &Context<'_>) -> Vec<Result<Parsed, Parse
 }
 
 /// One message, a panic in the parser caught and reported as unparseable.
-fn parse_guarded(raw: &[u8], ctx: &Context<'_>) -> Result<Parsed, ParseError> {
+fn parse_guarded(raw: &[u8], ctx: &Context<'_>, attach_max: usize) -> Result<Parsed, ParseError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::new("the message is empty"));
     }
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_here(raw, ctx)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_here(raw, ctx, attach_max)))
         .unwrap_or_else(|_| Err(ParseError::new("the mail parser failed on this message")))
 }
 
-fn parse_here(raw: &[u8], ctx: &Context<'_>) -> Result<Parsed, ParseError> {
-    match mime::extract_bytes(raw, 0) {
+fn parse_here(raw: &[u8], ctx: &Context<'_>, attach_max: usize) -> Result<Parsed, ParseError> {
+    match mime::extract_bytes(raw, 0, attach_max) {
         Ok(mail) => Ok(assemble(mail, raw, ctx)),
         Err(mime::Unreadable::NoHeaderSection) => Err(ParseError::new("no header section could be read")),
         Err(mime::Unreadable::NoHeaderField) => Err(ParseError::new("no header field could be read")),
@@ -232,6 +252,7 @@ fn assemble(mail: mime::Extracted, raw: &[u8], ctx: &Context<'_>) -> Parsed {
         body_text: mail.body_text,
         body_html: mail.body_html,
         attachments: mail.attachments,
+        attachment_bodies: mail.attachment_bodies,
         automated,
         forwarded,
         report,
@@ -431,6 +452,26 @@ mod tests {
         );
         let raw = b"Subject: =?utf-8?b?truncated\r\nFrom: =?x-unknown?q?=FF?= <a@b.test>\r\n\r\nx";
         assert!(parse(raw, &ctx()).is_ok());
+    }
+
+    #[test]
+    fn attachment_bytes_are_kept_within_the_budget_in_the_same_parse() {
+        let raw = include_bytes!("../../tests/fixtures/mail/with-attachments.eml");
+        let parse_with = |max| parse_many(&[raw], &ctx(), max).pop().unwrap().unwrap();
+        let all = parse_with(10_000_000).attachment_bodies;
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all.iter().any(|a| a.content_type == "application/pdf"));
+        let smallest = all.iter().map(|a| a.bytes.len()).min().unwrap();
+        let some = parse_with(smallest).attachment_bodies;
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].bytes.len(), smallest);
+        assert!(parse_with(0).attachment_bodies.is_empty());
+        assert!(parse(raw, &ctx()).unwrap().attachment_bodies.is_empty());
+        // Beside an attached message, the files still come; the message itself is only listed.
+        let forward = include_bytes!("../../tests/fixtures/mail/forward-as-attachment.eml");
+        let p = parse_many(&[forward], &ctx(), 10_000_000).pop().unwrap().unwrap();
+        assert!(p.attachments.iter().any(|a| a.content_type == "message/rfc822"), "{:?}", p.attachments);
+        assert!(p.attachment_bodies.iter().all(|a| !a.content_type.starts_with("message/")));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 pub mod connection;
 pub mod dedup;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,9 +70,13 @@ const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 const GROUP_MESSAGES: usize = 100;
 /// The most message bytes read from the server but not yet processed.
 const PIPELINE_BYTES: usize = 16 * 1024 * 1024;
-/// Processing attempts before a message that keeps failing is recorded as unparseable, so
-/// one poisoned message cannot stop the inbox.
+/// Processing attempts before a message that keeps failing (or keeps stopping the daemon) is
+/// quarantined, so one poisoned message cannot stop the inbox. Counted in the database,
+/// across restarts.
 const MAX_ATTEMPTS: u32 = 3;
+/// How often the watcher, while it waits for mail, looks for messages an operator asked to
+/// have processed again (`gatehouse messages retry`).
+const RETRY_POLL: Duration = Duration::from_secs(5);
 
 /// Exponential backoff with full jitter.
 #[derive(Debug)]
@@ -140,7 +144,6 @@ impl Inbox {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
         let mut auth_backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(30 * 60));
-        let mut attempts: HashMap<i64, u32> = HashMap::new();
         while !shutdown.is_cancelled() {
             self.status.set(ImapState::Connecting, None).await;
             let connected = tokio::select! {
@@ -151,8 +154,7 @@ impl Inbox {
                 Ok(Connected { session, idle, token }) => {
                     auth_backoff.reset();
                     let renew_at = token.and_then(|t| t.session_deadline(Utc::now()));
-                    match self.session(session, idle, renew_at, &shutdown, &mut backoff, &mut attempts).await
-                    {
+                    match self.session(session, idle, renew_at, &shutdown, &mut backoff).await {
                         Ok(SessionEnd::Shutdown) => break,
                         Ok(SessionEnd::RenewToken) => {
                             tracing::info!(
@@ -215,7 +217,7 @@ impl Inbox {
         let draft = crate::outbox::Draft {
             kind: "system_alert",
             request_id: None,
-            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
             reply_to: None,
             subject: format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
             text: format!(
@@ -249,7 +251,6 @@ impl Inbox {
         renew_at: Option<chrono::DateTime<Utc>>,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
-        attempts: &mut HashMap<i64, u32>,
     ) -> anyhow::Result<SessionEnd> {
         // How long this session may still wait for news before its token is due.
         let left = || renew_at.map(|r| (r - Utc::now()).to_std().unwrap_or_default());
@@ -279,8 +280,7 @@ impl Inbox {
             let uid_next = mailbox.uid_next.unwrap_or(0);
             while session.unsolicited_responses.try_recv().is_ok() {}
 
-            let processed =
-                self.sync(&mut session, validity, uid_next, keywords_allowed, shutdown, attempts).await?;
+            let processed = self.sync(&mut session, validity, uid_next, keywords_allowed, shutdown).await?;
             // A whole sync worked: the connection is healthy again.
             backoff.reset();
             if processed > 0 {
@@ -319,6 +319,7 @@ impl Inbox {
                 let outcome = tokio::select! {
                     r = tokio::time::timeout(wait_for + Duration::from_secs(5), wait) => Some(r),
                     () = shutdown.cancelled() => None,
+                    () = self.retry_asked_for() => None,
                 };
                 drop(stop);
                 if let Some(Ok(r)) = outcome {
@@ -335,6 +336,7 @@ impl Inbox {
                 tokio::select! {
                     () = tokio::time::sleep(wait_for) => {}
                     () = shutdown.cancelled() => {}
+                    () = self.retry_asked_for() => {}
                 }
                 timed(imap.timeout, "NOOP failed", session.noop()).await?;
             }
@@ -349,10 +351,10 @@ impl Inbox {
         uid_next: u32,
         keywords_allowed: bool,
         shutdown: &CancellationToken,
-        attempts: &mut HashMap<i64, u32>,
     ) -> anyhow::Result<usize> {
         let imap = &self.config.imap;
         let mailbox = imap.mailbox.as_str();
+        let retried = self.take_retries().await?;
         let state = match self.store.mailbox_state(mailbox).await? {
             Some(s) if s.uidvalidity == uidvalidity => s,
             Some(old) => {
@@ -415,22 +417,16 @@ impl Inbox {
         let processing = tokio::spawn({
             let inbox = self.clone();
             let shutdown = shutdown.clone();
-            let mut attempts = std::mem::take(attempts);
-            async move {
-                let result = inbox.process_all(&job, arrived_rx, done_tx, &shutdown, &mut attempts).await;
-                (result, attempts)
-            }
+            async move { inbox.process_all(&job, arrived_rx, done_tx, &shutdown).await }
         });
         let fetched = self
             .fetch_all(session, &sizes, keywords_allowed, shutdown, arrived_tx, &mut done_rx, &budget)
             .await;
-        let (processed, kept) = processing.await.context("The inbox's processing task failed")?;
-        *attempts = kept;
-        let processed = processed?;
+        let processed = processing.await.context("The inbox's processing task failed")??;
         fetched?;
         let done = drain(&mut done_rx);
         self.mark(session, &done, keywords_allowed).await;
-        Ok(processed)
+        Ok(processed + retried)
     }
 
     /// The fetching side of `sync`: batch after batch, marking what was processed meanwhile.
@@ -473,7 +469,6 @@ impl Inbox {
         mut arrived: mpsc::Receiver<Arrived>,
         done: mpsc::UnboundedSender<u32>,
         shutdown: &CancellationToken,
-        attempts: &mut HashMap<i64, u32>,
     ) -> anyhow::Result<usize> {
         let mut processed = 0;
         let mut parsing: Option<Parsing> = None;
@@ -492,7 +487,7 @@ impl Inbox {
             }
             let started = if next.is_empty() { None } else { Some(self.start_group(job, next).await?) };
             if let Some(group) = parsing.take() {
-                processed += self.finish_group(job, group, &done, attempts).await?;
+                processed += self.finish_group(job, group, &done).await?;
             }
             parsing = started;
         }
@@ -500,14 +495,22 @@ impl Inbox {
     }
 
     /// Stores a group's raw messages and sets the parser to work on them. Parsed only once
-    /// stored: a message that could crash the parser is kept.
+    /// stored: a message that could crash the parser is kept, and its attempt counted.
+    ///
+    /// A group holding a message that was stored before but never processed (an earlier
+    /// attempt failed, or the daemon stopped during it, perhaps because of it) is not parsed
+    /// as a group: it is taken one message at a time (`take_one_by_one`), so that a message
+    /// which kills the process is found and set aside without counting against the others.
     async fn start_group(&self, job: &Job, mut group: Vec<Arrived>) -> anyhow::Result<Parsing> {
         tracing::debug!("Taking {} message(s) in one transaction", group.len());
         let saved = self.store_raw(job, &group).await?;
+        if saved.iter().any(|s| matches!(s, RawSaved::Known { processed: false, .. })) {
+            return Ok(Parsing { group, saved, parsed: None });
+        }
         let raws = group.iter_mut().map(|m| std::mem::take(&mut m.raw)).collect();
         let processor = self.processor.clone();
         let parsed = tokio::spawn(async move { processor.parse_group(raws).await });
-        Ok(Parsing { group, saved, parsed })
+        Ok(Parsing { group, saved, parsed: Some(parsed) })
     }
 
     /// Processes a parsed group in one transaction and moves the checkpoint past it.
@@ -517,40 +520,78 @@ impl Inbox {
         job: &Job,
         Parsing { mut group, saved, parsed }: Parsing,
         done: &mpsc::UnboundedSender<u32>,
-        attempts: &mut HashMap<i64, u32>,
     ) -> anyhow::Result<usize> {
+        let Some(parsed) = parsed else {
+            return self.take_one_by_one(job, &group, &saved, done).await;
+        };
         let (raws, parsed) = parsed.await.context("The mail parser's task failed")?;
         for (m, raw) in group.iter_mut().zip(raws) {
             m.raw = raw;
         }
-        let mut tx = self.store.begin().await?;
+        // Every message new in this group had its first attempt counted when it was stored.
+        let counted: Vec<i64> =
+            saved.iter().filter_map(|s| if let RawSaved::New(id) = s { Some(*id) } else { None }).collect();
+        let mut tx = match self.store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.uncount(&counted).await;
+                return Err(e);
+            }
+        };
         let mut new_uids = Vec::new();
         let mut failure = None;
         // The checkpoint moves once per group, past the last message taken.
         let mut last_taken = None;
-        for ((m, saved), parsed) in group.iter().zip(saved).zip(&parsed) {
-            let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
-            match self.take(&mut *tx, m, saved, parsed.as_ref(), log_only, attempts).await {
-                Ok(new) => {
+        for (i, ((m, stored), parsed)) in group.iter().zip(&saved).zip(&parsed).enumerate() {
+            let id = match *stored {
+                RawSaved::Known { processed: true, .. } => {
                     last_taken = Some(m.uid);
-                    if new {
-                        new_uids.push(m.uid);
-                    }
+                    continue;
+                }
+                // (`start_group` sends groups holding a message seen before but not processed
+                // down the one-by-one path, so here every message is new.)
+                RawSaved::New(id) | RawSaved::Known { id, processed: false } => id,
+            };
+            let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
+            match self.take(&mut *tx, id, &m.raw, parsed.as_ref(), log_only, m.internal_date, 1).await {
+                Ok(()) => {
+                    last_taken = Some(m.uid);
+                    new_uids.push(m.uid);
                 }
                 // Nothing of this group is kept; the mailbox still has it all.
-                Err(Failure::Storage(e)) => return Err(e),
-                // The group up to this message is kept; this one is tried again.
+                Err(Failure::Storage(e)) => {
+                    drop(tx);
+                    self.uncount(&counted).await;
+                    return Err(e);
+                }
+                // The group up to this message is kept; this one is tried again (one by one,
+                // its attempts counted); those after it were not tried yet.
                 Err(Failure::Message(e)) => {
+                    let untried: Vec<i64> = saved
+                        .get(i + 1..)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|s| if let RawSaved::New(id) = s { Some(*id) } else { None })
+                        .collect();
+                    self.uncount(&untried).await;
                     failure = Some(e);
                     break;
                 }
             }
         }
-        if let Some(uid) = last_taken {
-            let checkpoint = Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid };
-            self.processor.advance(&mut *tx, &checkpoint).await?;
+        let committed: anyhow::Result<()> = async {
+            if let Some(uid) = last_taken {
+                let checkpoint =
+                    Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid };
+                self.processor.advance(&mut *tx, &checkpoint).await?;
+            }
+            tx.commit().await
         }
-        tx.commit().await?;
+        .await;
+        if let Err(e) = committed {
+            self.uncount(&counted).await;
+            return Err(e);
+        }
         self.processor.committed();
         let new = new_uids.len();
         for uid in new_uids {
@@ -563,7 +604,143 @@ impl Inbox {
         }
     }
 
-    /// Stores a group's raw messages, before anything else can fail.
+    /// A group taken one message at a time, each parsed alone and committed with the
+    /// checkpoint past it (see `start_group`). Returns how many messages were new.
+    async fn take_one_by_one(
+        &self,
+        job: &Job,
+        group: &[Arrived],
+        saved: &[RawSaved],
+        done: &mpsc::UnboundedSender<u32>,
+    ) -> anyhow::Result<usize> {
+        let mut new = 0;
+        for (m, saved) in group.iter().zip(saved) {
+            let checkpoint =
+                Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid: m.uid };
+            let (id, counted) = match *saved {
+                RawSaved::Known { processed: true, .. } => {
+                    let mut tx = self.store.begin().await?;
+                    self.processor.advance(&mut *tx, &checkpoint).await?;
+                    tx.commit().await?;
+                    continue;
+                }
+                RawSaved::New(id) => (id, true),
+                RawSaved::Known { id, processed: false } => (id, false),
+            };
+            let log_only = m.uid < job.backlog_below_uid && !job.answer_backlog;
+            let alone = Alone { id, raw: &m.raw, log_only, internal_date: m.internal_date, counted };
+            self.take_alone(alone, Some(&checkpoint)).await?;
+            new += 1;
+            let _ = done.send(m.uid);
+        }
+        Ok(new)
+    }
+
+    /// Processes one stored message in a transaction of its own, its attempt counted and
+    /// committed first unless `counted` says storing it did that already. A message whose
+    /// earlier attempts all ended with gatehouse stopping (a crash, a kill) is quarantined
+    /// without being parsed again. With a checkpoint, it moves in the same transaction.
+    async fn take_alone(&self, m: Alone<'_>, checkpoint: Option<&Checkpoint>) -> anyhow::Result<()> {
+        let attempts = if m.counted { 1 } else { self.store.count_attempt(m.id).await? };
+        let mut tx = match self.store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.uncount(&[m.id]).await;
+                return Err(e);
+            }
+        };
+        let taken = if attempts > MAX_ATTEMPTS {
+            let why = format!(
+                "gatehouse stopped while processing it, {} times (it may be what stops it)",
+                attempts - 1
+            );
+            self.processor.quarantine(&mut *tx, m.id, m.raw, None, &why).await.map_err(Failure::Storage)
+        } else {
+            let parsed = self.processor.parse_group(vec![m.raw.to_vec()]).await.1.pop().flatten();
+            self.take(&mut *tx, m.id, m.raw, parsed.as_ref(), m.log_only, m.internal_date, attempts).await
+        };
+        let committed = match taken {
+            Ok(()) => async {
+                if let Some(checkpoint) = checkpoint {
+                    self.processor.advance(&mut *tx, checkpoint).await?;
+                }
+                tx.commit().await
+            }
+            .await
+            .map_err(Failure::Storage),
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => {
+                self.processor.committed();
+                Ok(())
+            }
+            Err(Failure::Storage(e)) => {
+                self.uncount(&[m.id]).await;
+                Err(e)
+            }
+            Err(Failure::Message(e)) => Err(e),
+        }
+    }
+
+    /// Processes the messages an operator asked to have tried again (`gatehouse messages
+    /// retry`), from the database: the checkpoint has moved past them, so the mailbox will
+    /// not bring them back. Runs on the watcher's task before the mailbox is read, so nothing
+    /// else processes a message meanwhile, and `finish_message` clears the request in the
+    /// same transaction as the message's effects: each is processed exactly once.
+    async fn take_retries(&self) -> anyhow::Result<usize> {
+        let retries = self.store.retries_requested().await?;
+        for r in &retries {
+            tracing::info!("Processing message {} (UID {}) again, as asked", r.id, r.uid);
+            let raw = self.store.raw_message(r.id).await?;
+            let alone = Alone {
+                id: r.id,
+                raw: &raw,
+                log_only: r.backlog,
+                internal_date: Some(r.fetched_at),
+                counted: false,
+            };
+            self.take_alone(alone, None).await?;
+        }
+        Ok(retries.len())
+    }
+
+    /// Resolves once an operator has asked for a message to be processed again, so a
+    /// watcher waiting for mail (IDLE, or between polls) gets on with it within seconds.
+    async fn retry_asked_for(&self) {
+        loop {
+            tokio::time::sleep(RETRY_POLL).await;
+            match self.store.retries_requested().await {
+                Ok(r) if !r.is_empty() => return,
+                Ok(_) => {}
+                Err(e) => tracing::debug!("Cannot look for messages to retry: {e:#}"),
+            }
+        }
+    }
+
+    /// Takes back attempts counted for messages that never got to run because the database
+    /// failed: not their fault, so it must not bring them nearer quarantine. Best effort (the
+    /// database is failing); at worst a message gets one attempt fewer.
+    async fn uncount(&self, ids: &[i64]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.uncount_attempts(ids).await {
+            tracing::debug!("Cannot take back the attempts counted for {} message(s): {e:#}", ids.len());
+        }
+    }
+
+    /// Stores a group's raw messages, before anything else can fail, in one commit.
+    ///
+    /// Attempts are counted here, for a whole group in the same commit as its bytes (a new
+    /// message is stored with one attempt counted): parsing and processing follow, so the
+    /// count is in the database before the attempt starts and an attempt that kills the
+    /// process still counts, without a commit of its own per message on the path every
+    /// message takes (a backlog's throughput is about commits). If the process dies in the
+    /// middle of a group, every message in it has had an attempt counted, although only one
+    /// was to blame: that is why a group holding such a message is then taken one message
+    /// at a time (`start_group`), each attempt counted alone, so an innocent message is
+    /// overcounted by one at most and only the guilty one reaches `MAX_ATTEMPTS`.
     async fn store_raw(&self, job: &Job, group: &[Arrived]) -> anyhow::Result<Vec<RawSaved>> {
         let mut tx = self.store.begin().await?;
         let mut saved = Vec::with_capacity(group.len());
@@ -655,28 +832,26 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Processes one stored message in `tx`, in a savepoint of its own (the caller moves the
-    /// checkpoint). Returns whether it was new.
+    /// Processes the stored message `id` in `tx`, in a savepoint of its own (the caller
+    /// moves the checkpoint). `attempts` is this attempt's number: when it fails and that was
+    /// the last allowed, the message is quarantined instead, in `tx`.
+    #[allow(clippy::too_many_arguments)]
     async fn take(
         &self,
         tx: &mut dyn Tx,
-        m: &Arrived,
-        saved: RawSaved,
+        id: i64,
+        raw: &[u8],
         parsed: Option<&ParseResult>,
         log_only: bool,
-        attempts: &mut HashMap<i64, u32>,
-    ) -> Result<bool, Failure> {
-        let id = match saved {
-            RawSaved::New(id) | RawSaved::Known { id, processed: false } => id,
-            RawSaved::Known { processed: true, .. } => return Ok(false),
-        };
+        internal_date: Option<chrono::DateTime<Utc>>,
+        attempts: u32,
+    ) -> Result<(), Failure> {
         tx.savepoint().await.map_err(Failure::Storage)?;
-        let result = self.processor.process(tx, id, &m.raw, parsed, log_only, m.internal_date).await;
+        let result = self.processor.process(tx, id, raw, parsed, log_only, internal_date).await;
         let e = match result {
             Ok(_) => {
                 tx.release_savepoint().await.map_err(Failure::Storage)?;
-                attempts.remove(&id);
-                return Ok(true);
+                return Ok(());
             }
             Err(e) => e,
         };
@@ -685,17 +860,13 @@ impl Inbox {
             // Not this message's fault: keep it, and retry once the database is usable.
             return Err(Failure::Storage(e.context("The database cannot be written (is the disk full?)")));
         }
-        let n = attempts.entry(id).or_insert(0);
-        *n += 1;
-        if *n >= MAX_ATTEMPTS {
-            tracing::error!(
-                "Message {id} failed {n} times ({e:#}); recording it as unparseable so the inbox can move on"
-            );
-            self.processor.give_up(tx, id, &format!("{e:#}")).await.map_err(Failure::Storage)?;
-            attempts.remove(&id);
-            Ok(true)
+        if attempts >= MAX_ATTEMPTS {
+            let why = format!("processing failed {attempts} times: {e:#}");
+            self.processor.quarantine(tx, id, raw, parsed, &why).await.map_err(Failure::Storage)?;
+            Ok(())
         } else {
-            Err(Failure::Message(e.context(format!("Processing message {id} (UID {})", m.uid))))
+            tracing::warn!("Message {id}: attempt {attempts} of {MAX_ATTEMPTS} failed: {e:#}");
+            Err(Failure::Message(e.context(format!("Processing message {id}"))))
         }
     }
 
@@ -765,11 +936,22 @@ struct Job {
     answer_backlog: bool,
 }
 
-/// A stored group on its way through the parser.
+/// A stored group on its way through the parser (`parsed`), or to be taken one message at
+/// a time (`None`, see `Inbox::start_group`).
 struct Parsing {
     group: Vec<Arrived>,
     saved: Vec<RawSaved>,
-    parsed: tokio::task::JoinHandle<ParsedGroup>,
+    parsed: Option<tokio::task::JoinHandle<ParsedGroup>>,
+}
+
+/// One stored message to process in a transaction of its own.
+struct Alone<'a> {
+    id: i64,
+    raw: &'a [u8],
+    log_only: bool,
+    internal_date: Option<chrono::DateTime<Utc>>,
+    /// Whether this attempt was counted already (when the message was stored).
+    counted: bool,
 }
 
 /// Why a message could not be taken: the database (nothing of its group can be kept), or

@@ -46,7 +46,7 @@ pub struct Draft {
     pub references: Vec<String>,
     pub auto_submitted: AutoSubmitted,
     /// Files to attach (the approach's own attachments, for the gatekeeper).
-    pub attachments: Vec<crate::requests::attachments::AttachmentBody>,
+    pub attachments: Vec<crate::classify::AttachmentBody>,
 }
 
 /// Builds outgoing messages with gatehouse's From, headers and Message-IDs.
@@ -405,7 +405,7 @@ impl Sender {
         let draft = Draft {
             kind: "delivery_failure",
             request_id: item.request_id,
-            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
             reply_to: None,
             subject: format!("Could not deliver: {}", item.subject),
             text: format!(

@@ -21,7 +21,6 @@ use crate::triage::grammar;
 use crate::triage::{Actor, Attempt, Triage};
 use replies::{Replies, Thread};
 
-pub mod attachments;
 pub mod duplicates;
 pub mod replies;
 
@@ -106,20 +105,67 @@ impl Processor {
         tx.set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now()).await
     }
 
-    /// Records a message that could not be processed, so the inbox moves on without losing
-    /// it (its raw bytes stay stored).
-    pub async fn give_up(&self, tx: &mut dyn Tx, id: i64, why: &str) -> anyhow::Result<()> {
+    /// Sets aside a message that could not be processed (it failed, or stopped gatehouse,
+    /// too many times): classified `quarantined`, its raw bytes kept, and the gatekeepers
+    /// and the operator told once, in the same transaction, with what is known of it and how
+    /// to try it again. The caller moves the checkpoint past it, so the inbox goes on.
+    pub async fn quarantine(
+        &self,
+        tx: &mut dyn Tx,
+        id: i64,
+        raw: &[u8],
+        parsed: Option<&ParseResult>,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let (from, from_address, subject) = match parsed {
+            Some(Ok(p)) => {
+                let from = p.parsed.from.as_ref();
+                let shown = from.map(|m| match &m.name {
+                    Some(name) => format!("{name} <{}>", m.address),
+                    None => m.address.clone(),
+                });
+                let address = from.and_then(|m| EmailAddress::parse(&m.address).ok()).map(|a| a.to_string());
+                (shown, address, Some(p.parsed.subject.clone()))
+            }
+            // Not parsed (or parsing is what failed): only what a plain header scan finds.
+            _ => {
+                let (from, address) = raw_from(raw);
+                (from, address, crate::inbox::dedup::first_header(raw, "subject").map(|s| clean_line(&s)))
+            }
+        };
+        tracing::error!("Message {id} is quarantined: {why}");
         let outcome = MessageOutcome {
-            classification: Classification::Unparseable,
+            classification: Classification::Quarantined,
             received_at: None,
-            from_address: None,
+            from_address,
             from_name: None,
-            subject: None,
+            subject: subject.clone(),
             attachments: None,
-            detail: Some(format!("processing failed: {why}")),
+            detail: Some(why.to_string()),
             request_id: None,
         };
-        tx.finish_message(id, &outcome, self.clock.now()).await
+        let subject = subject.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "(no subject)".into());
+        let from = from.unwrap_or_else(|| "(unknown)".into());
+        let draft = crate::outbox::Draft {
+            kind: "system_alert",
+            request_id: None,
+            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
+            reply_to: None,
+            subject: format!("A message could not be processed and is set aside: {subject}"),
+            text: format!(
+                "gatehouse could not process a message that arrived in the shared mailbox, so it has set it aside (quarantined) and gone on with the mail after it. It has not been logged as a request, and its sender has not been answered.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\nWhy:     {why}\n\nIts exact bytes are kept in gatehouse's database, and it is still in the shared mailbox. Please read it there and, if it is an approach, log it by forwarding it to the shared mailbox.\n\nTo have gatehouse try it again (after an upgrade, say), whoever looks after gatehouse can run:\n\n    gatehouse messages retry {id}\n"
+            ),
+            html: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: crate::outbox::AutoSubmitted::Generated,
+            attachments: Vec::new(),
+        };
+        let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
+        tx.finish_message(id, &outcome, now).await?;
+        tx.enqueue(&mail, now).await?;
+        Ok(())
     }
 
     /// Parses a group of messages, on a thread of its own (CPU work, off the async workers;
@@ -129,11 +175,13 @@ impl Processor {
         let own = self.own_addresses.clone();
         let domain = self.config.smtp.from.address.domain().to_string();
         let limit = self.config.imap.max_message_bytes;
+        let attach_max = self.config.attach_max_bytes;
         let count = raws.len();
         let job = tokio::task::spawn_blocking(move || {
             let ctx = classify::Context { own_addresses: &own, own_message_id_domain: Some(&domain) };
             let wanted: Vec<&[u8]> = raws.iter().filter(|r| r.len() <= limit).map(Vec::as_slice).collect();
-            let mut parsed = classify::parse_many(&wanted, &ctx).into_iter().map(|p| p.map(Prepared::new));
+            let mut parsed =
+                classify::parse_many(&wanted, &ctx, attach_max).into_iter().map(|p| p.map(Prepared::new));
             let results = raws.iter().map(|r| if r.len() <= limit { parsed.next() } else { None }).collect();
             (raws, results)
         });
@@ -190,8 +238,10 @@ impl Processor {
     ) -> anyhow::Result<Classification> {
         let now = self.clock.now();
         let mb = |n: usize| format!("{:.1} MB", n as f64 / (1024.0 * 1024.0));
-        let from = crate::inbox::dedup::first_header(raw, "from").unwrap_or_else(|| "(unknown)".into());
-        let subject = crate::inbox::dedup::first_header(raw, "subject").unwrap_or_default();
+        let (from, from_address) = raw_from(raw);
+        let from = from.unwrap_or_else(|| "(unknown)".into());
+        let subject =
+            crate::inbox::dedup::first_header(raw, "subject").map(|s| clean_line(&s)).unwrap_or_default();
         let why = format!(
             "too large to process: {} (the limit, imap.max_message_bytes, is {}); kept as received",
             mb(raw.len()),
@@ -201,13 +251,7 @@ impl Processor {
         let outcome = MessageOutcome {
             classification: Classification::Unparseable,
             received_at: received,
-            from_address: {
-                let inner = from
-                    .rsplit_once('<')
-                    .and_then(|(_, a)| a.split_once('>'))
-                    .map_or(from.as_str(), |(a, _)| a);
-                EmailAddress::parse(inner).ok().map(|a| a.to_string())
-            },
+            from_address,
             from_name: None,
             subject: Some(subject.clone()),
             attachments: None,
@@ -217,7 +261,7 @@ impl Processor {
         let draft = crate::outbox::Draft {
             kind: "system_alert",
             request_id: None,
-            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
             reply_to: None,
             subject: format!("A message too large to log automatically: {subject}"),
             text: format!(
@@ -418,7 +462,7 @@ impl Processor {
                     &text,
                     None,
                     &[],
-                    self.attachments_for(parsed, raw),
+                    parsed.attachment_bodies.clone(),
                     now,
                 )?;
                 tx.enqueue(&mail, now).await?;
@@ -573,7 +617,7 @@ impl Processor {
                 &body,
                 probable,
                 &found.earlier,
-                self.attachments_for(parsed, raw),
+                parsed.attachment_bodies.clone(),
                 now,
             )?;
             tx.enqueue(&mail, now).await?;
@@ -605,15 +649,6 @@ impl Processor {
             Some(reference) => tx.find_request(&reference).await.context("Cannot look up the reference"),
             None => Ok(None),
         }
-    }
-
-    /// The message's attachments for the gatekeeper's notification, within the configured
-    /// size.
-    fn attachments_for(&self, parsed: &Parsed, raw: &[u8]) -> Vec<attachments::AttachmentBody> {
-        if parsed.attachments.is_empty() {
-            return Vec::new();
-        }
-        attachments::bodies(raw, self.config.attach_max_bytes)
     }
 
     /// The acknowledgement to the requester and, for a forward, the confirmation to the
@@ -814,6 +849,24 @@ fn request_view(config: &Config, f: &RequestFields<'_>, parsed: &Parsed) -> Requ
             .collect(),
         message_count: f.message_count,
     }
+}
+
+/// The From header as written (cleaned) and its address, read without parsing the message:
+/// for messages too large to parse, or whose parsing is what failed.
+fn raw_from(raw: &[u8]) -> (Option<String>, Option<String>) {
+    let Some(from) = crate::inbox::dedup::first_header(raw, "from").map(|f| clean_line(&f)) else {
+        return (None, None);
+    };
+    let inner = from.rsplit_once('<').and_then(|(_, a)| a.split_once('>')).map_or(from.as_str(), |(a, _)| a);
+    let address = EmailAddress::parse(inner).ok().map(|a| a.to_string());
+    (Some(from), address)
+}
+
+/// A header value from raw bytes made fit for one line of an alert: no control characters,
+/// at most 200 characters.
+fn clean_line(value: &str) -> String {
+    let line: String = value.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    line.trim().to_string()
 }
 
 fn join(addresses: &[EmailAddress]) -> String {

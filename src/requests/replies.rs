@@ -121,7 +121,7 @@ impl Replies {
         text: &str,
         probable_duplicate: Option<&Candidate>,
         earlier: &[Candidate],
-        attachments: Vec<crate::requests::attachments::AttachmentBody>,
+        attachments: Vec<crate::classify::AttachmentBody>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<NewOutgoing> {
         let reply_to = self.reply_address(token);

@@ -118,6 +118,8 @@ pub struct MessageRow {
     pub classification: Option<Classification>,
     pub reference: Option<String>,
     pub detail: Option<String>,
+    /// Processing attempts counted so far (each counted before it starts).
+    pub attempts: u32,
 }
 
 /// One entry in a request's audit log.
@@ -155,6 +157,28 @@ pub struct NewRawMessage<'a> {
     /// its Message-ID.
     pub core_hash: &'a str,
     pub raw: &'a [u8],
+    pub backlog: bool,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// What `gatehouse messages retry ID` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryRequest {
+    /// The message's attempts are reset; the daemon processes it again.
+    Requested,
+    /// No stored message has this id.
+    Missing,
+    /// The message is not quarantined (it was processed, or is waiting to be).
+    NotQuarantined(Option<Classification>),
+}
+
+/// A message whose retry was asked for, to be taken from the database rather than the
+/// mailbox (the inbox checkpoint has moved past it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryMessage {
+    pub id: i64,
+    pub uid: u32,
+    /// Part of the backlog found at first start (logged, not answered).
     pub backlog: bool,
     pub fetched_at: DateTime<Utc>,
 }
@@ -296,6 +320,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>>;
 
+    /// Counts one more attempt at processing the stored message `id` and commits it at once,
+    /// before the attempt starts, so that an attempt which kills the process still counts.
+    /// Returns the count, this attempt included.
+    async fn count_attempt(&self, id: i64) -> anyhow::Result<u32>;
+    /// Takes back one counted attempt from each of `ids`: they never ran, because the
+    /// database failed (not the messages' fault).
+    async fn uncount_attempts(&self, ids: &[i64]) -> anyhow::Result<()>;
+    /// `gatehouse messages retry ID`: a quarantined message's attempts go back to none and it
+    /// is marked for the daemon to process again.
+    async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<RetryRequest>;
+    /// Messages whose retry was asked for and that are not yet processed, oldest first.
+    async fn retries_requested(&self) -> anyhow::Result<Vec<RetryMessage>>;
+
     /// Requests awaiting triage, oldest first (for reminders).
     async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>>;
     /// Requests received in [from, to), oldest first.
@@ -355,7 +392,9 @@ pub trait Tx: Send {
     // Reads as this transaction sees them (its own writes included): the inbox processes
     // several messages per transaction, and a follow-up must find the request created by
     // the message before it.
-    /// Stores a message's bytes before anything can fail on them.
+    /// Stores a message's bytes before anything can fail on them. A message stored for the first time has its first
+    /// processing attempt counted in the same write (see [`Store::count_attempt`]): the
+    /// caller processes it next.
     async fn save_raw(&mut self, message: &NewRawMessage<'_>) -> anyhow::Result<RawSaved>;
     async fn find_request(&mut self, reference: &str) -> anyhow::Result<Option<RequestRow>>;
     /// Requests one of whose thread Message-IDs is in `ids`, most recent first.

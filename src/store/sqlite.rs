@@ -23,7 +23,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{
     Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing, NewRawMessage,
-    NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText, Store, Tx,
+    NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText, RetryMessage,
+    RetryRequest, Store, Tx,
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
@@ -137,11 +138,20 @@ impl SqliteStore {
     }
 }
 
+/// How long a process waits for another one to finish migrating the same database.
+const MIGRATION_WAIT: Duration = Duration::from_secs(120);
+
 /// Applies the migrations with sqlx's migrator, on one connection of its own, on a runtime
 /// of its own: the migrator's future cannot be sent between threads (so not awaited from
 /// the `Store` trait), and a closed sqlx pool left a task spinning.
+///
+/// One process migrates at a time: sqlx takes no lock on SQLite, so `gatehouse run` and a
+/// CLI command started together on a fresh database both applied the first migration and
+/// one of them failed ("table meta already exists"). The others wait for the lock and then
+/// find nothing left to do.
 fn migrate_file(path: &Path) -> anyhow::Result<usize> {
     use sqlx::Connection as _;
+    let _lock = migration_lock(path, MIGRATION_WAIT)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -165,6 +175,41 @@ fn migrate_file(path: &Path) -> anyhow::Result<usize> {
         result?;
         Ok(usize::try_from(after - before).unwrap_or(0))
     })
+}
+
+/// An exclusive lock on a file beside the database (`gatehouse.db.migrate-lock`), held
+/// until the returned file is dropped. Waits up to `wait` for another process to let go. An
+/// advisory lock (flock) rather than a transaction: the migrator commits one migration at a
+/// time, and the lock must cover them all. The kernel lets go of it if the process dies.
+fn migration_lock(path: &Path, wait: Duration) -> anyhow::Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".migrate-lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("Cannot open the migration lock {}", lock_path.display()))?;
+    restrict_file(&lock_path);
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "Another gatehouse process has been migrating the database {} for over {} s (it holds {}). Fix: let it finish or stop it, then try again",
+                path.display(),
+                wait.as_secs(),
+                lock_path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("Cannot lock {}", lock_path.display()));
+            }
+        }
+    }
 }
 
 /// Copies committed pages from the WAL into the database file on a thread of its own, so a
@@ -385,7 +430,7 @@ fn request_from_row(row: &Row<'_>) -> anyhow::Result<RequestRow> {
 
 const MESSAGE_COLUMNS: &str = r#"
     m.id, m.message_id, m.received_at, m.from_address, m.subject, m.classification, m.detail,
-    (SELECT r.reference FROM requests r WHERE r.id = m.request_id) AS reference
+    m.attempts, (SELECT r.reference FROM requests r WHERE r.id = m.request_id) AS reference
 "#;
 
 fn message_from_row(row: &Row<'_>) -> anyhow::Result<MessageRow> {
@@ -399,6 +444,7 @@ fn message_from_row(row: &Row<'_>) -> anyhow::Result<MessageRow> {
         classification: classification.as_deref().map(Classification::from_str).transpose()?,
         reference: row.get("reference")?,
         detail: row.get("detail")?,
+        attempts: u32_col(row, "attempts")?,
     })
 }
 
@@ -564,6 +610,92 @@ impl Store for SqliteStore {
     async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>> {
         self.read(move |c| {
             scalar(c, "SELECT raw FROM raw_messages WHERE id = ?1", [id], "Cannot read the raw message")
+        })
+        .await
+    }
+
+    async fn count_attempt(&self, id: i64) -> anyhow::Result<u32> {
+        self.write(move |c| {
+            let n: i64 = scalar(
+                c,
+                "UPDATE messages SET attempts = attempts + 1 WHERE id = ?1 RETURNING attempts",
+                [id],
+                "Cannot count the attempt to process the message",
+            )?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn uncount_attempts(&self, ids: &[i64]) -> anyhow::Result<()> {
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            for id in ids {
+                exec(
+                    c,
+                    "UPDATE messages SET attempts = attempts - 1 WHERE id = ?1 AND attempts > 0",
+                    [id],
+                    "Cannot take back an attempt",
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<RetryRequest> {
+        self.write(move |c| {
+            let changed = exec(
+                c,
+                r#"
+                UPDATE messages SET
+                    attempts = 0, retry_requested_at = ?2, classification = NULL, detail = NULL,
+                    processed_at = NULL
+                WHERE id = ?1 AND classification = 'quarantined'
+                "#,
+                params![id, to_millis(at)],
+                "Cannot ask for the message to be processed again",
+            )?;
+            if changed == 1 {
+                return Ok(RetryRequest::Requested);
+            }
+            let found: Option<Option<String>> = one(
+                c,
+                "SELECT classification FROM messages WHERE id = ?1",
+                [id],
+                |r| Ok(r.get(0)?),
+                "Cannot read the message",
+            )?;
+            Ok(match found {
+                None => RetryRequest::Missing,
+                Some(class) => {
+                    RetryRequest::NotQuarantined(class.as_deref().map(Classification::from_str).transpose()?)
+                }
+            })
+        })
+        .await
+    }
+
+    async fn retries_requested(&self) -> anyhow::Result<Vec<RetryMessage>> {
+        self.read(|c| {
+            all(
+                c,
+                r#"
+                SELECT id, uid, backlog, fetched_at FROM messages
+                WHERE retry_requested_at IS NOT NULL AND processed_at IS NULL
+                ORDER BY id
+                "#,
+                [],
+                |r| {
+                    Ok(RetryMessage {
+                        id: r.get("id")?,
+                        uid: u32_col(r, "uid")?,
+                        backlog: r.get::<_, i64>("backlog")? != 0,
+                        fetched_at: from_millis(r.get("fetched_at")?),
+                    })
+                },
+                "Cannot list the messages to retry",
+            )
         })
         .await
     }
@@ -1035,7 +1167,8 @@ impl Tx for SqliteTx {
             r#"
             UPDATE messages SET
                 classification = ?2, received_at = ?3, from_address = ?4, from_name = ?5,
-                subject = ?6, attachments = ?7, detail = ?8, request_id = ?9, processed_at = ?10
+                subject = ?6, attachments = ?7, detail = ?8, request_id = ?9, processed_at = ?10,
+                retry_requested_at = NULL
             WHERE id = ?1
             "#,
             params![
@@ -1352,15 +1485,16 @@ mod reads {
         }
     }
 
-    /// Stores the message under `key`, unless a message is already stored under it.
+    /// Stores the message under `key`, unless a message is already stored under it, with its
+    /// first processing attempt counted (see `Tx::save_raw`).
     fn insert_raw(conn: &Connection, m: &NewRawMessage<'_>, key: &str) -> anyhow::Result<Option<i64>> {
         let inserted: Option<i64> = one(
             conn,
             r#"
             INSERT INTO messages
                 (mailbox, uidvalidity, uid, dedup_key, message_id, content_hash, core_hash, size,
-                 fetched_at, backlog)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 fetched_at, backlog, attempts)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1)
             ON CONFLICT (dedup_key) DO NOTHING
             RETURNING id
             "#,
@@ -1668,6 +1802,104 @@ mod tests {
         tx.commit().await.unwrap();
         assert_eq!(store.get_meta("half").await.unwrap(), None);
         assert_eq!(store.get_meta("after").await.unwrap().as_deref(), Some("yes"));
+    }
+
+    #[tokio::test]
+    async fn attempts_are_counted_when_stored_and_before_each_retry_and_survive_a_reopen() {
+        let (dir, store) = store().await;
+        let raw = NewRawMessage {
+            mailbox: "INBOX",
+            uidvalidity: 7,
+            uid: 3,
+            dedup_key: "mid:poison@x".into(),
+            message_id: Some("poison@x"),
+            content_hash: "h",
+            core_hash: "c",
+            raw: b"poison",
+            backlog: false,
+            fetched_at: Utc::now(),
+        };
+        let attempts = |store: &SqliteStore, id: i64| {
+            let store = store.clone();
+            async move { store.list_messages().await.unwrap().into_iter().find(|m| m.id == id).unwrap().attempts }
+        };
+        // Stored for the first time: the attempt about to be made is counted in the same commit.
+        let mut tx = store.begin().await.unwrap();
+        let RawSaved::New(id) = tx.save_raw(&raw).await.unwrap() else { panic!() };
+        tx.commit().await.unwrap();
+        assert_eq!(attempts(&store, id).await, 1);
+        // Seen again unprocessed (after a crash): storing counts nothing; each attempt does.
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(tx.save_raw(&raw).await.unwrap(), RawSaved::Known { id, processed: false });
+        tx.commit().await.unwrap();
+        assert_eq!(attempts(&store, id).await, 1);
+        assert_eq!(store.count_attempt(id).await.unwrap(), 2);
+        assert_eq!(store.count_attempt(id).await.unwrap(), 3);
+        // An attempt the database kept from running is taken back, never below zero.
+        store.uncount_attempts(&[id]).await.unwrap();
+        assert_eq!(attempts(&store, id).await, 2);
+        assert!(store.count_attempt(id + 100).await.is_err(), "no such message");
+        // Committed counts survive the process: a new store on the same file sees them.
+        drop(store);
+        let store = SqliteStore::open_in(dir.path()).await.unwrap();
+        assert_eq!(store.count_attempt(id).await.unwrap(), 3);
+
+        // Only a quarantined message can be retried.
+        assert_eq!(store.request_retry(id, Utc::now()).await.unwrap(), RetryRequest::NotQuarantined(None));
+        assert_eq!(store.request_retry(id + 100, Utc::now()).await.unwrap(), RetryRequest::Missing);
+        let outcome = |classification| MessageOutcome {
+            classification,
+            received_at: None,
+            from_address: Some("jo@icb.test".into()),
+            from_name: None,
+            subject: Some("Poison".into()),
+            attachments: None,
+            detail: Some("processing failed 3 times".into()),
+            request_id: None,
+        };
+        let mut tx = store.begin().await.unwrap();
+        tx.finish_message(id, &outcome(Classification::Quarantined), Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(store.retries_requested().await.unwrap().is_empty());
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(tx.save_raw(&raw).await.unwrap(), RawSaved::Known { id, processed: true });
+        drop(tx);
+        // Retried: attempts start again, it is unprocessed and listed for the daemon…
+        assert_eq!(store.request_retry(id, Utc::now()).await.unwrap(), RetryRequest::Requested);
+        let row = store.list_messages().await.unwrap().into_iter().find(|m| m.id == id).unwrap();
+        assert_eq!((row.classification, row.attempts), (None, 0));
+        let wanted = store.retries_requested().await.unwrap();
+        assert_eq!(wanted.iter().map(|r| (r.id, r.uid, r.backlog)).collect::<Vec<_>>(), [(id, 3, false)]);
+        // …until it is processed, which ends the request in the same write.
+        let mut tx = store.begin().await.unwrap();
+        tx.finish_message(id, &outcome(Classification::Automated), Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(store.retries_requested().await.unwrap().is_empty());
+        assert_eq!(
+            store.request_retry(id, Utc::now()).await.unwrap(),
+            RetryRequest::NotQuarantined(Some(Classification::Automated))
+        );
+    }
+
+    #[tokio::test]
+    async fn migrations_wait_for_each_other_and_a_stuck_one_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        // Many migrating at once on a fresh file: one applies everything, the others nothing.
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || migrate_file(&path))
+            })
+            .collect();
+        let applied: Vec<usize> = runs.into_iter().map(|r| r.join().unwrap().unwrap()).collect();
+        assert_eq!(applied.iter().filter(|n| **n > 0).count(), 1, "{applied:?}");
+        // A process holding the lock for too long: the next one says what to do.
+        let held = migration_lock(&path, Duration::from_secs(1)).unwrap();
+        let e = migration_lock(&path, Duration::from_millis(200)).unwrap_err();
+        assert!(format!("{e:#}").contains("Another gatehouse process"), "{e:#}");
+        drop(held);
+        assert!(migration_lock(&path, Duration::from_millis(200)).is_ok());
     }
 
     #[tokio::test]
