@@ -532,10 +532,7 @@ async fn show_request(store: &SharedStore, r: &RequestRow, format: TextFormat) -
         }
         TextFormat::Text => {
             let mut out = std::io::stdout().lock();
-            let requester = match &r.requester_name {
-                Some(name) => format!("{name} <{}>", r.requester),
-                None => r.requester.clone(),
-            };
+            let requester = crate::domain::requester_display(r.requester_name.as_deref(), &r.requester);
             writeln!(out, "{}  {}", r.reference, r.subject)?;
             writeln!(out, "Status:       {}", r.status)?;
             if let Some(d) = r.decision {

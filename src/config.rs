@@ -96,11 +96,11 @@ impl NamedAddress {
         let s = s.trim();
         if let (Some(open), true) = (s.rfind('<'), s.ends_with('>')) {
             let name = s[..open].trim().trim_matches('"').trim();
-            let address = EmailAddress::parse(&s[open + 1..s.len() - 1])?;
+            let address = EmailAddress::parse_mailable(&s[open + 1..s.len() - 1])?;
             let name = (!name.is_empty()).then(|| name.to_string());
             return Ok(Self { name, address });
         }
-        Ok(Self { name: None, address: EmailAddress::parse(s)? })
+        Ok(Self { name: None, address: EmailAddress::parse_mailable(s)? })
     }
 }
 
@@ -198,6 +198,8 @@ pub struct Config {
     pub organisations: BTreeMap<String, String>,
     pub templates_dir: Option<PathBuf>,
     pub acknowledgements: AcknowledgementSettings,
+    /// Who redirects approaches: a forward from a member speaks for its original sender.
+    pub members: Members,
     pub triage: TriageSettings,
     /// The approach's attachments go with the gatekeeper's notification up to this many
     /// bytes in all (0: list them only).
@@ -221,11 +223,41 @@ pub struct TriageSettings {
 #[derive(Debug, Clone)]
 pub struct AcknowledgementSettings {
     /// At most this many acknowledgements to one address in 24 hours, so a loop with
-    /// another robot cannot run away.
+    /// another robot cannot run away (`+tags` count as the same address).
     pub rate_limit_per_day: u32,
+    /// At most this many automatic answers to addresses in one domain in 24 hours, so
+    /// made-up addresses cannot turn gatehouse into a relay towards one organisation.
+    pub domain_limit_per_day: u32,
+    /// At most this many automatic answers in all in one hour, whatever the addresses.
+    pub limit_per_hour: u32,
     /// Whether the original sender of a forwarded approach is acknowledged (the forwarder
     /// always gets a short confirmation).
     pub acknowledge_forwarded: bool,
+}
+
+/// The practices, PCNs, federation and LMC who redirect approaches to the single point of
+/// access (`[members]`). A forward from one of them is trusted to name its original sender,
+/// who is then answered; anyone else's forward is logged but only the forwarder hears back.
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    /// Lower-case domains; a sub-domain of one counts too.
+    pub domains: Vec<String>,
+    pub addresses: Vec<EmailAddress>,
+}
+
+impl Members {
+    /// Whether `address` is a member: listed itself (any `+tag` ignored), or in a listed
+    /// domain or a sub-domain of one.
+    pub fn contains(&self, address: &EmailAddress) -> bool {
+        let person = address.person();
+        if self.addresses.iter().any(|a| a.person() == person) {
+            return true;
+        }
+        let domain = address.domain();
+        self.domains
+            .iter()
+            .any(|d| domain == d || domain.strip_suffix(d.as_str()).is_some_and(|head| head.ends_with('.')))
+    }
 }
 
 /// The keys each section accepts. Checked before deserialising so that a misspelt key is
@@ -277,7 +309,11 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("board", &["addresses", "summary_schedule"]),
     ("meetings", &["dates", "agenda_days_before"]),
     ("templates", &["dir"]),
-    ("acknowledgements", &["rate_limit_per_day", "acknowledge_forwarded"]),
+    (
+        "acknowledgements",
+        &["rate_limit_per_day", "domain_limit_per_day", "limit_per_hour", "acknowledge_forwarded"],
+    ),
+    ("members", &["domains", "addresses"]),
     ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour"]),
     ("notifications", &["attach_max_bytes"]),
     // Free-form tables: any key, string values.
@@ -350,6 +386,8 @@ struct RawConfig {
     #[serde(default)]
     acknowledgements: RawAcknowledgements,
     #[serde(default)]
+    members: RawMembers,
+    #[serde(default)]
     triage: RawTriage,
     #[serde(default)]
     notifications: RawNotifications,
@@ -402,18 +440,43 @@ fn default_reminder_hour() -> u32 {
 struct RawAcknowledgements {
     #[serde(default = "default_ack_limit")]
     rate_limit_per_day: u32,
+    #[serde(default = "default_domain_limit")]
+    domain_limit_per_day: u32,
+    #[serde(default = "default_hour_limit")]
+    limit_per_hour: u32,
     #[serde(default = "default_true")]
     acknowledge_forwarded: bool,
 }
 
 impl Default for RawAcknowledgements {
     fn default() -> Self {
-        Self { rate_limit_per_day: default_ack_limit(), acknowledge_forwarded: true }
+        Self {
+            rate_limit_per_day: default_ack_limit(),
+            domain_limit_per_day: default_domain_limit(),
+            limit_per_hour: default_hour_limit(),
+            acknowledge_forwarded: true,
+        }
     }
 }
 
 fn default_ack_limit() -> u32 {
     10
+}
+
+fn default_domain_limit() -> u32 {
+    50
+}
+
+fn default_hour_limit() -> u32 {
+    100
+}
+
+#[derive(Deserialize, Default)]
+struct RawMembers {
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -812,6 +875,26 @@ impl Config {
             organisations.insert(lower, name);
         }
 
+        // [members]: domains and addresses whose forwards speak for the original sender.
+        let mut member_domains = Vec::new();
+        for d in &raw.members.domains {
+            let domain = d.trim().trim_start_matches('@').to_lowercase();
+            if domain.is_empty() || EmailAddress::parse_mailable(&format!("x@{domain}")).is_err() {
+                return Err(err(
+                    "members.domains",
+                    format!("{d:?} is not a domain"),
+                    "list domains like \"anytown-pcn.nhs.uk\" (no @); put single people in members.addresses",
+                ));
+            }
+            if !member_domains.contains(&domain) {
+                member_domains.push(domain);
+            }
+        }
+        let members = Members {
+            domains: member_domains,
+            addresses: parse_addresses(&raw.members.addresses, "members.addresses", path)?,
+        };
+
         if raw.triage.reminder_hour > 23 {
             return Err(err(
                 "triage.reminder_hour",
@@ -889,8 +972,11 @@ impl Config {
             },
             acknowledgements: AcknowledgementSettings {
                 rate_limit_per_day: raw.acknowledgements.rate_limit_per_day,
+                domain_limit_per_day: raw.acknowledgements.domain_limit_per_day,
+                limit_per_hour: raw.acknowledgements.limit_per_hour,
                 acknowledge_forwarded: raw.acknowledgements.acknowledge_forwarded,
             },
+            members,
         })
     }
 
@@ -930,6 +1016,11 @@ impl Config {
         let mut to = self.gatekeepers.clone();
         to.extend(self.operator.iter().filter(|a| !self.gatekeepers.contains(a)).cloned());
         to
+    }
+
+    /// Whether a forward from `address` is trusted to name its original sender.
+    pub fn is_member(&self, address: &EmailAddress) -> bool {
+        self.members.contains(address)
     }
 
     /// The distinct OAuth2 token sources in use, named by their config section (SMTP
@@ -1309,7 +1400,8 @@ fn check_database_url(url: &str) -> Result<(), String> {
 fn parse_addresses(list: &[String], key: &str, path: &Path) -> Result<Vec<EmailAddress>, ConfigError> {
     let mut out = Vec::new();
     for item in list {
-        let address = EmailAddress::parse(item).map_err(|e| ConfigError {
+        // gatehouse writes to these, so they must be addresses mail can be sent to.
+        let address = EmailAddress::parse_mailable(item).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             key: key.into(),
             problem: e.to_string(),
@@ -1458,6 +1550,27 @@ workforce = "Recruiting hard-to-find staff groups"
     }
 
     #[test]
+    fn members_are_addresses_or_domains_and_their_sub_domains() {
+        let c = load(VALID).unwrap();
+        assert!(c.members.domains.is_empty() && c.members.addresses.is_empty());
+        assert_eq!(c.acknowledgements.domain_limit_per_day, 50);
+        assert_eq!(c.acknowledgements.limit_per_hour, 100);
+        let text = VALID.replace(
+            "[priorities]\n",
+            "[members]\ndomains = [\"Anytown-PCN.nhs.test\"]\naddresses = [\"LMC.Secretary@example.org\"]\n[priorities]\n",
+        );
+        let c = load(&text).unwrap();
+        let member = |a: &str| c.is_member(&EmailAddress::parse(a).unwrap());
+        assert!(member("pm@anytown-pcn.nhs.test"));
+        assert!(member("pm@mail.anytown-pcn.nhs.test"));
+        assert!(!member("pm@evil-anytown-pcn.nhs.test"));
+        assert!(!member("pm@nhs.test"));
+        assert!(member("lmc.secretary@example.org"));
+        assert!(member("lmc.secretary+forwards@example.org"));
+        assert!(!member("someone.else@example.org"));
+    }
+
+    #[test]
     fn debug_output_never_contains_a_secret_value() {
         // SAFETY of the test: the variable name is unique to this test.
         unsafe { std::env::set_var("GATEHOUSE_IMAP_PASSWORD_DEBUG_TEST", "pw-that-must-not-leak") };
@@ -1508,6 +1621,15 @@ workforce = "Recruiting hard-to-find staff groups"
             ("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "", "imap.password_env"),
             ("mailbox = \"INBOX\"", "after_processing = \"delete\"", "imap.after_processing"),
             ("# database", "database_url = \"postgres://u:pw@db/g\"", "service.database_url"),
+            ("\"sam.patel@nhs.net\"]", "\"sam..patel@nhs.net\"]", "gatekeepers.addresses"),
+            ("[priorities]\n", "[members]\ndomains = [\"not a domain\"]\n[priorities]\n", "members.domains"),
+            ("[priorities]\n", "[members]\naddresses = [\"lmc\"]\n[priorities]\n", "members.addresses"),
+            ("[priorities]\n", "[members]\nfriends = []\n[priorities]\n", "members.friends"),
+            (
+                "[priorities]\n",
+                "[acknowledgements]\nlimit_per_hour = -1\n[priorities]\n",
+                "acknowledgements.limit_per_hour",
+            ),
         ];
         for (from, to, key) in cases {
             let text = if *from == "# database" {

@@ -39,12 +39,106 @@ impl EmailAddress {
         Ok(Self(s.to_lowercase()))
     }
 
+    /// Like [`EmailAddress::parse`], and refused unless mail can be sent to it (see
+    /// [`EmailAddress::mailable`]): for the addresses in the config, which gatehouse writes to.
+    pub fn parse_mailable(s: &str) -> anyhow::Result<Self> {
+        let address = Self::parse(s)?;
+        if let Err(why) = address.mailable() {
+            bail!("{s:?} is not an address mail can be sent to ({why})");
+        }
+        Ok(address)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
+    }
+
+    /// Whether mail can be sent to this address, by the SMTP library's own rules (the one
+    /// that builds every email gatehouse sends), and why not. [`EmailAddress::parse`] is
+    /// looser on purpose: a sender whose address the library refuses (`jo..bloggs@x.org`,
+    /// a 70-character local part) is still logged as a requester, just never written to.
+    pub fn mailable(&self) -> Result<(), String> {
+        self.0.parse::<lettre::Address>().map(drop).map_err(|e| format!("the mail library refuses it: {e}"))
+    }
+
+    /// The person behind the address, as the sending limits count them: the `+tag` of the
+    /// part before the @ dropped, so `jo+1@x.org` and `jo+2@x.org` are both `jo@x.org`.
+    pub fn person(&self) -> String {
+        match self.0.rsplit_once('@') {
+            Some((local, domain)) => {
+                let local = local.split_once('+').map_or(local, |(base, _)| base);
+                format!("{local}@{domain}")
+            }
+            None => self.0.clone(),
+        }
+    }
+
+    /// The part before the @, `+tag` dropped.
+    pub fn local_base(&self) -> &str {
+        let local = self.0.rsplit_once('@').map_or(self.0.as_str(), |(l, _)| l);
+        local.split_once('+').map_or(local, |(base, _)| base)
+    }
+}
+
+/// The longest display name gatehouse repeats from mail, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+
+/// A display name from mail as gatehouse repeats it (to gatekeepers, the board, back to
+/// senders): the one place a sender's chosen name is made safe. Control characters and line
+/// breaks become spaces; bidirectional overrides and invisible characters go (they can show
+/// text in another order than it is written); quotes and angle brackets go, and `@` becomes
+/// " at ", so a name cannot pass for an address (`"ceo@nhs.net" <attacker@x.org>`); a name
+/// that is nothing but an address is dropped; white space is collapsed and the result cut to
+/// [`MAX_DISPLAY_NAME_CHARS`]. None when nothing is left.
+pub fn display_name(raw: &str) -> Option<String> {
+    let mut cleaned = String::with_capacity(raw.len().min(256));
+    for c in raw.chars() {
+        match c {
+            '@' | '\u{FF20}' | '\u{FE6B}' => cleaned.push_str(" at "),
+            '"' | '<' | '>' | '`' | '\u{FF1C}' | '\u{FF1E}' | '\u{FE64}' | '\u{FE65}' | '\u{2039}'
+            | '\u{203A}' | '\u{3008}' | '\u{3009}' | '\u{27E8}' | '\u{27E9}' | '\u{FF02}' => {
+                cleaned.push(' ')
+            }
+            // Bidirectional embeddings, overrides, isolates and marks; zero-width characters.
+            '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{061C}'
+            | '\u{2060}'
+            | '\u{FEFF}' => {}
+            c if c.is_control() => cleaned.push(' '),
+            c => cleaned.push(c),
+        }
+    }
+    let words: Vec<&str> = cleaned.split_whitespace().collect();
+    // Nothing but an address ("jo@x.org" became "jo at x.org"): it adds nothing to the
+    // address shown beside it, and may be a different one.
+    if raw.contains(['@', '\u{FF20}', '\u{FE6B}']) && !raw.trim().contains(char::is_whitespace) {
+        return None;
+    }
+    let joined = words.join(" ");
+    let trimmed = joined.trim_matches(|c: char| c == '\'' || c.is_whitespace());
+    if trimmed.is_empty() {
+        return None;
+    }
+    if trimmed.chars().count() <= MAX_DISPLAY_NAME_CHARS {
+        return Some(trimmed.to_string());
+    }
+    let cut: String = trimmed.chars().take(MAX_DISPLAY_NAME_CHARS - 1).collect();
+    Some(format!("{}…", cut.trim_end()))
+}
+
+/// How a requester (or any sender) is named wherever gatehouse shows one: "Jo Bloggs
+/// <jo@icb.test>", or the bare address when there is no usable name. The name goes through
+/// [`display_name`] here too, so rows stored before names were cleaned show safely.
+pub fn requester_display(name: Option<&str>, address: &str) -> String {
+    match name.and_then(display_name) {
+        Some(name) => format!("{name} <{address}>"),
+        None => address.to_string(),
     }
 }
 
@@ -286,6 +380,38 @@ mod tests {
         ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn mailable_follows_the_mail_library_and_parse_stays_looser() {
+        let ok = EmailAddress::parse_mailable("Jo.Bloggs+rota@nhs.net").unwrap();
+        assert_eq!(ok.person(), "jo.bloggs@nhs.net");
+        assert_eq!(ok.local_base(), "jo.bloggs");
+        for refused in ["jo..bloggs@nhs.net", ".jo@nhs.net", "jo.@nhs.net", "jo@-nhs.net"] {
+            let seen = EmailAddress::parse(refused).unwrap();
+            assert!(seen.mailable().is_err(), "{refused} called mailable");
+            assert!(EmailAddress::parse_mailable(refused).is_err(), "{refused}");
+        }
+        let long = format!("{}@nhs.net", "a".repeat(70));
+        assert!(EmailAddress::parse(&long).unwrap().mailable().is_err());
+    }
+
+    #[test]
+    fn display_names_cannot_pass_for_addresses_or_reorder_text() {
+        assert_eq!(display_name("  \"Bloggs,   Jo\"  ").as_deref(), Some("Bloggs, Jo"));
+        assert_eq!(display_name("Pat O\u{2019}Neill").as_deref(), Some("Pat O\u{2019}Neill"));
+        assert_eq!(display_name("'Jo'").as_deref(), Some("Jo"));
+        assert_eq!(display_name("ceo@nhs.net"), None);
+        assert_eq!(display_name("IT Desk <it@nhs.net>").as_deref(), Some("IT Desk it at nhs.net"));
+        assert_eq!(display_name("Jo\r\nBcc: x@y.z").as_deref(), Some("Jo Bcc: x at y.z"));
+        assert_eq!(display_name("Jo \u{202E}fdp.exe").as_deref(), Some("Jo fdp.exe"));
+        assert_eq!(display_name("\u{200B}\u{2066}"), None);
+        let long = display_name(&"x".repeat(500)).unwrap();
+        assert_eq!(long.chars().count(), MAX_DISPLAY_NAME_CHARS);
+        assert!(long.ends_with('…'));
+        assert_eq!(requester_display(Some("Jo"), "jo@x.org"), "Jo <jo@x.org>");
+        assert_eq!(requester_display(Some(" \" "), "jo@x.org"), "jo@x.org");
+        assert_eq!(requester_display(Some("boss@nhs.net"), "jo@x.org"), "jo@x.org");
     }
 
     #[test]

@@ -650,11 +650,10 @@ fn to_mailbox(addr: &Addr<'_>) -> Option<Mailbox> {
     Some(Mailbox { address, name: addr.name.as_deref().and_then(clean_display_name) })
 }
 
-/// Display names unquoted and single-spaced; None when nothing is left.
+/// Display names as gatehouse keeps them (see [`crate::domain::display_name`]: cleaned and
+/// capped once, where mail is read); None when nothing is left.
 pub(super) fn clean_display_name(name: &str) -> Option<String> {
-    let collapsed = name.split_whitespace().collect::<Vec<_>>().join(" ");
-    let unquoted = collapsed.trim().trim_matches(|c| c == '"' || c == '\'').trim();
-    (!unquoted.is_empty()).then(|| unquoted.to_string())
+    crate::domain::display_name(name)
 }
 
 /// The first (outermost, added at final delivery) Return-Path. mail-parser

@@ -5,6 +5,8 @@
 //! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
 //! the crash left half-sent goes again at the next start (the only way one can go twice).
 
+pub mod recipients;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -14,12 +14,13 @@ use rand::Rng as _;
 use crate::classify::{self, Parsed};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::{Classification, EmailAddress, Reference};
+use crate::domain::{Classification, EmailAddress, Reference, requester_display};
+use crate::outbox::recipients::{Allowance, Purpose, Recipients};
 use crate::store::{MessageOutcome, NewRequest, RequestRow, Tx};
 use crate::templates::{AttachmentView, RequestView, Templates, human_size};
 use crate::triage::grammar;
 use crate::triage::{Actor, Attempt, Triage};
-use replies::{Replies, Thread};
+use replies::{Provenance, Replies, Thread};
 
 pub mod duplicates;
 pub mod replies;
@@ -65,7 +66,8 @@ const DUPLICATE_LOOKBACK_DAYS: i64 = 180;
 pub struct Processor {
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
-    own_addresses: Vec<String>,
+    /// Whom automatic answers may go to.
+    recipients: Recipients,
     replies: Replies,
     triage: Triage,
     duplicates: duplicates::Duplicates,
@@ -80,23 +82,10 @@ impl Processor {
         templates: Arc<Templates>,
         wake: Arc<tokio::sync::Notify>,
     ) -> Self {
-        let mut own_addresses = vec![config.smtp.from.address.to_string()];
-        if let Ok(a) = EmailAddress::parse(&config.imap.username)
-            && !own_addresses.contains(&a.to_string())
-        {
-            own_addresses.push(a.to_string());
-        }
+        let recipients = Recipients::new(config.clone());
         let replies = Replies::new(config.clone(), templates.clone());
         let triage = Triage::new(config.clone(), templates);
-        Self {
-            config,
-            clock,
-            own_addresses,
-            replies,
-            triage,
-            duplicates: duplicates::Duplicates::new(),
-            wake,
-        }
+        Self { config, clock, recipients, replies, triage, duplicates: duplicates::Duplicates::new(), wake }
     }
 
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
@@ -172,7 +161,7 @@ impl Processor {
     /// one thread for the group, since starting one per message cost more than parsing
     /// most of them). A message over `max_message_bytes` is not parsed: `None`.
     pub async fn parse_group(&self, raws: Vec<Vec<u8>>) -> ParsedGroup {
-        let own = self.own_addresses.clone();
+        let own = self.recipients.own_addresses();
         let domain = self.config.smtp.from.address.domain().to_string();
         let limit = self.config.imap.max_message_bytes;
         let attach_max = self.config.attach_max_bytes;
@@ -433,20 +422,28 @@ impl Processor {
             }
         }
 
-        // Replies and follow-ups: the thread first, then a reference in the subject.
+        // Replies and follow-ups: the thread first, then a reference in the subject. Anyone
+        // can quote a reference, so the follow-up is shown as its real sender's, and one from
+        // a stranger changes nothing.
         if let Some(request) = self.thread_of(tx, parsed).await? {
-            self.triage.reopen_if_waiting(tx, &request, &from, now).await?;
+            let stranger = !speaks_for(&self.config, &request, &from);
+            if !stranger {
+                self.triage.reopen_if_waiting(tx, &request, &from, now).await?;
+            }
             let classification = Classification::FollowUp;
             outcome.classification = classification;
             outcome.request_id = Some(request.id);
-            tx.add_event(
-                request.id,
-                now,
-                from.as_str(),
-                "follow_up",
-                Some(&format!("Message from {from}: {}", parsed.subject)),
-            )
-            .await?;
+            let sender =
+                requester_display(parsed.from.as_ref().and_then(|m| m.name.as_deref()), from.as_str());
+            let detail = if stranger {
+                format!(
+                    "Message from {from}, who is not the requester, the forwarder or of the same organisation (request not changed): {}",
+                    parsed.subject
+                )
+            } else {
+                format!("Message from {from}: {}", parsed.subject)
+            };
+            tx.add_event(request.id, now, from.as_str(), "follow_up", Some(&detail)).await?;
             if let Some(mid) = &parsed.message_id {
                 tx.add_thread_id(mid, request.id, "in").await?;
             }
@@ -454,15 +451,20 @@ impl Processor {
                 let mut view = request_view(&self.config, &RequestFields::from_row(&request), parsed);
                 view.message_count = request.message_count + 1;
                 let text = classify::strip_quoted(&parsed.body_text);
+                let about = Provenance { sender, stranger, ..Provenance::default() };
+                // A stranger's files are listed, not carried into the gatekeepers' inbox
+                // under the request's name.
+                let attachments = if stranger { Vec::new() } else { parsed.attachment_bodies.clone() };
                 let mail = self.replies.notification(
                     request.id,
                     &view,
                     &request.token,
                     "follow_up",
                     &text,
+                    &about,
                     None,
                     &[],
-                    parsed.attachment_bodies.clone(),
+                    attachments,
                     now,
                 )?;
                 tx.enqueue(&mail, now).await?;
@@ -599,22 +601,34 @@ impl Processor {
                 message_count: 1,
             };
             let view = request_view(&self.config, &fields, parsed);
-            self.answer(
-                &mut *tx,
-                request_id,
-                &view,
-                parsed,
-                forwarded.as_ref().map(|(f, _)| *f),
-                via.as_ref(),
-                now,
-            )
-            .await?;
+            let warnings = self
+                .answer(
+                    &mut *tx,
+                    request_id,
+                    &view,
+                    parsed,
+                    forwarded.as_ref().map(|(f, _)| *f),
+                    &requester,
+                    via.as_ref(),
+                    now,
+                )
+                .await?;
+            let about = Provenance {
+                sender: requester_display(
+                    parsed.from.as_ref().and_then(|m| m.name.as_deref()),
+                    from.as_str(),
+                ),
+                stranger: false,
+                unverified: !self.recipients.stands_behind_requester(via.as_ref()),
+                warnings,
+            };
             let mail = self.replies.notification(
                 request_id,
                 &view,
                 &token,
                 "new",
                 &body,
+                &about,
                 probable,
                 &found.earlier,
                 parsed.attachment_bodies.clone(),
@@ -652,7 +666,9 @@ impl Processor {
     }
 
     /// The acknowledgement to the requester and, for a forward, the confirmation to the
-    /// forwarder — each only when it is safe to send (see [`Processor::why_not_answer`]).
+    /// forwarder — each only where the recipient rule allows (see
+    /// [`crate::outbox::recipients`]). Returns what the gatekeeper should be told about who
+    /// was not answered, and why.
     #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
@@ -661,18 +677,28 @@ impl Processor {
         view: &RequestView,
         parsed: &Parsed,
         forwarded: Option<&classify::Forwarded>,
+        requester: &EmailAddress,
         via: Option<&EmailAddress>,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
+        let mut allowance = Allowance::per_message();
+        let mut warnings = Vec::new();
         let mut acknowledged = false;
-        let skip = match forwarded {
+        let cleared = match via {
+            Some(v) if !self.recipients.stands_behind_requester(Some(v)) => Err(format!(
+                "forwarded by {v}, who is not in [members]: the original sender was not contacted"
+            )),
             Some(_) if !self.config.acknowledgements.acknowledge_forwarded => {
-                Some("forwarded approaches are not acknowledged (config)".to_string())
+                Err("forwarded approaches are not acknowledged (config)".to_string())
             }
-            _ => self.why_not_answer(tx, &view.requester, now).await?,
+            _ => self.recipients.check(tx, requester, Purpose::Answer, &allowance, now).await?.inspect_err(
+                |why| {
+                    warnings.push(format!("{requester} was not sent an acknowledgement: {why}."));
+                },
+            ),
         };
-        match skip {
-            None => {
+        match cleared {
+            Ok(cleared) => {
                 let thread = match forwarded {
                     Some(f) => Thread { message_id: f.message_id.clone(), references: Vec::new() },
                     None => Thread {
@@ -683,24 +709,24 @@ impl Processor {
                 let original_subject =
                     forwarded.and_then(|f| f.subject.clone()).unwrap_or_else(|| view.subject.clone());
                 let mail = self.replies.acknowledgement(request_id, view, &original_subject, &thread, now)?;
-                tx.enqueue(&mail, now).await?;
+                self.recipients.send(tx, cleared, &mail, &mut allowance, now).await?;
                 tx.add_event(
                     request_id,
                     now,
                     "gatehouse",
                     "acknowledged",
-                    Some(&format!("Acknowledgement sent to {}", view.requester)),
+                    Some(&format!("Acknowledgement sent to {requester}")),
                 )
                 .await?;
                 acknowledged = true;
             }
-            Some(why) => {
+            Err(why) => {
                 tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
             }
         }
         if let Some(forwarder) = via {
-            match self.why_not_answer(tx, forwarder.as_str(), now).await? {
-                None => {
+            match self.recipients.check(tx, forwarder, Purpose::Answer, &allowance, now).await? {
+                Ok(cleared) => {
                     let thread = Thread {
                         message_id: parsed.message_id.clone(),
                         references: parsed.references.clone(),
@@ -714,7 +740,7 @@ impl Processor {
                         &thread,
                         now,
                     )?;
-                    tx.enqueue(&mail, now).await?;
+                    self.recipients.send(tx, cleared, &mail, &mut allowance, now).await?;
                     tx.add_event(
                         request_id,
                         now,
@@ -724,62 +750,33 @@ impl Processor {
                     )
                     .await?;
                 }
-                Some(why) => {
+                Err(why) => {
+                    warnings.push(format!("{forwarder} was not sent a confirmation: {why}."));
                     tx.add_event(request_id, now, "gatehouse", "forward_not_confirmed", Some(&why)).await?
                 }
             }
         }
-        Ok(())
+        Ok(warnings)
     }
+}
 
-    /// Why an automatic answer to `address` must not go, if it must not: our own address,
-    /// a no-reply address, or the daily limit reached (a loop with another robot).
-    async fn why_not_answer(
-        &self,
-        tx: &mut dyn Tx,
-        address: &str,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<Option<String>> {
-        if self.own_addresses.iter().any(|a| a == address) {
-            return Ok(Some(format!("{address} is gatehouse's own address")));
+/// Whether `sender` may speak for `request`: its requester or forwarder (any `+tag`), or
+/// someone of the same organisation (`[organisations]`, else the same domain as either).
+fn speaks_for(config: &Config, request: &RequestRow, sender: &EmailAddress) -> bool {
+    let known: Vec<EmailAddress> = std::iter::once(request.requester.as_str())
+        .chain(request.via.as_deref())
+        .filter_map(|a| EmailAddress::parse(a).ok())
+        .collect();
+    let person = sender.person();
+    if known.iter().any(|k| k.person() == person || k.domain() == sender.domain()) {
+        return true;
+    }
+    match config.organisation_for(sender) {
+        Some(org) => {
+            request.organisation.as_deref() == Some(org)
+                || known.iter().any(|k| config.organisation_for(k) == Some(org))
         }
-        let local = address.split('@').next().unwrap_or_default().to_ascii_lowercase();
-        let robots = [
-            "noreply",
-            "no-reply",
-            "no_reply",
-            "donotreply",
-            "do-not-reply",
-            "do_not_reply",
-            "mailer-daemon",
-            "postmaster",
-            "bounce",
-            "bounces",
-        ];
-        if robots.iter().any(|r| {
-            local == *r
-                || local.starts_with(&format!("{r}+"))
-                || local.starts_with(&format!("{r}-"))
-                || local.ends_with(&format!("-{r}"))
-                || local.ends_with(&format!(".{r}"))
-        }) {
-            return Ok(Some(format!("{address} is a no-reply address")));
-        }
-        let limit = i64::from(self.config.acknowledgements.rate_limit_per_day);
-        let since = now - chrono::Duration::hours(24);
-        let mut sent = 0;
-        for kind in ["acknowledgement", "forward_confirmation"] {
-            sent += tx.count_sent_to(kind, address, since).await?;
-        }
-        if sent >= limit {
-            tracing::warn!(
-                "Not answering {address}: {sent} automatic answers in the last 24 hours (limit {limit})"
-            );
-            return Ok(Some(format!(
-                "rate limit: {sent} automatic answers to {address} in the last 24 hours (limit {limit})"
-            )));
-        }
-        Ok(None)
+        None => false,
     }
 }
 
@@ -818,10 +815,7 @@ impl<'a> RequestFields<'a> {
 }
 
 fn request_view(config: &Config, f: &RequestFields<'_>, parsed: &Parsed) -> RequestView {
-    let requester_display = match f.requester_name {
-        Some(name) if !name.trim().is_empty() => format!("{name} <{}>", f.requester),
-        _ => f.requester.to_string(),
-    };
+    let requester_display = requester_display(f.requester_name, f.requester);
     RequestView {
         reference: f.reference.to_string(),
         subject: f.subject.to_string(),

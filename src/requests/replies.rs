@@ -63,7 +63,7 @@ impl Replies {
             service: service_view(&self.config, self.today(now)),
             request: request.clone(),
         };
-        let subject = format!("Re: {} [{}]", strip_reply_prefixes(original_subject), request.reference);
+        let subject = reply_subject(original_subject, &request.reference);
         self.composer.compose(&Draft {
             kind: "acknowledgement",
             request_id: Some(request_id),
@@ -100,7 +100,7 @@ impl Replies {
             request_id: Some(request_id),
             to: vec![(None, forwarder.to_string())],
             reply_to: None,
-            subject: format!("Re: {} [{}]", strip_reply_prefixes(original_subject), request.reference),
+            subject: reply_subject(original_subject, &request.reference),
             text: self.templates.render("forward_confirmation.txt", &context)?,
             html: Some(self.templates.render("forward_confirmation.html", &context)?),
             in_reply_to: thread.message_id.clone(),
@@ -119,6 +119,7 @@ impl Replies {
         token: &str,
         kind: &str,
         text: &str,
+        about: &Provenance,
         probable_duplicate: Option<&Candidate>,
         earlier: &[Candidate],
         attachments: Vec<crate::classify::AttachmentBody>,
@@ -126,8 +127,22 @@ impl Replies {
     ) -> anyhow::Result<NewOutgoing> {
         let reply_to = self.reply_address(token);
         let subject = match kind {
-            "follow_up" => format!("[{}] More from {}: {}", request.reference, who(request), request.subject),
-            _ => format!("[{}] New approach from {}: {}", request.reference, who(request), request.subject),
+            // A stranger's follow-up is named as theirs, not the requester's.
+            "follow_up" if about.stranger => format!(
+                "[{}] Not from the requester: {} wrote about {}",
+                request.reference,
+                about.sender,
+                capped(&request.subject)
+            ),
+            "follow_up" => {
+                format!("[{}] More from {}: {}", request.reference, who(request), capped(&request.subject))
+            }
+            _ => format!(
+                "[{}] New approach from {}: {}",
+                request.reference,
+                who(request),
+                capped(&request.subject)
+            ),
         };
         let reply_subject = format!("Re: {subject}");
         let links = self.decision_links(token, &reply_subject);
@@ -142,6 +157,10 @@ impl Replies {
             request: request.clone(),
             kind: kind.to_string(),
             text: text.to_string(),
+            sender: about.sender.clone(),
+            stranger: about.stranger,
+            unverified: about.unverified,
+            warnings: about.warnings.clone(),
             token: token.to_string(),
             links,
             probable_duplicate: probable_duplicate.map(view),
@@ -203,12 +222,50 @@ impl Replies {
     }
 }
 
+/// Who wrote the message a notification is about, and what the gatekeeper must be warned
+/// of: the template variables `sender`, `stranger`, `unverified` and `warnings`.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// The real sender of this message, named as requesters are.
+    pub sender: String,
+    /// A follow-up from someone who is not the requester, the forwarder or of the same
+    /// organisation: it changed nothing and was not answered.
+    pub stranger: bool,
+    /// A forward from someone outside `[members]`: the original sender is whoever the
+    /// forwarder typed, and was not contacted.
+    pub unverified: bool,
+    /// Lines the gatekeeper must read (e.g. why the requester was not answered).
+    pub warnings: Vec<String>,
+}
+
 fn who(request: &RequestView) -> String {
     request
         .organisation
         .clone()
-        .or_else(|| request.requester_name.clone())
+        .or_else(|| request.requester_name.as_deref().and_then(crate::domain::display_name))
         .unwrap_or_else(|| request.requester.clone())
+}
+
+/// The most characters of a sender's subject repeated in the subject of an email gatehouse
+/// sends: enough to recognise it, too few to carry a message of the sender's own.
+pub const MAX_SUBJECT_CHARS: usize = 120;
+
+/// A sender's subject as it may appear in one of ours: single line, cut to
+/// [`MAX_SUBJECT_CHARS`].
+fn capped(subject: &str) -> String {
+    let line = crate::outbox::one_line(subject);
+    if line.chars().count() <= MAX_SUBJECT_CHARS {
+        return line;
+    }
+    let cut: String = line.chars().take(MAX_SUBJECT_CHARS - 1).collect();
+    format!("{}…", cut.trim_end())
+}
+
+/// The subject of an answer to a requester or forwarder: "Re: SUBJECT [GP-2026-0042]", the
+/// sender's subject without stacked prefixes and capped, so the reference (which threads
+/// the reply) always survives.
+pub fn reply_subject(original: &str, reference: &str) -> String {
+    format!("Re: {} [{reference}]", capped(&strip_reply_prefixes(original)))
 }
 
 fn capitalise(s: &str) -> String {
@@ -261,6 +318,17 @@ mod tests {
         assert_eq!(
             mailto("a+t@x.org", "Re: [GP-2026-0001] A & B", "decline: \n"),
             "mailto:a+t@x.org?subject=Re%3A%20%5BGP-2026-0001%5D%20A%20%26%20B&body=decline%3A%20%0A"
+        );
+    }
+
+    #[test]
+    fn a_long_subject_is_capped_and_keeps_the_reference() {
+        let subject = reply_subject(&format!("RE: {}", "word ".repeat(200)), "GP-2026-0042");
+        assert!(subject.ends_with("… [GP-2026-0042]"), "{subject}");
+        assert!(subject.chars().count() <= MAX_SUBJECT_CHARS + 20, "{subject}");
+        assert_eq!(
+            reply_subject("Fwd: Rota\r\nBcc: x@y.z", "GP-2026-0001"),
+            "Re: Rota Bcc: x@y.z [GP-2026-0001]"
         );
     }
 

@@ -288,6 +288,17 @@ pub struct DaemonStatus {
     pub pid: Option<i64>,
 }
 
+/// Automatic answers already on their way, as the sending limits count them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnsweredCounts {
+    /// To the one person (any `+tag` of the address) since the day's start of the window.
+    pub person: i64,
+    /// To the one recipient domain in the same window.
+    pub domain: i64,
+    /// To anyone in the last hour.
+    pub hour: i64,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OutboxCounts {
     pub pending: i64,
@@ -458,14 +469,24 @@ pub trait Tx: Send {
     ) -> anyhow::Result<()>;
     /// Writes an email to the outbox, together with whatever caused it.
     async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<i64>;
-    /// How many emails of `kind` went (or will go) to `recipient` since `since`: the
-    /// acknowledgement rate limit.
-    async fn count_sent_to(
+    /// Records that outbox entry `outbox_id` is an automatic answer to someone outside,
+    /// keyed as the sending limits count it (see [`crate::outbox::recipients`]).
+    async fn record_answered(
         &mut self,
-        kind: &str,
-        recipient: &str,
-        since: DateTime<Utc>,
-    ) -> anyhow::Result<i64>;
+        outbox_id: i64,
+        person: &str,
+        domain: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    /// The automatic answers recorded to `person` and to `domain` since `day`, and in all
+    /// since `hour`: what the sending limits are checked against.
+    async fn answered_counts(
+        &mut self,
+        person: &str,
+        domain: &str,
+        day: DateTime<Utc>,
+        hour: DateTime<Utc>,
+    ) -> anyhow::Result<AnsweredCounts>;
     /// Whether the request already has an email of `kind` (at most one acknowledgement).
     async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool>;
     async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> anyhow::Result<()>;

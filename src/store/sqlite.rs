@@ -22,9 +22,9 @@ use rusqlite::{Connection, Params, Row, params};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{
-    Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing, NewRawMessage,
-    NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText, RetryMessage,
-    RetryRequest, Store, Tx,
+    AnsweredCounts, Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing,
+    NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText,
+    RetryMessage, RetryRequest, Store, Tx,
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
@@ -1236,22 +1236,50 @@ impl Tx for SqliteTx {
         Ok(id)
     }
 
-    async fn count_sent_to(
+    async fn record_answered(
         &mut self,
-        kind: &str,
-        recipient: &str,
-        since: DateTime<Utc>,
-    ) -> anyhow::Result<i64> {
-        scalar(
+        outbox_id: i64,
+        person: &str,
+        domain: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        exec(
             &self.conn,
-            r#"
-            SELECT COUNT(*) FROM outbox
-            WHERE kind = ?1 AND created_at >= ?3
-              AND EXISTS (SELECT 1 FROM json_each(outbox.recipients) WHERE value = ?2)
-            "#,
-            params![kind, recipient, to_millis(since)],
-            "Cannot count sent mail",
-        )
+            "INSERT INTO answered (outbox_id, person, domain, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![outbox_id, person, domain, to_millis(at)],
+            "Cannot record an automatic answer",
+        )?;
+        Ok(())
+    }
+
+    async fn answered_counts(
+        &mut self,
+        person: &str,
+        domain: &str,
+        day: DateTime<Utc>,
+        hour: DateTime<Utc>,
+    ) -> anyhow::Result<AnsweredCounts> {
+        let count = |sql: &str, key: Option<&str>, since: DateTime<Utc>| -> anyhow::Result<i64> {
+            match key {
+                Some(k) => {
+                    scalar(&self.conn, sql, params![k, to_millis(since)], "Cannot count automatic answers")
+                }
+                None => scalar(&self.conn, sql, params![to_millis(since)], "Cannot count automatic answers"),
+            }
+        };
+        Ok(AnsweredCounts {
+            person: count(
+                "SELECT COUNT(*) FROM answered WHERE person = ?1 AND created_at >= ?2",
+                Some(person),
+                day,
+            )?,
+            domain: count(
+                "SELECT COUNT(*) FROM answered WHERE domain = ?1 AND created_at >= ?2",
+                Some(domain),
+                day,
+            )?,
+            hour: count("SELECT COUNT(*) FROM answered WHERE created_at >= ?1", None, hour)?,
+        })
     }
 
     async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool> {

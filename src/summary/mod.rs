@@ -202,10 +202,7 @@ impl Summaries {
         Item {
             reference: r.reference.clone(),
             subject: r.subject.clone(),
-            requester: match &r.requester_name {
-                Some(n) => format!("{n} <{}>", r.requester),
-                None => r.requester.clone(),
-            },
+            requester: crate::domain::requester_display(r.requester_name.as_deref(), &r.requester),
             organisation: r.organisation.clone().unwrap_or_else(|| "(no organisation)".into()),
             received: r.received_at.with_timezone(&tz).format("%a %-d %b %H:%M").to_string(),
             decision: r.decision.map(|d| d.command().to_string()),

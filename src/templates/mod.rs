@@ -130,6 +130,17 @@ pub struct NotificationContext {
     pub kind: String,
     /// The text to decide on: the approach, or the follow-up's new text.
     pub text: String,
+    /// Who really wrote this message ("Name <address>"): for a follow-up, not necessarily
+    /// the requester.
+    pub sender: String,
+    /// A follow-up from someone who is not the requester, the forwarder or of the same
+    /// organisation: it changed nothing and nobody was answered.
+    pub stranger: bool,
+    /// A forward from someone not in `[members]`: the original sender is only as the
+    /// forwarder wrote it, and only the forwarder was answered.
+    pub unverified: bool,
+    /// Lines the gatekeeper must read, e.g. why the requester was not acknowledged.
+    pub warnings: Vec<String>,
     pub token: String,
     pub links: Vec<LinkView>,
     pub probable_duplicate: Option<EarlierView>,
@@ -264,6 +275,10 @@ impl Templates {
                         request,
                         kind: "new".into(),
                         text: "Sample".into(),
+                        sender: "Jo Bloggs <jo.bloggs@example.org>".into(),
+                        stranger: true,
+                        unverified: true,
+                        warnings: vec!["Sample warning".into()],
                         token: "0123456789abcdef".into(),
                         links: vec![LinkView { label: "Paper".into(), href: "mailto:x@example.org".into() }],
                         probable_duplicate: Some(earlier.clone()),

@@ -18,9 +18,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::classify::Parsed;
 use crate::config::Config;
-use crate::domain::{Decision, EmailAddress, Status};
+use crate::domain::{Decision, EmailAddress, Status, requester_display};
+use crate::outbox::recipients::Recipients;
 use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::requests::replies::strip_reply_prefixes;
+use crate::requests::replies::reply_subject;
 use crate::store::{RequestRow, Tx};
 use crate::templates::{
     EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates, TriageConfirmationContext,
@@ -60,12 +61,14 @@ pub struct Triage {
     config: Arc<Config>,
     templates: Arc<Templates>,
     composer: Composer,
+    recipients: Recipients,
 }
 
 impl Triage {
     pub fn new(config: Arc<Config>, templates: Arc<Templates>) -> Self {
         let composer = Composer::new(config.clone());
-        Self { config, templates, composer }
+        let recipients = Recipients::new(config.clone());
+        Self { config, templates, composer, recipients }
     }
 
     /// Decides whether `parsed` is a gatekeeper's reply and whether it may act.
@@ -249,19 +252,23 @@ impl Triage {
             };
             tx.add_event(request.id, now, &who, "decision", Some(&event)).await?;
             summary.push(format!("decided: {what}"));
-            if let Some(mail) =
-                self.outcome(request, command, meeting_date, duplicate.as_ref(), &reply.message, now)?
-            {
-                tx.enqueue(&mail, now).await?;
-                tx.add_event(
-                    request.id,
-                    now,
-                    "gatehouse",
-                    "outcome_sent",
-                    Some(&format!("Outcome sent to {}", request.requester)),
-                )
-                .await?;
-                requester_told = true;
+            match self.outcome(request, command, meeting_date, duplicate.as_ref(), &reply.message, now)? {
+                Ok((mail, to)) => {
+                    tx.enqueue(&mail, now).await?;
+                    tx.add_event(
+                        request.id,
+                        now,
+                        "gatehouse",
+                        "outcome_sent",
+                        Some(&format!("Outcome sent to {to}")),
+                    )
+                    .await?;
+                    requester_told = true;
+                }
+                Err(why) => {
+                    tx.add_event(request.id, now, "gatehouse", "outcome_not_sent", Some(&why)).await?;
+                    summary.push(format!("outcome not sent: {why}"));
+                }
             }
         }
         for key in &reply.priorities {
@@ -279,6 +286,9 @@ impl Triage {
         Ok(Ok(summary))
     }
 
+    /// The outcome email and whom it goes to, or why it may not go (see
+    /// [`crate::outbox::recipients`]): to the requester, or, when an outsider's forward named
+    /// them, to the forwarder alone. A decision sends at most this one email outside.
     fn outcome(
         &self,
         request: &RequestRow,
@@ -287,15 +297,23 @@ impl Triage {
         duplicate: Option<&RequestRow>,
         message: &str,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Option<crate::store::NewOutgoing>> {
-        let local = request.requester.split('@').next().unwrap_or_default();
-        if ["noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "postmaster"]
-            .contains(&local)
-        {
-            return Ok(None);
+    ) -> anyhow::Result<Result<(crate::store::NewOutgoing, String), String>> {
+        let via = request.via.as_deref().and_then(|v| EmailAddress::parse(v).ok());
+        let mut view = view_of(&self.config, request);
+        let (to, name) = if self.recipients.stands_behind_requester(via.as_ref()) {
+            (EmailAddress::parse(&request.requester).ok(), request.requester_name.clone())
+        } else {
+            // The forwarder is not the person the template would greet by name.
+            view.requester_name = None;
+            (via, None)
+        };
+        let Some(to) = to else {
+            return Ok(Err(format!("{} is not an address", request.requester)));
+        };
+        if let Some(why) = self.recipients.never(&to) {
+            return Ok(Err(why));
         }
         let decision = command.decision();
-        let view = view_of(&self.config, request);
         let context = OutcomeContext {
             service: service_view(
                 &self.config,
@@ -321,9 +339,9 @@ impl Triage {
         let mail = self.composer.compose(&Draft {
             kind: "outcome",
             request_id: Some(request.id),
-            to: vec![(request.requester_name.clone(), request.requester.clone())],
+            to: vec![(name, to.to_string())],
             reply_to: None,
-            subject: format!("Re: {} [{}]", strip_reply_prefixes(&request.subject), request.reference),
+            subject: reply_subject(&request.subject, &request.reference),
             text,
             html: Some(html),
             in_reply_to: None,
@@ -331,7 +349,7 @@ impl Triage {
             auto_submitted: AutoSubmitted::Replied,
             attachments: Vec::new(),
         })?;
-        Ok(Some(mail))
+        Ok(Ok((mail, to.to_string())))
     }
 
     /// The one-line confirmation: to the deciding gatekeeper with the other copied, or to
@@ -454,10 +472,7 @@ pub fn describe(decision: Decision, detail: Option<&str>, meeting: Option<NaiveD
 }
 
 fn view_of(config: &Config, r: &RequestRow) -> RequestView {
-    let requester_display = match &r.requester_name {
-        Some(name) if !name.trim().is_empty() => format!("{name} <{}>", r.requester),
-        _ => r.requester.clone(),
-    };
+    let requester_display = requester_display(r.requester_name.as_deref(), &r.requester);
     RequestView {
         reference: r.reference.clone(),
         subject: r.subject.clone(),

@@ -105,10 +105,10 @@ impl Reminders {
                 ReminderItem {
                     reference: r.reference.clone(),
                     subject: r.subject.clone(),
-                    requester_display: match &r.requester_name {
-                        Some(n) => format!("{n} <{}>", r.requester),
-                        None => r.requester.clone(),
-                    },
+                    requester_display: crate::domain::requester_display(
+                        r.requester_name.as_deref(),
+                        &r.requester,
+                    ),
                     organisation: r.organisation.clone(),
                     waiting: format!("{waited} working day{}", if waited == 1 { "" } else { "s" }),
                     links: self

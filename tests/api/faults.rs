@@ -63,14 +63,16 @@ async fn progress(pool: &sqlx::SqlitePool) -> (i64, i64) {
     .unwrap_or((-1, -1))
 }
 
+/// Sending limits high enough for a load test from one domain: what it tests is that every
+/// approach is answered once, not the caps (tests/api/recipients.rs has those).
+const LOAD_LIMITS: &str =
+    "[acknowledgements]\nrate_limit_per_day = 1000\ndomain_limit_per_day = 2000\nlimit_per_hour = 2000\n";
+
 #[tokio::test]
 async fn twenty_sigkills_during_a_1000_message_backlog_lose_and_duplicate_nothing() {
-    let app = TestApp::new(Options {
-        backlog: "treat_as_new",
-        extra: "[acknowledgements]\nrate_limit_per_day = 1000\n".into(),
-        ..Options::default()
-    })
-    .await;
+    let app =
+        TestApp::new(Options { backlog: "treat_as_new", extra: LOAD_LIMITS.into(), ..Options::default() })
+            .await;
     let wanted: Vec<(String, String)> =
         (0..20).map(|i| (format!("kill{i}"), "icb.test".to_string())).collect();
     let wanted: Vec<(&str, &str)> = wanted.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -366,11 +368,7 @@ async fn a_dovecot_restart_loses_and_duplicates_nothing() {
     // Its own stack: restarting the shared Dovecot would break the tests running beside this.
     let private = PrivateStack::start();
     let stack = private.stack;
-    let mut app = TestApp::new_on(
-        stack,
-        Options { extra: "[acknowledgements]\nrate_limit_per_day = 1000\n".into(), ..Options::default() },
-    )
-    .await;
+    let mut app = TestApp::new_on(stack, Options { extra: LOAD_LIMITS.into(), ..Options::default() }).await;
     app.start().await;
     let senders = stack.users(&[("before", "icb.test"), ("during", "icb.test"), ("after", "icb.test")]);
     // Before: a burst still arriving, and being worked through, when Dovecot goes.

@@ -224,10 +224,17 @@ async fn the_notification_carries_the_attachments() {
 }
 
 #[tokio::test]
-async fn a_forward_answers_the_original_sender_and_confirms_to_the_forwarder() {
-    let app = TestApp::spawn().await;
-    let users = app.stack.users(&[("original", "icb.test"), ("practice", "nhs.test")]);
+async fn a_member_s_forward_answers_the_original_sender_and_confirms_to_the_forwarder() {
+    // Only a member's forward speaks for the original sender (tests/api/recipients.rs has
+    // a forward from anyone else).
+    let users = crate::helpers::stack().users(&[("original", "icb.test"), ("practice", "nhs.test")]);
     let (original, practice) = (&users[0], &users[1]);
+    let mut app = TestApp::new(Options {
+        extra: format!("[members]\naddresses = [\"{practice}\"]\n"),
+        ..Options::default()
+    })
+    .await;
+    app.start().await;
     let raw = format!(
         "From: Practice Manager <{practice}>\r\nTo: {shared}\r\nSubject: Fwd: Extended access rota\r\nMessage-ID: <fwd.{n}@nhs.test>\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nPassing this on as agreed.\r\n\r\n---------- Forwarded message ---------\r\nFrom: Jo Original <{original}>\r\nDate: Fri, 20 Nov 2026 at 16:10\r\nSubject: Extended access rota\r\nTo: <{practice}>\r\n\r\nCould your practice cover Saturday mornings in January?\r\n",
         shared = app.shared,
