@@ -464,7 +464,7 @@ async fn quote_headers_in_other_languages_never_reach_the_requester() {
         ),
         format!("De : GP Access <{shared}>\nEnvoyé : lundi 16 novembre 2026 09:12\nÀ : Jane Doe\nObjet : x"),
         format!("Il giorno lun 16 nov 2026 alle ore 09:12 GP Access <{shared}> ha scritto:"),
-        format!("W dniu 16.11.2026 o 09:12, GP Access pisze:"),
+        "W dniu 16.11.2026 o 09:12, GP Access pisze:".to_string(),
         format!("Från: GP Access <{shared}>\nSkickat: den 16 november 2026 09:12\nTill: Jane\nÄmne: x"),
         format!("ma 16.11.2026 klo 9.12 GP Access <{shared}> kirjoitti:"),
         format!("Ar Llun, 16 Tach 2026 am 09:12, GP Access <{shared}> ysgrifennodd:"),
