@@ -335,7 +335,10 @@ async fn check(config: &Config) -> ExitCode {
     }
     match open_migrated(config).await {
         Ok(store) => match store.ping().await {
-            Ok(()) => println!("database ready ({})", store.describe()),
+            Ok(()) => {
+                println!("database ready ({})", store.describe());
+                failed |= !check_authentication(config, &store).await;
+            }
             Err(e) => {
                 failed = true;
                 println!("database FAILED: {e:#}");
@@ -347,6 +350,47 @@ async fn check(config: &Config) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// With `[triage] authserv_id` set: whether the recent mail from gatekeepers carried that
+/// server's `Authentication-Results`, since without it every decision by email is refused.
+/// False (FAILED) when gatekeepers' mail is stored and none of it carried the header.
+async fn check_authentication(config: &Config, store: &SharedStore) -> bool {
+    const RECENT: usize = 20;
+    let Some(authserv) = config.triage.authserv_id.as_deref() else {
+        return true;
+    };
+    match crate::triage::auth::survey(config, store, RECENT).await {
+        Ok(None) => true,
+        Ok(Some(s)) if s.read == 0 => {
+            println!(
+                "authentication WARNING: no mail from a gatekeeper stored yet to show whether {authserv} stamps Authentication-Results; send one reply and run check again"
+            );
+            true
+        }
+        Ok(Some(s)) => {
+            let line = format!(
+                "{} of the last {} messages from gatekeepers carried Authentication-Results from {authserv}; {} passed (dmarc=pass or an aligned dkim=pass)",
+                s.stamped, s.read, s.passed
+            );
+            if s.stamped == 0 {
+                println!(
+                    "authentication FAILED: {line}: every decision by email would be refused; check [triage] authserv_id (\"exchange-online\" for Microsoft 365 / NHSmail)"
+                );
+                false
+            } else if s.passed < s.read {
+                println!("authentication WARNING: {line}: replies like the others would be refused");
+                true
+            } else {
+                println!("authentication OK ({line})");
+                true
+            }
+        }
+        Err(e) => {
+            println!("authentication FAILED: {e:#}");
+            false
+        }
+    }
 }
 
 /// `gatehouse oauth login`: the device-code flow for each `refresh_token` source.

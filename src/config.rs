@@ -171,6 +171,12 @@ pub struct SmtpSettings {
 pub struct BoardSettings {
     pub addresses: Vec<EmailAddress>,
     pub summary_schedule: CronSchedule,
+    /// Whether the agenda and the weekly summary carry the gatekeepers' internal notes (off
+    /// by default: the board can include outside members).
+    pub share_notes: bool,
+    /// Whether they carry requesters' email addresses (off by default: names and
+    /// organisations only).
+    pub share_addresses: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -209,8 +215,9 @@ pub struct Config {
 /// How gatekeepers' replies are checked, and when they are reminded.
 #[derive(Debug, Clone)]
 pub struct TriageSettings {
-    /// The receiving server's name in `Authentication-Results`; when set, a DMARC or DKIM
-    /// failure it reports for a gatekeeper's domain rejects the reply.
+    /// The receiving server's name in `Authentication-Results` (or `exchange-online` for
+    /// Exchange Online's header, which has none); when set, a reply counts only when that
+    /// server reports `dmarc=pass` or an aligned `dkim=pass` for the gatekeeper's domain.
     pub authserv_id: Option<String>,
     /// Requests awaiting triage this many working days (Monday to Friday) are in the daily
     /// reminder; 0 turns reminders off.
@@ -306,7 +313,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("smtp.oauth2", OAUTH2_KEYS),
     ("gatekeepers", &["addresses"]),
     ("operator", &["addresses"]),
-    ("board", &["addresses", "summary_schedule"]),
+    ("board", &["addresses", "summary_schedule", "share_notes", "share_addresses"]),
     ("meetings", &["dates", "agenda_days_before"]),
     ("templates", &["dir"]),
     (
@@ -594,6 +601,10 @@ struct RawBoard {
     addresses: Vec<String>,
     #[serde(default = "default_schedule")]
     summary_schedule: String,
+    #[serde(default)]
+    share_notes: bool,
+    #[serde(default)]
+    share_addresses: bool,
 }
 
 fn default_schedule() -> String {
@@ -826,6 +837,15 @@ impl Config {
         }
         let operator = parse_addresses(&raw.operator.addresses, "operator.addresses", path)?;
         let board_addresses = parse_addresses(&raw.board.addresses, "board.addresses", path)?;
+        if let Some(id) = raw.triage.authserv_id.as_deref().map(str::trim)
+            && id.contains(|c: char| c.is_whitespace() || c == ';' || c == '=')
+        {
+            return Err(err(
+                "triage.authserv_id",
+                format!("{id:?} is not a server name"),
+                "give the name your receiving server writes first in Authentication-Results (e.g. \"mx.example.org\"), or \"exchange-online\" for Microsoft 365 / NHSmail",
+            ));
+        }
         let summary_schedule = CronSchedule::parse(&raw.board.summary_schedule).map_err(|e| {
             err(
                 "board.summary_schedule",
@@ -959,7 +979,12 @@ impl Config {
             },
             gatekeepers,
             operator,
-            board: BoardSettings { addresses: board_addresses, summary_schedule },
+            board: BoardSettings {
+                addresses: board_addresses,
+                summary_schedule,
+                share_notes: raw.board.share_notes,
+                share_addresses: raw.board.share_addresses,
+            },
             meetings: MeetingSettings { dates, agenda_days_before: raw.meetings.agenda_days_before },
             priorities: raw.priorities,
             organisations,
@@ -1520,6 +1545,14 @@ workforce = "Recruiting hard-to-find staff groups"
         assert_eq!(c.service.data_dir, PathBuf::from("/etc/gatehouse/data"));
         assert_eq!(c.smtp.from.name.as_deref(), Some("Anytown GP Single Point of Access"));
         assert_eq!(c.imap.after_processing, AfterProcessing::Keep);
+        // What the board sees of requesters and of the gatekeepers' notes: nothing unless asked.
+        assert!(!c.board.share_notes && !c.board.share_addresses);
+        let shared = load(&VALID.replace(
+            "summary_schedule = \"0 8 * * MON\"",
+            "summary_schedule = \"0 8 * * MON\"\nshare_notes = true\nshare_addresses = true",
+        ))
+        .unwrap();
+        assert!(shared.board.share_notes && shared.board.share_addresses);
     }
 
     #[test]
@@ -1629,6 +1662,21 @@ workforce = "Recruiting hard-to-find staff groups"
                 "[priorities]\n",
                 "[acknowledgements]\nlimit_per_hour = -1\n[priorities]\n",
                 "acknowledgements.limit_per_hour",
+            ),
+            (
+                "[meetings]\n",
+                "[triage]\nauthserv_id = \"mx.nhs.net; dmarc=pass\"\n[meetings]\n",
+                "triage.authserv_id",
+            ),
+            (
+                "summary_schedule = \"0 8 * * MON\"",
+                "summary_schedule = \"0 8 * * MON\"\nshare_note = true",
+                "board.share_note",
+            ),
+            (
+                "summary_schedule = \"0 8 * * MON\"",
+                "summary_schedule = \"0 8 * * MON\"\nshare_notes = \"yes\"",
+                "board.share_notes",
             ),
         ];
         for (from, to, key) in cases {

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::Mailbox;
 use super::mime::{Extracted, MAX_NESTING, clean_display_name};
 use super::text::{
-    ForwardMarker, forward_marker, is_attribution, is_header_block_start, is_original_message_line,
-    is_underscore_line, normalise_line, scan_window, split_label, tidy_lines,
+    CC_LABELS, DATE_LABELS, FROM_LABELS, ForwardMarker, SUBJECT_LABELS, TO_LABELS, forward_marker,
+    is_attribution, is_header_block_start, is_original_message_line, is_underscore_line, normalise_line,
+    scan_window, split_label, tidy_lines,
 };
 
 /// An approach found inside a forward: who originally wrote it, and what
@@ -299,20 +300,26 @@ fn parse_block(lines: &[String], start: usize) -> Option<Block> {
     Some(block)
 }
 
-/// Maps a header-block label (English, plus what French, German, Dutch and
-/// Spanish Outlook write) to the field it names.
+/// Maps a header-block label (in the languages `text` lists) to the field it names.
 fn field_of(line: &str) -> Option<(Field, &str)> {
     let (label, value) = split_label(line)?;
-    let field = match label.as_str() {
-        "from" | "de" | "von" | "van" => Field::From,
-        "sent" | "date" | "envoyé" | "gesendet" | "datum" | "verzonden" | "enviado" | "fecha" => Field::Date,
-        "to" | "à" | "a" | "an" | "aan" | "para" => Field::To,
-        "cc" => Field::Cc,
-        "subject" | "objet" | "betreff" | "onderwerp" | "asunto" => Field::Subject,
-        "bcc" | "reply-to" | "importance" | "priority" | "attachments" | "anlagen" | "pièces jointes" => {
-            Field::Other
-        }
-        _ => return None,
+    let label = label.as_str();
+    let field = if FROM_LABELS.contains(&label) {
+        Field::From
+    } else if DATE_LABELS.contains(&label) {
+        Field::Date
+    } else if TO_LABELS.contains(&label) {
+        Field::To
+    } else if CC_LABELS.contains(&label) {
+        Field::Cc
+    } else if SUBJECT_LABELS.contains(&label) {
+        Field::Subject
+    } else if ["bcc", "reply-to", "importance", "priority", "attachments", "anlagen", "pièces jointes"]
+        .contains(&label)
+    {
+        Field::Other
+    } else {
+        return None;
     };
     Some((field, value))
 }

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 pub use automated::{Automated, AutomatedKind, Report, ReportRecipient};
 pub use forward::{ForwardSource, Forwarded, forwarded_chain};
 pub use similarity::{Fingerprint, similarity};
-pub use text::{find_reference, html_to_text, normalise_subject, strip_quoted};
+pub use text::{find_reference, html_to_text, normalise_subject, reply_text, strip_quoted};
 
 /// A mailbox: address lower-cased and bare (no angle brackets), display
 /// name if any. Lower-casing makes addresses comparable when matching a

@@ -484,11 +484,84 @@ pub(super) fn truncate_at_char(s: &str, max: usize) -> &str {
 // Reply and forward markers
 // ---------------------------------------------------------------------------
 
-/// Labels that can start the "From" line of a quoted or forwarded header
-/// block (English plus the French, German and Dutch that Outlook writes).
-const FROM_LABELS: &[&str] = &["from", "de", "von", "van"];
-/// Labels for the date line of such a block.
-const DATE_LABELS: &[&str] = &["sent", "date", "envoyé", "gesendet", "datum", "verzonden", "enviado"];
+// The labels of the "From: / Sent: / To: / Subject:" block that Outlook (desktop, web and
+// mobile), Gmail's forwards and Apple Mail write above a quoted or forwarded message, in
+// the languages they ship in the UK and Europe: English, Welsh, Irish, French, German,
+// Dutch, Spanish, Portuguese, Italian, Polish, Swedish, Danish, Norwegian, Finnish, Czech
+// and Hungarian. Lower case, without the colon (French puts a space before it).
+
+/// Labels of the "From" line.
+pub(super) const FROM_LABELS: &[&str] =
+    &["from", "oddi wrth", "ó", "de", "von", "van", "da", "od", "från", "fra", "lähettäjä", "feladó"];
+/// Labels of the date line ("Sent:", "Date:").
+pub(super) const DATE_LABELS: &[&str] = &[
+    "sent",
+    "date",
+    "anfonwyd",
+    "dyddiad",
+    "seolta",
+    "dáta",
+    "envoyé",
+    "envoyé le",
+    "gesendet",
+    "datum",
+    "verzonden",
+    "verzonden op",
+    "enviado",
+    "enviado el",
+    "enviado em",
+    "enviada em",
+    "fecha",
+    "data",
+    "inviato",
+    "wysłane",
+    "wysłano",
+    "skickat",
+    "sendt",
+    "dato",
+    "lähetetty",
+    "päivämäärä",
+    "odesláno",
+    "elküldve",
+    "dátum",
+];
+/// Labels of the "To" line.
+pub(super) const TO_LABELS: &[&str] = &[
+    "to",
+    "at",
+    "chuig",
+    "à",
+    "an",
+    "aan",
+    "para",
+    "a",
+    "do",
+    "till",
+    "til",
+    "vastaanottaja",
+    "komu",
+    "címzett",
+];
+/// Labels of the "Cc" line.
+pub(super) const CC_LABELS: &[&str] = &["cc", "kopie", "kopia", "kopio", "kopi", "másolat", "copie"];
+/// Labels of the "Subject" line.
+pub(super) const SUBJECT_LABELS: &[&str] = &[
+    "subject",
+    "pwnc",
+    "ábhar",
+    "objet",
+    "betreff",
+    "onderwerp",
+    "asunto",
+    "assunto",
+    "oggetto",
+    "temat",
+    "ämne",
+    "emne",
+    "aihe",
+    "předmět",
+    "tárgy",
+];
 
 /// Splits a header-ish line "Label: value" into its label (lower-cased, bold
 /// markers dropped) and value. Only short labels made of letters count, so
@@ -523,10 +596,22 @@ pub(super) fn is_original_message_line(line: &str) -> bool {
     matches!(
         core.as_str(),
         "original message"
+            | "neges wreiddiol"
+            | "bunteachtaireacht"
             | "ursprüngliche nachricht"
             | "message d'origine"
             | "oorspronkelijk bericht"
             | "mensaje original"
+            | "mensagem original"
+            | "messaggio originale"
+            | "oryginalna wiadomość"
+            | "wiadomość oryginalna"
+            | "ursprungligt meddelande"
+            | "oprindelig meddelelse"
+            | "opprinnelig melding"
+            | "alkuperäinen viesti"
+            | "původní zpráva"
+            | "eredeti üzenet"
     )
 }
 
@@ -569,37 +654,92 @@ pub(super) enum ForwardMarker {
     AppleMail,
 }
 
-/// Whether `lines[i]` starts an "On `<date>`, `<someone>` wrote:" attribution
-/// (possibly wrapped over up to three lines, as Gmail does for long names).
+/// The verbs that end (or, in German, Dutch, Swedish and Irish, come before the name in) a
+/// reply attribution, as Gmail, Apple Mail, Thunderbird and Outlook write it in the
+/// languages they ship in the UK and Europe: "On … wrote:", "Ar … ysgrifennodd:",
+/// "Le … a écrit :", "Am … schrieb …:", "Op … schreef …:", "El … escribió:",
+/// "Em … escreveu:", "Il giorno … ha scritto:", "W dniu … pisze:" / "napisał(a):",
+/// "Den … skrev …:", "… kirjoitti:", "Dne … napsal(a):", "… scríobh …:", "… írta:".
+const WROTE: &[&str] = &[
+    "wrote",
+    "ysgrifennodd",
+    "scríobh",
+    "a écrit",
+    "schrieb",
+    "schreef",
+    "geschreven",
+    "escribió",
+    "escreveu",
+    "ha scritto",
+    "scrisse",
+    "napisał",
+    "napisała",
+    "pisze",
+    "skrev",
+    "kirjoitti",
+    "napsal",
+    "napsala",
+    "írta",
+];
+
+/// How long an attribution may be once its wrapped lines are joined.
+const MAX_ATTRIBUTION_CHARS: usize = 400;
+
+/// Whether `lines[i]` starts an "On `<date>`, `<someone>` wrote:" attribution in any of the
+/// [`WROTE`] languages: a line (or up to four, as Gmail wraps long names) ending with `:`
+/// whose first line holds a time or numeric date (`09:12`, `9.12`, `16.11.2026`) and which
+/// holds one of the verbs as a word of its own. A wrapped one must start a paragraph, so a
+/// cut never takes the line above it. "As we wrote on 3 March:" is not one.
 pub(super) fn is_attribution(lines: &[String], i: usize) -> bool {
     let Some(first) = lines.get(i) else {
         return false;
     };
-    let starts = ["on ", "le ", "am ", "op ", "el "];
-    let lower = first.to_lowercase();
-    if !starts.iter().any(|s| lower.starts_with(s)) {
+    if !has_time(first) {
         return false;
     }
-    let mut joined = lower;
-    for k in 0..3 {
+    let mut joined = first.to_lowercase();
+    if ends_with_wrote(&joined) {
+        return true;
+    }
+    let starts_paragraph = i == 0 || lines.get(i - 1).is_some_and(String::is_empty);
+    if !starts_paragraph || first.trim_end().ends_with(':') {
+        return false;
+    }
+    for next in lines.iter().skip(i + 1).take(3) {
+        if next.is_empty() || joined.len() > MAX_ATTRIBUTION_CHARS {
+            break;
+        }
+        joined.push(' ');
+        joined.push_str(&next.to_lowercase());
         if ends_with_wrote(&joined) {
             return true;
         }
-        match lines.get(i + k + 1) {
-            Some(next) if !next.is_empty() => {
-                joined.push(' ');
-                joined.push_str(&next.to_lowercase());
-            }
-            _ => break,
-        }
     }
-    ends_with_wrote(&joined)
+    false
 }
 
+/// Whether `s` holds a digit, `:` or `.`, and two digits: a time (`09:12`, `9.12`) or a
+/// numeric date (`16.11.2026`), as every client's attribution does.
+fn has_time(s: &str) -> bool {
+    s.as_bytes().windows(4).any(|w| {
+        matches!(w, [a, b':' | b'.', c, d] if a.is_ascii_digit() && c.is_ascii_digit() && d.is_ascii_digit())
+    })
+}
+
+/// Whether a (lower-cased) attribution candidate ends with `:` and holds one of the
+/// [`WROTE`] verbs as a word.
 fn ends_with_wrote(s: &str) -> bool {
     let s = s.trim_end();
-    ["wrote:", "a écrit :", "a écrit:", "schrieb:", "geschreven:", "escribió:"].iter().any(|w| s.ends_with(w))
-        || (s.ends_with(':') && s.contains(" schrieb "))
+    if !s.ends_with(':') || s.chars().count() > MAX_ATTRIBUTION_CHARS {
+        return false;
+    }
+    WROTE.iter().any(|verb| {
+        s.match_indices(verb).any(|(at, _)| {
+            let before = s.get(..at).and_then(|b| b.chars().next_back());
+            let after = s.get(at + verb.len()..).and_then(|a| a.chars().next());
+            before.is_none_or(|c| !c.is_alphanumeric()) && after.is_none_or(|c| !c.is_alphanumeric())
+        })
+    })
 }
 
 /// Whether `lines[i]` starts an Outlook-style header block without a
@@ -654,6 +794,52 @@ pub fn strip_quoted(text: &str) -> String {
     };
     let kept: Vec<&str> = raw_lines.get(..end).unwrap_or(&[]).to_vec();
     tidy_lines(&kept.join("\n")).trim().to_string()
+}
+
+/// Where a mail client's HTML reply puts the quoted message (attribute text, lower case):
+/// Outlook on the web and new Outlook's reply divider (`<div id="appendonsend">`,
+/// `<hr style="display:inline-block…">`, `<div id="divRplyFwdMsg">`), Outlook desktop's
+/// header box (a top border in #E1E1E1, or #B5C4DF before 2013), Outlook for Mac, iOS and
+/// Android, Gmail's `gmail_quote`, Apple Mail's and Thunderbird's `<blockquote type="cite">`
+/// and Thunderbird's `moz-cite-prefix` attribution, Yahoo's `yahoo_quote`. These survive
+/// only in the HTML: [`html_to_text`] drops attributes, so the text has just whatever
+/// header the client wrote, in whatever language.
+const QUOTE_CONTAINERS: &[&str] = &[
+    "id=\"appendonsend\"",
+    "<hr style=\"display:inline-block",
+    "id=\"divrplyfwdmsg\"",
+    "border-top:solid #e1e1e1",
+    "border-top:solid #b5c4df",
+    "id=\"olk_src_body_section\"",
+    "id=\"mail-editor-reference-message-container\"",
+    "name=\"messagereplysection\"",
+    "id=\"ms-outlook-mobile-body-separator-line\"",
+    "class=\"gmail_quote",
+    "type=\"cite\"",
+    "class=\"moz-cite-prefix\"",
+    "class=\"yahoo_quote",
+];
+
+/// The byte position of the tag that opens the first quote container in `html`, if any.
+fn quote_container_start(html: &str) -> Option<usize> {
+    let bytes = html.as_bytes();
+    let first = QUOTE_CONTAINERS.iter().filter_map(|marker| find_ci(bytes, 0, marker.as_bytes())).min()?;
+    // Back to the `<` of the tag the attribute belongs to.
+    Some(html.get(..first).and_then(|before| before.rfind('<')).unwrap_or(first))
+}
+
+/// The new text of a reply, for reading what a gatekeeper wrote. When the HTML body has a
+/// client's quote container ([`QUOTE_CONTAINERS`]), the text of the HTML before it, so a
+/// quote header in a language not known here cannot let the quoted message through; else
+/// the text body. Either way [`strip_quoted`] then cuts at the quote headers and the
+/// signature it recognises.
+pub fn reply_text(body_text: &str, body_html: Option<&str>) -> String {
+    if let Some(html) = body_html
+        && let Some(cut) = quote_container_start(html)
+    {
+        return strip_quoted(&html_to_text(html.get(..cut).unwrap_or("")));
+    }
+    strip_quoted(body_text)
 }
 
 // ---------------------------------------------------------------------------
@@ -933,6 +1119,133 @@ mod tests {
         assert_eq!(strip_quoted(quoted), "Agreed");
         assert_eq!(strip_quoted("No markers at all"), "No markers at all");
         assert_eq!(strip_quoted(""), "");
+    }
+
+    /// What a quoted gatekeepers' notification looks like once it is text.
+    const NOTIFICATION: &str = "New approach GP-2026-0001 needs your decision.\n\nHOW TO DECIDE: reply\nReply key for GP-2026-0001: 00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn reply_attributions_in_the_languages_clients_ship_in_europe() {
+        for attribution in [
+            "On Mon, 16 Nov 2026 at 09:12, Jo Bloggs <jo@icb.test> wrote:",
+            "On 16 Nov 2026, at 09:12, Jo Bloggs <jo@icb.test> wrote:",
+            "On 16/11/2026 09:12, Jo Bloggs wrote:",
+            "Ar Llun, 16 Tach 2026 am 09:12, Jo Bloggs <jo@icb.test> ysgrifennodd:",
+            "Ar Luan 16 Samh 2026 ag 09:12, scríobh Jo Bloggs <jo@icb.test>:",
+            "Le lun. 16 nov. 2026 à 09:12, Jo Bloggs <jo@icb.test> a écrit :",
+            "Am Mo., 16. Nov. 2026 um 09:12 Uhr schrieb Jo Bloggs <jo@icb.test>:",
+            "Am 16.11.2026 um 09:12 schrieb Jo Bloggs:",
+            "Op ma 16 nov 2026 om 09:12 schreef Jo Bloggs <jo@icb.test>:",
+            "El lun, 16 nov 2026 a las 9:12, Jo Bloggs (<jo@icb.test>) escribió:",
+            "Em seg., 16 de nov. de 2026 às 09:12, Jo Bloggs <jo@icb.test> escreveu:",
+            "Il giorno lun 16 nov 2026 alle ore 09:12 Jo Bloggs <jo@icb.test> ha scritto:",
+            "Il 16/11/2026 09:12, Jo Bloggs ha scritto:",
+            "W dniu pon., 16.11.2026 o 09:12 Jo Bloggs <jo@icb.test> napisał(a):",
+            "W dniu 16.11.2026 o 09:12, Jo Bloggs pisze:",
+            "Den mån 16 nov. 2026 kl 09:12 skrev Jo Bloggs <jo@icb.test>:",
+            "Den 16. nov. 2026 kl. 09.12 skrev Jo Bloggs <jo@icb.test>:",
+            "man. 16. nov. 2026 kl. 09:12 skrev Jo Bloggs <jo@icb.test>:",
+            "ma 16.11.2026 klo 9.12 Jo Bloggs (jo@icb.test) kirjoitti:",
+            "Dne 16. 11. 2026 v 9:12 Jo Bloggs napsal(a):",
+            "2026. nov. 16., h 9:12 Jo Bloggs <jo@icb.test> ezt írta:",
+        ] {
+            let reply = format!("decline: not ours\nSorry.\n\n{attribution}\n{NOTIFICATION}");
+            assert_eq!(strip_quoted(&reply), "decline: not ours\nSorry.", "{attribution}");
+        }
+        // Gmail wraps a long one; the wrapped form must start a paragraph.
+        let wrapped = "paper\n\nOn Mon, 16 Nov 2026 at 09:12, A Very Long Name Indeed\n<jo.bloggs@icb.test> wrote:\n\nold";
+        assert_eq!(strip_quoted(wrapped), "paper");
+        // Sentences that mention writing are not attributions.
+        for prose in ["As we wrote on 3 March:", "Jo wrote: 09:12 is fine", "Den skrev vi om:"] {
+            let text = format!("paper\n{prose}\nmore");
+            assert_eq!(strip_quoted(&text), text, "{prose}");
+        }
+    }
+
+    #[test]
+    fn outlook_header_blocks_in_the_languages_it_ships_in_europe() {
+        for block in [
+            "From: GP Access <gp-access@nhs.net>\nSent: 16 November 2026 09:12\nTo: Jane Doe\nSubject: New approach",
+            "Oddi wrth: GP Access <gp-access@nhs.net>\nAnfonwyd: 16 Tachwedd 2026 09:12\nAt: Jane\nPwnc: x",
+            "Ó: GP Access <gp-access@nhs.net>\nSeolta: 16 Samhain 2026 09:12\nChuig: Jane\nÁbhar: x",
+            "De : GP Access <gp-access@nhs.net>\nEnvoyé : lundi 16 novembre 2026 09:12\nÀ : Jane\nObjet : x",
+            "Von: GP Access <gp-access@nhs.net>\nGesendet: Montag, 16. November 2026 09:12\nAn: Jane\nBetreff: x",
+            "Van: GP Access <gp-access@nhs.net>\nVerzonden: maandag 16 november 2026 09:12\nAan: Jane\nOnderwerp: x",
+            "De: GP Access <gp-access@nhs.net>\nEnviado el: lunes, 16 de noviembre de 2026 9:12\nPara: Jane\nAsunto: x",
+            "De: GP Access <gp-access@nhs.net>\nEnviado: segunda-feira, 16 de novembro de 2026 09:12\nPara: Jane\nAssunto: x",
+            "Da: GP Access <gp-access@nhs.net>\nInviato: lunedì 16 novembre 2026 09:12\nA: Jane\nOggetto: x",
+            "Od: GP Access <gp-access@nhs.net>\nWysłane: poniedziałek, 16 listopada 2026 09:12\nDo: Jane\nTemat: x",
+            "Från: GP Access <gp-access@nhs.net>\nSkickat: den 16 november 2026 09:12\nTill: Jane\nÄmne: x",
+            "Fra: GP Access <gp-access@nhs.net>\nSendt: 16. november 2026 09:12\nTil: Jane\nEmne: x",
+            "Lähettäjä: GP Access <gp-access@nhs.net>\nLähetetty: maanantai 16. marraskuuta 2026 9.12\nVastaanottaja: Jane\nAihe: x",
+            "Od: GP Access <gp-access@nhs.net>\nOdesláno: pondělí 16. listopadu 2026 9:12\nKomu: Jane\nPředmět: x",
+            "**From:** GP Access <gp-access@nhs.net>\n**Date:** Monday, 16 November 2026 at 09:12\n**To:** Jane\n**Subject:** x",
+        ] {
+            let reply = format!("decline: not ours\nSorry.\n\n{block}\n\n{NOTIFICATION}");
+            assert_eq!(strip_quoted(&reply), "decline: not ours\nSorry.", "{block}");
+        }
+        for line in [
+            "-----Original Message-----",
+            "-----Ursprüngliche Nachricht-----",
+            "-----Message d'origine-----",
+            "-----Messaggio originale-----",
+            "-----Mensagem original-----",
+            "-----Oryginalna wiadomość-----",
+            "-----Ursprungligt meddelande-----",
+            "-----Oprindelig meddelelse-----",
+            "-----Opprinnelig melding-----",
+            "-----Alkuperäinen viesti-----",
+            "-----Původní zpráva-----",
+        ] {
+            assert_eq!(strip_quoted(&format!("paper\n{line}\n{NOTIFICATION}")), "paper", "{line}");
+        }
+    }
+
+    #[test]
+    fn html_replies_are_cut_at_the_clients_quote_container() {
+        // The quote header is in a language not known here (Estonian): only the HTML's
+        // structure shows where the quote starts.
+        let header = "<b>Saatja:</b> GP Access<br><b>Saadetud:</b> 16. november 2026 09:12<br>";
+        let quoted = format!("{header}<p>{}</p>", NOTIFICATION.replace('\n', "<br>"));
+        let new = "<div>decline: not ours</div><div>Sorry.</div><div>note: told the LMC</div>";
+        for (client, html) in [
+            (
+                "Outlook on the web",
+                format!(
+                    "<body><div dir=\"ltr\">{new}</div><div id=\"appendonsend\"></div><hr style=\"display:inline-block;width:98%\" tabindex=\"-1\"><div id=\"divRplyFwdMsg\" dir=\"ltr\">{quoted}</div></body>"
+                ),
+            ),
+            (
+                "Outlook desktop",
+                format!(
+                    "<body><div class=WordSection1>{new}<div><div style='border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm'><p class=MsoNormal>{quoted}</p></div></div></div></body>"
+                ),
+            ),
+            (
+                "Gmail",
+                format!(
+                    "<div dir=\"ltr\">{new}</div><br><div class=\"gmail_quote gmail_quote_container\"><div dir=\"ltr\" class=\"gmail_attr\">Kuupäeval E, 16. nov 2026 kell 09:12 kirjutas GP Access:<br></div><blockquote class=\"gmail_quote\">{quoted}</blockquote></div>"
+                ),
+            ),
+            (
+                "Apple Mail",
+                format!(
+                    "<html><body>{new}<div><br><blockquote type=\"cite\"><div>16. nov 2026 kell 09:12 GP Access kirjutas:</div>{quoted}</blockquote></div></body></html>"
+                ),
+            ),
+            (
+                "Thunderbird",
+                format!(
+                    "<body><p>{new}</p><div class=\"moz-cite-prefix\">16.11.2026 09:12, GP Access kirjutas:<br></div><blockquote type=\"cite\" cite=\"mid:x@y\">{quoted}</blockquote></body>"
+                ),
+            ),
+        ] {
+            let text = reply_text(&html_to_text(&html), Some(&html));
+            assert_eq!(text, "decline: not ours\nSorry.\nnote: told the LMC", "{client}");
+        }
+        // Without a container, the text body is used as it is.
+        assert_eq!(reply_text("paper\n> old", Some("<p>paper</p>")), "paper");
+        assert_eq!(reply_text("paper\n> old", None), "paper");
     }
 
     #[test]

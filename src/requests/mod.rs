@@ -18,7 +18,6 @@ use crate::domain::{Classification, EmailAddress, Reference, requester_display};
 use crate::outbox::recipients::{Allowance, Purpose, Recipients};
 use crate::store::{MessageOutcome, NewRequest, RequestRow, Tx};
 use crate::templates::{AttachmentView, RequestView, Templates, human_size};
-use crate::triage::grammar;
 use crate::triage::{Actor, Attempt, Triage};
 use replies::{Provenance, Replies, Thread};
 
@@ -48,6 +47,9 @@ pub struct Prepared {
     pub parsed: Parsed,
     /// Of the forwarded text for a forward, else of the body; none for automated mail.
     fingerprint: Option<classify::Fingerprint>,
+    /// Reply keys quoted in the text (a gatekeeper's reply to a notification), scanned here
+    /// rather than inside the store transaction.
+    reply_keys: Vec<String>,
 }
 
 impl Prepared {
@@ -55,7 +57,8 @@ impl Prepared {
         let fingerprint = parsed.automated.is_none().then(|| {
             classify::Fingerprint::of(parsed.forwarded.as_ref().map_or(&parsed.body_text, |f| &f.body_text))
         });
-        Self { parsed, fingerprint }
+        let reply_keys = crate::triage::reply_keys_in(&parsed.body_text, parsed.body_html.as_deref());
+        Self { parsed, fingerprint, reply_keys }
     }
 }
 
@@ -347,12 +350,11 @@ impl Processor {
         };
 
         // A gatekeeper's reply to a notification (or an attempt at one).
-        match self.triage.authorise(tx, parsed, raw, &from).await? {
+        match self.triage.authorise(tx, parsed, &prepared.reply_keys, raw, &from).await? {
             Attempt::NotTriage => {}
             Attempt::Authorised(request) => {
                 outcome.request_id = Some(request.id);
-                let text = classify::strip_quoted(&parsed.body_text);
-                let result = match grammar::parse(&text) {
+                let result = match self.triage.read_reply(parsed, &request) {
                     Ok(reply) => {
                         self.triage
                             .decide(tx, &request, &reply, &Actor::Gatekeeper(from.clone()), now)

@@ -68,6 +68,8 @@ impl Period {
 pub struct Item {
     pub reference: String,
     pub subject: String,
+    /// The requester's name, with the address only when `[board] share_addresses` is set;
+    /// empty when there is neither (the board can include outside members).
     pub requester: String,
     pub organisation: String,
     pub received: String,
@@ -76,6 +78,7 @@ pub struct Item {
     pub priorities: Vec<String>,
     /// "4 days", for what waits.
     pub waiting: String,
+    /// The gatekeepers' internal notes; empty unless `[board] share_notes` is set.
     pub notes: Vec<String>,
 }
 
@@ -202,7 +205,10 @@ impl Summaries {
         Item {
             reference: r.reference.clone(),
             subject: r.subject.clone(),
-            requester: crate::domain::requester_display(r.requester_name.as_deref(), &r.requester),
+            requester: match self.config.board.share_addresses {
+                true => crate::domain::requester_display(r.requester_name.as_deref(), &r.requester),
+                false => r.requester_name.as_deref().and_then(crate::domain::display_name).unwrap_or_default(),
+            },
             organisation: r.organisation.clone().unwrap_or_else(|| "(no organisation)".into()),
             received: r.received_at.with_timezone(&tz).format("%a %-d %b %H:%M").to_string(),
             decision: r.decision.map(|d| d.command().to_string()),
@@ -213,9 +219,13 @@ impl Summaries {
         }
     }
 
+    /// The gatekeepers' notes on `rows`, for the board only when `[board] share_notes` says so.
     async fn notes(&self, rows: &[&RequestRow]) -> anyhow::Result<BTreeMap<i64, Vec<String>>> {
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let mut notes: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        if !self.config.board.share_notes {
+            return Ok(notes);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         for (id, e) in self.store.events_of_kind(&ids, "note").await? {
             notes.entry(id).or_default().extend(e.detail);
         }

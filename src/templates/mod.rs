@@ -158,6 +158,8 @@ pub struct OutcomeContext {
     pub detail: Option<String>,
     /// "Thursday 3 December 2026" for meetings.
     pub meeting_date: Option<String>,
+    /// The earlier request, named only when it came from the same requester or
+    /// organisation; none otherwise (the template then must not name it).
     pub duplicate_of: Option<EarlierView>,
     /// The gatekeeper's words for the requester (may be empty).
     pub message: String,
@@ -309,6 +311,11 @@ impl Templates {
                 previous: Some("paper".into()),
             };
             checks.push(("outcome", self.render(&format!("outcome_{}.txt", decision.as_str()), &context)));
+            // The earlier request is not named to another requester: `duplicate_of` is none.
+            if decision == Decision::Duplicate {
+                let context = OutcomeContext { duplicate_of: None, ..context };
+                checks.push(("outcome", self.render("outcome_duplicate.txt", &context)));
+            }
         }
         checks.push((
             "outcome",

@@ -1,9 +1,25 @@
 //! The gatekeeper's one-line commands (PRODUCT.md, "Triage by email").
 //!
-//! Commands sit on the first lines of a reply, before any quoted text; case does not
-//! matter and a leading `#` or `/` is allowed. Text after the commands (up to the quoted
-//! original or a signature) is the message for the requester. A reply that cannot be
-//! understood is an error that says why, never a guess.
+//! A command is a line of its own in the new text of a reply (the quoted history already
+//! removed); case does not matter, and a leading `#`, `/`, `-`, `*` or `•` is allowed.
+//! Commands usually come first, but a command line ANYWHERE in the new text is a command:
+//! a `note:` or `priority` written below the message for the requester is taken as such and
+//! never reaches the requester. Every other line is the message for the requester.
+//!
+//! Telling a command from a sentence. Leading command lines (before any text) are read
+//! generously, as they always were: `decline not GP work` is a decline, and a first line
+//! that starts with a command word but does not fit it (`meeting next week`) is an error.
+//! Elsewhere a line is a command only in the command's own shape:
+//! - the command word alone on its line (`paper`, `meeting`; `decline` alone is an error, as
+//!   it needs a reason), or followed by `:`;
+//! - `meeting YYYY-MM-DD`, `duplicate GP-2026-0012`, `priority KEY` (one word);
+//! - `more-work:`, `decline:`, `redirect:`, `note:` with the colon.
+//!
+//! So "Paper copies will follow", "Message me if you need more" or "Note that the LMC
+//! agrees" stay text for the requester, while "Note: the LMC agrees" is an internal note.
+//! A line in a command's shape that does not parse (`duplicate: the March one`, `note:` with
+//! nothing after it), or a second decision, refuses the whole reply with an error that says
+//! why: never a guess.
 
 use std::fmt;
 
@@ -97,17 +113,31 @@ enum Line {
     Note(String),
 }
 
-/// Parses the new text of a reply (quoted history already removed).
+/// Parses the new text of a reply (quoted history already removed): the commands wherever
+/// they are, and the remaining lines as the message for the requester.
 pub fn parse(text: &str) -> Result<Reply, TriageError> {
     let mut reply = Reply::default();
-    let mut lines = text.lines().map(clean_line).skip_while(|l| l.is_empty()).peekable();
+    let mut message: Vec<String> = Vec::new();
+    let mut first_text: Option<String> = None;
     let mut commands = 0;
-    while let Some(line) = lines.peek() {
+    for raw in text.lines() {
+        let line = clean_line(raw);
         if line.is_empty() {
-            lines.next();
+            if first_text.is_some() {
+                message.push(String::new());
+            }
             continue;
         }
-        match parse_line(line)? {
+        let parsed = match (first_text.is_some(), commands) {
+            (true, _) => parse_after_text(&line)?,
+            (false, 0) => parse_line(&line)?,
+            // Below a leading command: generous, unless that would make a sentence an error.
+            (false, _) => match parse_line(&line) {
+                Ok(parsed) => parsed,
+                Err(_) => parse_after_text(&line)?,
+            },
+        };
+        match parsed {
             Some(Line::Decision(c)) => {
                 if let Some(earlier) = &reply.decision {
                     return Err(TriageError(format!(
@@ -120,22 +150,95 @@ pub fn parse(text: &str) -> Result<Reply, TriageError> {
             }
             Some(Line::Priority(p)) => reply.priorities.push(p),
             Some(Line::Note(n)) => reply.notes.push(n),
-            None if commands == 0 => {
-                let first = line.split_whitespace().next().unwrap_or_default();
-                return Err(TriageError(format!(
-                    "the first line should be a command, but it starts with {first:?}"
-                )));
+            None => {
+                first_text.get_or_insert_with(|| line.clone());
+                message.push(raw.replace('\u{a0}', " ").trim_end().to_string());
+                continue;
             }
-            None => break,
         }
         commands += 1;
-        lines.next();
     }
     if commands == 0 {
-        return Err(TriageError("the reply has no command in it".into()));
+        return Err(match first_text {
+            Some(line) => {
+                let first = line.split_whitespace().next().unwrap_or_default();
+                TriageError(format!("the first line should be a command, but it starts with {first:?}"))
+            }
+            None => TriageError("the reply has no command in it".into()),
+        });
     }
-    reply.message = lines.collect::<Vec<_>>().join("\n").trim().to_string();
+    reply.message = join_paragraphs(&message);
     Ok(reply)
+}
+
+/// The message lines with the runs of blank lines that removed command lines leave behind
+/// folded into one.
+fn join_paragraphs(lines: &[String]) -> String {
+    let mut out: Vec<&str> = Vec::with_capacity(lines.len());
+    for line in lines {
+        if line.is_empty() && out.last().is_none_or(|l| l.is_empty()) {
+            continue;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim().to_string()
+}
+
+/// A line after the message for the requester has begun: a command only in the command's
+/// own shape (see the module documentation), so that a sentence starting with a command word
+/// stays text.
+fn parse_after_text(line: &str) -> Result<Option<Line>, TriageError> {
+    let Some((word, rest)) = command_word(line) else {
+        return Ok(None);
+    };
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let colon = rest.starts_with(':');
+    let arg = rest.trim_start_matches(':').trim();
+    let first = arg.split_whitespace().next().unwrap_or_default();
+    let shaped = colon
+        || arg.is_empty()
+        || match word {
+            "meeting" => is_date(first),
+            "duplicate" => Reference::parse(first).is_ok(),
+            "priority" => !arg.is_empty() && arg.split_whitespace().count() == 1,
+            _ => false,
+        };
+    if shaped { parse_line(line) } else { Ok(None) }
+}
+
+/// The canonical command word a line starts with, and the rest of the line; `None` when it
+/// starts with no command word ("more work" written with a space counts as one).
+fn command_word(line: &str) -> Option<(&'static str, &str)> {
+    const WORDS: &[(&str, &str)] = &[
+        ("meeting", "meeting"),
+        ("paper", "paper"),
+        ("message", "message"),
+        ("more-work", "more-work"),
+        ("more_work", "more-work"),
+        ("morework", "more-work"),
+        ("decline", "decline"),
+        ("redirect", "redirect"),
+        ("duplicate", "duplicate"),
+        ("priority", "priority"),
+        ("note", "note"),
+    ];
+    let split = line.find([':', ' ', '\t']).unwrap_or(line.len());
+    let (word, rest) = line.split_at(split);
+    if word.eq_ignore_ascii_case("more") {
+        let after = rest.trim_start_matches([' ', '\t']);
+        let work = after.get(..4).filter(|w| w.eq_ignore_ascii_case("work"))?;
+        let rest = after.get(work.len()..)?;
+        return rest
+            .chars()
+            .next()
+            .is_none_or(|c| matches!(c, ':' | ' ' | '\t'))
+            .then_some(("more-work", rest));
+    }
+    WORDS.iter().find(|(w, _)| word.eq_ignore_ascii_case(w)).map(|(_, canonical)| (*canonical, rest))
+}
+
+fn is_date(s: &str) -> bool {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
 }
 
 /// Strips what mail clients and people put around a command: quoting, bullets, `#`, `/`,
@@ -151,14 +254,13 @@ fn clean_line(line: &str) -> String {
 
 fn parse_line(line: &str) -> Result<Option<Line>, TriageError> {
     let line = clean_line(line);
-    // The command word ends at a colon or a space.
-    let split = line.find([':', ' ', '\t']).unwrap_or(line.len());
-    let (word, rest) = line.split_at(split);
-    let word = word.to_ascii_lowercase();
+    let Some((word, rest)) = command_word(&line) else {
+        return Ok(None);
+    };
     let arg = rest.trim_start_matches([':', ' ', '\t']).trim();
     let arg = (!arg.is_empty()).then(|| arg.to_string());
     let needs = |what: &str| TriageError(format!("{word} needs {what}, e.g. \"{word}: …\""));
-    let parsed = match word.as_str() {
+    let parsed = match word {
         "meeting" => {
             let date = match &arg {
                 None => None,
@@ -178,9 +280,7 @@ fn parse_line(line: &str) -> Result<Option<Line>, TriageError> {
         }
         "paper" => Line::Decision(Command::Paper),
         "message" => Line::Decision(Command::Message),
-        "more-work" | "more_work" | "morework" => {
-            Line::Decision(Command::MoreWork(arg.ok_or_else(|| needs("what is needed"))?))
-        }
+        "more-work" => Line::Decision(Command::MoreWork(arg.ok_or_else(|| needs("what is needed"))?)),
         "decline" => Line::Decision(Command::Decline(arg.ok_or_else(|| needs("a reason"))?)),
         "redirect" => Line::Decision(Command::Redirect(arg.ok_or_else(|| needs("where it belongs"))?)),
         "duplicate" => {
@@ -199,11 +299,6 @@ fn parse_line(line: &str) -> Result<Option<Line>, TriageError> {
             Line::Priority(key.trim_end_matches(['.', ',']).to_ascii_lowercase())
         }
         "note" => Line::Note(arg.ok_or_else(|| needs("some text"))?),
-        // "more work: …" written with a space.
-        "more" if arg.as_deref().is_some_and(|a| a.to_ascii_lowercase().starts_with("work")) => {
-            let rest = arg.as_deref().unwrap_or_default().get(4..).unwrap_or_default();
-            return parse_line(&format!("more-work{rest}"));
-        }
         _ => return Ok(None),
     };
     Ok(Some(parsed))
@@ -262,6 +357,53 @@ mod tests {
             ("meeting next week", "YYYY-MM-DD"),
             ("duplicate the one from March", "reference"),
             ("paper\nmeeting", "one decision"),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn commands_after_the_text_are_commands_and_leave_the_message() {
+        // Found by an outside test: the note below the text went to the requester.
+        let r = ok(
+            "decline: hospital work\nSorry, this belongs to the trust.\n\nnote: told the LMC chair\npriority shift\n\nBest wishes,\nJane",
+        );
+        assert_eq!(r.decision, Some(Command::Decline("hospital work".into())));
+        assert_eq!(r.notes, ["told the LMC chair"]);
+        assert_eq!(r.priorities, ["shift"]);
+        assert_eq!(r.message, "Sorry, this belongs to the trust.\n\nBest wishes,\nJane");
+        // A decision below a greeting counts too, and the greeting is the message.
+        let r = ok("Hi Jo,\n- decline: not GP work\n  * Note: spoke to Sam");
+        assert_eq!(r.decision, Some(Command::Decline("not GP work".into())));
+        assert_eq!((r.notes.as_slice(), r.message.as_str()), (&["spoke to Sam".to_string()][..], "Hi Jo,"));
+        let r = ok("Thanks.\nMeeting 2026-12-03");
+        assert_eq!(r.decision, Some(Command::Meeting(NaiveDate::from_ymd_opt(2026, 12, 3))));
+        assert_eq!(r.message, "Thanks.");
+    }
+
+    #[test]
+    fn sentences_that_start_with_a_command_word_stay_text() {
+        let text = "paper\nPaper copies will follow by post.\nMessage me if you need more.\nNote that the LMC agrees.\nMeeting rooms are booked.\nPriority is given to workforce bids.\nDecline rates are falling.\nDuplicate forms are not needed.\nMore work than we hoped.";
+        let r = ok(text);
+        assert_eq!(r.decision, Some(Command::Paper));
+        assert!(r.notes.is_empty() && r.priorities.is_empty());
+        assert_eq!(r.message, text.split_once('\n').unwrap().1);
+    }
+
+    #[test]
+    fn a_malformed_command_or_a_second_decision_anywhere_refuses_the_reply() {
+        for (text, why) in [
+            ("paper\nThanks.\nnote:", "note needs some text"),
+            ("paper\nThanks.\nduplicate: the one from March", "reference"),
+            ("paper\nThanks.\nmeeting: next week", "YYYY-MM-DD"),
+            ("paper\nThanks.\ndecline: not ours", "one decision"),
+            ("paper\nThanks.\nmeeting", "one decision"),
+            ("paper\nThanks.\nduplicate GP-2026-0001", "one decision"),
+            ("paper\nThanks.\nmessage: see below", "takes nothing"),
+            ("paper\nThanks.\nDecline", "needs a reason"),
+            ("paper\ndecline\nThanks.", "needs a reason"),
+            ("Thanks, all fine.", "should be a command"),
         ] {
             let e = parse(text).expect_err(text).to_string();
             assert!(e.contains(why), "{text:?}: {e}");

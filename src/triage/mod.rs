@@ -3,12 +3,18 @@
 //! A reply to a notification counts only when it comes from a configured gatekeeper AND
 //! carries that request's token (the notification puts it in the Reply-To sub-address and
 //! in its footer, both of which plain replies from Outlook, Gmail and Thunderbird keep), and,
-//! where the receiving server stamped `Authentication-Results`, DMARC/DKIM did not fail. A
-//! forged From alone changes nothing. Anything rejected or not understood changes nothing
-//! and earns a short error email that says why.
+//! with `[triage] authserv_id` set, the receiving server vouches for the sender (see
+//! [`auth`]). A forged From alone changes nothing. Anything rejected or not understood
+//! changes nothing and earns a short error email that says why.
+//!
+//! Nothing internal reaches a requester: command lines anywhere in the reply are commands
+//! ([`grammar`]), and an outcome whose text holds a reply key, the `+key` reply address or
+//! the notification's own words (the quoted notification slipped past the quote detection)
+//! is not sent: the decision is refused and the gatekeeper told why.
 //!
 //! The same [`Triage::decide`] serves emailed replies and `gatehouse triage`.
 
+pub mod auth;
 pub mod grammar;
 pub mod reminders;
 
@@ -28,6 +34,13 @@ use crate::templates::{
     TriageErrorContext, long_date, service_view,
 };
 use grammar::{Command, Reply, TriageError};
+
+/// What a decision sends the outside world: the outcome email and whom it goes to, or why
+/// none may go (the decision still counts; the gatekeepers are told).
+enum OutcomeMail {
+    Send { mail: crate::store::NewOutgoing, to: String },
+    NotSent(String),
+}
 
 /// Who made a decision: a gatekeeper by email, or the operator at the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,15 +84,22 @@ impl Triage {
         Self { config, templates, composer, recipients }
     }
 
-    /// Decides whether `parsed` is a gatekeeper's reply and whether it may act.
+    /// Decides whether `parsed` is a gatekeeper's reply and whether it may act. `quoted_keys`
+    /// are the keys [`reply_keys_in`] found in its text (worked out on the parser's thread).
     pub async fn authorise(
         &self,
         tx: &mut dyn Tx,
         parsed: &Parsed,
+        quoted_keys: &[String],
         raw: &[u8],
         from: &EmailAddress,
     ) -> anyhow::Result<Attempt> {
-        let tokens = self.tokens_in(parsed);
+        let mut tokens = self.keys_in_recipients(parsed);
+        for key in quoted_keys {
+            if !tokens.contains(key) {
+                tokens.push(key.clone());
+            }
+        }
         let mut ids = parsed.in_reply_to.clone();
         ids.extend(parsed.references.iter().cloned());
         let notified = tx.request_for_notification(&ids).await?;
@@ -113,73 +133,66 @@ impl Triage {
                 request.reference, n.reference
             ));
         }
-        if let Some(why) = self.authentication_failure(raw, from) {
+        if let Some(authserv) = self.config.triage.authserv_id.as_deref()
+            && let Some(why) = auth::verdict(authserv, raw, from.domain()).refusal(authserv)
+        {
             return refuse(why);
         }
         Ok(Attempt::Authorised(Box::new(request)))
     }
 
-    /// Tokens found where a plain reply keeps them: a `local+TOKEN@domain` recipient, or the
-    /// notification's "Reply key … : TOKEN" footer in the quoted text.
-    fn tokens_in(&self, parsed: &Parsed) -> Vec<String> {
+    /// Keys in a `local+KEY@domain` recipient: the notification's Reply-To, which a plain
+    /// reply keeps.
+    fn keys_in_recipients(&self, parsed: &Parsed) -> Vec<String> {
         let ours = self.config.smtp.from.address.as_str();
         let (local, domain) = ours.split_once('@').unwrap_or((ours, ""));
-        let mut tokens = Vec::new();
+        let mut tokens: Vec<String> = Vec::new();
         for m in parsed.to.iter().chain(parsed.cc.iter()) {
             let Some((l, d)) = m.address.split_once('@') else { continue };
             if d.eq_ignore_ascii_case(domain)
                 && let Some(rest) = l.strip_prefix(local)
                 && let Some(token) = rest.strip_prefix('+')
                 && is_token(token)
+                && !tokens.iter().any(|t| t.eq_ignore_ascii_case(token))
+                && tokens.len() < MAX_KEYS
             {
                 tokens.push(token.to_ascii_lowercase());
-            }
-        }
-        for text in [&parsed.body_text, parsed.body_html.as_ref().unwrap_or(&String::new())] {
-            let mut rest = text.as_str();
-            while let Some(at) = rest.find("Reply key for ") {
-                rest = rest.get(at + 14..).unwrap_or_default();
-                let Some(colon) = rest.find(':') else { break };
-                let candidate: String = rest
-                    .get(colon + 1..)
-                    .unwrap_or_default()
-                    .trim_start()
-                    .chars()
-                    .take_while(|c| c.is_ascii_hexdigit())
-                    .collect();
-                if is_token(&candidate) && !tokens.contains(&candidate.to_ascii_lowercase()) {
-                    tokens.push(candidate.to_ascii_lowercase());
-                }
             }
         }
         tokens
     }
 
-    /// DMARC or DKIM failing for the gatekeeper's domain, as stamped by the configured
-    /// receiving server, rejects the reply. Results from other servers are ignored: anyone
-    /// can write that header.
-    fn authentication_failure(&self, raw: &[u8], from: &EmailAddress) -> Option<String> {
-        let authserv = self.config.triage.authserv_id.as_deref()?;
-        for value in header_values(raw, "authentication-results") {
-            let mut parts = value.split(';');
-            let server = parts.next().unwrap_or_default().split_whitespace().next().unwrap_or_default();
-            if !server.eq_ignore_ascii_case(authserv) {
-                continue;
-            }
-            for result in parts {
-                let r = result.trim().to_ascii_lowercase();
-                let about_sender = r.contains(&format!("header.from={}", from.domain()))
-                    || r.contains(&format!("header.d={}", from.domain()))
-                    || r.contains(&format!("header.i=@{}", from.domain()));
-                if (r.starts_with("dmarc=fail") || r.starts_with("dkim=fail"))
-                    && (about_sender || r.starts_with("dmarc"))
-                {
-                    return Some(format!(
-                        "{authserv} reports the message failed authentication ({})",
-                        r.split_whitespace().next().unwrap_or_default()
-                    ));
-                }
-            }
+    /// The new text of an authorised reply, read: the commands and the message. Refused when
+    /// the new text still holds the quoted notification (a quote header gatehouse did not
+    /// recognise): it cannot tell where the gatekeeper's words end, so it asks rather than
+    /// guess.
+    pub fn read_reply(&self, parsed: &Parsed, request: &RequestRow) -> Result<Reply, TriageError> {
+        let text = crate::classify::reply_text(&parsed.body_text, parsed.body_html.as_deref());
+        if let Some(what) = self.internal_text_in(&text, request) {
+            return Err(TriageError(format!(
+                "the new text of your reply seems to hold the quoted notification ({what}), so gatehouse cannot tell where your words end; reply again with your commands and text above the quoted part, or delete the quoted part"
+            )));
+        }
+        grammar::parse(&text)
+    }
+
+    /// What in `text` belongs to the gatekeepers only: a reply key, the `+key` reply
+    /// address, or the notification's own words. `None` when there is nothing.
+    fn internal_text_in(&self, text: &str, request: &RequestRow) -> Option<String> {
+        let lower = text.to_lowercase();
+        if !request.token.is_empty() && lower.contains(&request.token.to_ascii_lowercase()) {
+            return Some("the request's reply key".into());
+        }
+        let ours = self.config.smtp.from.address.as_str();
+        let local = ours.split_once('@').map_or(ours, |(l, _)| l);
+        if lower.contains(&format!("{}+", local.to_lowercase())) {
+            return Some(format!("the reply address {local}+…"));
+        }
+        if let Some(marker) = NOTIFICATION_MARKERS.iter().find(|m| text.contains(*m)) {
+            return Some(format!("the notification's words \"{marker}\""));
+        }
+        if has_key_shape(text) {
+            return Some("a reply key".into());
         }
         None
     }
@@ -230,6 +243,18 @@ impl Triage {
             _ => {}
         }
 
+        // The outcome is drafted before anything is written, so that one refused by the
+        // final check for internal text leaves the request as it was.
+        let outcome = match &reply.decision {
+            Some(command) => {
+                match self.outcome(request, command, meeting_date, duplicate.as_ref(), &reply.message, now)? {
+                    Ok(mail) => Some(mail),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            None => None,
+        };
+
         let who = actor.name();
         let mut summary = Vec::new();
         let mut requester_told = false;
@@ -252,8 +277,8 @@ impl Triage {
             };
             tx.add_event(request.id, now, &who, "decision", Some(&event)).await?;
             summary.push(format!("decided: {what}"));
-            match self.outcome(request, command, meeting_date, duplicate.as_ref(), &reply.message, now)? {
-                Ok((mail, to)) => {
+            match outcome {
+                Some(OutcomeMail::Send { mail, to }) => {
                     tx.enqueue(&mail, now).await?;
                     tx.add_event(
                         request.id,
@@ -265,10 +290,11 @@ impl Triage {
                     .await?;
                     requester_told = true;
                 }
-                Err(why) => {
+                Some(OutcomeMail::NotSent(why)) => {
                     tx.add_event(request.id, now, "gatehouse", "outcome_not_sent", Some(&why)).await?;
                     summary.push(format!("outcome not sent: {why}"));
                 }
+                None => {}
             }
         }
         for key in &reply.priorities {
@@ -288,7 +314,9 @@ impl Triage {
 
     /// The outcome email and whom it goes to, or why it may not go (see
     /// [`crate::outbox::recipients`]): to the requester, or, when an outsider's forward named
-    /// them, to the forwarder alone. A decision sends at most this one email outside.
+    /// them, to the forwarder alone. A decision sends at most this one email outside. A
+    /// `TriageError` when its text holds something internal (see [`Self::internal_text_in`]):
+    /// then the decision is refused.
     fn outcome(
         &self,
         request: &RequestRow,
@@ -297,7 +325,7 @@ impl Triage {
         duplicate: Option<&RequestRow>,
         message: &str,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Result<(crate::store::NewOutgoing, String), String>> {
+    ) -> anyhow::Result<Result<OutcomeMail, TriageError>> {
         let via = request.via.as_deref().and_then(|v| EmailAddress::parse(v).ok());
         let mut view = view_of(&self.config, request);
         let (to, name) = if self.recipients.stands_behind_requester(via.as_ref()) {
@@ -308,10 +336,10 @@ impl Triage {
             (via, None)
         };
         let Some(to) = to else {
-            return Ok(Err(format!("{} is not an address", request.requester)));
+            return Ok(Ok(OutcomeMail::NotSent(format!("{} is not an address", request.requester))));
         };
         if let Some(why) = self.recipients.never(&to) {
-            return Ok(Err(why));
+            return Ok(Ok(OutcomeMail::NotSent(why)));
         }
         let decision = command.decision();
         let context = OutcomeContext {
@@ -323,7 +351,9 @@ impl Triage {
             decision: decision.as_str().into(),
             detail: command.detail(),
             meeting_date: meeting_date.map(long_date),
-            duplicate_of: duplicate.map(|d| EarlierView {
+            // Another requester's approach is named only to the same requester or
+            // organisation; anyone else hears that it duplicates an earlier approach.
+            duplicate_of: duplicate.filter(|d| same_source(request, d)).map(|d| EarlierView {
                 reference: d.reference.clone(),
                 subject: d.subject.clone(),
                 status: d.status.to_string(),
@@ -333,6 +363,12 @@ impl Triage {
             previous: request.decision.filter(|p| *p != decision).map(|p| p.command().to_string()),
         };
         let text = self.templates.render(&format!("outcome_{}.txt", decision.as_str()), &context)?;
+        // The last guard, whatever the quote detection and the grammar made of the reply.
+        if let Some(what) = self.internal_text_in(&text, request) {
+            return Ok(Err(TriageError(format!(
+                "the outcome for the requester would contain {what}, which is for the gatekeepers only; nothing was sent or changed. Reply again with only your commands and the words meant for the requester"
+            ))));
+        }
         let paragraphs = text.split("\n\n").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
         let html =
             self.templates.render("outcome.html", &OutcomeHtmlContext { request: view, paragraphs })?;
@@ -349,7 +385,7 @@ impl Triage {
             auto_submitted: AutoSubmitted::Replied,
             attachments: Vec::new(),
         })?;
-        Ok(Ok((mail, to.to_string())))
+        Ok(Ok(OutcomeMail::Send { mail, to: to.to_string() }))
     }
 
     /// The one-line confirmation: to the deciding gatekeeper with the other copied, or to
@@ -462,6 +498,90 @@ fn is_token(s: &str) -> bool {
     s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// At most this many keys are taken from one reply: each is looked up in the store, inside
+/// the write transaction, and a real reply carries one or two.
+const MAX_KEYS: usize = 8;
+
+/// The notification's footer, which a quoted notification carries: "Reply key for
+/// GP-2026-0042: KEY".
+const KEY_FOOTER: &str = "Reply key for ";
+
+/// How far after [`KEY_FOOTER`] its colon may be: the reference is short, and bounding the
+/// search keeps a body of many footers linear.
+const FOOTER_COLON_WITHIN: usize = 40;
+
+/// Words only the gatekeepers' emails carry (the notification's headings and decision help,
+/// its key footer, the reminder digest and the error reply). Any of them in an outcome means
+/// the quoted notification slipped into it. `notification_markers_are_in_the_templates`
+/// keeps this list in step with the built-in templates.
+/// Matched as written (case and all), as quoting keeps it, so that a sentence of the
+/// gatekeeper's own that happens to share the words in lower case is not taken for one.
+pub const NOTIFICATION_MARKERS: &[&str] = &[
+    "Reply key for",
+    "needs your decision.",
+    "has written again.",
+    "HOW TO DECIDE:",
+    "One click:",
+    "Decide with one click",
+    "internal note, never sent",
+    "goes to the requester with the outcome",
+    "for your decision, oldest first",
+    "was not acted on:",
+];
+
+/// Reply keys quoted in a reply's text (the notification's footer): what the parser's
+/// thread works out for each message, so the store transaction does not scan bodies. Linear
+/// in the text, and at most [`MAX_KEYS`].
+pub fn reply_keys_in(body_text: &str, body_html: Option<&str>) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for text in [Some(body_text), body_html].into_iter().flatten() {
+        let mut rest = text;
+        while let Some(at) = rest.find(KEY_FOOTER) {
+            if keys.len() >= MAX_KEYS {
+                return keys;
+            }
+            rest = rest.get(at + KEY_FOOTER.len()..).unwrap_or_default();
+            let window: String = rest.chars().take(FOOTER_COLON_WITHIN).take_while(|c| *c != '\n').collect();
+            let Some(colon) = window.find(':') else { continue };
+            let after = rest.get(colon + 1..).unwrap_or_default().trim_start_matches([' ', '\t']);
+            let candidate: String = after.chars().take(33).take_while(char::is_ascii_hexdigit).collect();
+            let candidate = candidate.to_ascii_lowercase();
+            if is_token(&candidate) && !keys.contains(&candidate) {
+                keys.push(candidate);
+            }
+        }
+    }
+    keys
+}
+
+/// Whether `text` holds a run of exactly 32 hex digits standing alone: the shape of a reply
+/// key (of this request or any other).
+fn has_key_shape(text: &str) -> bool {
+    let mut run = 0usize;
+    let mut alone = true;
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() {
+            run += 1;
+            continue;
+        }
+        if run == 32 && alone && !c.is_alphanumeric() {
+            return true;
+        }
+        alone = !c.is_alphanumeric();
+        run = 0;
+    }
+    false
+}
+
+/// Whether `earlier` came from the same requester or organisation as `request`, so that
+/// naming it to `request`'s requester tells them nothing about someone else.
+fn same_source(request: &RequestRow, earlier: &RequestRow) -> bool {
+    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    same(&request.requester, &earlier.requester)
+        || earlier.via.as_deref().is_some_and(|v| same(v, &request.requester))
+        || matches!((&request.organisation, &earlier.organisation), (Some(a), Some(b)) if !a.trim().is_empty() && same(a, b))
+}
+
 /// "meeting on Thursday 3 December 2026", "decline (not GP work)".
 pub fn describe(decision: Decision, detail: Option<&str>, meeting: Option<NaiveDate>) -> String {
     match (decision, detail, meeting) {
@@ -494,45 +614,95 @@ fn view_of(config: &Config, r: &RequestRow) -> RequestView {
     }
 }
 
-/// The unfolded values of every `name` header in the raw header section.
-fn header_values(raw: &[u8], name: &str) -> Vec<String> {
-    let head_end =
-        raw.windows(4).position(|w| w == b"\r\n\r\n").or_else(|| raw.windows(2).position(|w| w == b"\n\n"));
-    let head = String::from_utf8_lossy(raw.get(..head_end.unwrap_or(raw.len())).unwrap_or_default());
-    let mut values: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some(c) = current.as_mut() {
-                c.push(' ');
-                c.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some(c) = current.take() {
-            values.push(c);
-        }
-        if let Some((n, v)) = line.split_once(':')
-            && n.trim().eq_ignore_ascii_case(name)
-        {
-            current = Some(v.trim().to_string());
-        }
-    }
-    values.extend(current);
-    values
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn header_values_are_unfolded() {
-        let raw = b"Authentication-Results: mx.nhs.net;\r\n dmarc=fail header.from=nhs.net\r\nSubject: x\r\n\r\nAuthentication-Results: body";
-        assert_eq!(
-            header_values(raw, "authentication-results"),
-            ["mx.nhs.net; dmarc=fail header.from=nhs.net"]
+    fn triage() -> (Triage, RequestRow) {
+        let config = Arc::new(
+            crate::config::Config::parse(
+                crate::config::tests::VALID,
+                std::path::Path::new("/etc/gatehouse/gatehouse.toml"),
+            )
+            .unwrap(),
         );
+        let templates = Arc::new(Templates::load(&config).unwrap());
+        let request = RequestRow {
+            id: 1,
+            reference: "GP-2026-0001".into(),
+            status: Status::AwaitingTriage,
+            decision: None,
+            decision_detail: None,
+            requester: "jo@icb.example".into(),
+            requester_name: None,
+            organisation: Some("Anytown ICB".into()),
+            via: None,
+            subject: "Phlebotomy".into(),
+            body: String::new(),
+            received_at: Utc::now(),
+            decided_at: None,
+            meeting_date: None,
+            priorities: Vec::new(),
+            duplicate_of: None,
+            probable_duplicate_of: None,
+            message_count: 1,
+            token: "00112233445566778899aabbccddeeff".into(),
+            answer: true,
+        };
+        (Triage::new(config, templates), request)
+    }
+
+    #[test]
+    fn notification_markers_are_in_the_templates() {
+        // Renamed headings must be renamed here too, or the guard stops seeing them.
+        let templates = [
+            include_str!("../templates/builtin/notification.txt"),
+            include_str!("../templates/builtin/notification.html"),
+            include_str!("../templates/builtin/reminder.txt"),
+            include_str!("../templates/builtin/triage_error.txt"),
+        ];
+        for marker in NOTIFICATION_MARKERS {
+            assert!(templates.iter().any(|t| t.contains(marker)), "{marker:?} is in no gatekeeper template");
+        }
+    }
+
+    #[test]
+    fn internal_text_is_found_in_what_would_go_to_a_requester() {
+        let (t, request) = triage();
+        let found = |text: &str| t.internal_text_in(text, &request);
+        assert_eq!(found("Thanks, we will discuss it on the 3rd.\nJane"), None);
+        assert_eq!(found("We will decide how to decide: one click: at a time."), None, "lower case prose");
+        assert!(found("key 00112233445566778899AABBCCDDEEFF here").unwrap().contains("reply key"));
+        assert!(found("write to GP-Access+abc@nhs.net").unwrap().contains("reply address"));
+        assert!(found("Reply key for GP-2026-0001: (elided)").unwrap().contains("Reply key for"));
+        assert!(found("  HOW TO DECIDE: reply to this email").is_some());
+        assert!(found("One click: Paper <mailto:x>").is_some());
+        assert!(found("another key ffffffffffffffffffffffffffffffff.").unwrap().contains("a reply key"));
+        assert_eq!(
+            found("a hash ffffffffffffffffffffffffffffffff0 or gffffffffffffffffffffffffffffffff"),
+            None
+        );
+    }
+
+    #[test]
+    fn quoted_keys_are_found_in_linear_time() {
+        // Found by review: each footer searched for its colon to the end of the body, so a
+        // body of footers took quadratic time inside the store transaction.
+        let text = format!(
+            "paper\n\n> Reply key for GP-2026-0001: 00112233445566778899AABBCCDDEEFF (keep it)\n{}",
+            "Reply key for ".repeat(200_000)
+        );
+        assert_eq!(reply_keys_in(&text, None), ["00112233445566778899aabbccddeeff"]);
+        let html = "<p>Reply key for GP-2026-0002: ffffffffffffffffffffffffffffffff</p>";
+        assert_eq!(reply_keys_in(&text, Some(html)).len(), 2);
+        // No newline anywhere, and no colon: each footer looks only a few characters on.
+        assert!(reply_keys_in(&"Reply key for x".repeat(300_000), None).is_empty());
+        assert_eq!(
+            reply_keys_in(&format!("Reply key for {}: {}", "x".repeat(60), "f".repeat(32)), None).len(),
+            0
+        );
+        let many: String = (0..20).map(|i| format!("Reply key for R: {i:032x}\n")).collect();
+        assert_eq!(reply_keys_in(&many, None).len(), MAX_KEYS);
     }
 
     #[test]

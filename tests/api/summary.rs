@@ -205,11 +205,41 @@ async fn each_meeting_gets_its_agenda_once() {
         .unwrap();
     let text = readable(&raw);
     assert!(text.contains(&refs[1]) && text.contains("Discharge letters"), "{text}");
+    assert!(text.contains("Anytown Hospitals NHS Trust"), "{text}");
+    // The board can include outside members: no internal notes, no addresses by default.
     assert!(
-        text.contains("Invite the trust's CMO") || text.contains("Invite the trust=E2=80=99s CMO"),
-        "{text}"
+        !text.contains("CMO") && !text.contains("Gatekeeper's note"),
+        "a note reached the board:\n{text}"
     );
+    assert!(!text.contains("@trust.test"), "a requester's address reached the board:\n{text}");
     assert!(!text.contains(&refs[0]), "a paper is not on the agenda");
+}
+
+#[tokio::test]
+async fn the_board_sees_notes_and_addresses_only_when_configured() {
+    let mut app = TestApp::spawn().await;
+    let refs = a_week_of_approaches(&app).await;
+    app.stop().await;
+    let config = std::fs::read_to_string(&app.config_path).unwrap().replace(
+        "summary_schedule = \"0 8 * * MON\"",
+        "summary_schedule = \"0 8 * * MON\"\nshare_notes = true\nshare_addresses = true",
+    );
+    std::fs::write(&app.config_path, config).unwrap();
+    let requester = app.store.find_request(&refs[1]).await.unwrap().unwrap().requester;
+    let s = summaries(&app, Arc::new(ManualClock::new(london(2099, 11, 30, 9, 0))));
+    assert_eq!(s.run_agendas().await.unwrap().len(), 1);
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        app.dir.path().join("data/gatehouse.db").display()
+    ))
+    .await
+    .unwrap();
+    let raw: Vec<u8> = sqlx::query_scalar("SELECT raw FROM outbox WHERE kind = 'agenda' ORDER BY id LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let text = readable(&raw);
+    assert!(text.contains("CMO") && text.contains(&requester), "{text}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use gatehouse::clock::ManualClock;
 use gatehouse::domain::Status;
 use serde_json::Value;
 
-use crate::helpers::{Options, TestApp, header, rand_suffix, wait_until};
+use crate::helpers::{Options, TestApp, header, rand_suffix, readable, wait_until};
 
 /// An approach, its notification and the facts a reply needs.
 struct Approach {
@@ -22,7 +22,11 @@ struct Approach {
 }
 
 async fn approach(app: &TestApp, subject: &str) -> Approach {
-    let requester = app.stack.user("partner", "icb.test");
+    approach_from(app, "icb.test", subject).await
+}
+
+async fn approach_from(app: &TestApp, domain: &str, subject: &str) -> Approach {
+    let requester = app.stack.user("partner", domain);
     let before = app.stack.mailbox(&app.gatekeeper).len();
     app.stack.send(&requester, &app.shared, subject, "Could general practice help with this, please?").await;
     let notification = app.stack.wait_for_mail(&app.gatekeeper, before + 1).await.pop().unwrap();
@@ -302,26 +306,246 @@ async fn replies_that_may_not_decide_change_nothing_and_say_why() {
     .await;
 
     // DMARC failure reported by our own receiving server.
-    let raw = gmail_reply(&gk, &a, "decline: spoofed");
-    let mut stamped =
-        b"Authentication-Results: mx.gatehouse.test; dmarc=fail (p=reject) header.from=gatehouse.test\r\n"
-            .to_vec();
-    stamped.extend_from_slice(&raw);
-    assert_refused(&app, &a, &gk, stamped, "failed authentication", &gk).await;
-    // …while the same header from someone else's server is ignored (anyone can write it).
+    let ours = "Authentication-Results: mx.gatehouse.test; dmarc=fail (p=reject) header.from=gatehouse.test";
+    let spoofed = stamp(ours, gmail_reply(&gk, &a, "decline: spoofed"));
+    assert_refused(&app, &a, &gk, spoofed, "reports dmarc=fail", &gk).await;
+    // A pass from someone else's server is not ours (anyone can write that header)...
+    let theirs = "Authentication-Results: mx.evil.test; dmarc=pass header.from=gatehouse.test";
+    let forged = stamp(theirs, gmail_reply(&gk, &a, "decline: forged pass"));
+    assert_refused(&app, &a, &gk, forged, "carries no Authentication-Results", &gk).await;
+    // ...and `none` or no header at all does not vouch either.
+    let none = "Authentication-Results: mx.gatehouse.test; dmarc=none header.from=gatehouse.test";
+    assert_refused(&app, &a, &gk, stamp(none, gmail_reply(&gk, &a, "decline: none")), "dmarc=none", &gk)
+        .await;
+    assert_refused(&app, &a, &gk, gmail_reply(&gk, &a, "decline: bare"), "carries no Authentication", &gk)
+        .await;
 
+    let pass = "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=gatehouse.test; dmarc=pass header.from=gatehouse.test";
     // An unknown command.
-    assert_refused(&app, &a, &gk, gmail_reply(&gk, &a, "approve please"), "should be a command", &gk).await;
+    assert_refused(
+        &app,
+        &a,
+        &gk,
+        stamp(pass, gmail_reply(&gk, &a, "approve please")),
+        "should be a command",
+        &gk,
+    )
+    .await;
     // An unknown priority.
     assert_refused(
         &app,
         &a,
         &gk,
-        gmail_reply(&gk, &a, "paper\npriority gardening"),
+        stamp(pass, gmail_reply(&gk, &a, "paper\npriority gardening")),
         "not an agreed priority",
         &gk,
     )
     .await;
+    // The same reply vouched for by our server decides.
+    send(&app, &gk, &stamp(pass, gmail_reply(&gk, &a, "paper"))).await;
+    wait_for_class(&app, "triage", 1).await;
+    assert_eq!(request(&app, &a.reference).await["decision"], "paper");
+}
+
+/// `raw` with an `Authentication-Results` header on top, as the receiving server adds it.
+fn stamp(header: &str, raw: Vec<u8>) -> Vec<u8> {
+    let mut stamped = format!("{header}\r\n").into_bytes();
+    stamped.extend_from_slice(&raw);
+    stamped
+}
+
+/// Exchange Online's own header form (no authserv-id), as Microsoft 365 / NHSmail stamp it.
+fn exchange(dmarc: &str, domain: &str) -> String {
+    format!(
+        "Authentication-Results: spf=pass (sender IP is 192.0.2.7)\r\n smtp.mailfrom={domain}; dkim=none (message not signed)\r\n header.d=none;dmarc={dmarc} action=none\r\n header.from={domain};compauth=pass reason=100"
+    )
+}
+
+#[tokio::test]
+async fn exchange_online_must_vouch_for_a_decision() {
+    let mut app = TestApp::new(Options {
+        extra: "[triage]\nauthserv_id = \"exchange-online\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    app.start().await;
+    let gk = app.gatekeeper.clone();
+    let domain = gk.split('@').nth(1).unwrap().to_string();
+    let a = approach(&app, "Vouched for by Exchange").await;
+    for (header, why) in [
+        (Some(exchange("fail", &domain)), "reports dmarc=fail"),
+        (Some(exchange("none", &domain)), "dmarc=none"),
+        (Some(exchange("bestguesspass", &domain)), "dmarc=bestguesspass"),
+        // A named server on top is not Exchange's header.
+        (
+            Some(format!("Authentication-Results: mx.evil.test; dmarc=pass header.from={domain}")),
+            "no Authentication-Results from Exchange Online",
+        ),
+        (None, "no Authentication-Results from Exchange Online"),
+    ] {
+        let raw = outlook_reply(&gk, &a, "decline: not ours");
+        let raw = match header {
+            Some(h) => stamp(&h, raw),
+            None => raw,
+        };
+        assert_refused(&app, &a, &gk, raw, why, &gk).await;
+    }
+    send(&app, &gk, &stamp(&exchange("pass", &domain), outlook_reply(&gk, &a, "decline: not ours"))).await;
+    wait_for_class(&app, "triage", 1).await;
+    assert_eq!(request(&app, &a.reference).await["decision"], "decline");
+    // `check` reports what the gatekeeper's mail carried.
+    let out = app.cli(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("authentication WARNING: 4 of the last 6 messages from gatekeepers carried Authentication-Results from exchange-online; 1 passed"),
+        "{text}"
+    );
+}
+
+/// The notification's text, quoted the way a client that does not prefix lines quotes it.
+fn unprefixed_reply(from: &str, a: &Approach, commands: &str, header: &str) -> Vec<u8> {
+    format!(
+        "From: Jane Doe <{from}>\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <{n}@nhs.test>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{commands}\r\n\r\n{header}\r\n\r\n{quoted}",
+        to = a.reply_to,
+        subject = a.subject,
+        nid = a.notification_id,
+        n = rand_suffix(),
+        commands = commands.replace('\n', "\r\n"),
+        header = header.replace('\n', "\r\n"),
+        quoted = notification_text(&a.notification).replace('\n', "\r\n"),
+    )
+    .into_bytes()
+}
+
+fn token(a: &Approach) -> String {
+    a.reply_to.split('+').nth(1).unwrap().split('@').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn notes_below_the_text_from_outlook_and_thunderbird_stay_internal() {
+    let app = TestApp::spawn().await;
+    let gk = app.gatekeeper.clone();
+    let commands = "decline: this is hospital work\nSorry, this belongs to the trust.\nnote: spoke to the LMC chair\npriority shift\nKind regards, Jane";
+    for (n, client) in ["outlook", "thunderbird"].into_iter().enumerate() {
+        let a = approach(&app, &format!("Notes below the text from {client}")).await;
+        let raw = if client == "outlook" {
+            outlook_reply(&gk, &a, commands)
+        } else {
+            thunderbird_reply(&gk, &a, commands)
+        };
+        send(&app, &gk, &raw).await;
+        wait_for_class(&app, "triage", n + 1).await;
+        let outcome = readable(&app.stack.wait_for_mail(&a.requester, 2).await.pop().unwrap());
+        assert!(outcome.contains("Sorry, this belongs to the trust."), "{client}: {outcome}");
+        assert!(outcome.contains("Kind regards, Jane"), "{client}: {outcome}");
+        assert!(!outcome.contains("LMC chair"), "{client}: the note reached the requester:\n{outcome}");
+        assert!(!outcome.contains("priority"), "{client}: {outcome}");
+        let r = request(&app, &a.reference).await;
+        assert_eq!(r["priorities"], serde_json::json!(["shift"]), "{client}");
+        let notes: Vec<&str> = r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "note")
+            .map(|e| e["detail"].as_str().unwrap())
+            .collect();
+        assert_eq!(notes, ["spoke to the LMC chair"], "{client}");
+    }
+}
+
+#[tokio::test]
+async fn quote_headers_in_other_languages_never_reach_the_requester() {
+    let app = TestApp::spawn().await;
+    let gk = app.gatekeeper.clone();
+    let shared = app.shared.clone();
+    let headers = [
+        format!(
+            "Von: GP Access <{shared}>\nGesendet: Montag, 16. November 2026 09:12\nAn: Jane Doe <{gk}>\nBetreff: x"
+        ),
+        format!("De : GP Access <{shared}>\nEnvoyé : lundi 16 novembre 2026 09:12\nÀ : Jane Doe\nObjet : x"),
+        format!("Il giorno lun 16 nov 2026 alle ore 09:12 GP Access <{shared}> ha scritto:"),
+        "W dniu 16.11.2026 o 09:12, GP Access pisze:".to_string(),
+        format!("Från: GP Access <{shared}>\nSkickat: den 16 november 2026 09:12\nTill: Jane\nÄmne: x"),
+        format!("ma 16.11.2026 klo 9.12 GP Access <{shared}> kirjoitti:"),
+        format!("Ar Llun, 16 Tach 2026 am 09:12, GP Access <{shared}> ysgrifennodd:"),
+        "-----Mensagem original-----".to_string(),
+    ];
+    let mut decided = 0;
+    for header in &headers {
+        let a = approach(&app, "Quoted in another language").await;
+        send(
+            &app,
+            &gk,
+            &unprefixed_reply(&gk, &a, "redirect: the community trust\nThey run this service.", header),
+        )
+        .await;
+        decided += 1;
+        wait_for_class(&app, "triage", decided).await;
+        let outcome = readable(&app.stack.wait_for_mail(&a.requester, 2).await.pop().unwrap());
+        assert!(outcome.contains("They run this service."), "{header}: {outcome}");
+        for internal in [token(&a).as_str(), "Reply key", "HOW TO DECIDE", "mailto:"] {
+            assert!(!outcome.contains(internal), "{header}: {internal:?} reached the requester:\n{outcome}");
+        }
+    }
+    // HTML only, the header in a language not known here: Outlook's divider and Gmail's
+    // quote container show where the quote starts.
+    let a = approach(&app, "Quoted under an Estonian header").await;
+    let raw = String::from_utf8(outlook_reply(&gk, &a, "redirect: the LMC\nThey can help."))
+        .unwrap()
+        .replace("<b>From:</b>", "<b>Saatja:</b>")
+        .replace("<b>Sent:</b>", "<b>Saadetud:</b>")
+        .replace("<b>To:</b>", "<b>Adressaat:</b>")
+        .replace("<b>Subject:</b>", "<b>Teema:</b>");
+    send(&app, &gk, raw.as_bytes()).await;
+    decided += 1;
+    wait_for_class(&app, "triage", decided).await;
+    let outcome = readable(&app.stack.wait_for_mail(&a.requester, 2).await.pop().unwrap());
+    assert!(outcome.contains("They can help.") && !outcome.contains(&token(&a)), "{outcome}");
+}
+
+#[tokio::test]
+async fn a_reply_whose_new_text_holds_the_notification_is_refused() {
+    let app = TestApp::spawn().await;
+    let gk = app.gatekeeper.clone();
+    let a = approach(&app, "Quoted under a header nobody knows").await;
+    // Plain text, an Estonian Outlook header: the quote cannot be told from the new text.
+    let header = format!("Saatja: GP Access <{}>\nSaadetud: 16. november 2026 09:12\nTeema: x", app.shared);
+    let raw = unprefixed_reply(&gk, &a, "decline: not ours\nSorry.", &header);
+    assert_refused(&app, &a, &gk, raw, "seems to hold the quoted notification", &gk).await;
+    // The command line cannot slip a key or the notification's words through either.
+    let out = app.cli(&[
+        "triage",
+        &a.reference,
+        "paper",
+        "--message",
+        &format!("Reply key for {}: {}", a.reference, token(&a)),
+    ]);
+    assert!(!out.status.success(), "the CLI sent internal text");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("for the gatekeepers only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(request(&app, &a.reference).await["decision"], Value::Null);
+    assert_eq!(app.stack.mailbox(&a.requester).len(), 1, "the requester was told something");
+}
+
+#[tokio::test]
+async fn a_duplicate_names_the_earlier_request_only_to_its_own_organisation() {
+    let app = TestApp::spawn().await;
+    let gk = app.gatekeeper.clone();
+    let earlier = approach_from(&app, "trust.test", "Confidential workforce restructure").await;
+    let a = approach_from(&app, "icb.test", "Workforce restructure").await;
+    send(&app, &gk, &gmail_reply(&gk, &a, &format!("duplicate {}", earlier.reference))).await;
+    wait_for_class(&app, "triage", 1).await;
+    assert_eq!(request(&app, &a.reference).await["duplicate_of"], earlier.reference.as_str());
+    let outcome = readable(&app.stack.wait_for_mail(&a.requester, 2).await.pop().unwrap());
+    assert!(outcome.contains("already received"), "{outcome}");
+    assert!(
+        !outcome.contains("Confidential"),
+        "another organisation's subject reached the requester:\n{outcome}"
+    );
+    assert!(!outcome.contains(&earlier.reference), "{outcome}");
 }
 
 #[tokio::test]
