@@ -262,6 +262,11 @@ impl Harness {
             }
             Err(e) => {
                 assert!(!gatehouse::store::is_storage_trouble(&e), "the store failed: {e:#}");
+                // Not a failure here (the inbox does the same after three tries), but worth
+                // seeing: the first few say which inputs gatehouse cannot process.
+                if *self.given_up.borrow() < 5 {
+                    eprintln!("pipeline: given up: {e:#}");
+                }
                 tx.rollback_to_savepoint().await.expect("roll back to the savepoint");
                 self.processor.give_up(&mut *tx, id, &format!("{e:#}")).await.expect("give up");
                 false
