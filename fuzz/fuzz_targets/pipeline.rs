@@ -101,6 +101,10 @@ shift = "Reducing the shift of work from secondary to primary care"
 [acknowledgements]
 rate_limit_per_day = 10
 acknowledge_forwarded = true
+
+[members]
+domains = ["nhs.test"]
+addresses = ["lmc.secretary@example.org"]
 "#;
 
 fuzz_target!(|data: &[u8]| {
@@ -349,8 +353,7 @@ impl Input<'_> {
 /// of issue 14's rule ("one rule, in one place, for whom gatehouse writes to"). Allowed: the
 /// gatekeepers, the board, the sender of the message as received, and — for a gatekeeper's
 /// decision — the requester of a request that was already there. The original sender of a
-/// forward is allowed too while every forward is acknowledged; once acknowledgements of
-/// forwards from untrusted senders stop (`[members]`), allow it only for a trusted forwarder.
+/// forward only when the forwarder is in `[members]`.
 fn may_write_to(
     recipient: &str,
     item: &OutboxItem,
@@ -366,7 +369,12 @@ fn may_write_to(
     if input.sender.as_deref() == Some(recipient.as_str()) {
         return Ok(());
     }
-    if input.forwarded_from.as_deref() == Some(recipient.as_str()) {
+    let trusted_forwarder = input
+        .sender
+        .as_deref()
+        .and_then(|s| EmailAddress::parse(s).ok())
+        .is_some_and(|s| config.is_member(&s));
+    if trusted_forwarder && input.forwarded_from.as_deref() == Some(recipient.as_str()) {
         return Ok(());
     }
     let decided = input.existing.iter().find(|r| Some(r.id) == item.request_id);
