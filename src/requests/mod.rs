@@ -22,6 +22,8 @@ use crate::triage::{Actor, Attempt, Triage};
 use replies::{Provenance, Replies, Thread};
 
 pub mod duplicates;
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection;
 pub mod replies;
 
 /// Where a message sits in the mailbox, so its checkpoint moves with its effects.
@@ -154,9 +156,15 @@ impl Processor {
             auto_submitted: crate::outbox::AutoSubmitted::Generated,
             attachments: Vec::new(),
         };
-        let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
         tx.finish_message(id, &outcome, now).await?;
-        tx.enqueue(&mail, now).await?;
+        // Setting the message aside must not fail with it: without the alert it is still
+        // kept and listed as quarantined.
+        match crate::outbox::Composer::new(self.config.clone()).compose(&draft) {
+            Ok(mail) => {
+                tx.enqueue(&mail, now).await?;
+            }
+            Err(e) => tracing::error!("Cannot tell anyone that message {id} is quarantined: {e:#}"),
+        }
         Ok(())
     }
 
@@ -201,6 +209,8 @@ impl Processor {
         log_only: bool,
         internal_date: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Classification> {
+        #[cfg(feature = "fault-injection")]
+        fault_injection::check(raw)?;
         let Some(parsed) = parsed else {
             return self.oversized(tx, id, raw, internal_date).await;
         };

@@ -11,6 +11,7 @@ mod hostile;
 mod inbox;
 mod oauth;
 mod outbox;
+mod quarantine;
 mod recipients;
 mod security;
 mod summary;
