@@ -664,19 +664,6 @@ pub fn strip_quoted(text: &str) -> String {
 const SUBJECT_PREFIXES: &[&str] =
     &["re", "fw", "fwd", "aw", "wg", "sv", "vs", "antw", "tr", "rv", "réf", "ref"];
 
-/// Phrases auto-responders put in front of the original subject.
-const AUTO_PREFIXES: &[&str] = &[
-    "automatic reply",
-    "auto reply",
-    "auto-reply",
-    "autoreply",
-    "out of office reply",
-    "out of office",
-    "autosvar",
-    "automatische antwort",
-    "réponse automatique",
-];
-
 /// Bracketed tags that mail gateways stamp on subjects.
 const GATEWAY_TAGS: &[&str] = &[
     "external",
@@ -730,7 +717,8 @@ fn strip_one_prefix(s: &str) -> Option<&str> {
         }
         return None;
     }
-    for phrase in AUTO_PREFIXES {
+    // Phrases auto-responders put in front of the original subject.
+    for (phrase, _) in super::automated::AUTO_REPLY_SUBJECTS {
         if starts_with_ci(s, phrase) {
             let after = s.get(phrase.len()..)?.trim_start();
             if let Some(after) = after.strip_prefix(':') {
