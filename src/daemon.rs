@@ -150,7 +150,7 @@ impl App {
                 match r.run_once().await {
                     Ok(0) => {}
                     Ok(n) => {
-                        tracing::info!("Reminded the gatekeepers of {n} request(s) waiting for a decision")
+                        tracing::info!("Sent the gatekeepers' daily digest ({n} item(s))")
                     }
                     Err(e) => tracing::error!("Cannot send the daily reminder: {e:#}"),
                 }

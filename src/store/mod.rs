@@ -284,6 +284,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>>;
     async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>>;
     async fn list_messages(&self) -> anyhow::Result<Vec<MessageRow>>;
+    /// Messages filed in [from, to) as auto-replies recognised by their wording alone
+    /// (`classify::BY_WORDING`), oldest first: the daily digest lists them in case a person
+    /// wrote one.
+    async fn auto_replies_by_wording(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<MessageRow>>;
 
     async fn get_meta(&self, key: &str) -> anyhow::Result<Option<String>>;
     /// Sets `key` only if it has no value yet; returns the value now held.
