@@ -356,8 +356,15 @@ async fn a_full_disk_is_reported_and_recovered_from_without_loss() {
         Some(8 << 20),
         "the ballast was not made again"
     );
-    let s = app.cli_json(&["status", "--format", "json"]);
-    assert!(matches!(s["imap"].as_str(), Some("idle" | "polling")), "{s}");
+    wait_until("gatehouse status to show the inbox watched again", || {
+        let app = &app;
+        async move {
+            let out = app.cli(&["status", "--format", "json"]);
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (out.status.success() && matches!(s["imap"].as_str(), Some("idle" | "polling"))).then_some(())
+        }
+    })
+    .await;
     eprintln!("FAULTS: disk full after {stuck_at} of 20 messages; recovered, 0 lost, 0 logged twice");
     app.stop().await;
 }
