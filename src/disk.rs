@@ -42,6 +42,8 @@ pub struct Space {
 
 /// The space on the filesystem that holds `path`.
 #[cfg(unix)]
+// statvfs's fields are 32-bit on some targets: the conversions are not useless there.
+#[allow(clippy::useless_conversion)]
 pub fn space(path: &Path) -> std::io::Result<Space> {
     use std::os::unix::ffi::OsStrExt as _;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
