@@ -112,6 +112,15 @@ pub struct ServiceSettings {
     /// `None` means SQLite in `data_dir`.
     pub database_url: Option<String>,
     pub reference_prefix: String,
+    /// Bytes of the ballast file kept in `data_dir` and released when the disk fills, so the
+    /// status and the alert can still be written (`disk_ballast_mib`; 0: none).
+    pub disk_ballast_bytes: u64,
+    /// Warn (log, and one email a day) when the data directory's filesystem has less free
+    /// than this percentage of its size or [`Self::disk_warn_free_bytes`], whichever is
+    /// smaller; 0 turns the warning off.
+    pub disk_warn_free_percent: u8,
+    /// `disk_warn_free_mib` in bytes; 0 turns the warning off.
+    pub disk_warn_free_bytes: u64,
 }
 
 /// How gatehouse proves who it is to a mail server.
@@ -270,7 +279,19 @@ impl Members {
 /// The keys each section accepts. Checked before deserialising so that a misspelt key is
 /// reported by its full name instead of being silently ignored.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    ("service", &["name", "timezone", "data_dir", "database_url", "reference_prefix"]),
+    (
+        "service",
+        &[
+            "name",
+            "timezone",
+            "data_dir",
+            "database_url",
+            "reference_prefix",
+            "disk_ballast_mib",
+            "disk_warn_free_percent",
+            "disk_warn_free_mib",
+        ],
+    ),
     (
         "imap",
         &[
@@ -496,6 +517,22 @@ struct RawService {
     database_url: Option<String>,
     #[serde(default = "default_prefix")]
     reference_prefix: String,
+    #[serde(default = "default_ballast_mib")]
+    disk_ballast_mib: u64,
+    #[serde(default = "default_warn_free_percent")]
+    disk_warn_free_percent: u8,
+    #[serde(default = "default_warn_free_mib")]
+    disk_warn_free_mib: u64,
+}
+
+fn default_ballast_mib() -> u64 {
+    8
+}
+fn default_warn_free_percent() -> u8 {
+    5
+}
+fn default_warn_free_mib() -> u64 {
+    200
 }
 
 fn default_timezone() -> String {
@@ -685,6 +722,27 @@ impl Config {
                 "service.reference_prefix",
                 format!("{prefix:?} is not a usable prefix"),
                 "use letters and digits only, e.g. \"GP\"",
+            ));
+        }
+        if raw.service.disk_ballast_mib > 1024 {
+            return Err(err(
+                "service.disk_ballast_mib",
+                format!("{} MiB is more room than a full disk needs", raw.service.disk_ballast_mib),
+                "use a few MiB, e.g. 8, or 0 for no ballast",
+            ));
+        }
+        if raw.service.disk_warn_free_percent > 50 {
+            return Err(err(
+                "service.disk_warn_free_percent",
+                format!("{} is more than half the disk", raw.service.disk_warn_free_percent),
+                "use a percentage from 0 (no warning) to 50, e.g. 5",
+            ));
+        }
+        if raw.service.disk_warn_free_mib > 1 << 30 {
+            return Err(err(
+                "service.disk_warn_free_mib",
+                format!("{} MiB is not a usable amount", raw.service.disk_warn_free_mib),
+                "use an amount in MiB, e.g. 200, or 0 for no warning",
             ));
         }
         if let Some(url) = &raw.service.database_url {
@@ -943,6 +1001,9 @@ impl Config {
                 data_dir,
                 database_url: raw.service.database_url,
                 reference_prefix: prefix.to_ascii_uppercase(),
+                disk_ballast_bytes: raw.service.disk_ballast_mib << 20,
+                disk_warn_free_percent: raw.service.disk_warn_free_percent,
+                disk_warn_free_bytes: raw.service.disk_warn_free_mib << 20,
             },
             imap: ImapSettings {
                 port: raw.imap.port.unwrap_or(match raw.imap.security {

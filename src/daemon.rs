@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::disk::Disk;
 use crate::inbox::{ImapState, Inbox};
 use crate::outbox::Sender;
 use crate::requests::Processor;
@@ -30,11 +31,29 @@ pub struct StatusBoard {
     store: SharedStore,
     clock: Arc<dyn Clock>,
     state: Arc<Mutex<(ImapState, Option<String>)>>,
+    /// The data directory's ballast and full-disk state.
+    disk: Arc<Disk>,
 }
 
 impl StatusBoard {
-    pub fn new(store: SharedStore, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock, state: Arc::new(Mutex::new((ImapState::Connecting, None))) }
+    pub fn new(store: SharedStore, clock: Arc<dyn Clock>, disk: Arc<Disk>) -> Self {
+        Self { store, clock, state: Arc::new(Mutex::new((ImapState::Connecting, None))), disk }
+    }
+
+    /// Tells the board about a failure the inbox met: a write that failed for lack of
+    /// space marks the disk full (and releases the ballast) even when the status write that
+    /// follows happens to succeed.
+    pub fn note_failure(&self, e: &anyhow::Error) {
+        self.disk.note_failure(e);
+    }
+
+    /// While the disk is full: says so in the status and returns once there is room again
+    /// (or at shutdown). The inbox calls it before each connection, so intake pauses.
+    pub async fn wait_while_disk_full(&self, shutdown: &CancellationToken) {
+        if self.disk.is_full() {
+            self.set(ImapState::Down, Some(self.disk.full_detail())).await;
+            self.disk.wait_while_full(shutdown).await;
+        }
     }
 
     pub async fn set(&self, state: ImapState, detail: Option<String>) {
@@ -54,7 +73,16 @@ impl StatusBoard {
     }
 
     async fn write(&self, state: ImapState, detail: Option<&str>) {
-        if let Err(e) = self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await {
+        let Err(e) = self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await else {
+            return;
+        };
+        // Out of space: the ballast, released now, leaves room to say so.
+        let retried = if self.disk.note_failure(&e) {
+            self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await
+        } else {
+            Err(e)
+        };
+        if let Err(e) = retried {
             tracing::warn!("Cannot record the daemon's status: {e:#}");
         }
     }
@@ -84,7 +112,9 @@ impl App {
 
     /// Runs every task until `shutdown` is cancelled, then waits (briefly) for them to stop.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let status = StatusBoard::new(self.store.clone(), self.clock.clone());
+        let disk = Arc::new(Disk::new(self.config.clone(), self.store.clone(), self.clock.clone()));
+        disk.ensure_ballast();
+        let status = StatusBoard::new(self.store.clone(), self.clock.clone(), disk.clone());
         status.beat().await;
         let wake = Arc::new(tokio::sync::Notify::new());
         let processor = Arc::new(Processor::new(
@@ -150,7 +180,7 @@ impl App {
                 match r.run_once().await {
                     Ok(0) => {}
                     Ok(n) => {
-                        tracing::info!("Reminded the gatekeepers of {n} request(s) waiting for a decision")
+                        tracing::info!("Sent the gatekeepers' daily digest ({n} item(s))")
                     }
                     Err(e) => tracing::error!("Cannot send the daily reminder: {e:#}"),
                 }
@@ -169,6 +199,7 @@ impl App {
                 }
             }));
         }
+        tasks.spawn(disk.watch(shutdown.clone()));
         tasks.spawn(heartbeat(status, shutdown.clone()));
         tracing::info!(
             "gatehouse is running for {} (watching {} on {}:{})",

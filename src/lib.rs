@@ -8,13 +8,15 @@
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
 //! - [`schedule`] decides when time-driven mail is due;
 //! - [`store`] remembers everything (SQLite by default);
-//! - [`daemon`] runs those as tasks until told to stop; [`cli`] is the command line.
+//! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
+//!   disk; [`cli`] is the command line.
 
 pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod disk;
 pub mod domain;
 pub mod inbox;
 pub mod logging;

@@ -87,17 +87,180 @@ pub struct ReportRecipient {
     pub diagnostic: Option<String>,
 }
 
-/// Subject openings that, together with X-Auto-Response-Suppress, mark an
-/// Exchange automatic reply (Exchange does not always send Auto-Submitted).
-const AUTO_REPLY_SUBJECTS: &[&str] = &[
-    "automatic reply",
-    "out of office",
-    "autosvar",
-    "auto-reply",
-    "auto reply",
-    "automatische antwort",
-    "réponse automatique",
+/// How much an auto-reply subject opening says on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Says {
+    /// Only auto-responders write it ("Automatic reply:", "Abwesenheitsnotiz:").
+    Alone,
+    /// A person might write it too ("Out of office: cover over Christmas"): it needs the
+    /// text or the threading to agree.
+    WithMore,
+}
+
+/// Subject openings of automatic replies, lower-cased, as Outlook, Exchange, Gmail, Lotus
+/// Notes and others write them in English and the languages of our European partners. The
+/// one list for every rule that reads auto-reply subjects: with X-Auto-Response-Suppress
+/// or Auto-Submitted any of them marks an auto-reply; without a header, only followed by
+/// ':' and at the start (see [`worded_auto_reply`]); `text::normalise_subject` strips them.
+pub(super) const AUTO_REPLY_SUBJECTS: &[(&str, Says)] = &[
+    ("automatic reply", Says::Alone),
+    ("auto reply", Says::Alone),
+    ("auto-reply", Says::Alone),
+    ("autoreply", Says::Alone),
+    ("out of office reply", Says::Alone),
+    ("out of office autoreply", Says::Alone),
+    ("out of office", Says::WithMore),
+    ("out of the office", Says::WithMore),
+    ("autosvar", Says::Alone),
+    ("automatische antwort", Says::Alone),
+    ("abwesenheitsnotiz", Says::Alone),
+    ("réponse automatique", Says::Alone),
+    ("reponse automatique", Says::Alone),
+    ("absence", Says::WithMore),
+    ("automatisch antwoord", Says::Alone),
+    ("afwezigheidsmelding", Says::Alone),
+    ("respuesta automática", Says::Alone),
+    ("respuesta automatica", Says::Alone),
+    ("fuera de la oficina", Says::WithMore),
+    ("risposta automatica", Says::Alone),
+    ("fuori sede", Says::WithMore),
+    ("fuori ufficio", Says::WithMore),
+    ("resposta automática", Says::Alone),
+    ("resposta automatica", Says::Alone),
+    ("automatyczna odpowiedź", Says::Alone),
+    ("automatyczna odpowiedz", Says::Alone),
+    ("automatiskt svar", Says::Alone),
+    ("automatisk svar", Says::Alone),
+    ("automaattinen vastaus", Says::Alone),
+    ("frånvaro", Says::WithMore),
+    ("ikke til stede", Says::WithMore),
+    ("ateb awtomatig", Says::Alone),
+    ("allan o'r swyddfa", Says::WithMore),
 ];
+
+/// What starts the reason of an auto-reply recognised by its words alone, with no header
+/// saying so. A person's message could read that way, so such mail is listed in the
+/// gatekeepers' daily digest rather than only filed.
+pub const BY_WORDING: &str = "by its wording: ";
+
+impl Automated {
+    /// Whether only the message's words (no header) marked it as an auto-reply.
+    pub fn by_wording(&self) -> bool {
+        self.reason.starts_with(BY_WORDING)
+    }
+}
+
+/// Sentences with which an auto-responder says what it is. Looked for in the first lines
+/// of a short text only.
+const MACHINE_STATEMENTS: &[&str] = &[
+    "this is an automated response",
+    "this is an automatic response",
+    "this is an automated reply",
+    "this is an automatic reply",
+    "this is an auto-reply",
+    "this is an autoreply",
+    "this is an automated message",
+    "this is an automatic message",
+    "this is an automatically generated",
+    "this is an auto-generated",
+    "dies ist eine automatische antwort",
+    "dies ist eine automatisch generierte",
+    "ceci est une réponse automatique",
+    "ceci est un message automatique",
+    "dit is een automatisch antwoord",
+    "dit is een automatisch gegenereerd",
+    "esta es una respuesta automática",
+    "este es un mensaje automático",
+    "questa è una risposta automatica",
+    "questo è un messaggio automatico",
+    "esta é uma resposta automática",
+    "esta é uma mensagem automática",
+    "to jest automatyczna odpowiedź",
+    "to jest wiadomość automatyczna",
+    "detta är ett automatiskt svar",
+    "dette er et automatisk svar",
+    "dette er et automatisk generert",
+    "tämä on automaattinen vastaus",
+    "ateb awtomatig yw hwn",
+    "neges awtomatig yw hon",
+];
+
+/// What an out-of-office reply says about its owner, in the present or future: "I was out
+/// of the office last week" is a person writing, and does not match.
+const AWAY_PHRASES: &[&str] = &[
+    "i am currently out of the office",
+    "i am out of the office",
+    "i'm currently out of the office",
+    "i'm out of the office",
+    "i am currently out of office",
+    "i am out of office",
+    "i will be out of the office",
+    "i am away from the office",
+    "i am currently away from",
+    "i am currently on annual leave",
+    "i am on annual leave",
+    "i am currently on leave",
+    "ich bin derzeit nicht im büro",
+    "ich bin zurzeit nicht im büro",
+    "ich bin zur zeit nicht im büro",
+    "ich bin bis ",
+    "je suis actuellement absent",
+    "je suis absent",
+    "je serai absent",
+    "ik ben momenteel afwezig",
+    "ik ben afwezig",
+    "ik ben niet op kantoor",
+    "estoy fuera de la oficina",
+    "me encuentro fuera de la oficina",
+    "sono fuori ufficio",
+    "sono assente",
+    "estou fora do escritório",
+    "estou ausente",
+    "jestem poza biurem",
+    "jestem na urlopie",
+    "jag är inte på kontoret",
+    "jag är ledig",
+    "jag är tjänstledig",
+    "jeg er ikke på kontoret",
+    "jeg er ikke til stede",
+    "jeg er på ferie",
+    "olen poissa toimistolta",
+    "olen lomalla",
+    "rydw i allan o'r swyddfa",
+    "rwyf allan o'r swyddfa",
+    "dw i allan o'r swyddfa",
+];
+
+/// Phrases only a challenge-response anti-spam reply uses.
+const CHALLENGE_NAMES: &[&str] =
+    &["challenge-response", "challenge/response", "i use a challenge", "spam arrest", "spamarrest", "boxbe"];
+
+/// Phrases a challenge-response reply uses that a person might also write: they count only
+/// in a reply that carries a link to click.
+const CHALLENGE_ASKS: &[&str] = &[
+    "please verify you are human",
+    "verify that you are human",
+    "verify you are a human",
+    "verify that you are a human",
+    "prove you are human",
+    "confirm your message",
+    "confirm that you sent",
+    "list of approved senders",
+    "complete the verification",
+    "one-time verification",
+];
+
+/// The services whose challenges come from their own domain.
+const CHALLENGE_DOMAINS: &[&str] = &["boxbe.com", "spamarrest.com"];
+
+/// How many non-empty lines at the start of the text the auto-reply sentences are looked
+/// for in: an auto-reply says what it is straight away, a person writing about being away
+/// has said something else first.
+const OPENING_LINES: usize = 4;
+/// The longest new text (quotes and history stripped) an auto-reply recognised by its words
+/// can have: they are a few lines and a disclaimer; an approach that mentions being away
+/// runs on.
+const MAX_AUTO_REPLY_TEXT: usize = 4000;
 
 /// Decide whether the message is machine-generated. Order matters: our own
 /// mail is checked first (it carries Auto-Submitted too, but must be known
@@ -109,6 +272,7 @@ pub(super) fn classify(mail: &Extracted, ctx: &Context<'_>) -> Option<Automated>
         .or_else(|| other_auto_reply_markers(mail))
         .or_else(|| list_or_bulk(mail))
         .or_else(|| null_return_path(mail))
+        .or_else(|| worded_auto_reply(mail))
 }
 
 fn found(kind: AutomatedKind, reason: impl Into<String>) -> Option<Automated> {
@@ -199,7 +363,127 @@ fn other_auto_reply_markers(mail: &Extracted) -> Option<Automated> {
 
 fn subject_is_auto_reply(subject: &str) -> bool {
     let subject = subject.trim_start();
-    AUTO_REPLY_SUBJECTS.iter().any(|p| starts_with_ci(subject, p))
+    AUTO_REPLY_SUBJECTS.iter().any(|(p, _)| starts_with_ci(subject, p))
+}
+
+/// Auto-replies sent without any of the headers above (Lotus Notes, many hosted
+/// auto-responders, challenge-response filters), recognised by combined evidence so that a
+/// person's message is not taken for one: a subject opening only auto-responders write, or
+/// a weaker opening, an out-of-office sentence or a machine's statement at the start of a
+/// short text, each with what else must agree. The reason starts with [`BY_WORDING`].
+fn worded_auto_reply(mail: &Extracted) -> Option<Automated> {
+    let by_wording = |why: String| found(AutomatedKind::AutoReply, format!("{BY_WORDING}{why}"));
+    let subject = subject_after_tags(&mail.subject);
+    let opening = subject_opening(subject);
+    if let Some((written, Says::Alone)) = opening {
+        return by_wording(format!("subject opens \"{written}\""));
+    }
+    if let Some(domain) = mail.from.as_ref().and_then(|f| f.address.rsplit_once('@')).map(|(_, d)| d)
+        && CHALLENGE_DOMAINS.iter().any(|c| domain == *c || domain.ends_with(&format!(".{c}")))
+    {
+        return by_wording(format!("challenge-response anti-spam reply (from {domain})"));
+    }
+    // A forward may carry an auto-reply; the forwarder is a person.
+    if super::forward::is_forward_subject(subject) {
+        return None;
+    }
+    let is_reply = !mail.in_reply_to.is_empty()
+        || !mail.references.is_empty()
+        || starts_with_ci(subject, "re:")
+        || opening.is_some_and(|(written, _)| {
+            subject.get(written.len()..).is_some_and(|rest| starts_with_ci(rest.trim_start(), "re:"))
+        });
+    // The cheap look first: the opening lines of the text as it came.
+    let first = normalised(&opening_lines(&mail.body_text));
+    let statement = MACHINE_STATEMENTS.iter().find(|p| first.contains(*p));
+    let away = AWAY_PHRASES.iter().find(|p| first.contains(*p));
+    let challenge_named = CHALLENGE_NAMES.iter().find(|p| first.contains(*p));
+    if statement.is_none() && away.is_none() && challenge_named.is_none() && !is_reply {
+        return None;
+    }
+    let text = super::text::strip_quoted(&mail.body_text);
+    if text.len() > MAX_AUTO_REPLY_TEXT {
+        return None;
+    }
+    // What the stripped text opens with (a quote header may have hidden an earlier start).
+    let first = normalised(&opening_lines(&text));
+    if let Some(p) = MACHINE_STATEMENTS.iter().find(|p| first.contains(*p)) {
+        return by_wording(format!("the text opens \"{p}\""));
+    }
+    let whole = normalised(&text);
+    if let Some(p) = CHALLENGE_NAMES.iter().find(|p| whole.contains(*p)) {
+        return by_wording(format!("challenge-response anti-spam reply (\"{p}\")"));
+    }
+    if is_reply
+        && (whole.contains("http://") || whole.contains("https://"))
+        && let Some(p) = CHALLENGE_ASKS.iter().find(|p| whole.contains(*p))
+    {
+        return by_wording(format!("challenge-response anti-spam reply (\"{p}\" and a link)"));
+    }
+    let away = AWAY_PHRASES.iter().find(|p| first.contains(*p))?;
+    match opening {
+        Some((written, _)) => {
+            by_wording(format!("subject opens \"{written}\" and the text \"{}\"", away.trim()))
+        }
+        None if is_reply => by_wording(format!("a reply whose text opens \"{}\"", away.trim())),
+        None => None,
+    }
+}
+
+/// The subject without the tags gateways put in front ("[EXTERNAL] ").
+fn subject_after_tags(subject: &str) -> &str {
+    let mut rest = subject.trim_start();
+    for _ in 0..4 {
+        match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((tag, after)) if tag.len() <= 40 => rest = after.trim_start(),
+            _ => break,
+        }
+    }
+    rest
+}
+
+/// The auto-reply opening of a subject (tags already removed) as written, up to and
+/// including its ':', and what it says on its own. Lotus Notes' "AUTO:" (in capitals) says
+/// enough when the rest says the person is away.
+fn subject_opening(subject: &str) -> Option<(&str, Says)> {
+    if let Some(rest) = subject.strip_prefix("AUTO:") {
+        let rest = normalised(rest);
+        let away = ["out of the office", "out of office", "returning", "außer haus", "abwesend", "absent"]
+            .iter()
+            .any(|w| rest.contains(w));
+        return Some(("AUTO:", if away { Says::Alone } else { Says::WithMore }));
+    }
+    AUTO_REPLY_SUBJECTS.iter().find_map(|(phrase, says)| {
+        let n = phrase.chars().count();
+        let end = subject.char_indices().nth(n).map_or(subject.len(), |(i, _)| i);
+        let head = subject.get(..end)?;
+        if normalised(head) != *phrase {
+            return None;
+        }
+        // Auto-responders put a ':' straight after (French: " :").
+        let rest = subject.get(end..)?;
+        let spaces = rest.len() - rest.trim_start_matches([' ', '\u{a0}']).len();
+        if !rest.get(spaces..)?.starts_with(':') {
+            return None;
+        }
+        Some((subject.get(..end + spaces + 1)?, *says))
+    })
+}
+
+/// The first [`OPENING_LINES`] non-empty lines of a text.
+fn opening_lines(text: &str) -> String {
+    text.lines().filter(|l| !l.trim().is_empty()).take(OPENING_LINES).collect::<Vec<_>>().join(" ")
+}
+
+/// Lower-cased, curly apostrophes straightened, runs of white space (non-breaking spaces
+/// included) made one space: how the phrase lists are written.
+fn normalised(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || c == '\u{a0}')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+        .replace(['\u{2019}', '\u{2018}'], "'")
 }
 
 fn list_or_bulk(mail: &Extracted) -> Option<Automated> {
@@ -501,6 +785,97 @@ mod tests {
         let r = report(&m);
         assert_eq!(r.failed_recipients, vec!["jo@icb.test".to_string()]);
         assert_eq!(r.original_message_ids, vec!["abc@gatehouse.test".to_string()]);
+    }
+
+    fn worded(subject: &str, body: &str, reply: bool) -> Option<Automated> {
+        let mut m = mail(&[], subject);
+        m.body_text = body.to_string();
+        if reply {
+            m.in_reply_to = vec!["ack.GP-2026-0042.1@gatehouse.test".to_string()];
+        }
+        classify(&m, &ctx())
+    }
+
+    #[test]
+    fn auto_reply_subjects_in_the_languages_partners_write() {
+        let body = "Thank you for your message.";
+        for subject in [
+            "Automatic reply: Phlebotomy",
+            "[EXTERNAL] Automatic reply: Phlebotomy",
+            "Auto-Reply: Phlebotomy",
+            "Abwesenheitsnotiz: Phlebotomy",
+            "Automatische Antwort: Phlebotomy",
+            "Réponse automatique : Phlebotomy",
+            "RÉPONSE AUTOMATIQUE\u{a0}: Phlebotomy",
+            "Automatisch antwoord: Phlebotomy",
+            "Afwezigheidsmelding: Phlebotomy",
+            "Respuesta automática: Phlebotomy",
+            "Risposta automatica: Phlebotomy",
+            "Resposta automática: Phlebotomy",
+            "Automatyczna odpowiedź: Phlebotomy",
+            "Automatiskt svar: Phlebotomy",
+            "Automatisk svar: Phlebotomy",
+            "Autosvar: Phlebotomy",
+            "Automaattinen vastaus: Phlebotomy",
+            "Ateb awtomatig: Phlebotomy",
+            "AUTO: Jo Bloggs is out of the office (returning 12/01/2026)",
+            "AUTO: Jo Bloggs ist außer Haus",
+        ] {
+            let a = worded(subject, body, false);
+            assert!(a.as_ref().is_some_and(Automated::by_wording), "{subject}: {a:?}");
+        }
+        // Openings a person might write need the text or the threading to agree.
+        for subject in [
+            "Out of office: Phlebotomy",
+            "Absence: Phlebotomy",
+            "Fuera de la oficina: Phlebotomy",
+            "Fuori sede: Phlebotomy",
+            "Frånvaro: Phlebotomy",
+            "Ikke til stede: Phlebotomy",
+            "Allan o\u{2019}r swyddfa: Phlebotomy",
+            "AUTO: Phlebotomy",
+        ] {
+            assert_eq!(worded(subject, "Dear all, a question about phlebotomy.", false), None, "{subject}");
+            let a = worded(subject, "Hello,\nI am out of the office until Monday.", false);
+            assert!(a.is_some_and(|a| a.by_wording()), "{subject}");
+            let a = worded(subject, "Hello,\nI am out of the office until Monday.", true);
+            assert!(a.is_some_and(|a| a.by_wording()), "{subject}");
+        }
+        // Not at the start, or without the colon: a person's subject.
+        for subject in [
+            "Re: Automatic reply settings for the practice",
+            "Question about automatic reply: should we use one?",
+            "Automatic replies from the ICB",
+            "Auto enrolment for pensions",
+        ] {
+            assert_eq!(worded(subject, body, false), None, "{subject}");
+        }
+    }
+
+    #[test]
+    fn away_sentences_count_only_at_the_start_of_a_short_reply() {
+        let ooo = "Thank you for your email.\nI am currently out of the office until 30 November.";
+        assert!(worded("Re: Phlebotomy", ooo, true).is_some());
+        assert!(worded("Re: Phlebotomy", ooo, false).is_some(), "Re: in the subject is a reply");
+        assert_eq!(worded("Phlebotomy", ooo, false), None, "a new message, not a reply");
+        let later = format!("Dear all,\nAbout the contract.\nWe met last week.\nIt went well.\n{ooo}");
+        assert_eq!(worded("Re: Phlebotomy", &later, true), None, "not in the opening lines");
+        let long = format!("{ooo}\n{}", "More about the phlebotomy contract. ".repeat(200));
+        assert_eq!(worded("Re: Phlebotomy", &long, true), None, "a long text is a person writing");
+        assert_eq!(
+            worded("Re: Phlebotomy", "I was out of the office last week, about the contract.", true),
+            None
+        );
+        // A machine's statement needs no threading.
+        assert!(
+            worded("Your enquiry", "This is an automated response: we have your email.", false).is_some()
+        );
+        // Challenge words a person might use need a link to click and a reply.
+        let ask = "Please confirm your message was for the board.";
+        assert_eq!(worded("Re: Phlebotomy", ask, true), None);
+        let challenge = "Please confirm your message by visiting https://verify.test/c/1";
+        assert!(worded("Re: Phlebotomy", challenge, true).is_some());
+        assert_eq!(worded("Phlebotomy", challenge, false), None);
     }
 
     #[test]

@@ -547,3 +547,75 @@ fn parse_fixture_lenient(raw: &[u8]) -> Result<Parsed, ParseError> {
     let ctx = Context { own_addresses: &own, own_message_id_domain: Some("gatehouse.test") };
     parse(raw, &ctx)
 }
+
+/// Auto-replies sent without RFC 3834 or Exchange headers, as Lotus Notes, Outlook behind
+/// gateways that strip headers, helpdesks and challenge-response filters send them: each
+/// is automated, marked as recognised by its wording, and says why.
+#[test]
+fn auto_replies_without_headers_are_recognised_by_their_wording() {
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("Lotus Notes", fixture!("lotus-notes-out-of-office.eml"), "subject opens \"AUTO:\""),
+        ("German Outlook", fixture!("outlook-abwesenheitsnotiz.eml"), "subject opens \"Abwesenheitsnotiz:\""),
+        (
+            "French Outlook",
+            fixture!("outlook-reponse-automatique.eml"),
+            "subject opens \"Réponse automatique",
+        ),
+        ("Welsh Outlook", fixture!("outlook-ateb-awtomatig.eml"), "subject opens \"Ateb awtomatig:\""),
+        (
+            "helpdesk",
+            fixture!("helpdesk-automated-response.eml"),
+            "the text opens \"this is an automated response\"",
+        ),
+        (
+            "out-of-office text",
+            fixture!("out-of-office-body-only.eml"),
+            "a reply whose text opens \"i am currently out of the office\"",
+        ),
+        ("Boxbe", fixture!("boxbe-challenge.eml"), "challenge-response anti-spam reply (from boxbe.com)"),
+        (
+            "Spam Arrest",
+            fixture!("spamarrest-challenge.eml"),
+            "challenge-response anti-spam reply (\"spam arrest\")",
+        ),
+        (
+            "verify you are human",
+            fixture!("challenge-verify-human.eml"),
+            "challenge-response anti-spam reply (\"please verify you are human\" and a link)",
+        ),
+    ];
+    for (what, raw, why) in cases {
+        let p = parse_fixture(raw);
+        let a = p.automated.as_ref().unwrap_or_else(|| panic!("{what}: not recognised ({:?})", p.subject));
+        assert_eq!(a.kind, AutomatedKind::AutoReply, "{what}");
+        assert!(a.by_wording(), "{what}: {}", a.reason);
+        assert!(a.reason.starts_with(&format!("{}{why}", automated::BY_WORDING)), "{what}: {}", a.reason);
+        assert_eq!(p.forwarded, None, "{what}");
+    }
+}
+
+/// People who write about being away, or whose subject reads like an auto-reply, are still
+/// approaches; so is a forward of an auto-reply.
+#[test]
+fn people_writing_about_being_away_are_not_auto_replies() {
+    for (what, raw) in [
+        ("was out of the office", fixture!("human-was-out-of-office.eml")),
+        ("Out of office: subject", fixture!("human-out-of-office-subject.eml")),
+        ("away, new approach", fixture!("human-away-new-approach.eml")),
+        ("an ordinary approach", fixture!("new-approach-plain.eml")),
+        ("a follow-up", fixture!("follow-up-reply.eml")),
+    ] {
+        let p = parse_fixture(raw);
+        assert_eq!(p.automated, None, "{what}");
+    }
+    // Headers still win: an Exchange auto-reply keeps its header reason, not the wording.
+    let p = parse_fixture(fixture!("exchange-automatic-reply.eml"));
+    assert!(p.automated.as_ref().is_some_and(|a| !a.by_wording()), "{:?}", p.automated);
+    // A person forwarding an auto-reply they got is forwarding, not auto-replying.
+    let ooo = String::from_utf8_lossy(fixture!("out-of-office-body-only.eml")).replace("\r\n", "\n");
+    let body = ooo.split_once("\n\n").map_or("", |(_, b)| b);
+    let fwd = format!(
+        "From: Sam Patel <practice.manager@nhs.test>\nTo: gp.access@practice.test\nSubject: FW: Your approach has been logged\nMessage-ID: <fw.ooo.1@nhs.test>\nIn-Reply-To: <x@nhs.test>\nContent-Type: text/plain\n\n{body}"
+    );
+    assert_eq!(parse_fixture(fwd.as_bytes()).automated, None);
+}

@@ -850,19 +850,6 @@ pub fn reply_text(body_text: &str, body_html: Option<&str>) -> String {
 const SUBJECT_PREFIXES: &[&str] =
     &["re", "fw", "fwd", "aw", "wg", "sv", "vs", "antw", "tr", "rv", "réf", "ref"];
 
-/// Phrases auto-responders put in front of the original subject.
-const AUTO_PREFIXES: &[&str] = &[
-    "automatic reply",
-    "auto reply",
-    "auto-reply",
-    "autoreply",
-    "out of office reply",
-    "out of office",
-    "autosvar",
-    "automatische antwort",
-    "réponse automatique",
-];
-
 /// Bracketed tags that mail gateways stamp on subjects.
 const GATEWAY_TAGS: &[&str] = &[
     "external",
@@ -916,7 +903,8 @@ fn strip_one_prefix(s: &str) -> Option<&str> {
         }
         return None;
     }
-    for phrase in AUTO_PREFIXES {
+    // Phrases auto-responders put in front of the original subject.
+    for (phrase, _) in super::automated::AUTO_REPLY_SUBJECTS {
         if starts_with_ci(s, phrase) {
             let after = s.get(phrase.len()..)?.trim_start();
             if let Some(after) = after.strip_prefix(':') {

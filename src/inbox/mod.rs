@@ -145,6 +145,8 @@ impl Inbox {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(120));
         let mut auth_backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(30 * 60));
         while !shutdown.is_cancelled() {
+            // Intake pauses while the disk is full; nothing is lost, the mail waits.
+            self.status.wait_while_disk_full(&shutdown).await;
             self.status.set(ImapState::Connecting, None).await;
             let connected = tokio::select! {
                 c = connection::connect(&self.config.imap, self.tokens.as_deref()) => c,
@@ -164,6 +166,7 @@ impl Inbox {
                         }
                         Err(e) => {
                             tracing::warn!("Inbox sync stopped, will reconnect and resume: {e:#}");
+                            self.status.note_failure(&e);
                             self.status.set(ImapState::Down, Some(format!("{e:#}"))).await;
                             backoff.next_delay()
                         }

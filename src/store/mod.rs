@@ -81,6 +81,28 @@ pub fn is_storage_trouble(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether `e` means a write failed for lack of space on the disk (SQLite's "database or
+/// disk is full", ENOSPC, PostgreSQL's disk_full), as opposed to any other storage trouble.
+pub fn is_out_of_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        if let Some(rusqlite::Error::SqliteFailure(failure, _)) = cause.downcast_ref::<rusqlite::Error>() {
+            return failure.code == rusqlite::ErrorCode::DiskFull;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::StorageFull;
+        }
+        match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Io(io)) => io.kind() == std::io::ErrorKind::StorageFull,
+            // SQLITE_FULL (13, and its extended codes), PostgreSQL 53100 disk_full.
+            Some(sqlx::Error::Database(db)) => {
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                code == "13" || code == "53100" || code.parse::<i32>().is_ok_and(|c| c & 0xff == 13)
+            }
+            _ => false,
+        }
+    })
+}
+
 /// One request as the CLI and templates see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRow {
@@ -319,6 +341,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>>;
     async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>>;
     async fn list_messages(&self) -> anyhow::Result<Vec<MessageRow>>;
+    /// Messages filed in [from, to) as auto-replies recognised by their wording alone
+    /// (`classify::BY_WORDING`), oldest first: the daily digest lists them in case a person
+    /// wrote one.
+    async fn auto_replies_by_wording(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<MessageRow>>;
 
     async fn get_meta(&self, key: &str) -> anyhow::Result<Option<String>>;
     /// Sets `key` only if it has no value yet; returns the value now held.
@@ -537,5 +567,9 @@ mod tests {
         ));
         assert!(!super::is_storage_trouble(&constraint));
         assert!(!super::is_storage_trouble(&anyhow::anyhow!("Bad recipient")));
+        assert!(super::is_out_of_space(&full));
+        assert!(!super::is_out_of_space(&constraint));
+        let enospc = anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("Cannot write");
+        assert!(super::is_out_of_space(&enospc));
     }
 }

@@ -532,6 +532,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn auto_replies_by_wording(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<MessageRow>> {
+        let (from, to) = (to_millis(from), to_millis(to));
+        // The prefix is matched with substr rather than LIKE: '_' and '%' in it are literal.
+        let prefix = crate::classify::BY_WORDING.to_string();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE m.classification = 'automated' AND m.processed_at >= ?1 AND m.processed_at < ?2
+                   AND substr(m.detail, 1, length(?3)) = ?3
+                 ORDER BY m.processed_at, m.id"
+            );
+            all(
+                c,
+                &sql,
+                rusqlite::params![from, to, prefix],
+                message_from_row,
+                "Cannot list the auto-replies",
+            )
+        })
+        .await
+    }
+
     async fn get_meta(&self, key: &str) -> anyhow::Result<Option<String>> {
         let key = key.to_string();
         self.read(move |c| {

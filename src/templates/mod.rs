@@ -203,10 +203,26 @@ pub struct ReminderItem {
     pub links: Vec<LinkView>,
 }
 
+/// A message filed as an automatic reply by its wording alone, listed in the daily digest
+/// in case a person wrote it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoReplyItem {
+    /// The sender's address ("" when it had none).
+    pub from: String,
+    pub subject: String,
+    /// Why it was taken for an auto-reply ("subject opens \"AUTO:\"").
+    pub why: String,
+    /// "Monday 30 November, 09:12" in the service timezone.
+    pub received: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ReminderContext {
     pub service: ServiceView,
     pub requests: Vec<ReminderItem>,
+    pub auto_replies: Vec<AutoReplyItem>,
+    /// "in the last day", or "since Friday 27 November, 10:00" after a weekend.
+    pub auto_replies_period: String,
 }
 
 impl Templates {
@@ -364,6 +380,13 @@ impl Templates {
                         waiting: "3 working days".into(),
                         links: vec![LinkView { label: "Paper".into(), href: "mailto:x@example.org".into() }],
                     }],
+                    auto_replies: vec![AutoReplyItem {
+                        from: "jo@example.org".into(),
+                        subject: "AUTO: Jo is out of the office".into(),
+                        why: "subject opens \"AUTO:\"".into(),
+                        received: "Monday 30 November, 09:12".into(),
+                    }],
+                    auto_replies_period: "in the last day".into(),
                 },
             ),
         ));

@@ -1,6 +1,9 @@
 //! The daily reminder: once a working day, after `reminder_hour`, the gatekeepers get one
 //! digest of every request that has waited for a decision longer than
-//! `remind_after_working_days` working days (Monday to Friday), oldest first.
+//! `remind_after_working_days` working days (Monday to Friday), oldest first, and of the
+//! mail filed since the last digest as automatic replies by its wording alone (no header
+//! said so), so that a person's message misread as one is still seen. The digest goes when
+//! either list has something in it; the second list goes even with reminders turned off.
 //!
 //! Time comes from a [`Clock`], so tests move it across a weekend without sleeping.
 
@@ -14,7 +17,7 @@ use crate::config::Config;
 use crate::outbox::{AutoSubmitted, Composer, Draft};
 use crate::requests::replies::Replies;
 use crate::store::SharedStore;
-use crate::templates::{ReminderContext, ReminderItem, Templates, service_view};
+use crate::templates::{AutoReplyItem, ReminderContext, ReminderItem, Templates, service_view};
 
 fn is_working_day(d: NaiveDate) -> bool {
     !matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
@@ -70,13 +73,10 @@ impl Reminders {
         Self { config, store, clock, templates, replies, composer }
     }
 
-    /// Sends today's digest if it is due and not sent yet. Returns how many requests it
-    /// named (0 when nothing was sent).
+    /// Sends today's digest if it is due and not sent yet. Returns how many requests and
+    /// auto-replies it named (0 when nothing was sent).
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let days = self.config.triage.remind_after_working_days;
-        if days == 0 {
-            return Ok(0);
-        }
         let now = self.clock.now();
         let tz = self.config.service.timezone;
         let local = now.with_timezone(&tz);
@@ -87,15 +87,38 @@ impl Reminders {
         if self.store.summary_sent("reminder", &period).await? {
             return Ok(0);
         }
-        let overdue: Vec<_> = self
+        let overdue: Vec<_> = if days == 0 {
+            Vec::new()
+        } else {
+            self.store
+                .awaiting_triage()
+                .await?
+                .into_iter()
+                // The backlog found at first start was deliberately not acted on.
+                .filter(|r| r.answer && is_overdue(r.received_at, now, days, tz))
+                .collect()
+        };
+        let since = auto_replies_since(self.store.last_covered("reminder").await?, now, tz);
+        let auto_replies: Vec<AutoReplyItem> = self
             .store
-            .awaiting_triage()
+            .auto_replies_by_wording(since, now)
             .await?
             .into_iter()
-            // The backlog found at first start was deliberately not acted on.
-            .filter(|r| r.answer && is_overdue(r.received_at, now, days, tz))
+            .map(|m| AutoReplyItem {
+                from: m.from.unwrap_or_default(),
+                subject: m.subject.unwrap_or_default(),
+                why: m
+                    .detail
+                    .as_deref()
+                    .map(|d| d.strip_prefix(crate::classify::BY_WORDING).unwrap_or(d).to_string())
+                    .unwrap_or_default(),
+                received: m
+                    .received_at
+                    .map(|t| t.with_timezone(&tz).format("%A %-d %B, %H:%M").to_string())
+                    .unwrap_or_default(),
+            })
             .collect();
-        if overdue.is_empty() {
+        if overdue.is_empty() && auto_replies.is_empty() {
             return Ok(0);
         }
         let items = overdue
@@ -118,17 +141,33 @@ impl Reminders {
             })
             .collect::<Vec<_>>();
         let count = items.len();
-        let context =
-            ReminderContext { service: service_view(&self.config, local.date_naive()), requests: items };
+        let filed = auto_replies.len();
+        let auto_replies_period = if now - since <= Duration::hours(26) {
+            "in the last day".to_string()
+        } else {
+            format!("since {}", since.with_timezone(&tz).format("%A %-d %B, %H:%M"))
+        };
+        let context = ReminderContext {
+            service: service_view(&self.config, local.date_naive()),
+            requests: items,
+            auto_replies,
+            auto_replies_period,
+        };
+        let waiting =
+            format!("{count} approach{} waiting for your decision", if count == 1 { "" } else { "es" });
+        let filed_text =
+            format!("{filed} message{} filed as automatic replies", if filed == 1 { "" } else { "s" });
+        let subject = match (count, filed) {
+            (_, 0) => waiting,
+            (0, _) => filed_text,
+            _ => format!("{waiting}; {filed_text}"),
+        };
         let mail = self.composer.compose(&Draft {
             kind: "reminder",
             request_id: None,
             to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
             reply_to: None,
-            subject: format!(
-                "{count} approach{} waiting for your decision",
-                if count == 1 { "" } else { "es" }
-            ),
+            subject,
             text: self.templates.render("reminder.txt", &context)?,
             html: None,
             in_reply_to: None,
@@ -147,8 +186,22 @@ impl Reminders {
                 .await?;
         }
         tx.commit().await?;
-        Ok(count)
+        Ok(count + filed)
     }
+}
+
+/// How far back the digest's auto-replies go: to the last digest (everything filed since
+/// then is listed once, across weekends and days without a digest), at most a week; with no
+/// digest yet, one working day.
+fn auto_replies_since(last: Option<DateTime<Utc>>, now: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    if let Some(last) = last {
+        return last.max(now - Duration::days(7)).min(now);
+    }
+    let mut since = now - Duration::days(1);
+    while !is_working_day(since.with_timezone(&tz).date_naive()) {
+        since -= Duration::days(1);
+    }
+    since
 }
 
 #[cfg(test)]
@@ -172,5 +225,16 @@ mod tests {
         let sat = at(2026, 11, 28, 12);
         assert!(!is_overdue(sat, at(2026, 12, 1, 23), 2, London));
         assert!(is_overdue(sat, at(2026, 12, 2, 0), 2, London));
+    }
+
+    #[test]
+    fn auto_replies_are_listed_since_the_last_digest_or_over_a_weekend() {
+        let monday = at(2026, 11, 30, 10);
+        // First digest on a Monday: back to Friday at the same time.
+        assert_eq!(auto_replies_since(None, monday, London), at(2026, 11, 27, 10));
+        assert_eq!(auto_replies_since(None, at(2026, 12, 1, 10), London), monday);
+        // Since the last digest, however long ago, up to a week.
+        assert_eq!(auto_replies_since(Some(at(2026, 11, 26, 9)), monday, London), at(2026, 11, 26, 9));
+        assert_eq!(auto_replies_since(Some(at(2026, 11, 2, 9)), monday, London), at(2026, 11, 23, 10));
     }
 }

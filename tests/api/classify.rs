@@ -119,3 +119,102 @@ async fn a_message_over_the_size_limit_is_kept_logged_and_reported_not_parsed() 
     assert!(crate::helpers::header(&alert, "Subject").unwrap().contains("Huge specification"));
     assert!(app.stack.mailbox(&partner).is_empty(), "the sender was answered");
 }
+
+/// Auto-replies that carry no header saying so, as Lotus Notes, Outlook behind a gateway,
+/// helpdesks and challenge-response filters send them: (fixture, sender as logged).
+const WORDED_AUTO_REPLIES: &[(&str, &str)] = &[
+    ("lotus-notes-out-of-office.eml", "jo.bloggs@trust.test"),
+    ("outlook-abwesenheitsnotiz.eml", "k.schmidt@klinikum.example"),
+    ("outlook-reponse-automatique.eml", "amelie.durand@hopital.example"),
+    ("outlook-ateb-awtomatig.eml", "rhys.evans@wales.test"),
+    ("helpdesk-automated-response.eml", "enquiries@supplier.test"),
+    ("out-of-office-body-only.eml", "priya.shah@pcn.test"),
+    ("boxbe-challenge.eml", "notify@boxbe.com"),
+    ("spamarrest-challenge.eml", "lee.morgan@example.test"),
+    ("challenge-verify-human.eml", "alex.young@surgery.test"),
+];
+
+#[tokio::test]
+async fn auto_replies_without_headers_are_filed_unanswered_and_listed_in_the_daily_digest() {
+    use chrono::{Datelike as _, TimeZone as _, Timelike as _};
+    let app = TestApp::spawn().await;
+    let outbox = || async {
+        let pool = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}?mode=ro",
+            app.dir.path().join("data/gatehouse.db").display()
+        ))
+        .await
+        .unwrap();
+        let rows: Vec<(String, String, Vec<u8>)> =
+            sqlx::query_as("SELECT kind, subject, raw FROM outbox ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        rows
+    };
+    for (fixture, sender) in WORDED_AUTO_REPLIES {
+        let m = app.deliver_fixture(fixture).await;
+        assert_eq!(m.classification, Some(Classification::Automated), "{fixture}: {m:?}");
+        assert_eq!(m.from.as_deref(), Some(*sender), "{fixture}");
+        assert!(
+            m.detail.as_deref().unwrap().starts_with(gatehouse::classify::BY_WORDING),
+            "{fixture}: {m:?}"
+        );
+    }
+    // Nothing to the senders, no notification: the outbox is written with each message's
+    // outcome, so an empty outbox now means nothing will go.
+    assert!(app.store.list_requests(&Default::default()).await.unwrap().is_empty());
+    assert_eq!(outbox().await.len(), 0, "mail queued for an auto-reply");
+    // Machine mail with headers, and a person writing about having been away: not listed.
+    for fixture in ["gmail-vacation-reply.eml", "list-message.eml"] {
+        let m = app.deliver_fixture(fixture).await;
+        assert_eq!(m.classification, Some(Classification::Automated), "{fixture}");
+        assert!(!m.detail.as_deref().unwrap().starts_with(gatehouse::classify::BY_WORDING), "{fixture}");
+    }
+    let person = app.deliver_fixture("human-was-out-of-office.eml").await;
+    assert_eq!(person.classification, Some(Classification::New));
+    app.stack.wait_for_mail(&app.gatekeeper, 1).await;
+
+    // The next working day's digest, at 10:00 London time, lists the nine and nothing else
+    // (the new approach has not waited two working days).
+    let london = chrono_tz::Europe::London;
+    let mut day = chrono::Utc::now().with_timezone(&london).date_naive();
+    loop {
+        let at = london.from_local_datetime(&day.and_hms_opt(10, 0, 0).unwrap()).earliest().unwrap();
+        let working = !matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
+        if working && at > chrono::Utc::now() {
+            break;
+        }
+        day = day.succ_opt().unwrap();
+    }
+    let at = london.from_local_datetime(&day.and_hms_opt(10, 0, 0).unwrap()).earliest().unwrap();
+    assert_eq!(at.hour(), 10);
+    let config = std::sync::Arc::new(app.config());
+    let templates = std::sync::Arc::new(gatehouse::templates::Templates::load(&config).unwrap());
+    let clock = std::sync::Arc::new(gatehouse::clock::ManualClock::new(at.with_timezone(&chrono::Utc)));
+    let reminders = gatehouse::triage::reminders::Reminders::new(config, app.store.clone(), clock, templates);
+    assert_eq!(reminders.run_once().await.unwrap(), WORDED_AUTO_REPLIES.len());
+    assert_eq!(reminders.run_once().await.unwrap(), 0, "once a day");
+    let digests: Vec<_> = outbox().await.into_iter().filter(|(kind, ..)| kind == "reminder").collect();
+    assert_eq!(digests.len(), 1);
+    let (_, subject, raw) = &digests[0];
+    assert_eq!(subject, &format!("{} messages filed as automatic replies", WORDED_AUTO_REPLIES.len()));
+    let text = crate::helpers::readable(raw);
+    // "in the last day", or "since Friday …" when the digest's day is a Monday.
+    assert!(
+        text.contains("Mail filed as automatic replies in the last day (not answered):")
+            || (at.weekday() == chrono::Weekday::Mon
+                && text.contains("Mail filed as automatic replies since ")),
+        "{text}"
+    );
+    assert!(!text.contains("waiting for your decision"), "{text}");
+    for (fixture, sender) in WORDED_AUTO_REPLIES {
+        assert!(text.contains(sender), "{fixture} not listed:\n{text}");
+    }
+    assert!(text.contains("why: subject opens \"AUTO:\""), "{text}");
+    assert!(text.contains("why: challenge-response anti-spam reply (from boxbe.com)"), "{text}");
+    for absent in ["jo.bloggs@icb.test", "primary.care@icb.test", "GP Bulletin"] {
+        assert!(!text.contains(absent), "{absent} listed:\n{text}");
+    }
+}

@@ -269,6 +269,8 @@ async fn sigterm_in_the_middle_of_sending_exits_cleanly_and_sends_nothing_twice(
 
 #[tokio::test]
 async fn a_full_disk_is_reported_and_recovered_from_without_loss() {
+    // The default 8 MiB ballast: room for the status, the alert and SQLite's checkpoint of
+    // its write-ahead log (up to about 4 MiB) once it is released.
     let app = TestApp::new(Options::default()).await;
     // The data directory on a small filesystem of its own.
     let data = app.dir.path().join("data");
@@ -276,7 +278,7 @@ async fn a_full_disk_is_reported_and_recovered_from_without_loss() {
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs"])
         .arg(&data)
         .status()
         .unwrap();
@@ -293,24 +295,53 @@ async fn a_full_disk_is_reported_and_recovered_from_without_loss() {
     // The test's own handle must look at the database on the new filesystem.
     app.store = gatehouse::store::open(&app.config()).await.unwrap();
     app.start().await;
+    let ballast = data.join(gatehouse::disk::BALLAST_FILE);
+    assert_eq!(std::fs::metadata(&ballast).map(|m| m.len()).ok(), Some(8 << 20), "no ballast made");
     let partner = app.stack.user("diskfull", "icb.test");
-    let filler = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(1500);
+    let filler = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(6000);
     for i in 0..20 {
         app.stack.send(&partner, &app.shared, &format!("Large approach {i}"), &filler).await;
     }
     app.stack.wait_for_mail(&app.shared, 20).await;
-    // The daemon says clearly that it is stuck, and why.
-    let detail = wait_until("the daemon to report the full disk", || {
+    // The daemon says clearly, in `gatehouse status`, that it is stuck and why. The ballast
+    // goes at the first write that fails for lack of space: from then until `status` says
+    // so is the figure that matters.
+    let mut released_at = None;
+    let detail = wait_until("gatehouse status to report the full disk", || {
         let app = &app;
+        if released_at.is_none() && !ballast.exists() {
+            released_at = Some(std::time::Instant::now());
+        }
         async move {
-            let s = app.store.daemon_status().await.ok()??;
-            s.imap_detail.filter(|d| d.contains("full"))
+            let out = app.cli(&["status", "--format", "json"]);
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            s["imap_detail"].as_str().filter(|d| d.contains("full")).map(str::to_string)
         }
     })
     .await;
+    let reported_after = released_at.map(|t| t.elapsed());
     eprintln!("reported: {detail}");
+    eprintln!(
+        "FAULTS: `gatehouse status` reported the full disk {reported_after:?} after the first failed write"
+    );
     let stuck_at = processed(&app).await;
     assert!(stuck_at < 20);
+    assert!(!ballast.exists(), "the ballast was not released");
+    // The gatekeepers are told, through the room the ballast left.
+    wait_until("the full-disk alert to reach the gatekeeper", || {
+        let app = &app;
+        async move {
+            app.stack
+                .mailbox(&app.gatekeeper)
+                .iter()
+                .any(|m| header(m, "Subject").is_some_and(|s| s.contains("disk is full")))
+                .then_some(())
+        }
+    })
+    .await;
+    // Intake stays paused while the disk is full: nothing more is taken in.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(processed(&app).await, stuck_at);
     // Space returns.
     let grown = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&data).status().unwrap();
     assert!(grown.success());
@@ -322,6 +353,20 @@ async fn a_full_disk_is_reported_and_recovered_from_without_loss() {
     let requests = app.store.list_requests(&Default::default()).await.unwrap();
     assert_eq!(requests.len(), 20);
     assert_eq!(app.store.list_messages().await.unwrap().len(), 20);
+    assert_eq!(
+        std::fs::metadata(&ballast).map(|m| m.len()).ok(),
+        Some(8 << 20),
+        "the ballast was not made again"
+    );
+    wait_until("gatehouse status to show the inbox watched again", || {
+        let app = &app;
+        async move {
+            let out = app.cli(&["status", "--format", "json"]);
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (out.status.success() && matches!(s["imap"].as_str(), Some("idle" | "polling"))).then_some(())
+        }
+    })
+    .await;
     eprintln!("FAULTS: disk full after {stuck_at} of 20 messages; recovered, 0 lost, 0 logged twice");
     app.stop().await;
 }
