@@ -80,12 +80,6 @@ pub fn warn_below(config: &Config, total: u64) -> Option<u64> {
     Some((total / 100).saturating_mul(u64::from(s.disk_warn_free_percent)).min(s.disk_warn_free_bytes))
 }
 
-/// Who is told about the disk. The gatekeepers until the config names operators: the one
-/// place to change when it does.
-fn alert_recipients(config: &Config) -> Vec<(Option<String>, String)> {
-    config.gatekeepers.iter().map(|g| (None, g.to_string())).collect()
-}
-
 /// "7.9 MiB".
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
@@ -292,7 +286,7 @@ impl Disk {
         let mail = Composer::new(self.config.clone()).compose(&Draft {
             kind: "system_alert",
             request_id: None,
-            to: alert_recipients(&self.config),
+            to: crate::outbox::to_each(&self.config.alert_recipients()),
             reply_to: None,
             subject,
             text,

@@ -220,7 +220,7 @@ impl Inbox {
         let draft = crate::outbox::Draft {
             kind: "system_alert",
             request_id: None,
-            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
+            to: crate::outbox::to_each(&self.config.alert_recipients()),
             reply_to: None,
             subject: format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
             text: format!(

@@ -79,7 +79,7 @@ pub async fn warn_once_a_day(
         let draft = Draft {
             kind: "system_alert",
             request_id: None,
-            to: config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
+            to: crate::outbox::to_each(&config.alert_recipients()),
             reply_to: None,
             subject: if d.days_left < 0 {
                 "gatehouse's access to the shared mailbox has expired".to_string()

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::domain::EmailAddress;
 use crate::store::{NewOutgoing, OutboxItem, SharedStore};
 
 /// RFC 3834: `auto-replied` for answers to a message (acknowledgements, outcomes),
@@ -31,6 +32,12 @@ use crate::store::{NewOutgoing, OutboxItem, SharedStore};
 pub enum AutoSubmitted {
     Replied,
     Generated,
+}
+
+/// `addresses` as a [`Draft`]'s recipients, without display names (the gatekeepers, the
+/// board, the operator).
+pub fn to_each(addresses: &[EmailAddress]) -> Vec<(Option<String>, String)> {
+    addresses.iter().map(|a| (None, a.to_string())).collect()
 }
 
 /// One email to build.
@@ -407,7 +414,7 @@ impl Sender {
         let draft = Draft {
             kind: "delivery_failure",
             request_id: item.request_id,
-            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
+            to: to_each(&self.config.alert_recipients()),
             reply_to: None,
             subject: format!("Could not deliver: {}", item.subject),
             text: format!(

@@ -144,7 +144,7 @@ impl Processor {
         let draft = crate::outbox::Draft {
             kind: "system_alert",
             request_id: None,
-            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
+            to: crate::outbox::to_each(&self.config.alert_recipients()),
             reply_to: None,
             subject: format!("A message could not be processed and is set aside: {subject}"),
             text: format!(
@@ -263,7 +263,7 @@ impl Processor {
         let draft = crate::outbox::Draft {
             kind: "system_alert",
             request_id: None,
-            to: self.config.alert_recipients().iter().map(|g| (None, g.to_string())).collect(),
+            to: crate::outbox::to_each(&self.config.alert_recipients()),
             reply_to: None,
             subject: format!("A message too large to log automatically: {subject}"),
             text: format!(

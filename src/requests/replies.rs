@@ -175,7 +175,7 @@ impl Replies {
         self.composer.compose(&Draft {
             kind: "notification",
             request_id: Some(request_id),
-            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            to: crate::outbox::to_each(&self.config.gatekeepers),
             reply_to: Some(reply_to),
             subject,
             text: self.templates.render("notification.txt", &context)?,

@@ -207,7 +207,9 @@ impl Summaries {
             subject: r.subject.clone(),
             requester: match self.config.board.share_addresses {
                 true => crate::domain::requester_display(r.requester_name.as_deref(), &r.requester),
-                false => r.requester_name.as_deref().and_then(crate::domain::display_name).unwrap_or_default(),
+                false => {
+                    r.requester_name.as_deref().and_then(crate::domain::display_name).unwrap_or_default()
+                }
             },
             organisation: r.organisation.clone().unwrap_or_else(|| "(no organisation)".into()),
             received: r.received_at.with_timezone(&tz).format("%a %-d %b %H:%M").to_string(),

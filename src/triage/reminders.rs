@@ -165,7 +165,7 @@ impl Reminders {
         let mail = self.composer.compose(&Draft {
             kind: "reminder",
             request_id: None,
-            to: self.config.gatekeepers.iter().map(|g| (None, g.to_string())).collect(),
+            to: crate::outbox::to_each(&self.config.gatekeepers),
             reply_to: None,
             subject,
             text: self.templates.render("reminder.txt", &context)?,
