@@ -72,15 +72,23 @@ impl SqliteStore {
 
     pub async fn open_file(path: &Path) -> anyhow::Result<Self> {
         let owned = path.to_path_buf();
-        let writer = tokio::task::spawn_blocking(move || open_connection(&owned, Some(WRITER_CACHE_KIB)))
-            .await
-            .context("The database thread failed")?
-            .with_context(|| format!("Cannot open the database {}", path.display()))?;
+        let (writer, checkpoints) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            // The first connection to a new file creates it and switches it to WAL, and
+            // SQLite does not wait for the lock that takes: two processes opening a new
+            // database at once (`gatehouse run` and a CLI command) got "database is
+            // locked". So opening is serialised like migrating; later opens find WAL set.
+            let _lock = migration_lock(&owned, MIGRATION_WAIT)?;
+            let writer = open_connection(&owned, Some(WRITER_CACHE_KIB))
+                .with_context(|| format!("Cannot open the database {}", owned.display()))?;
+            Ok((writer, Checkpointer::start(&owned)?))
+        })
+        .await
+        .context("The database thread failed")??;
         restrict_file(path);
         Ok(Self {
             readers: Arc::new(Readers { path: path.to_path_buf(), idle: std::sync::Mutex::new(Vec::new()) }),
             writer: Arc::new(Mutex::new(writer)),
-            checkpoints: Arc::new(Checkpointer::start(path)?),
+            checkpoints: Arc::new(checkpoints),
             path: path.to_path_buf(),
         })
     }
@@ -177,8 +185,8 @@ fn migrate_file(path: &Path) -> anyhow::Result<usize> {
     })
 }
 
-/// An exclusive lock on a file beside the database (`gatehouse.db.migrate-lock`), held
-/// until the returned file is dropped. Waits up to `wait` for another process to let go. An
+/// An exclusive lock on a file beside the database (`gatehouse.db.migrate-lock`), taken to
+/// open and to migrate the database, held until the returned file is dropped. Waits up to `wait` for another process to let go. An
 /// advisory lock (flock) rather than a transaction: the migrator commits one migration at a
 /// time, and the lock must cover them all. The kernel lets go of it if the process dies.
 fn migration_lock(path: &Path, wait: Duration) -> anyhow::Result<std::fs::File> {
