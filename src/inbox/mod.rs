@@ -20,7 +20,7 @@
 pub mod connection;
 pub mod dedup;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,9 @@ pub struct Inbox {
     status: crate::daemon::StatusBoard,
     /// With `auth = "xoauth2"`: where IMAP's access tokens come from.
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
+    /// Messages whose last counted attempt never ran because the database failed (see
+    /// `Inbox::uncount`).
+    not_run: Arc<std::sync::Mutex<HashSet<i64>>>,
 }
 
 impl Inbox {
@@ -131,7 +134,7 @@ impl Inbox {
         processor: Arc<Processor>,
         status: crate::daemon::StatusBoard,
     ) -> Self {
-        Self { config, store, processor, status, tokens: None }
+        Self { config, store, processor, status, tokens: None, not_run: Arc::default() }
     }
 
     pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
@@ -537,7 +540,7 @@ impl Inbox {
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
             Err(e) => {
-                self.uncount(&counted).await;
+                self.uncount(&counted);
                 return Err(e);
             }
         };
@@ -564,7 +567,7 @@ impl Inbox {
                 // Nothing of this group is kept; the mailbox still has it all.
                 Err(Failure::Storage(e)) => {
                     drop(tx);
-                    self.uncount(&counted).await;
+                    self.uncount(&counted);
                     return Err(e);
                 }
                 // The group up to this message is kept; this one is tried again (one by one,
@@ -576,7 +579,7 @@ impl Inbox {
                         .iter()
                         .filter_map(|s| if let RawSaved::New(id) = s { Some(*id) } else { None })
                         .collect();
-                    self.uncount(&untried).await;
+                    self.uncount(&untried);
                     failure = Some(e);
                     break;
                 }
@@ -592,7 +595,7 @@ impl Inbox {
         }
         .await;
         if let Err(e) = committed {
-            self.uncount(&counted).await;
+            self.uncount(&counted);
             return Err(e);
         }
         self.processor.committed();
@@ -644,11 +647,16 @@ impl Inbox {
     /// earlier attempts all ended with gatehouse stopping (a crash, a kill) is quarantined
     /// without being parsed again. With a checkpoint, it moves in the same transaction.
     async fn take_alone(&self, m: Alone<'_>, checkpoint: Option<&Checkpoint>) -> anyhow::Result<()> {
-        let attempts = if m.counted { 1 } else { self.store.count_attempt(m.id).await? };
+        let reuse = self.not_run.lock().is_ok_and(|mut not_run| not_run.remove(&m.id));
+        let attempts = match (m.counted, reuse) {
+            (true, _) => 1,
+            (false, true) => self.store.attempts(m.id).await?,
+            (false, false) => self.store.count_attempt(m.id).await?,
+        };
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
             Err(e) => {
-                self.uncount(&[m.id]).await;
+                self.uncount(&[m.id]);
                 return Err(e);
             }
         };
@@ -679,7 +687,7 @@ impl Inbox {
                 Ok(())
             }
             Err(Failure::Storage(e)) => {
-                self.uncount(&[m.id]).await;
+                self.uncount(&[m.id]);
                 Err(e)
             }
             Err(Failure::Message(e)) => Err(e),
@@ -721,15 +729,15 @@ impl Inbox {
         }
     }
 
-    /// Takes back attempts counted for messages that never got to run because the database
-    /// failed: not their fault, so it must not bring them nearer quarantine. Best effort (the
-    /// database is failing); at worst a message gets one attempt fewer.
-    async fn uncount(&self, ids: &[i64]) {
-        if ids.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.uncount_attempts(ids).await {
-            tracing::debug!("Cannot take back the attempts counted for {} message(s): {e:#}", ids.len());
+    /// Remembers that the attempts last counted for `ids` never got to run because the
+    /// database failed: not their fault, so their next attempt reuses that count instead of
+    /// adding one (`take_alone`). Kept in memory, not written: a database that cannot take
+    /// the message's effects (a full disk) must not be asked to take more writes, which
+    /// would crowd out the status that tells the operator why. A restart meanwhile costs
+    /// such a message one attempt at most.
+    fn uncount(&self, ids: &[i64]) {
+        if let Ok(mut not_run) = self.not_run.lock() {
+            not_run.extend(ids.iter().copied());
         }
     }
 

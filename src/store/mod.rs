@@ -365,9 +365,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// before the attempt starts, so that an attempt which kills the process still counts.
     /// Returns the count, this attempt included.
     async fn count_attempt(&self, id: i64) -> anyhow::Result<u32>;
-    /// Takes back one counted attempt from each of `ids`: they never ran, because the
-    /// database failed (not the messages' fault).
-    async fn uncount_attempts(&self, ids: &[i64]) -> anyhow::Result<()>;
+    /// The attempts counted so far for the stored message `id`.
+    async fn attempts(&self, id: i64) -> anyhow::Result<u32>;
     /// `gatehouse messages retry ID`: a quarantined message's attempts go back to none and it
     /// is marked for the daemon to process again.
     async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<RetryRequest>;

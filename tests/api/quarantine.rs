@@ -338,12 +338,14 @@ async fn run_and_cli_commands_started_together_on_fresh_databases_never_fail_to_
                 assert!(out.status.success(), "round {round}: {args:?}: {stderr}");
             }
         }
-        // The daemon comes up and watches the inbox.
+        // The daemon comes up and watches the inbox (or exits, and says why).
         let up = wait_until(&format!("round {round}: the daemon to watch the inbox"), || {
             let config = config.clone();
-            let daemon_exited = daemon.try_wait().unwrap();
+            let exited = daemon.try_wait().unwrap().is_some();
             async move {
-                assert!(daemon_exited.is_none(), "round {round}: the daemon exited: {daemon_exited:?}");
+                if exited {
+                    return Some(None);
+                }
                 let out = Command::new(bin)
                     .arg("--config")
                     .arg(&config)
@@ -351,10 +353,18 @@ async fn run_and_cli_commands_started_together_on_fresh_databases_never_fail_to_
                     .output()
                     .ok()?;
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-                (out.status.success() && (v["imap"] == "idle" || v["imap"] == "polling")).then_some(v)
+                (out.status.success() && (v["imap"] == "idle" || v["imap"] == "polling")).then_some(Some(v))
             }
         })
         .await;
+        let Some(up) = up else {
+            let out = daemon.wait_with_output().unwrap();
+            panic!(
+                "round {round}: the daemon exited ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
         assert!(up["last_seen"].is_string());
         Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status().unwrap();
         let out = tokio::task::spawn_blocking(move || daemon.wait_with_output()).await.unwrap().unwrap();
