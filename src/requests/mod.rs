@@ -773,14 +773,15 @@ impl Processor {
 }
 
 /// Whether `sender` may speak for `request`: its requester or forwarder (any `+tag`), or
-/// someone of the same organisation (`[organisations]`, else the same domain as either).
+/// someone of the same organisation as `[organisations]` names it. Not merely the same
+/// domain: on NHSmail every practice, trust and ICB shares `nhs.net`.
 fn speaks_for(config: &Config, request: &RequestRow, sender: &EmailAddress) -> bool {
     let known: Vec<EmailAddress> = std::iter::once(request.requester.as_str())
         .chain(request.via.as_deref())
         .filter_map(|a| EmailAddress::parse(a).ok())
         .collect();
     let person = sender.person();
-    if known.iter().any(|k| k.person() == person || k.domain() == sender.domain()) {
+    if known.iter().any(|k| k.person() == person) {
         return true;
     }
     match config.organisation_for(sender) {
