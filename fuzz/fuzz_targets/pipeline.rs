@@ -266,13 +266,16 @@ impl Harness {
             }
             Err(e) => {
                 assert!(!gatehouse::store::is_storage_trouble(&e), "the store failed: {e:#}");
-                // Not a failure here (the inbox does the same after three tries), but worth
+                // Not a failure here (the inbox quarantines it after three tries), but worth
                 // seeing: the first few say which inputs gatehouse cannot process.
                 if *self.given_up.borrow() < 5 {
                     eprintln!("pipeline: given up: {e:#}");
                 }
                 tx.rollback_to_savepoint().await.expect("roll back to the savepoint");
-                self.processor.give_up(&mut *tx, id, &format!("{e:#}")).await.expect("give up");
+                self.processor
+                    .quarantine(&mut *tx, id, &raws[0], parsed[0].as_ref(), &format!("{e:#}"))
+                    .await
+                    .expect("quarantine");
                 false
             }
         };
@@ -286,7 +289,7 @@ impl Harness {
         let domain = self.config.smtp.from.address.domain().to_string();
         let ctx = classify::Context { own_addresses: &own, own_message_id_domain: Some(&domain) };
         let raws: Vec<&[u8]> = sent.iter().map(|s| s.raw.as_slice()).collect();
-        let reparsed = classify::parse_many(&raws, &ctx);
+        let reparsed = classify::parse_many(&raws, &ctx, 0);
         let mut to_others = 0;
         for (item, again) in sent.iter().zip(reparsed) {
             let what = format!("outbox {} ({}) to {:?}", item.id, item.kind, item.recipients);

@@ -12,7 +12,8 @@
 //! Elsewhere a line is a command only in the command's own shape:
 //! - the command word alone on its line (`paper`, `meeting`; `decline` alone is an error, as
 //!   it needs a reason), or followed by `:`;
-//! - `meeting YYYY-MM-DD`, `duplicate GP-2026-0012`, `priority KEY` (one word);
+//! - `meeting YYYY-MM-DD`, `duplicate GP-2026-0012`, `priority` with anything after it (one
+//!   key a line: more is an error);
 //! - `more-work:`, `decline:`, `redirect:`, `note:` with the colon.
 //!
 //! So "Paper copies will follow", "Message me if you need more" or "Note that the LMC
@@ -184,6 +185,12 @@ fn join_paragraphs(lines: &[String]) -> String {
     out.join("\n").trim().to_string()
 }
 
+/// Whether `line`, standing below the text for the requester, would be read as a command
+/// (or refuse the reply as a malformed one): the rule the fuzzer holds the message to.
+pub fn is_command_line(line: &str) -> bool {
+    !matches!(parse_after_text(&clean_line(line)), Ok(None))
+}
+
 /// A line after the message for the requester has begun: a command only in the command's
 /// own shape (see the module documentation), so that a sentence starting with a command word
 /// stays text.
@@ -200,7 +207,9 @@ fn parse_after_text(line: &str) -> Result<Option<Line>, TriageError> {
         || match word {
             "meeting" => is_date(first),
             "duplicate" => Reference::parse(first).is_ok(),
-            "priority" => !arg.is_empty() && arg.split_whitespace().count() == 1,
+            // Anything after "priority" is meant as keys: a gatekeeper listing two on one line
+            // is told how to write them, never has them mailed to the requester.
+            "priority" => !arg.is_empty(),
             _ => false,
         };
     if shaped { parse_line(line) } else { Ok(None) }
@@ -296,7 +305,13 @@ fn parse_line(line: &str) -> Result<Option<Line>, TriageError> {
         "priority" => {
             let key =
                 arg.ok_or_else(|| TriageError("priority needs a key, e.g. \"priority workforce\"".into()))?;
-            Line::Priority(key.trim_end_matches(['.', ',']).to_ascii_lowercase())
+            let key = key.trim_end_matches(['.', ',']);
+            if key.contains(char::is_whitespace) {
+                return Err(TriageError(format!(
+                    "priority takes one key per line, not {key:?}: write \"priority KEY\" once for each"
+                )));
+            }
+            Line::Priority(key.to_ascii_lowercase())
         }
         "note" => Line::Note(arg.ok_or_else(|| needs("some text"))?),
         _ => return Ok(None),
@@ -384,7 +399,7 @@ mod tests {
 
     #[test]
     fn sentences_that_start_with_a_command_word_stay_text() {
-        let text = "paper\nPaper copies will follow by post.\nMessage me if you need more.\nNote that the LMC agrees.\nMeeting rooms are booked.\nPriority is given to workforce bids.\nDecline rates are falling.\nDuplicate forms are not needed.\nMore work than we hoped.";
+        let text = "paper\nPaper copies will follow by post.\nMessage me if you need more.\nNote that the LMC agrees.\nMeeting rooms are booked.\nDecline rates are falling.\nDuplicate forms are not needed.\nMore work than we hoped.";
         let r = ok(text);
         assert_eq!(r.decision, Some(Command::Paper));
         assert!(r.notes.is_empty() && r.priorities.is_empty());
@@ -403,6 +418,9 @@ mod tests {
             ("paper\nThanks.\nmessage: see below", "takes nothing"),
             ("paper\nThanks.\nDecline", "needs a reason"),
             ("paper\ndecline\nThanks.", "needs a reason"),
+            // Found by fuzzing: two keys on one line below the text went to the requester.
+            ("paper\nThanks.\npriority workforce shift", "one key per line"),
+            ("priority workforce, shift\npaper", "one key per line"),
             ("Thanks, all fine.", "should be a command"),
         ] {
             let e = parse(text).expect_err(text).to_string();
