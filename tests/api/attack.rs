@@ -1,0 +1,102 @@
+//! The mail a spammer, a careless client in another language or a broken server sends,
+//! pushed through the whole pipeline on the real stack. Each test is an attack that was
+//! tried: what it asserts is what must (and must not) arrive where.
+
+use crate::helpers::{TestApp, readable};
+use crate::triage::{Approach, approach, notification_text, request, send, token, wait_for_class};
+
+/// A reply as Outlook desktop (Word's editor) writes it: HTML only, each line a
+/// `MsoNormal` paragraph, a bulleted list as `MsoListParagraph` paragraphs whose bullet is a
+/// Symbol-font `·` (then `o`, then Wingdings `§` for deeper levels) hidden from Outlook by
+/// `mso-list:Ignore`, and the quoted notification below a header box drawn with a top border.
+fn outlook_desktop_reply(from: &str, a: &Approach, lines: &[&str], bullets: &[(&str, &str)]) -> Vec<u8> {
+    let paragraphs: String =
+        lines.iter().map(|l| format!("<p class=MsoNormal>{l}<o:p></o:p></p>\r\n")).collect();
+    let list: String = bullets
+        .iter()
+        .map(|(bullet, text)| {
+            format!(
+                "<p class=MsoListParagraph style='text-indent:-18.0pt;mso-list:l0 level1 lfo1'><![if !supportLists]><span style='font-family:Symbol'><span style='mso-list:Ignore'>{bullet}<span style='font:7.0pt \"Times New Roman\"'>&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp; </span></span></span><![endif]>{text}<o:p></o:p></p>\r\n"
+            )
+        })
+        .collect();
+    let original = notification_text(&a.notification)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('\n', "<br>\r\n");
+    format!(
+        "From: \"Doe, Jane\" <{from}>\r\nTo: \"GP Access\" <{to}>\r\nSubject: RE: {subject}\r\nThread-Topic: {subject}\r\nMessage-ID: <000001db{n}$AB12CD34@nhs.test>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nX-Mailer: Microsoft Outlook 16.0\r\nContent-Language: en-gb\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<html xmlns:o=\"urn:schemas-microsoft-com:office:office\"><head><style><!-- p.MsoListParagraph {{margin-left:36.0pt}} --></style></head><body lang=EN-GB><div class=WordSection1>\r\n{paragraphs}{list}<p class=MsoNormal>Kind regards, Jane<o:p></o:p></p>\r\n<div style='border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm'><p class=MsoNormal><b>From:</b> GP Access &lt;{to}&gt; <br><b>Sent:</b> 23 November 2026 10:02<br><b>To:</b> Doe, Jane &lt;{from}&gt;<br><b>Subject:</b> {subject}<o:p></o:p></p></div>\r\n<p class=MsoNormal>{original}</p></div></body></html>\r\n",
+        to = a.reply_to,
+        subject = a.subject,
+        nid = a.notification_id,
+        n = crate::helpers::rand_suffix(),
+    )
+    .into_bytes()
+}
+
+/// A plain-text reply, "> " quoting below an "On … wrote:" line.
+fn plain_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
+    let quoted: String = notification_text(&a.notification).lines().map(|l| format!("> {l}\r\n")).collect();
+    format!(
+        "From: Jeanne Martin <{from}>\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <{n}@nhs.test>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{commands}\r\n\r\nLe lun. 23 nov. 2026 à 10:02, GP Access <{to}> a écrit :\r\n{quoted}",
+        to = a.reply_to,
+        subject = a.subject,
+        nid = a.notification_id,
+        n = crate::helpers::rand_suffix(),
+        commands = commands.replace('\n', "\r\n"),
+    )
+    .into_bytes()
+}
+
+fn notes_of(r: &serde_json::Value) -> Vec<String> {
+    r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "note")
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Attack: a gatekeeper writes the internal note as an item of a bulleted list in Outlook,
+/// or with the narrow no-break space French typography puts before a colon, or in bold as
+/// plain text writes it. Each used to be text for the requester, so the note went out with
+/// the outcome.
+#[tokio::test]
+async fn notes_in_outlook_lists_and_french_spacing_never_reach_the_requester() {
+    let app = TestApp::spawn().await;
+    let gk = app.gatekeeper.clone();
+
+    let a = approach(&app, "Bulleted notes from Outlook").await;
+    let raw = outlook_desktop_reply(
+        &gk,
+        &a,
+        &["decline: this is hospital work", "Sorry, this belongs to the trust."],
+        &[("\u{b7}", "Note: told the LMC chair"), ("o", "priority shift")],
+    );
+    send(&app, &gk, &raw).await;
+    wait_for_class(&app, "triage", 1).await;
+    let outcome = readable(&app.stack.wait_for_mail(&a.requester, 2).await.pop().unwrap());
+    assert!(outcome.contains("Sorry, this belongs to the trust."), "{outcome}");
+    assert!(outcome.contains("Kind regards, Jane"), "{outcome}");
+    assert!(!outcome.contains("LMC chair"), "the bulleted note reached the requester:\n{outcome}");
+    assert!(!outcome.contains("priority"), "{outcome}");
+    let r = request(&app, &a.reference).await;
+    assert_eq!(notes_of(&r), ["told the LMC chair"]);
+    assert_eq!(r["priorities"], serde_json::json!(["shift"]));
+
+    let b = approach(&app, "Notes written the French way").await;
+    let raw = plain_reply(
+        &gk,
+        &b,
+        "redirect : the community trust\nThey run this service.\nNote\u{202f}: their lead is on leave\n*Note*: ask Sam\nJeanne",
+    );
+    send(&app, &gk, &raw).await;
+    wait_for_class(&app, "triage", 2).await;
+    let outcome = readable(&app.stack.wait_for_mail(&b.requester, 2).await.pop().unwrap());
+    assert!(outcome.contains("They run this service."), "{outcome}");
+    for internal in ["on leave", "ask Sam", &token(&b)] {
+        assert!(!outcome.contains(internal), "{internal:?} reached the requester:\n{outcome}");
+    }
+    assert_eq!(notes_of(&request(&app, &b.reference).await), ["their lead is on leave", "ask Sam"]);
+}
