@@ -100,3 +100,55 @@ async fn notes_in_outlook_lists_and_french_spacing_never_reach_the_requester() {
     }
     assert_eq!(notes_of(&request(&app, &b.reference).await), ["their lead is on leave", "ask Sam"]);
 }
+
+/// The subjects of what reached the gatekeeper, once `n` emails have.
+async fn gatekeeper_subjects(app: &TestApp, n: usize) -> Vec<String> {
+    app.stack
+        .wait_for_mail(&app.gatekeeper, n)
+        .await
+        .iter()
+        .map(|m| crate::helpers::header(m, "Subject").unwrap_or_default())
+        .collect()
+}
+
+/// Attack (a broken server or web form): a From written as an RFC 2047 encoded word, which
+/// no address may be, and a message with no From at all. Both used to be logged as
+/// unparseable and shown to nobody: an approach given up unseen. The gatekeepers are told
+/// now, and still nobody outside is written to.
+#[tokio::test]
+async fn a_message_without_a_usable_from_is_shown_to_the_gatekeepers_and_answered_to_nobody() {
+    let app = TestApp::spawn().await;
+    let users = app.stack.users(&[("jo", "icb.test"), ("webform", "icb.test")]);
+    let (jo, form) = (&users[0], &users[1]);
+    let encoded = jo.replace('@', "=40");
+    let n = crate::helpers::rand_suffix();
+    let raws = [
+        format!(
+            "From: =?utf-8?q?{encoded}?=\r\nTo: {shared}\r\nSubject: Web form enquiry\r\nMessage-ID: <form.{n}@icb.test>\r\nContent-Type: text/plain\r\n\r\nCan the practices host the vaccine clinic?\r\n",
+            shared = app.shared
+        ),
+        format!(
+            "To: {shared}\r\nSubject: Enquiry without a sender\r\nMessage-ID: <nofrom.{n}@icb.test>\r\nContent-Type: text/plain\r\n\r\nPlease call me back.\r\n",
+            shared = app.shared
+        ),
+    ];
+    app.stack.send_raw(form, &[&app.shared], raws[0].as_bytes()).await;
+    // Straight into the mailbox: Postfix would write a From from the envelope.
+    app.stack.deliver(form, &app.shared, raws[1].as_bytes());
+    let subjects = gatekeeper_subjects(&app, 2).await;
+    for wanted in ["Web form enquiry", "Enquiry without a sender"] {
+        assert!(
+            subjects.iter().any(|s| s.contains("could not be logged") && s.contains(wanted)),
+            "{wanted}: {subjects:?}"
+        );
+    }
+    let rows = app.wait_for_messages(2).await;
+    for row in &rows {
+        assert_eq!(row.classification, Some(gatehouse::domain::Classification::Unparseable), "{row:?}");
+        assert_eq!(row.detail.as_deref(), Some("no usable From address"), "{row:?}");
+    }
+    app.wait_for_outbox_drain().await;
+    app.stack.wait_for_queue_empty().await;
+    assert!(app.stack.mailbox(jo).is_empty(), "the address in the encoded word was written to");
+    assert!(app.stack.mailbox(form).is_empty(), "the envelope sender was written to");
+}
