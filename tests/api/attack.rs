@@ -152,3 +152,75 @@ async fn a_message_without_a_usable_from_is_shown_to_the_gatekeepers_and_answere
     assert!(app.stack.mailbox(jo).is_empty(), "the address in the encoded word was written to");
     assert!(app.stack.mailbox(form).is_empty(), "the envelope sender was written to");
 }
+
+/// Attack (a spammer): every header and place other than From that names someone —
+/// Reply-To, Sender, Resent-From, the envelope sender (Return-Path), a display name that is
+/// an address, an address in the body, an attached message/rfc822 "forward" from a
+/// non-member, and a follow-up quoting a reference from a stranger. gatehouse answers the
+/// sender as received and nobody else.
+#[tokio::test]
+async fn addresses_named_anywhere_but_from_are_never_written_to() {
+    let app = TestApp::spawn().await;
+    let wanted: Vec<(String, String)> =
+        (0..8).map(|i| (format!("named{i}"), "trust.test".to_string())).collect();
+    let wanted: Vec<(&str, &str)> = wanted.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let named = app.stack.users(&wanted);
+    let users = app.stack.users(&[("spammer", "example.org"), ("stranger", "example.com")]);
+    let (spammer, stranger) = (&users[0], &users[1]);
+    let n = crate::helpers::rand_suffix();
+    let headers = format!(
+        "From: \"{n0}\" <{spammer}>\r\nReply-To: {n1}\r\nSender: {n2}\r\nResent-From: {n3}\r\nResent-To: {shared}\r\nTo: {shared}\r\nCc: {n6}\r\n",
+        n0 = named[0],
+        n1 = named[1],
+        n2 = named[2],
+        n3 = named[3],
+        n6 = named[6],
+        shared = app.shared
+    );
+    let raw = format!(
+        "{headers}Subject: Your account\r\nMessage-ID: <hdr.{n}@spam.test>\r\nContent-Type: text/plain\r\n\r\nPlease reply to {n4} or write to <mailto:{n4}>.\r\n",
+        n4 = named[4]
+    );
+    // The envelope sender is another named address: it becomes the Return-Path.
+    app.stack.send_raw(&named[5], &[&app.shared], raw.as_bytes()).await;
+    // A "forward" as an attached message, from someone who is not a member.
+    let inner = format!(
+        "From: Security Team <{}>\r\nTo: everyone@trust.test\r\nSubject: Password expiry\r\nMessage-ID: <inner.{n}@trust.test>\r\n\r\nSign in at the link below.\r\n",
+        named[7]
+    );
+    let raw = format!(
+        "From: {spammer}\r\nTo: {shared}\r\nSubject: FW: Password expiry\r\nMessage-ID: <att.{n}@spam.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--b--\r\n",
+        shared = app.shared
+    );
+    app.stack.send_raw(spammer, &[&app.shared], raw.as_bytes()).await;
+    let subjects = gatekeeper_subjects(&app, 2).await;
+    let reference = app
+        .store
+        .list_requests(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.subject == "Your account")
+        .unwrap_or_else(|| panic!("{subjects:?}"))
+        .reference;
+    // A stranger quoting the reference, with a file: a follow-up that changes nothing.
+    let raw = format!(
+        "From: {stranger}\r\nReply-To: {n1}\r\nTo: {shared}\r\nSubject: Re: Your account [{reference}]\r\nMessage-ID: <fu.{n}@elsewhere.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nMore about this.\r\n--b\r\nContent-Type: application/pdf; name=invoice.pdf\r\nContent-Disposition: attachment; filename=invoice.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n",
+        n1 = named[1],
+        shared = app.shared
+    );
+    app.stack.send_raw(stranger, &[&app.shared], raw.as_bytes()).await;
+    let mail = app.stack.wait_for_mail(&app.gatekeeper, 3).await;
+    let follow_up = readable(mail.last().unwrap());
+    assert!(follow_up.contains("NOT FROM THE REQUESTER"), "{follow_up}");
+    assert!(!follow_up.contains("JVBERi0xLjQK"), "a stranger's file went to the gatekeepers: {follow_up}");
+
+    app.wait_for_outbox_drain().await;
+    app.stack.wait_for_queue_empty().await;
+    for address in &named {
+        assert!(app.stack.mailbox(address).is_empty(), "{address} was written to");
+    }
+    assert!(app.stack.mailbox(stranger).is_empty(), "the stranger's follow-up was answered");
+    // The spammer's own two messages: an acknowledgement and a forward confirmation.
+    assert_eq!(app.stack.mailbox(spammer).len(), 2);
+}
