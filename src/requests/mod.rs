@@ -521,10 +521,12 @@ impl Processor {
             return Ok(classification);
         }
 
-        // A forward makes the original sender the requester and the forwarder `via`.
+        // A forward makes the original sender the requester and the forwarder `via`; not when
+        // the From names several senders, one of which may be a member.
         let forwarded = parsed
             .forwarded
             .as_ref()
+            .filter(|_| parsed.from_ambiguous.is_none())
             .and_then(|f| EmailAddress::parse(&f.from.address).ok().map(|a| (f, a)))
             .filter(|(_, original)| *original != from);
         let (requester, requester_name, via, subject, body, classification) = match &forwarded {
@@ -721,8 +723,14 @@ impl Processor {
         via: Option<&EmailAddress>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<String>> {
-        let mut allowance = Allowance::per_message();
         let mut warnings = Vec::new();
+        if let Some(why) = &parsed.from_ambiguous {
+            let why = format!("{why}, so gatehouse cannot tell who sent it: nobody was answered");
+            warnings.push(format!("Not answered: {why}."));
+            tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
+            return Ok(warnings);
+        }
+        let mut allowance = Allowance::per_message();
         let mut acknowledged = false;
         let cleared = match via {
             Some(v) if !self.recipients.stands_behind_requester(Some(v)) => Err(format!(

@@ -224,3 +224,53 @@ async fn addresses_named_anywhere_but_from_are_never_written_to() {
     // The spammer's own two messages: an acknowledgement and a forward confirmation.
     assert_eq!(app.stack.mailbox(spammer).len(), 2);
 }
+
+/// Attack (a spammer getting a forged sender past the receiving server's DMARC check, as in
+/// "Composition Kills"): a From naming two mailboxes, two From headers, a group as From, and
+/// a member's address listed first beside the spammer's on an inline forward naming a
+/// victim. gatehouse used to answer the first mailbox (and trust the "member"'s forward);
+/// now the approach is logged, the gatekeepers told why, and nobody is answered.
+#[tokio::test]
+async fn a_from_naming_several_senders_is_answered_to_nobody() {
+    let users = crate::helpers::stack().users(&[
+        ("victim0", "trust.test"),
+        ("victim1", "trust.test"),
+        ("victim2", "trust.test"),
+        ("victim3", "trust.test"),
+        ("member", "nhs.test"),
+        ("spammer", "example.org"),
+    ]);
+    let (victims, member, spammer) = (&users[..4], &users[4], &users[5]);
+    let mut app = TestApp::new(crate::helpers::Options {
+        extra: format!("[members]\naddresses = [\"{member}\"]\n"),
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    app.start().await;
+    let n = crate::helpers::rand_suffix();
+    let froms = [
+        format!("From: {}, {spammer}\r\n", victims[0]),
+        format!("From: {}\r\nFrom: {spammer}\r\n", victims[1]),
+        format!("From: Accounts: {};\r\n", victims[2]),
+        format!("From: {member}, {spammer}\r\n"),
+    ];
+    for (i, from) in froms.iter().enumerate() {
+        let raw = format!(
+            "{from}To: {shared}\r\nSubject: Fwd: Account notice {i}\r\nMessage-ID: <multi{i}.{n}@example.org>\r\nContent-Type: text/plain\r\n\r\nPassing this on.\r\n\r\n---------- Forwarded message ---------\r\nFrom: IT Service Desk <{victim}>\r\nDate: Fri, 20 Nov 2026 at 16:10\r\nSubject: Account notice {i}\r\nTo: {shared}\r\n\r\nSign in at the link below.\r\n",
+            shared = app.shared,
+            victim = victims[3],
+        );
+        app.stack.send_raw(spammer, &[&app.shared], raw.as_bytes()).await;
+    }
+    let notes: Vec<String> =
+        app.stack.wait_for_mail(&app.gatekeeper, 4).await.iter().map(|m| readable(m)).collect();
+    for note in &notes {
+        assert!(note.contains("Not answered:") && note.contains("nobody was answered"), "{note}");
+    }
+    app.wait_for_outbox_drain().await;
+    app.stack.wait_for_queue_empty().await;
+    for address in victims.iter().chain([member, spammer]) {
+        assert!(app.stack.mailbox(address).is_empty(), "{address} was written to");
+    }
+    assert_eq!(app.store.list_requests(&Default::default()).await.unwrap().len(), 4);
+}
