@@ -61,6 +61,8 @@ pub(super) struct Extracted {
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
     pub from: Option<Mailbox>,
+    /// Why the From does not name one sender, when it does not (see [`from_ambiguity`]).
+    pub from_ambiguous: Option<String>,
     pub sender: Option<Mailbox>,
     pub reply_to: Vec<Mailbox>,
     pub to: Vec<Mailbox>,
@@ -305,6 +307,7 @@ pub(super) fn extract(msg: &Message<'_>, depth: usize, attach_max: usize) -> Ext
     out.in_reply_to = all_ids(root_headers, &HeaderName::InReplyTo);
     out.references = all_ids(root_headers, &HeaderName::References);
     out.from = first(root_headers, &HeaderName::From).and_then(|h| mailboxes(&h.value).into_iter().next());
+    out.from_ambiguous = from_ambiguity(root_headers);
     out.sender =
         first(root_headers, &HeaderName::Sender).and_then(|h| mailboxes(&h.value).into_iter().next());
     out.reply_to = all_mailboxes(root_headers, &HeaderName::ReplyTo);
@@ -627,6 +630,24 @@ fn all_ids(headers: &[Header<'_>], name: &HeaderName<'_>) -> Vec<String> {
 
 fn all_mailboxes(headers: &[Header<'_>], name: &HeaderName<'_>) -> Vec<Mailbox> {
     headers.iter().filter(|h| &h.name == name).flat_map(|h| mailboxes(&h.value)).collect()
+}
+
+/// Why the From header(s) do not name exactly one sender: several From headers, several
+/// mailboxes in one, or a group. gatehouse reads the first mailbox, but a receiving server's
+/// DMARC check may have judged another (the "multiple From" tricks that get a forged sender
+/// past it), so nobody is answered on the strength of such a From. None when it names one.
+fn from_ambiguity(headers: &[Header<'_>]) -> Option<String> {
+    let froms: Vec<&Header<'_>> = headers.iter().filter(|h| h.name == HeaderName::From).collect();
+    if froms.len() > 1 {
+        return Some(format!("the message has {} From headers", froms.len()));
+    }
+    match &froms.first()?.value {
+        HeaderValue::Address(Address::Group(_)) => Some("its From is a group".to_string()),
+        HeaderValue::Address(Address::List(list)) if list.len() > 1 => {
+            Some(format!("its From names {} mailboxes", list.len()))
+        }
+        _ => None,
+    }
 }
 
 /// Flattens an address list or group into mailboxes, skipping entries

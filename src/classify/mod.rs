@@ -93,6 +93,10 @@ pub struct Parsed {
     pub references: Vec<String>,
     /// The first From mailbox; None when absent or without an address.
     pub from: Option<Mailbox>,
+    /// Why the From does not name exactly one sender (several From headers or mailboxes, a
+    /// group); None when it does. Nobody is answered on the strength of such a From.
+    #[serde(default)]
+    pub from_ambiguous: Option<String>,
     /// The Sender header (lists and delegates send on someone's behalf).
     pub sender: Option<Mailbox>,
     /// Where replies should go, when it differs from From.
@@ -242,6 +246,7 @@ fn assemble(mail: mime::Extracted, raw: &[u8], ctx: &Context<'_>) -> Parsed {
         in_reply_to: mail.in_reply_to,
         references: mail.references,
         from: mail.from,
+        from_ambiguous: mail.from_ambiguous,
         sender: mail.sender,
         reply_to: mail.reply_to,
         to: mail.to,

@@ -218,7 +218,7 @@ impl Processor {
         match parsed {
             Ok(prepared) => self.apply(tx, id, prepared, raw, log_only, internal_date.unwrap_or(now)).await,
             Err(e) => {
-                self.unparseable(tx, id, &e.to_string(), internal_date).await?;
+                self.unparseable(tx, id, raw, &e.to_string(), internal_date).await?;
                 Ok(Classification::Unparseable)
             }
         }
@@ -238,18 +238,67 @@ impl Processor {
         raw: &[u8],
         received: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Classification> {
-        let now = self.clock.now();
         let mb = |n: usize| format!("{:.1} MB", n as f64 / (1024.0 * 1024.0));
-        let (from, from_address) = raw_from(raw);
-        let from = from.unwrap_or_else(|| "(unknown)".into());
-        let subject =
-            crate::inbox::dedup::first_header(raw, "subject").map(|s| clean_line(&s)).unwrap_or_default();
         let why = format!(
             "too large to process: {} (the limit, imap.max_message_bytes, is {}); kept as received",
             mb(raw.len()),
             mb(self.config.imap.max_message_bytes)
         );
-        tracing::warn!("Message {id} from {from} is {why}");
+        self.not_logged(
+            tx,
+            id,
+            raw,
+            received,
+            &why,
+            "A message too large to log automatically",
+            "log it by forwarding the text without the large attachments",
+        )
+        .await?;
+        Ok(Classification::Unparseable)
+    }
+
+    /// A message that cannot be logged as a request (not an email at all, or no From
+    /// address gatehouse can read): kept raw and logged as unparseable, and the gatekeepers
+    /// told, so that an approach from a broken client or server is never given up unseen.
+    async fn unparseable(
+        &self,
+        tx: &mut dyn Tx,
+        id: i64,
+        raw: &[u8],
+        why: &str,
+        received: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<()> {
+        self.not_logged(
+            tx,
+            id,
+            raw,
+            received,
+            why,
+            "A message that could not be logged as a request",
+            "log it by forwarding it to the shared mailbox",
+        )
+        .await
+    }
+
+    /// Records message `id` as unparseable with `why`, and tells whoever gets alerts what
+    /// is known of it (From and Subject as a plain header scan finds them) and what to do.
+    #[allow(clippy::too_many_arguments)]
+    async fn not_logged(
+        &self,
+        tx: &mut dyn Tx,
+        id: i64,
+        raw: &[u8],
+        received: Option<DateTime<Utc>>,
+        why: &str,
+        headline: &str,
+        advice: &str,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let (from, from_address) = raw_from(raw);
+        let from = from.unwrap_or_else(|| "(unknown)".into());
+        let subject =
+            crate::inbox::dedup::first_header(raw, "subject").map(|s| clean_line(&s)).unwrap_or_default();
+        tracing::warn!("Message {id} from {from} is not logged as a request: {why}");
         let outcome = MessageOutcome {
             classification: Classification::Unparseable,
             received_at: received,
@@ -257,7 +306,7 @@ impl Processor {
             from_name: None,
             subject: Some(subject.clone()),
             attachments: None,
-            detail: Some(why.clone()),
+            detail: Some(why.to_string()),
             request_id: None,
         };
         let draft = crate::outbox::Draft {
@@ -265,9 +314,9 @@ impl Processor {
             request_id: None,
             to: crate::outbox::to_each(&self.config.alert_recipients()),
             reply_to: None,
-            subject: format!("A message too large to log automatically: {subject}"),
+            subject: format!("{headline}: {subject}"),
             text: format!(
-                "A message arrived in the shared mailbox that gatehouse did not process because it is {why}.\n\nFrom:    {from}\nSubject: {subject}\n\nIt is still in the shared mailbox. Please read it there and, if it is an approach, log it by forwarding the text without the large attachments.\n"
+                "A message arrived in the shared mailbox that gatehouse did not log as a request: {why}.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\n\nNobody has been answered. It is still in the shared mailbox. Please read it there and, if it is an approach, {advice}.\n"
             ),
             html: None,
             in_reply_to: None,
@@ -278,28 +327,7 @@ impl Processor {
         let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
         tx.finish_message(id, &outcome, now).await?;
         tx.enqueue(&mail, now).await?;
-        Ok(Classification::Unparseable)
-    }
-
-    async fn unparseable(
-        &self,
-        tx: &mut dyn Tx,
-        id: i64,
-        why: &str,
-        received: Option<DateTime<Utc>>,
-    ) -> anyhow::Result<()> {
-        tracing::warn!("Message {id} could not be parsed ({why}); kept raw");
-        let outcome = MessageOutcome {
-            classification: Classification::Unparseable,
-            received_at: received,
-            from_address: None,
-            from_name: None,
-            subject: None,
-            attachments: None,
-            detail: Some(why.to_string()),
-            request_id: None,
-        };
-        tx.finish_message(id, &outcome, self.clock.now()).await
+        Ok(())
     }
 
     async fn apply(
@@ -353,9 +381,9 @@ impl Processor {
         }
 
         let Some(from) = from else {
-            outcome.classification = Classification::Unparseable;
-            outcome.detail = Some("no usable From address".into());
-            tx.finish_message(id, &outcome, now).await?;
+            // Found by an attack: a From written as an encoded word (a broken web form), or
+            // none at all, was logged here and never shown to anyone.
+            self.unparseable(tx, id, raw, "no usable From address", Some(received_at)).await?;
             return Ok(Classification::Unparseable);
         };
 
@@ -493,10 +521,12 @@ impl Processor {
             return Ok(classification);
         }
 
-        // A forward makes the original sender the requester and the forwarder `via`.
+        // A forward makes the original sender the requester and the forwarder `via`; not when
+        // the From names several senders, one of which may be a member.
         let forwarded = parsed
             .forwarded
             .as_ref()
+            .filter(|_| parsed.from_ambiguous.is_none())
             .and_then(|f| EmailAddress::parse(&f.from.address).ok().map(|a| (f, a)))
             .filter(|(_, original)| *original != from);
         let (requester, requester_name, via, subject, body, classification) = match &forwarded {
@@ -693,8 +723,14 @@ impl Processor {
         via: Option<&EmailAddress>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<String>> {
-        let mut allowance = Allowance::per_message();
         let mut warnings = Vec::new();
+        if let Some(why) = &parsed.from_ambiguous {
+            let why = format!("{why}, so gatehouse cannot tell who sent it: nobody was answered");
+            warnings.push(format!("Not answered: {why}."));
+            tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
+            return Ok(warnings);
+        }
+        let mut allowance = Allowance::per_message();
         let mut acknowledged = false;
         let cleared = match via {
             Some(v) if !self.recipients.stands_behind_requester(Some(v)) => Err(format!(

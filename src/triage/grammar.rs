@@ -1,7 +1,8 @@
 //! The gatekeeper's one-line commands (PRODUCT.md, "Triage by email").
 //!
 //! A command is a line of its own in the new text of a reply (the quoted history already
-//! removed); case does not matter, and a leading `#`, `/`, `-`, `*` or `•` is allowed.
+//! removed); case does not matter, and a list marker before it is allowed (`#`, `/`, `-`,
+//! `*`, `•`, Outlook's `·`, `o` and `§` bullets, `1.`), as is any kind of space before its colon.
 //! Commands usually come first, but a command line ANYWHERE in the new text is a command:
 //! a `note:` or `priority` written below the message for the requester is taken as such and
 //! never reaches the requester. Every other line is the message for the requester.
@@ -230,9 +231,12 @@ fn command_word(line: &str) -> Option<(&'static str, &str)> {
         ("duplicate", "duplicate"),
         ("priority", "priority"),
         ("note", "note"),
+        ("notes", "note"),
     ];
     let split = line.find([':', ' ', '\t']).unwrap_or(line.len());
     let (word, rest) = line.split_at(split);
+    // Emphasis as plain text writes it: `*Note*:`, `_note_:`.
+    let word = word.trim_matches(['*', '_']);
     if word.eq_ignore_ascii_case("more") {
         let after = rest.trim_start_matches([' ', '\t']);
         let work = after.get(..4).filter(|w| w.eq_ignore_ascii_case("work"))?;
@@ -250,15 +254,50 @@ fn is_date(s: &str) -> bool {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
 }
 
-/// Strips what mail clients and people put around a command: quoting, bullets, `#`, `/`,
-/// non-breaking spaces.
+/// Single characters written before a command as a list marker: `#`, `/` and the bullets
+/// and dashes clients draw, Outlook's among them (its HTML lists carry a Symbol-font `·`,
+/// Courier `o` and Wingdings `§`, and its plain text the private-use forms of those glyphs).
+const MARKERS: &[char] = &[
+    '#', '/', '*', '-', '•', '·', '‣', '◦', '⁃', '∙', '▪', '▫', '■', '□', '●', '○', '◆', '➢', '→', '–', '—',
+    '\u{F0B7}', '\u{F0A7}', '\u{F076}', '\u{F0D8}', '\u{F0FC}',
+];
+
+/// Strips what mail clients and people put around a command: list markers ([`MARKERS`],
+/// Outlook's `o` and `§` sub-bullets, `1.`, `a)`), and white space of every kind (the
+/// no-break or narrow no-break space French puts before a colon, tabs after a bullet);
+/// zero-width characters go and a full-width colon counts as one. Found by an attack: each
+/// of these made a `note:` line text, which went to the requester.
 fn clean_line(line: &str) -> String {
-    let line = line.replace('\u{a0}', " ");
-    line.trim()
-        .trim_start_matches(['#', '/', '*', '-', '•'])
-        .trim_start_matches(['#', '/'])
-        .trim()
-        .to_string()
+    let line: String = line
+        .chars()
+        .filter_map(|c| match c {
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' => None,
+            '\u{FF1A}' => Some(':'),
+            c if c.is_whitespace() => Some(' '),
+            c => Some(c),
+        })
+        .collect();
+    let mut rest = line.trim();
+    loop {
+        let stripped = rest.trim_start_matches(MARKERS).trim_start();
+        let stripped = list_label(stripped).unwrap_or(stripped);
+        if stripped.len() == rest.len() {
+            return rest.to_string();
+        }
+        rest = stripped;
+    }
+}
+
+/// What follows a list label that is a word of its own: Outlook's `o` or `§` sub-bullet, or
+/// an enumerator of up to two digits or one letter with `.` or `)` (`1.`, `12)`, `a.`).
+fn list_label(line: &str) -> Option<&str> {
+    let (label, rest) = line.split_once(' ')?;
+    let enumerator = label.strip_suffix(['.', ')']).is_some_and(|n| {
+        let number = (1..=2).contains(&n.len()) && n.chars().all(|c| c.is_ascii_digit());
+        let letter = n.len() == 1 && n.chars().all(|c| c.is_ascii_alphabetic());
+        number || letter
+    });
+    (label == "o" || label == "§" || enumerator).then(|| rest.trim_start())
 }
 
 fn parse_line(line: &str) -> Result<Option<Line>, TriageError> {
@@ -266,7 +305,7 @@ fn parse_line(line: &str) -> Result<Option<Line>, TriageError> {
     let Some((word, rest)) = command_word(&line) else {
         return Ok(None);
     };
-    let arg = rest.trim_start_matches([':', ' ', '\t']).trim();
+    let arg = rest.trim_start_matches([':', ' ', '\t', '*', '_']).trim();
     let arg = (!arg.is_empty()).then(|| arg.to_string());
     let needs = |what: &str| TriageError(format!("{word} needs {what}, e.g. \"{word}: …\""));
     let parsed = match word {
@@ -395,6 +434,36 @@ mod tests {
         let r = ok("Thanks.\nMeeting 2026-12-03");
         assert_eq!(r.decision, Some(Command::Meeting(NaiveDate::from_ymd_opt(2026, 12, 3))));
         assert_eq!(r.message, "Thanks.");
+    }
+
+    #[test]
+    fn notes_in_lists_emphasis_and_foreign_spacing_stay_internal() {
+        // Found by an attack: each of these `note` lines was text, and went to the requester.
+        for line in [
+            "\u{b7}        Note: told the LMC chair", // Outlook's HTML list, made text
+            "\u{F0B7}\tnote: told the LMC chair",     // Outlook's plain text list
+            "o   note: told the LMC chair",           // Outlook's second level
+            "\u{a7}  note: told the LMC chair",       // Outlook's third level
+            "1.  note: told the LMC chair",
+            "b) note: told the LMC chair",
+            "\u{2013} note: told the LMC chair",
+            "Note\u{202f}: told the LMC chair", // French typography's narrow no-break space
+            "Note\u{2009}: told the LMC chair",
+            "*Note*: told the LMC chair", // bold, as plain text writes it
+            "_note_: told the LMC chair",
+            "Notes: told the LMC chair",
+            "\u{200b}note: told the LMC chair",
+            "note\u{ff1a} told the LMC chair",
+        ] {
+            let r = ok(&format!("decline: not GP work\nSorry, this belongs to the trust.\n{line}\nJane"));
+            assert_eq!(r.notes, ["told the LMC chair"], "{line:?}");
+            assert_eq!(r.message, "Sorry, this belongs to the trust.\nJane", "{line:?}");
+        }
+        // Ordinary text that merely starts like a list item stays text.
+        let text = "paper\no dear, not this one.\n1. Paper copies will follow.\nA. N. Other";
+        let r = ok(text);
+        assert!(r.notes.is_empty(), "{r:?}");
+        assert_eq!(r.message, text.split_once('\n').unwrap().1);
     }
 
     #[test]

@@ -12,16 +12,16 @@ use serde_json::Value;
 use crate::helpers::{Options, TestApp, header, rand_suffix, readable, wait_until};
 
 /// An approach, its notification and the facts a reply needs.
-struct Approach {
-    requester: String,
-    reference: String,
-    notification: Vec<u8>,
-    reply_to: String,
-    subject: String,
-    notification_id: String,
+pub(crate) struct Approach {
+    pub(crate) requester: String,
+    pub(crate) reference: String,
+    pub(crate) notification: Vec<u8>,
+    pub(crate) reply_to: String,
+    pub(crate) subject: String,
+    pub(crate) notification_id: String,
 }
 
-async fn approach(app: &TestApp, subject: &str) -> Approach {
+pub(crate) async fn approach(app: &TestApp, subject: &str) -> Approach {
     approach_from(app, "icb.test", subject).await
 }
 
@@ -57,7 +57,7 @@ async fn approach_from(app: &TestApp, domain: &str, subject: &str) -> Approach {
     }
 }
 
-fn notification_text(n: &[u8]) -> String {
+pub(crate) fn notification_text(n: &[u8]) -> String {
     // The plain part, as clients quote it.
     // Maildir keeps LF line ends; the part is quoted-printable.
     let text = String::from_utf8_lossy(n).replace("\r\n", "\n");
@@ -132,16 +132,16 @@ fn thunderbird_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn send(app: &TestApp, from: &str, raw: &[u8]) {
+pub(crate) async fn send(app: &TestApp, from: &str, raw: &[u8]) {
     app.stack.send_raw(from, &[&app.shared], raw).await;
 }
 
-async fn request(app: &TestApp, reference: &str) -> Value {
+pub(crate) async fn request(app: &TestApp, reference: &str) -> Value {
     app.cli_json(&["requests", "show", reference, "--format", "json"])
 }
 
 /// Waits until the message with this classification count appears.
-async fn wait_for_class(app: &TestApp, class: &str, n: usize) {
+pub(crate) async fn wait_for_class(app: &TestApp, class: &str, n: usize) {
     let store = app.store.clone();
     let class = class.to_string();
     wait_until(&format!("{n} {class} message(s)"), || {
@@ -425,7 +425,7 @@ fn unprefixed_reply(from: &str, a: &Approach, commands: &str, header: &str) -> V
     .into_bytes()
 }
 
-fn token(a: &Approach) -> String {
+pub(crate) fn token(a: &Approach) -> String {
     a.reply_to.split('+').nth(1).unwrap().split('@').next().unwrap().to_string()
 }
 
