@@ -550,6 +550,16 @@ impl Processor {
                 Classification::New,
             ),
         };
+        // A member's forward speaks for its original sender only if the member really sent
+        // it: with `[triage] authserv_id` set, the receiving server must vouch for the From,
+        // as for a gatekeeper's decision, or anyone could forge a member's address to have
+        // gatehouse write to whomever the forward names.
+        let forward_doubt = match (&via, self.config.triage.authserv_id.as_deref()) {
+            (Some(v), Some(server)) if self.config.is_member(v) => {
+                crate::triage::auth::verdict(server, raw, v.domain()).refusal(server)
+            }
+            _ => None,
+        };
         let organisation = self.config.organisation_for(&requester).map(str::to_string);
         // Worked out while parsing, unless the forward turned out to be from the sender.
         let fingerprint = match &prepared.fingerprint {
@@ -652,6 +662,7 @@ impl Processor {
                     forwarded.as_ref().map(|(f, _)| *f),
                     &requester,
                     via.as_ref(),
+                    forward_doubt.as_deref(),
                     now,
                 )
                 .await?;
@@ -661,7 +672,7 @@ impl Processor {
                     from.as_str(),
                 ),
                 stranger: false,
-                unverified: !self.recipients.stands_behind_requester(via.as_ref()),
+                unverified: !self.recipients.stands_behind_requester(via.as_ref()) || forward_doubt.is_some(),
                 warnings,
             };
             let mail = self.replies.notification(
@@ -721,6 +732,7 @@ impl Processor {
         forwarded: Option<&classify::Forwarded>,
         requester: &EmailAddress,
         via: Option<&EmailAddress>,
+        forward_doubt: Option<&str>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<String>> {
         let mut warnings = Vec::new();
@@ -735,6 +747,10 @@ impl Processor {
         let cleared = match via {
             Some(v) if !self.recipients.stands_behind_requester(Some(v)) => Err(format!(
                 "forwarded by {v}, who is not in [members]: the original sender was not contacted"
+            )),
+            Some(v) if forward_doubt.is_some() => Err(format!(
+                "forwarded from {v}, a member's address, but {}: the original sender was not contacted",
+                forward_doubt.unwrap_or_default()
             )),
             Some(_) if !self.config.acknowledgements.acknowledge_forwarded => {
                 Err("forwarded approaches are not acknowledged (config)".to_string())

@@ -103,6 +103,45 @@ async fn a_member_s_forward_acknowledges_the_original_sender() {
 }
 
 #[tokio::test]
+async fn a_forged_member_address_does_not_vouch_for_a_forward_when_the_server_does_not() {
+    // Anyone can write a member's address in From; with authserv_id set, the receiving
+    // server must vouch for it before the forward's named sender is written to.
+    let users = stack().users(&[("pm", "nhs.test"), ("victim", "icb.test"), ("original", "icb.test")]);
+    let (member, victim, original) = (&users[0], &users[1], &users[2]);
+    let mut app = TestApp::new(Options {
+        extra: format!(
+            "[members]\naddresses = [\"{member}\"]\n[triage]\nauthserv_id = \"mx.gatehouse.test\"\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    app.start().await;
+
+    let forged = inline_forward(member, &app.shared, victim, &[], "Account closure");
+    app.stack.send_raw(member, &[&app.shared], forged.as_bytes()).await;
+    let note = readable(&app.stack.wait_for_mail(&app.gatekeeper, 1).await.remove(0));
+    assert!(note.contains("UNVERIFIED FORWARD"), "{note}");
+    let vouched = format!(
+        "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=nhs.test; dmarc=pass header.from=nhs.test\r\n{}",
+        inline_forward(member, &app.shared, original, &[], "Extended access rota")
+    );
+    app.stack.send_raw(member, &[&app.shared], vouched.as_bytes()).await;
+    let ack = app.stack.wait_for_mail(original, 1).await.remove(0);
+    assert_eq!(header(&ack, "X-Gatehouse").as_deref(), Some("acknowledgement"));
+
+    settle(&app).await;
+    assert!(app.stack.mailbox(victim).is_empty(), "a forged member's forward had its named sender mailed");
+    let requests = app.store.list_requests(&Default::default()).await.unwrap();
+    let forged = requests.iter().find(|r| r.requester == *victim).expect("the forged forward is logged");
+    let r = app.cli_json(&["requests", "show", &forged.reference, "--format", "json"]);
+    let why = event_details(&r, "not_acknowledged");
+    assert!(
+        why.iter().any(|w| w.contains("does not vouch") || w.contains("no Authentication-Results")),
+        "{why:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_forward_listing_dozens_of_addresses_mails_none_of_them() {
     let wanted: Vec<(String, String)> =
         (0..30).map(|i| (format!("listed{i}"), "trust.test".to_string())).collect();
