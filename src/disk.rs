@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::outbox::{Composer, Draft};
 use crate::store::SharedStore;
 
 /// The ballast's file name in the data directory.
@@ -283,19 +283,8 @@ impl Disk {
 
     /// Queues an alert and records the day it went, together.
     async fn send(&self, key: &str, today: &str, subject: String, text: String) -> anyhow::Result<()> {
-        let mail = Composer::new(self.config.clone()).compose(&Draft {
-            kind: "system_alert",
-            request_id: None,
-            to: crate::outbox::to_each(&self.config.alert_recipients()),
-            reply_to: None,
-            subject,
-            text,
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        })?;
+        let mail =
+            Composer::new(self.config.clone()).compose(&Draft::system_alert(&self.config, subject, text))?;
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         tx.enqueue(&mail, now).await?;

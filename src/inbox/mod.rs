@@ -220,22 +220,14 @@ impl Inbox {
             ),
             None => "Please check the mailbox password.".to_string(),
         };
-        let draft = crate::outbox::Draft {
-            kind: "system_alert",
-            request_id: None,
-            to: crate::outbox::to_each(&self.config.alert_recipients()),
-            reply_to: None,
-            subject: format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
-            text: format!(
+        let draft = crate::outbox::Draft::system_alert(
+            &self.config,
+            format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
+            format!(
                 "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\n{what_to_check}\n\nPlease ask whoever looks after gatehouse to fix it and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime.\n",
                 imap.username, imap.host, imap.port
             ),
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: crate::outbox::AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        };
+        );
         let result: anyhow::Result<()> = async {
             let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
             let mut tx = self.store.begin().await?;

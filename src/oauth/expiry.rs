@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::outbox::{Composer, Draft};
 use crate::store::SharedStore;
 
 /// A secret that is due a warning today.
@@ -76,28 +76,20 @@ pub async fn warn_once_a_day(
         } else {
             tracing::warn!("{what}: create a new secret before then and set secret_expires");
         }
-        let draft = Draft {
-            kind: "system_alert",
-            request_id: None,
-            to: crate::outbox::to_each(&config.alert_recipients()),
-            reply_to: None,
-            subject: if d.days_left < 0 {
+        let draft = Draft::system_alert(
+            config,
+            if d.days_left < 0 {
                 "gatehouse's access to the shared mailbox has expired".to_string()
             } else {
                 format!("gatehouse's access to the shared mailbox expires in {} day(s)", d.days_left.max(0))
             },
-            text: format!(
+            format!(
                 "{what}.\n\nWithout it gatehouse cannot read the shared mailbox {mailbox} or send mail, so approaches would go unlogged and unanswered.\n\nPlease ask whoever looks after gatehouse to:\n  1. In the Microsoft Entra admin centre, App registrations → {client} → Certificates & secrets: add a new client secret.\n  2. Put its Value where the config's client_secret_env / client_secret_file says, and set secret_expires = \"<the new expiry date>\" in [{section}].\n  3. Restart gatehouse and run `gatehouse check`.\n\nThis reminder comes once a day until then.\n",
                 mailbox = config.imap.username,
                 client = d.client_id,
                 section = d.section,
             ),
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        };
+        );
         let mail = Composer::new(config.clone()).compose(&draft)?;
         let mut tx = store.begin().await?;
         tx.enqueue(&mail, clock.now()).await?;

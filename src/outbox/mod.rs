@@ -58,6 +58,27 @@ pub struct Draft {
     pub attachments: Vec<crate::classify::AttachmentBody>,
 }
 
+impl Draft {
+    /// A technical alert (a message set aside, a refused login, an expiring secret, a full
+    /// disk, an email that cannot be delivered) to the gatekeepers and the operator: the one
+    /// shape every such alert takes.
+    pub fn system_alert(config: &Config, subject: String, text: String) -> Self {
+        Self {
+            kind: "system_alert",
+            request_id: None,
+            to: to_each(&config.alert_recipients()),
+            reply_to: None,
+            subject,
+            text,
+            html: None,
+            in_reply_to: None,
+            references: Vec::new(),
+            auto_submitted: AutoSubmitted::Generated,
+            attachments: Vec::new(),
+        }
+    }
+}
+
 /// Builds outgoing messages with gatehouse's From, headers and Message-IDs.
 #[derive(Debug, Clone)]
 pub struct Composer {

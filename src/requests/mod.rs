@@ -141,21 +141,13 @@ impl Processor {
         };
         let subject = subject.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "(no subject)".into());
         let from = from.unwrap_or_else(|| "(unknown)".into());
-        let draft = crate::outbox::Draft {
-            kind: "system_alert",
-            request_id: None,
-            to: crate::outbox::to_each(&self.config.alert_recipients()),
-            reply_to: None,
-            subject: format!("A message could not be processed and is set aside: {subject}"),
-            text: format!(
+        let draft = crate::outbox::Draft::system_alert(
+            &self.config,
+            format!("A message could not be processed and is set aside: {subject}"),
+            format!(
                 "gatehouse could not process a message that arrived in the shared mailbox, so it has set it aside (quarantined) and gone on with the mail after it. It has not been logged as a request, and its sender has not been answered.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\nWhy:     {why}\n\nIts exact bytes are kept in gatehouse's database, and it is still in the shared mailbox. Please read it there and, if it is an approach, log it by forwarding it to the shared mailbox.\n\nTo have gatehouse try it again (after an upgrade, say), whoever looks after gatehouse can run:\n\n    gatehouse messages retry {id}\n"
             ),
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: crate::outbox::AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        };
+        );
         tx.finish_message(id, &outcome, now).await?;
         // Setting the message aside must not fail with it: without the alert it is still
         // kept and listed as quarantined.
@@ -309,21 +301,13 @@ impl Processor {
             detail: Some(why.to_string()),
             request_id: None,
         };
-        let draft = crate::outbox::Draft {
-            kind: "system_alert",
-            request_id: None,
-            to: crate::outbox::to_each(&self.config.alert_recipients()),
-            reply_to: None,
-            subject: format!("{headline}: {subject}"),
-            text: format!(
+        let draft = crate::outbox::Draft::system_alert(
+            &self.config,
+            format!("{headline}: {subject}"),
+            format!(
                 "A message arrived in the shared mailbox that gatehouse did not log as a request: {why}.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\n\nNobody has been answered. It is still in the shared mailbox. Please read it there and, if it is an approach, {advice}.\n"
             ),
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: crate::outbox::AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        };
+        );
         let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
         tx.finish_message(id, &outcome, now).await?;
         tx.enqueue(&mail, now).await?;
