@@ -3,7 +3,9 @@
 //! tried: what it asserts is what must (and must not) arrive where.
 
 use crate::helpers::{TestApp, readable};
-use crate::triage::{Approach, approach, notification_text, request, send, token, wait_for_class};
+use crate::triage::{
+    Approach, approach, escaped_notification, quoted_notification, request, send, token, wait_for_class,
+};
 
 /// A reply as Outlook desktop (Word's editor) writes it: HTML only, each line a
 /// `MsoNormal` paragraph, a bulleted list as `MsoListParagraph` paragraphs whose bullet is a
@@ -20,10 +22,7 @@ fn outlook_desktop_reply(from: &str, a: &Approach, lines: &[&str], bullets: &[(&
             )
         })
         .collect();
-    let original = notification_text(&a.notification)
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('\n', "<br>\r\n");
+    let original = escaped_notification(a, "<br>\r\n");
     format!(
         "From: \"Doe, Jane\" <{from}>\r\nTo: \"GP Access\" <{to}>\r\nSubject: RE: {subject}\r\nThread-Topic: {subject}\r\nMessage-ID: <000001db{n}$AB12CD34@nhs.test>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nX-Mailer: Microsoft Outlook 16.0\r\nContent-Language: en-gb\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=\"utf-8\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<html xmlns:o=\"urn:schemas-microsoft-com:office:office\"><head><style><!-- p.MsoListParagraph {{margin-left:36.0pt}} --></style></head><body lang=EN-GB><div class=WordSection1>\r\n{paragraphs}{list}<p class=MsoNormal>Kind regards, Jane<o:p></o:p></p>\r\n<div style='border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm'><p class=MsoNormal><b>From:</b> GP Access &lt;{to}&gt; <br><b>Sent:</b> 23 November 2026 10:02<br><b>To:</b> Doe, Jane &lt;{from}&gt;<br><b>Subject:</b> {subject}<o:p></o:p></p></div>\r\n<p class=MsoNormal>{original}</p></div></body></html>\r\n",
         to = a.reply_to,
@@ -36,7 +35,7 @@ fn outlook_desktop_reply(from: &str, a: &Approach, lines: &[&str], bullets: &[(&
 
 /// A plain-text reply, "> " quoting below an "On … wrote:" line.
 fn plain_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
-    let quoted: String = notification_text(&a.notification).lines().map(|l| format!("> {l}\r\n")).collect();
+    let quoted = quoted_notification(a);
     format!(
         "From: Jeanne Martin <{from}>\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <{n}@nhs.test>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{commands}\r\n\r\nLe lun. 23 nov. 2026 à 10:02, GP Access <{to}> a écrit :\r\n{quoted}",
         to = a.reply_to,

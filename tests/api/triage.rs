@@ -57,6 +57,16 @@ async fn approach_from(app: &TestApp, domain: &str, subject: &str) -> Approach {
     }
 }
 
+/// The notification's text as a plain-text client quotes it: "> " before each line.
+pub(crate) fn quoted_notification(a: &Approach) -> String {
+    notification_text(&a.notification).lines().map(|l| format!("> {l}\r\n")).collect()
+}
+
+/// The notification's text as an HTML client quotes it: escaped, each line ending in `br`.
+pub(crate) fn escaped_notification(a: &Approach, br: &str) -> String {
+    notification_text(&a.notification).replace('&', "&amp;").replace('<', "&lt;").replace('\n', br)
+}
+
 pub(crate) fn notification_text(n: &[u8]) -> String {
     // The plain part, as clients quote it.
     // Maildir keeps LF line ends; the part is quoted-printable.
@@ -90,7 +100,7 @@ fn decode_qp(s: &str) -> String {
 
 /// A reply as Gmail writes it: plain text, commands on top, the notification quoted.
 fn gmail_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
-    let quoted: String = notification_text(&a.notification).lines().map(|l| format!("> {l}\r\n")).collect();
+    let quoted = quoted_notification(a);
     format!(
         "From: Jane Doe <{from}>\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <CAgmail{n}@mail.gmail.com>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{commands}\r\n\r\nOn Mon, 23 Nov 2026 at 10:02, Test GP Single Point of Access <{to}> wrote:\r\n{quoted}",
         to = a.reply_to,
@@ -106,8 +116,7 @@ fn gmail_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
 fn outlook_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
     let lines: String =
         commands.lines().map(|l| format!("<div class=\"elementToProof\">{l}</div>")).collect();
-    let original =
-        notification_text(&a.notification).replace('&', "&amp;").replace('<', "&lt;").replace('\n', "<br>");
+    let original = escaped_notification(a, "<br>");
     format!(
         "From: \"Doe Jane (NHS ENGLAND)\" <{from}>\r\nTo: \"GP Access\" <{to}>\r\nSubject: RE: {subject}\r\nThread-Topic: {subject}\r\nMessage-ID: <AM0PR01MB{n}@AM0PR01MB.eurprd01.prod.exchangelabs.com>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nContent-Language: en-GB\r\nX-MS-Has-Attach:\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=\"us-ascii\"\r\n\r\n<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=us-ascii\"></head><body><div dir=\"ltr\">{lines}<div><br></div></div><hr style=\"display:inline-block;width:98%\" tabindex=\"-1\"><div id=\"divRplyFwdMsg\" dir=\"ltr\"><font face=\"Calibri, sans-serif\" style=\"font-size:11pt\" color=\"#000000\"><b>From:</b> Test GP Single Point of Access &lt;{to}&gt;<br><b>Sent:</b> 23 November 2026 10:02<br><b>To:</b> Doe Jane &lt;{from}&gt;<br><b>Subject:</b> {subject}</font><div>&nbsp;</div></div><div>{original}</div></body></html>\r\n",
         to = a.reply_to,
@@ -120,7 +129,7 @@ fn outlook_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
 
 /// A reply as Thunderbird writes it: plain, "On … wrote:" then "> " quoting.
 fn thunderbird_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
-    let quoted: String = notification_text(&a.notification).lines().map(|l| format!("> {l}\r\n")).collect();
+    let quoted = quoted_notification(a);
     format!(
         "From: Jane Doe <{from}>\r\nTo: Test GP Single Point of Access <{to}>\r\nSubject: Re: {subject}\r\nMessage-ID: <{n}@nhs.test>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nUser-Agent: Mozilla Thunderbird\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\n\r\n{commands}\r\n\r\nOn 23/11/2026 10:02, Test GP Single Point of Access wrote:\r\n{quoted}",
         to = a.reply_to,
