@@ -474,7 +474,7 @@ impl Processor {
             if !log_only {
                 let mut view = request_view(&self.config, &RequestFields::from_row(&request), parsed);
                 view.message_count = request.message_count + 1;
-                let text = classify::strip_quoted(&parsed.body_text);
+                let text = classify::reply_text(&parsed.body_text, parsed.body_html.as_deref());
                 let about = Provenance { sender, stranger, ..Provenance::default() };
                 // A stranger's files are listed, not carried into the gatekeepers' inbox
                 // under the request's name.
@@ -544,6 +544,7 @@ impl Processor {
             }
             _ => None,
         };
+        let unverified = !self.recipients.stands_behind_requester(via.as_ref()) || forward_doubt.is_some();
         let organisation = self.config.organisation_for(&requester).map(str::to_string);
         // Worked out while parsing, unless the forward turned out to be from the sender.
         let fingerprint = match &prepared.fingerprint {
@@ -586,6 +587,7 @@ impl Processor {
                 probable_duplicate_of: probable.map(|c| c.id),
                 token: token.clone(),
                 answer: !log_only,
+                requester_unverified: unverified,
             })
             .await?;
         self.duplicates.remember(&token, &subject, fingerprint);
@@ -656,7 +658,7 @@ impl Processor {
                     from.as_str(),
                 ),
                 stranger: false,
-                unverified: !self.recipients.stands_behind_requester(via.as_ref()) || forward_doubt.is_some(),
+                unverified,
                 warnings,
             };
             let mail = self.replies.notification(

@@ -126,6 +126,9 @@ pub struct RequestRow {
     pub message_count: i64,
     pub token: String,
     pub answer: bool,
+    /// The intake could not stand behind the requester's address (an unverified forward):
+    /// only the forwarder may be written to about this request.
+    pub requester_unverified: bool,
 }
 
 /// One message taken from the inbox, as `gatehouse messages list` shows it.
@@ -247,6 +250,8 @@ pub struct NewRequest {
     pub probable_duplicate_of: Option<i64>,
     pub token: String,
     pub answer: bool,
+    /// See [`RequestRow::requester_unverified`].
+    pub requester_unverified: bool,
 }
 
 /// What a request is compared by for duplicate detection; never changes once written, so

@@ -402,7 +402,7 @@ const REQUEST_COLUMNS: &str = r#"
         AND m.classification IN ('new', 'forwarded', 'follow_up')) AS message_count,
     (SELECT group_concat(priority, ',') FROM
         (SELECT priority FROM request_priorities rp WHERE rp.request_id = r.id ORDER BY priority)) AS priorities,
-    r.token, r.answer
+    r.token, r.answer, r.requester_unverified
 "#;
 
 fn request_from_row(row: &Row<'_>) -> anyhow::Result<RequestRow> {
@@ -433,6 +433,7 @@ fn request_from_row(row: &Row<'_>) -> anyhow::Result<RequestRow> {
         message_count: row.get("message_count")?,
         token: row.get("token")?,
         answer: row.get::<_, i64>("answer")? != 0,
+        requester_unverified: row.get::<_, i64>("requester_unverified")? != 0,
     })
 }
 
@@ -1115,8 +1116,9 @@ impl Tx for SqliteTx {
             r#"
             INSERT INTO requests
                 (reference, ref_year, ref_seq, status, requester, requester_name, organisation, via,
-                 subject, body, received_at, probable_duplicate_of, token, answer, created_at, updated_at)
-            VALUES (?1, ?2, ?3, 'awaiting_triage', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+                 subject, body, received_at, probable_duplicate_of, token, answer, requester_unverified,
+                 created_at, updated_at)
+            VALUES (?1, ?2, ?3, 'awaiting_triage', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?15, ?14, ?14)
             RETURNING id
             "#,
             params![
@@ -1133,7 +1135,8 @@ impl Tx for SqliteTx {
                 r.probable_duplicate_of,
                 r.token,
                 r.answer,
-                now
+                now,
+                r.requester_unverified
             ],
             "Cannot create the request",
         )?;

@@ -328,13 +328,17 @@ impl Triage {
     ) -> anyhow::Result<Result<OutcomeMail, TriageError>> {
         let via = request.via.as_deref().and_then(|v| EmailAddress::parse(v).ok());
         let mut view = view_of(&self.config, request);
-        let (to, name) = if self.recipients.stands_behind_requester(via.as_ref()) {
-            (EmailAddress::parse(&request.requester).ok(), request.requester_name.clone())
-        } else {
-            // The forwarder is not the person the template would greet by name.
-            view.requester_name = None;
-            (via, None)
-        };
+        // The intake's judgment stands: a forward it could not verify (an outsider's, or a
+        // member's address the receiving server did not vouch for) named the requester, and
+        // only the forwarder may hear the outcome.
+        let (to, name) =
+            if !request.requester_unverified && self.recipients.stands_behind_requester(via.as_ref()) {
+                (EmailAddress::parse(&request.requester).ok(), request.requester_name.clone())
+            } else {
+                // The forwarder is not the person the template would greet by name.
+                view.requester_name = None;
+                (via, None)
+            };
         let Some(to) = to else {
             return Ok(Ok(OutcomeMail::NotSent(format!("{} is not an address", request.requester))));
         };
@@ -648,6 +652,7 @@ mod tests {
             message_count: 1,
             token: "00112233445566778899aabbccddeeff".into(),
             answer: true,
+            requester_unverified: false,
         };
         (Triage::new(config, templates), request)
     }

@@ -139,6 +139,18 @@ async fn a_forged_member_address_does_not_vouch_for_a_forward_when_the_server_do
         why.iter().any(|w| w.contains("does not vouch") || w.contains("no Authentication-Results")),
         "{why:?}"
     );
+
+    // A later decision keeps the intake's judgment: the outcome goes to the member's address
+    // the forward came from, never to the address the forged forward named.
+    let confirmations = app.stack.mailbox(member).len();
+    app.cli_ok(&["triage", &forged.reference, "decline", "not for general practice"]);
+    let outcome = app.stack.wait_for_mail(member, confirmations + 1).await.pop().unwrap();
+    assert_eq!(header(&outcome, "X-Gatehouse").as_deref(), Some("outcome"));
+    settle(&app).await;
+    assert!(
+        app.stack.mailbox(victim).is_empty(),
+        "a forged member's forward had its named sender sent the outcome"
+    );
 }
 
 #[tokio::test]
