@@ -57,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SummaryCommand,
     },
+    /// Preview or send a meeting's agenda.
+    Agenda {
+        #[command(subcommand)]
+        command: AgendaCommand,
+    },
     /// Decide on a request, exactly as a gatekeeper's emailed reply would (recorded as the operator).
     ///
     /// DECISION is one of meeting, paper, message, more-work, decline, redirect, duplicate.
@@ -131,6 +136,26 @@ pub enum SummaryCommand {
         #[arg(long, value_name = "YYYY-MM-DD")]
         week: Option<String>,
         /// Send even if this week's summary went already.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgendaCommand {
+    /// Print the meeting's agenda exactly as `agenda send` would send it now, without sending it.
+    Preview {
+        /// The meeting date (YYYY-MM-DD).
+        date: String,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+        format: SummaryFormat,
+    },
+    /// Send the meeting's agenda to the board now, with everything decided for it (once per
+    /// meeting unless --force; later changes go as agenda updates).
+    Send {
+        /// The meeting date (YYYY-MM-DD).
+        date: String,
+        /// Send even if this meeting's agenda went already.
         #[arg(long)]
         force: bool,
     },
@@ -254,6 +279,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { format } => status(&config, format).await,
         Command::Summary { command } => summary(&config, command).await,
+        Command::Agenda { command } => agenda(&config, command).await,
         Command::Triage { reference, decision, arg, message, priority, note } => {
             triage(&config, &reference, &decision, arg.as_deref(), message, priority, note).await
         }
@@ -661,6 +687,44 @@ async fn summary(config: &Config, command: SummaryCommand) -> anyhow::Result<Exi
                 );
             }
         },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn agenda(config: &Config, command: AgendaCommand) -> anyhow::Result<ExitCode> {
+    use crate::summary::Summaries;
+    use crate::summary::agenda::AgendaSent;
+    let date = |d: &str| -> anyhow::Result<chrono::NaiveDate> {
+        chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+            .with_context(|| format!("{d:?} is not a date: write YYYY-MM-DD"))
+    };
+    let templates = std::sync::Arc::new(crate::templates::Templates::load(config)?);
+    let store = open_migrated(config).await?;
+    let summaries = Summaries::new(
+        std::sync::Arc::new(config.clone()),
+        store,
+        std::sync::Arc::new(crate::clock::SystemClock),
+        templates,
+    );
+    match command {
+        AgendaCommand::Preview { date: d, format } => {
+            let text = summaries.render_agenda(date(&d)?, matches!(format, SummaryFormat::Html)).await?;
+            print!("{text}");
+        }
+        AgendaCommand::Send { date: d, force } => {
+            let date = date(&d)?;
+            match summaries.send_agenda_now(date, force).await? {
+                AgendaSent::Sent { items, to } => {
+                    println!(
+                        "agenda for the meeting on {date} ({items} item(s)) queued for {}",
+                        to.join(", ")
+                    );
+                }
+                AgendaSent::AlreadySent => println!(
+                    "the agenda for the meeting on {date} was already sent; nothing sent (changes since go as agenda updates; use --force to send it again)"
+                ),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

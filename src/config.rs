@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
@@ -192,6 +192,12 @@ pub struct BoardSettings {
 pub struct MeetingSettings {
     pub dates: Vec<NaiveDate>,
     pub agenda_days_before: u32,
+    /// When every meeting starts (local time), if known: agenda updates stop
+    /// [`crate::summary::agenda::LAST_CALL`] before it.
+    pub time: Option<NaiveTime>,
+    /// Whether an agenda with nothing on it is sent (off by default: it would only say
+    /// nothing has been decided yet).
+    pub send_empty_agenda: bool,
 }
 
 /// Everything gatehouse needs to run, checked.
@@ -335,7 +341,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("gatekeepers", &["addresses"]),
     ("operator", &["addresses"]),
     ("board", &["addresses", "summary_schedule", "share_notes", "share_addresses"]),
-    ("meetings", &["dates", "agenda_days_before"]),
+    ("meetings", &["dates", "agenda_days_before", "time", "send_empty_agenda"]),
     ("templates", &["dir"]),
     (
         "acknowledgements",
@@ -654,6 +660,9 @@ struct RawMeetings {
     dates: Vec<String>,
     #[serde(default = "default_agenda_days")]
     agenda_days_before: u32,
+    time: Option<String>,
+    #[serde(default)]
+    send_empty_agenda: bool,
 }
 
 fn default_agenda_days() -> u32 {
@@ -922,6 +931,16 @@ impl Config {
         }
         dates.sort();
         dates.dedup();
+        let meeting_time = match raw.meetings.time.as_deref().map(str::trim) {
+            None => None,
+            Some(t) => Some(NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| {
+                err(
+                    "meetings.time",
+                    format!("{t:?} is not a time of day"),
+                    "write the local time the meetings start as HH:MM, e.g. \"13:00\", or remove it",
+                )
+            })?),
+        };
 
         // [priorities] keys are typed by gatekeepers after `priority`.
         for key in raw.priorities.keys() {
@@ -1046,7 +1065,12 @@ impl Config {
                 share_notes: raw.board.share_notes,
                 share_addresses: raw.board.share_addresses,
             },
-            meetings: MeetingSettings { dates, agenda_days_before: raw.meetings.agenda_days_before },
+            meetings: MeetingSettings {
+                dates,
+                agenda_days_before: raw.meetings.agenda_days_before,
+                time: meeting_time,
+                send_empty_agenda: raw.meetings.send_empty_agenda,
+            },
             priorities: raw.priorities,
             organisations,
             templates_dir,
@@ -1710,6 +1734,14 @@ workforce = "Recruiting hard-to-find staff groups"
             ("<gp-access@nhs.net>\"", "<gp-access>\"", "smtp.from"),
             ("[meetings]\n", "[templates]\ndir = \"no-such-folder\"\n[meetings]\n", "templates.dir"),
             ("\"2026-12-03\"", "\"3 Dec 2026\"", "meetings.dates"),
+            ("agenda_days_before = 3", "agenda_days_before = 3\ntime = \"1pm\"", "meetings.time"),
+            ("agenda_days_before = 3", "agenda_days_before = 3\ntime = \"25:00\"", "meetings.time"),
+            (
+                "agenda_days_before = 3",
+                "agenda_days_before = 3\nsend_empty_agenda = \"no\"",
+                "meetings.send_empty_agenda",
+            ),
+            ("agenda_days_before = 3", "agenda_days_before = 3\nsend_empty = true", "meetings.send_empty"),
             ("port = 993", "port = \"nine\"", "imap.port"),
             ("name = \"Anytown General Practice Leadership Group\"\n", "", "service.name"),
             ("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "", "imap.password_env"),

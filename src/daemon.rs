@@ -15,6 +15,7 @@ use crate::inbox::{ImapState, Inbox};
 use crate::outbox::Sender;
 use crate::requests::Processor;
 use crate::store::{self, SharedStore};
+use crate::summary::agenda::AgendaMail;
 use crate::summary::{Sent, Summaries};
 use crate::templates::Templates;
 use crate::triage::reminders::Reminders;
@@ -165,9 +166,16 @@ impl App {
                     Err(e) => tracing::error!("Cannot send the weekly summary: {e:#}"),
                 }
                 match s.run_agendas().await {
-                    Ok(dates) => {
-                        for d in dates {
-                            tracing::info!("Agenda for the meeting on {d} sent to the board");
+                    Ok(mailings) => {
+                        for m in mailings {
+                            match m {
+                                AgendaMail::Agenda(d) => {
+                                    tracing::info!("Agenda for the meeting on {d} sent to the board")
+                                }
+                                AgendaMail::Update(d) => {
+                                    tracing::info!("Agenda update for the meeting on {d} sent to the board")
+                                }
+                            }
                         }
                     }
                     Err(e) => tracing::error!("Cannot send a meeting agenda: {e:#}"),

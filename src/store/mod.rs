@@ -404,6 +404,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn last_covered(&self, kind: &str) -> anyhow::Result<Option<DateTime<Utc>>>;
     /// Whether a once-only mailing (`kind`, `period`) went already.
     async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool>;
+    /// What the board has been told is on the agenda for `date`: `None` until that agenda
+    /// has gone, then the requests it and any updates listed (as they are now, perhaps
+    /// decided otherwise since), in the order they were told.
+    async fn agenda_told(&self, date: NaiveDate) -> anyhow::Result<Option<Vec<RequestRow>>>;
 
     async fn set_daemon_status(
         &self,
@@ -549,6 +553,20 @@ pub trait Tx: Send {
         outbox_id: Option<i64>,
         at: DateTime<Utc>,
     ) -> anyhow::Result<bool>;
+    /// As [`Store::agenda_told`], as this transaction sees it: the request ids only.
+    async fn agenda_told_ids(&mut self, date: NaiveDate) -> anyhow::Result<Option<Vec<i64>>>;
+    /// Records what the board has just been told about the agenda for `date` (the agenda or
+    /// an update, outbox entry `outbox_id`): the `on` requests are on it, the `off` ones no
+    /// longer. Written with the outbox entry, so the next update is the difference from
+    /// exactly what went.
+    async fn record_agenda_told(
+        &mut self,
+        date: NaiveDate,
+        on: &[i64],
+        off: &[i64],
+        outbox_id: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
 }
 

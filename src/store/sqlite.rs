@@ -864,6 +864,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn agenda_told(&self, date: NaiveDate) -> anyhow::Result<Option<Vec<RequestRow>>> {
+        let date = date.format("%Y-%m-%d").to_string();
+        self.read(move |c| {
+            if !reads::agenda_sent(c, &date)? {
+                return Ok(None);
+            }
+            let sql = format!(
+                "SELECT {REQUEST_COLUMNS} FROM agenda_told t JOIN requests r ON r.id = t.request_id
+                 WHERE t.meeting_date = ?1
+                 ORDER BY t.told_at, r.decided_at, r.id"
+            );
+            all(c, &sql, [&date], request_from_row, "Cannot read what the board was told").map(Some)
+        })
+        .await
+    }
+
     async fn set_daemon_status(
         &self,
         imap: &str,
@@ -1417,6 +1433,53 @@ impl Tx for SqliteTx {
         Ok(inserted == 1)
     }
 
+    async fn agenda_told_ids(&mut self, date: NaiveDate) -> anyhow::Result<Option<Vec<i64>>> {
+        let date = date.format("%Y-%m-%d").to_string();
+        if !reads::agenda_sent(&self.conn, &date)? {
+            return Ok(None);
+        }
+        all(
+            &self.conn,
+            "SELECT request_id FROM agenda_told WHERE meeting_date = ?1 ORDER BY told_at, request_id",
+            [&date],
+            |r| Ok(r.get(0)?),
+            "Cannot read what the board was told",
+        )
+        .map(Some)
+    }
+
+    async fn record_agenda_told(
+        &mut self,
+        date: NaiveDate,
+        on: &[i64],
+        off: &[i64],
+        outbox_id: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let date = date.format("%Y-%m-%d").to_string();
+        for id in on {
+            exec(
+                &self.conn,
+                r#"
+                INSERT INTO agenda_told (meeting_date, request_id, outbox_id, told_at)
+                VALUES (?1, ?2, ?3, ?4)
+                ON CONFLICT (meeting_date, request_id) DO NOTHING
+                "#,
+                params![date, id, outbox_id, to_millis(at)],
+                "Cannot record what the board was told",
+            )?;
+        }
+        for id in off {
+            exec(
+                &self.conn,
+                "DELETE FROM agenda_told WHERE meeting_date = ?1 AND request_id = ?2",
+                params![date, id],
+                "Cannot record what the board was told",
+            )?;
+        }
+        Ok(())
+    }
+
     async fn find_request(&mut self, reference: &str) -> anyhow::Result<Option<RequestRow>> {
         reads::find_request(&self.conn, reference)
     }
@@ -1492,6 +1555,17 @@ impl Tx for SqliteTx {
 /// a moment earlier).
 mod reads {
     use super::*;
+
+    /// Whether the agenda for the meeting on `date` (YYYY-MM-DD) has gone.
+    pub(super) fn agenda_sent(conn: &Connection, date: &str) -> anyhow::Result<bool> {
+        let n: i64 = scalar(
+            conn,
+            "SELECT COUNT(*) FROM summaries WHERE kind = 'agenda' AND period = ?1",
+            [date],
+            "Cannot read the summaries",
+        )?;
+        Ok(n > 0)
+    }
 
     pub(super) fn find_request(conn: &Connection, reference: &str) -> anyhow::Result<Option<RequestRow>> {
         let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests r WHERE r.reference = ?1");

@@ -6,12 +6,15 @@
 //! the outbox, so a restart cannot send it twice and `--force` is the only way to repeat
 //! one. A schedule missed while the daemon was down is caught up once, covering the whole
 //! gap since the last summary.
+//!
+//! Meetings' agendas and the updates after them are in [`agenda`].
+
+pub mod agenda;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use chrono::{DateTime, Datelike as _, Duration, NaiveDate, TimeZone as _, Timelike as _, Utc};
+use chrono::{DateTime, Datelike as _, Duration, NaiveDate, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
@@ -395,24 +398,17 @@ impl Summaries {
         let context = self.gather(period).await?;
         let text = self.templates.render("summary.txt", &context)?;
         let html = self.templates.render("summary.html", &context)?;
-        let to: Vec<String> = self.config.board.addresses.iter().map(ToString::to_string).collect();
+        let to = self.board_addresses();
         anyhow::ensure!(!to.is_empty(), "[board].addresses is empty: nobody to send the summary to");
-        let mail = self.composer.compose(&Draft {
-            kind: "summary",
-            request_id: None,
-            to: to.iter().map(|a| (None, a.clone())).collect(),
-            reply_to: None,
-            subject: format!(
+        let mail = self.composer.compose(&self.board_draft(
+            "summary",
+            format!(
                 "{}: weekly summary, {} new, {} decided, {} waiting",
                 self.config.service.name, context.new_count, context.decided_count, context.awaiting_count
             ),
             text,
-            html: Some(html),
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        })?;
+            html,
+        ))?;
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let outbox_id = tx.enqueue(&mail, now).await?;
@@ -452,69 +448,26 @@ impl Summaries {
         Ok(Some(self.send(&period, false).await?))
     }
 
-    /// Sends each meeting's agenda `agenda_days_before` days before it, once, from 08:00
-    /// local on that day (or at the next start, up to the meeting itself).
-    pub async fn run_agendas(&self) -> anyhow::Result<Vec<NaiveDate>> {
-        let now = self.clock.now();
-        let local = now.with_timezone(&self.tz());
-        let today = local.date_naive();
-        let mut sent = Vec::new();
-        for date in &self.config.meetings.dates {
-            let send_on = *date - Duration::days(i64::from(self.config.meetings.agenda_days_before));
-            let due = today > send_on || (today == send_on && local.hour() >= 8);
-            if !due || *date < today {
-                continue;
-            }
-            let period = date.format("%Y-%m-%d").to_string();
-            if self.store.summary_sent("agenda", &period).await? {
-                continue;
-            }
-            self.send_agenda(*date).await?;
-            sent.push(*date);
-        }
-        Ok(sent)
+    /// The board's addresses, as mailings to it are sent.
+    fn board_addresses(&self) -> Vec<String> {
+        self.config.board.addresses.iter().map(ToString::to_string).collect()
     }
 
-    async fn send_agenda(&self, date: NaiveDate) -> anyhow::Result<()> {
-        let now = self.clock.now();
-        let rows = self.store.agenda_for(date).await?;
-        let refs: Vec<&RequestRow> = rows.iter().collect();
-        let notes = self.notes(&refs).await?;
-        let context = AgendaContext {
-            service: service_view(&self.config, now.with_timezone(&self.tz()).date_naive()),
-            meeting: Meeting {
-                date: long_date(date),
-                items: rows.iter().map(|r| self.item(r, now, &notes)).collect(),
-            },
-        };
-        let mail = self.composer.compose(&Draft {
-            kind: "agenda",
+    /// A mailing to the board (summary, agenda, agenda update): the one shape they take.
+    fn board_draft(&self, kind: &'static str, subject: String, text: String, html: String) -> Draft {
+        Draft {
+            kind,
             request_id: None,
-            to: self.config.board.addresses.iter().map(|a| (None, a.to_string())).collect(),
+            to: self.board_addresses().into_iter().map(|a| (None, a)).collect(),
             reply_to: None,
-            subject: format!(
-                "{}: agenda items for the meeting on {} ({})",
-                self.config.service.name,
-                long_date(date),
-                rows.len()
-            ),
-            text: self.templates.render("agenda.txt", &context)?,
-            html: Some(self.templates.render("agenda.html", &context)?),
+            subject,
+            text,
+            html: Some(html),
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Generated,
             attachments: Vec::new(),
-        })?;
-        let mut tx = self.store.begin().await?;
-        let outbox_id = tx.enqueue(&mail, now).await?;
-        let day = local_midnight(date, self.tz());
-        if tx
-            .record_summary("agenda", &date.format("%Y-%m-%d").to_string(), (day, day), Some(outbox_id), now)
-            .await?
-        {
-            tx.commit().await.context("Cannot record the agenda")?;
         }
-        Ok(())
     }
 }
 

@@ -37,6 +37,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("summary.html", include_str!("builtin/summary.html")),
     ("agenda.txt", include_str!("builtin/agenda.txt")),
     ("agenda.html", include_str!("builtin/agenda.html")),
+    ("agenda_update.txt", include_str!("builtin/agenda_update.txt")),
+    ("agenda_update.html", include_str!("builtin/agenda_update.html")),
 ];
 
 #[derive(Debug)]
@@ -182,6 +184,24 @@ pub struct TriageConfirmationContext {
     pub summary: String,
     pub actor: String,
     pub requester_told: bool,
+    /// For a `meeting` decision: what the board has been told of it.
+    pub board: Option<BoardView>,
+}
+
+/// What the board has been told of a request decided `meeting` (see
+/// [`crate::summary::agenda::board_notice`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct BoardView {
+    /// `agenda` (the board has it on the agenda), `update` (the agenda has gone: an agenda
+    /// update tells the board), `pending` (it will be on the agenda, which has not gone),
+    /// `too_late` (too late for the agenda: raise it at the meeting) or `unscheduled` (the
+    /// date is not an upcoming one in `[meetings] dates`: no agenda goes for it).
+    pub told: String,
+    /// "Thursday 3 December 2026".
+    pub meeting: String,
+    /// When the agenda goes, for `pending`: "on Monday 30 November 2026 at 08:00" or
+    /// "shortly".
+    pub agenda_goes: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -351,6 +371,11 @@ impl Templates {
                     summary: "decided: paper".into(),
                     actor: "jane@example.org".into(),
                     requester_told: true,
+                    board: Some(BoardView {
+                        told: "pending".into(),
+                        meeting: "Thursday 3 December 2026".into(),
+                        agenda_goes: "on Monday 30 November 2026 at 08:00".into(),
+                    }),
                 },
             ),
         ));
@@ -400,6 +425,11 @@ impl Templates {
                 .unwrap_or(crate::summary::Meeting { date: String::new(), items: Vec::new() }),
         };
         checks.push(("agenda", self.render_pair("agenda", &agenda)));
+        let item = agenda.meeting.items.first().cloned();
+        if let Some(item) = item {
+            let update = crate::summary::agenda::sample_update_context(agenda.service.clone(), item);
+            checks.push(("agenda_update", self.render_pair("agenda_update", &update)));
+        }
         for (name, result) in checks {
             if let Err(e) = result {
                 return Err(template_error(config, name, config.templates_dir.as_deref(), &format!("{e:#}")));

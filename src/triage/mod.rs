@@ -30,8 +30,8 @@ use crate::outbox::{AutoSubmitted, Composer, Draft};
 use crate::requests::replies::reply_subject;
 use crate::store::{RequestRow, Tx};
 use crate::templates::{
-    EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates, TriageConfirmationContext,
-    TriageErrorContext, long_date, service_view,
+    BoardView, EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates,
+    TriageConfirmationContext, TriageErrorContext, long_date, service_view,
 };
 use grammar::{Command, Reply, TriageError};
 
@@ -258,6 +258,7 @@ impl Triage {
         let who = actor.name();
         let mut summary = Vec::new();
         let mut requester_told = false;
+        let mut board = None;
         if let Some(command) = &reply.decision {
             let decision = command.decision();
             let detail = command.detail();
@@ -277,6 +278,10 @@ impl Triage {
             };
             tx.add_event(request.id, now, &who, "decision", Some(&event)).await?;
             summary.push(format!("decided: {what}"));
+            if let (Decision::Meeting, Some(date)) = (decision, meeting_date) {
+                let told = tx.agenda_told_ids(date).await?.map(|ids| ids.contains(&request.id));
+                board = Some(crate::summary::agenda::board_notice(&self.config, date, told, now));
+            }
             match outcome {
                 Some(OutcomeMail::Send { mail, to }) => {
                     tx.enqueue(&mail, now).await?;
@@ -307,7 +312,7 @@ impl Triage {
             summary.push("note added".into());
         }
         let summary = summary.join("; ");
-        let confirmation = self.confirmation(request, &summary, actor, requester_told, now)?;
+        let confirmation = self.confirmation(request, &summary, actor, requester_told, board, now)?;
         tx.enqueue(&confirmation, now).await?;
         Ok(Ok(summary))
     }
@@ -393,13 +398,15 @@ impl Triage {
     }
 
     /// The one-line confirmation: to the deciding gatekeeper with the other copied, or to
-    /// both when the operator decided.
+    /// both when the operator decided. For a `meeting` decision it says what the board has
+    /// been told (`board`).
     fn confirmation(
         &self,
         request: &RequestRow,
         summary: &str,
         actor: &Actor,
         requester_told: bool,
+        board: Option<BoardView>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<crate::store::NewOutgoing> {
         let context = TriageConfirmationContext {
@@ -411,6 +418,7 @@ impl Triage {
             summary: summary.to_string(),
             actor: actor.name(),
             requester_told,
+            board,
         };
         let mut to: Vec<(Option<String>, String)> = Vec::new();
         if let Actor::Gatekeeper(g) = actor {

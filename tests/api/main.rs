@@ -2,6 +2,7 @@
 //! (`deploy/local/mailstack`, Dovecot + Postfix on loopback) and a fresh SQLite database per
 //! test. `helpers` starts the stack once and gives each test its own mail users.
 
+mod agenda;
 mod attack;
 mod bench;
 mod classify;
