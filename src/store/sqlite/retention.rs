@@ -475,8 +475,12 @@ pub(super) fn reclaim(conn: &Connection, path: &Path) -> anyhow::Result<Reclaime
         while rows.next().context("Cannot reclaim space")?.is_some() {}
         "incremental"
     } else if free as f64 >= pages as f64 * VACUUM_FREE_SHARE {
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
-            .context("Cannot rebuild the database (VACUUM)")?;
+        // The rebuild's transient copy goes to a file: the writer keeps temporary tables in
+        // memory, which for VACUUM would mean a second whole database in RAM.
+        let rebuilt =
+            conn.execute_batch("PRAGMA temp_store = FILE; PRAGMA auto_vacuum = INCREMENTAL; VACUUM;");
+        conn.execute_batch("PRAGMA temp_store = MEMORY;").context("Cannot reset temp_store")?;
+        rebuilt.context("Cannot rebuild the database (VACUUM)")?;
         "vacuum"
     } else {
         "none"
