@@ -40,13 +40,15 @@ fn raw_due() -> String {
 }
 
 /// An outbox entry `o` whose bytes may go (?2: the sent-mail cutoff): finished with (sent,
-/// bounced, given up or cancelled), bytes still held, and either old or about a request due
-/// for anonymisation. Mail not yet sent never is.
+/// bounced, given up or cancelled), bytes still held, and either old or about a request
+/// anonymised or due to be (an email being sent when its request was erased has its bytes
+/// removed by the next purge). Mail not yet sent never is.
 fn sent_due() -> String {
     format!(
         "o.status IN ('sent', 'bounced', 'failed', 'cancelled') AND length(o.raw) > 0 AND (
             o.created_at < ?2
-            OR EXISTS (SELECT 1 FROM requests r WHERE r.id = o.request_id AND {CLOSED_DUE}))"
+            OR EXISTS (SELECT 1 FROM requests r WHERE r.id = o.request_id
+                       AND (r.anonymised_at IS NOT NULL OR ({CLOSED_DUE}))))"
     )
 }
 
