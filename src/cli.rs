@@ -4,6 +4,8 @@
 //! Output formats are part of the interface contract (PRODUCT.md): JSON is one array of
 //! every matching row, addresses bare and lower-case, absent values `null`, times RFC 3339.
 
+mod housekeeping;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +88,34 @@ pub enum Command {
     Oauth {
         #[command(subcommand)]
         command: OauthCommand,
+    },
+    /// Apply the retention periods ([retention]) now; the daemon does it once a day.
+    Purge {
+        /// Show what would go (counts per kind, oldest and newest) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = TextFormat::Text)]
+        format: TextFormat,
+    },
+    /// Write everything held about one person into DIR, for a subject access request.
+    Export {
+        /// Their address; any +tag and any letter case match too.
+        #[arg(long, value_name = "ADDRESS")]
+        person: String,
+        /// A new (or empty) folder; created private to you.
+        dir: PathBuf,
+    },
+    /// Remove one request's personal data (right to erasure); recorded in its event log.
+    Erase {
+        /// The reference, e.g. GP-2026-0042.
+        reference: String,
+    },
+    /// Copy the database to FILE (mode 0600) while the daemon runs, and check the copy.
+    Backup {
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Show what the running daemon is doing; exit 0 if it is alive and watching the inbox.
     Status {
@@ -276,6 +306,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Purge { dry_run, format } => {
+            housekeeping::purge(&config, open_migrated(&config).await?, dry_run, format).await
+        }
+        Command::Export { person, dir } => {
+            housekeeping::export(&config, open_migrated(&config).await?, &person, &dir).await
+        }
+        Command::Erase { reference } => housekeeping::erase(open_migrated(&config).await?, &reference).await,
+        Command::Backup { file, force } => {
+            housekeeping::backup(open_migrated(&config).await?, &file, force).await
         }
         Command::Status { format } => status(&config, format).await,
         Command::Summary { command } => summary(&config, command).await,

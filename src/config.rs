@@ -225,6 +225,20 @@ pub struct Config {
     /// The approach's attachments go with the gatekeeper's notification up to this many
     /// bytes in all (0: list them only).
     pub attach_max_bytes: usize,
+    pub retention: RetentionSettings,
+}
+
+/// How long personal data is kept (`[retention]`; README "Retention" says why the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Days an incoming message's raw bytes (and so its attachments, which live only in
+    /// them) are kept once processed, unless its request is still open.
+    pub raw_messages_days: u32,
+    /// Days the bytes and recipients of a sent email are kept.
+    pub sent_mail_days: u32,
+    /// Months a closed request keeps its personal data; then only its reference, dates,
+    /// organisation, decision and priorities stay.
+    pub closed_requests_months: u32,
 }
 
 /// How gatekeepers' replies are checked, and when they are reminded.
@@ -350,6 +364,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("members", &["domains", "addresses"]),
     ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour"]),
     ("notifications", &["attach_max_bytes"]),
+    ("retention", &["raw_messages_days", "sent_mail_days", "closed_requests_months"]),
     // Free-form tables: any key, string values.
     ("priorities", &["*"]),
     ("organisations", &["*"]),
@@ -425,7 +440,45 @@ struct RawConfig {
     triage: RawTriage,
     #[serde(default)]
     notifications: RawNotifications,
+    #[serde(default)]
+    retention: RawRetention,
 }
+
+#[derive(Deserialize)]
+struct RawRetention {
+    #[serde(default = "default_raw_days")]
+    raw_messages_days: u32,
+    #[serde(default = "default_sent_days")]
+    sent_mail_days: u32,
+    #[serde(default = "default_closed_months")]
+    closed_requests_months: u32,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self {
+            raw_messages_days: default_raw_days(),
+            sent_mail_days: default_sent_days(),
+            closed_requests_months: default_closed_months(),
+        }
+    }
+}
+
+fn default_raw_days() -> u32 {
+    365
+}
+
+fn default_sent_days() -> u32 {
+    365
+}
+
+fn default_closed_months() -> u32 {
+    24
+}
+
+/// The longest any retention period may be set to: ten years, in days and in months.
+const RETENTION_MAX_DAYS: u32 = 3653;
+const RETENTION_MAX_MONTHS: u32 = 120;
 
 #[derive(Deserialize)]
 struct RawNotifications {
@@ -1000,6 +1053,26 @@ impl Config {
             ));
         }
 
+        // [retention]
+        for (key, value, max, unit) in [
+            ("retention.raw_messages_days", raw.retention.raw_messages_days, RETENTION_MAX_DAYS, "days"),
+            ("retention.sent_mail_days", raw.retention.sent_mail_days, RETENTION_MAX_DAYS, "days"),
+            (
+                "retention.closed_requests_months",
+                raw.retention.closed_requests_months,
+                RETENTION_MAX_MONTHS,
+                "months",
+            ),
+        ] {
+            if value == 0 || value > max {
+                return Err(err(
+                    key,
+                    format!("{value} {unit} is not a usable retention period"),
+                    &format!("use 1 to {max} {unit}; remove the key for the default (README: Retention)"),
+                ));
+            }
+        }
+
         // [templates]
         let templates_dir = raw.templates.dir.as_deref().map(&resolve);
         if let Some(dir) = &templates_dir
@@ -1075,6 +1148,11 @@ impl Config {
             organisations,
             templates_dir,
             attach_max_bytes: raw.notifications.attach_max_bytes,
+            retention: RetentionSettings {
+                raw_messages_days: raw.retention.raw_messages_days,
+                sent_mail_days: raw.retention.sent_mail_days,
+                closed_requests_months: raw.retention.closed_requests_months,
+            },
             triage: TriageSettings {
                 authserv_id: raw.triage.authserv_id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
                 remind_after_working_days: raw.triage.remind_after_working_days,
@@ -1638,6 +1716,27 @@ workforce = "Recruiting hard-to-find staff groups"
         ))
         .unwrap();
         assert!(shared.board.share_notes && shared.board.share_addresses);
+    }
+
+    #[test]
+    fn retention_defaults_to_a_year_of_mail_and_two_years_of_closed_requests_and_refuses_nonsense() {
+        let c = load(VALID).unwrap();
+        assert_eq!(
+            c.retention,
+            RetentionSettings { raw_messages_days: 365, sent_mail_days: 365, closed_requests_months: 24 }
+        );
+        let set = |extra: &str| VALID.replace("[board]", &format!("[retention]\n{extra}\n\n[board]"));
+        let c = load(&set("raw_messages_days = 90\nclosed_requests_months = 36")).unwrap();
+        assert_eq!((c.retention.raw_messages_days, c.retention.sent_mail_days), (90, 365));
+        assert_eq!(c.retention.closed_requests_months, 36);
+        let e = load(&set("sent_mail_days = 0")).unwrap_err();
+        assert_eq!(e.key, "retention.sent_mail_days");
+        assert!(e.fix.contains("1 to 3653 days"), "{}", e.fix);
+        assert_eq!(
+            load(&set("closed_requests_months = 121")).unwrap_err().key,
+            "retention.closed_requests_months"
+        );
+        assert_eq!(load(&set("attachments_days = 30")).unwrap_err().key, "retention.attachments_days");
     }
 
     #[test]

@@ -207,6 +207,27 @@ impl App {
                 }
             }));
         }
+        let retention =
+            crate::retention::Retention::new(self.config.clone(), self.store.clone(), self.clock.clone());
+        tasks.spawn(every_minute(shutdown.clone(), move || {
+            let r = retention.clone();
+            async move {
+                match r.run_daily().await {
+                    Ok(Some(p)) if !p.counts.is_empty() => tracing::info!(
+                        "Retention: removed the bytes of {} message(s) and {} sent email(s), {} answer record(s), anonymised {} closed request(s); database {} -> {} bytes ({})",
+                        p.counts.raw_messages.count,
+                        p.counts.sent_mail.count,
+                        p.counts.answer_records.count,
+                        p.counts.closed_requests.count,
+                        p.reclaimed.bytes_before,
+                        p.reclaimed.bytes_after,
+                        p.reclaimed.how
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("Cannot apply the retention periods: {e:#}"),
+                }
+            }
+        }));
         tasks.spawn(disk.watch(shutdown.clone()));
         tasks.spawn(heartbeat(status, shutdown.clone()));
         tracing::info!(

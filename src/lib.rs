@@ -7,7 +7,7 @@
 //! - [`requests`] turns messages into requests with references and an audit log;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
 //! - [`schedule`] decides when time-driven mail is due;
-//! - [`store`] remembers everything (SQLite by default);
+//! - [`store`] remembers everything (SQLite by default); [`retention`] says for how long;
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
 //!   disk; [`cli`] is the command line.
 
@@ -24,6 +24,7 @@ pub mod mail;
 pub mod oauth;
 pub mod outbox;
 pub mod requests;
+pub mod retention;
 pub mod schedule;
 pub mod secret;
 pub mod store;

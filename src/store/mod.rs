@@ -5,6 +5,7 @@
 //! never SQL, so a second database backend changes nothing outside this folder. SQLite is
 //! the default backend ([`sqlite`]).
 
+pub mod retention;
 pub mod sqlite;
 
 use std::path::Path;
@@ -16,7 +17,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::classify::Fingerprint;
 use crate::config::Config;
-use crate::domain::{Classification, Decision, Status};
+use crate::domain::{Classification, Decision, EmailAddress, Status};
+use retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 
 /// A shared handle to the store; cheap to clone.
 pub type SharedStore = Arc<dyn Store>;
@@ -429,6 +431,42 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()>;
     async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> anyhow::Result<()>;
     async fn mark_failed(&self, id: i64, error: &str) -> anyhow::Result<()>;
+
+    /// What a purge with these cutoffs would take, without taking it (`purge --dry-run`).
+    async fn purge_preview(&self, cutoffs: Cutoffs) -> anyhow::Result<PurgeCounts>;
+    /// Removes the personal data older than the cutoffs, in one transaction, and records the
+    /// counts as a `purge` service event by `actor`. Never what is still needed: messages not
+    /// yet processed or waiting for a retry, messages of requests still open, mail not yet
+    /// sent, requests still open.
+    async fn purge(&self, cutoffs: Cutoffs, actor: &str, at: DateTime<Utc>) -> anyhow::Result<PurgeCounts>;
+    /// Gives the space freed by a purge back to the file system when there is enough of it.
+    async fn reclaim_space(&self) -> anyhow::Result<Reclaimed>;
+    /// Everything held about one person (case and any `+tag` folded, as
+    /// [`EmailAddress::person`] does): for a subject access request.
+    async fn person_data(&self, person: &EmailAddress) -> anyhow::Result<PersonData>;
+    /// Removes one request's personal data (as retention anonymises a closed request, plus its
+    /// messages' bytes and the mail about it, and cancels mail about it not yet sent),
+    /// recorded as an `erased` event by `actor`. None when no request has this reference.
+    async fn erase_request(
+        &self,
+        reference: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Erased>>;
+    /// Records housekeeping that concerns no single request (an export, a backup): counts,
+    /// never content.
+    async fn add_service_event(
+        &self,
+        at: DateTime<Utc>,
+        actor: &str,
+        kind: &str,
+        detail: &str,
+    ) -> anyhow::Result<()>;
+    /// The housekeeping log, oldest first.
+    async fn service_events(&self) -> anyhow::Result<Vec<EventRow>>;
+    /// Writes a consistent copy of the whole database into `dest` (an empty file the caller
+    /// created) while the daemon may be writing, and checks the copy.
+    async fn backup_to(&self, dest: &Path) -> anyhow::Result<BackupDone>;
 
     /// Starts a write transaction. Only one runs at a time, so a read-then-write inside it
     /// (e.g. the next reference number) cannot race another writer.

@@ -21,6 +21,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, Params, Row, params};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 use super::{
     AnsweredCounts, Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing,
     NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText,
@@ -28,7 +29,9 @@ use super::{
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
-use crate::domain::{Classification, Decision, Status};
+use crate::domain::{Classification, Decision, EmailAddress, Status};
+
+mod retention;
 
 /// Schema changes, applied in order by sqlx's migrator (which keeps `_sqlx_migrations`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1078,6 +1081,55 @@ impl Store for SqliteStore {
             .map(drop)
         })
         .await
+    }
+
+    async fn purge_preview(&self, cutoffs: Cutoffs) -> anyhow::Result<PurgeCounts> {
+        self.read(move |c| retention::preview(c, &cutoffs)).await
+    }
+
+    async fn purge(&self, cutoffs: Cutoffs, actor: &str, at: DateTime<Utc>) -> anyhow::Result<PurgeCounts> {
+        let actor = actor.to_string();
+        self.write(move |c| retention::purge(c, &cutoffs, &actor, at)).await
+    }
+
+    async fn reclaim_space(&self) -> anyhow::Result<Reclaimed> {
+        let path = self.path.clone();
+        self.write(move |c| retention::reclaim(c, &path)).await
+    }
+
+    async fn person_data(&self, person: &EmailAddress) -> anyhow::Result<PersonData> {
+        let person = person.clone();
+        self.read(move |c| retention::person_data(c, &person)).await
+    }
+
+    async fn erase_request(
+        &self,
+        reference: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Erased>> {
+        let (reference, actor) = (reference.to_string(), actor.to_string());
+        self.write(move |c| retention::erase(c, &reference, &actor, at)).await
+    }
+
+    async fn add_service_event(
+        &self,
+        at: DateTime<Utc>,
+        actor: &str,
+        kind: &str,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        let (actor, kind, detail) = (actor.to_string(), kind.to_string(), detail.to_string());
+        self.write(move |c| retention::insert_service_event(c, to_millis(at), &actor, &kind, &detail)).await
+    }
+
+    async fn service_events(&self) -> anyhow::Result<Vec<EventRow>> {
+        self.read(retention::service_events).await
+    }
+
+    async fn backup_to(&self, dest: &Path) -> anyhow::Result<BackupDone> {
+        let dest = dest.to_path_buf();
+        self.read(move |c| retention::backup(c, &dest)).await
     }
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {

@@ -15,6 +15,7 @@ mod oauth;
 mod outbox;
 mod quarantine;
 mod recipients;
+mod retention;
 mod security;
 mod summary;
 mod triage;
