@@ -1,0 +1,155 @@
+//! Technical alerts: each problem (a refused login, the outbox failing, the disk filling up,
+//! an expiring secret, a message set aside) has a key. [`Alerts::raise`] emails it at most
+//! once a day while it lasts; [`Alerts::resolve`] emails "resolved" when it clears. What
+//! was sent when is kept in the database (`alerts`), so a restart neither repeats an alert
+//! within the day nor forgets to say that a problem has gone.
+//!
+//! The alert goes through the outbox like every other email: an alert about the outbox
+//! itself waits there until SMTP works again, which is why `/readyz` and `/metrics` exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::outbox::{Composer, Draft};
+use crate::store::{AlertRow, SharedStore, Tx};
+
+/// How long a problem that lasts goes before it is emailed again.
+pub const REPEAT_AFTER: chrono::Duration = chrono::Duration::hours(24);
+
+/// Raises and resolves the operator's alerts.
+#[derive(Debug)]
+pub struct Alerts {
+    config: Arc<Config>,
+    store: SharedStore,
+    clock: Arc<dyn Clock>,
+    composer: Composer,
+    /// The problems raised and not resolved (key → when last sent), read from the database
+    /// at first use. `resolve` is called after every success (each email sent, each login)
+    /// and `raise` at every failure (every few seconds while a disk is full): neither may
+    /// cost a database write when there is nothing to send. Held across a raise or resolve
+    /// so the two cannot interleave on one key.
+    open: tokio::sync::Mutex<Option<HashMap<String, DateTime<Utc>>>>,
+}
+
+impl Alerts {
+    pub fn new(config: Arc<Config>, store: SharedStore, clock: Arc<dyn Clock>) -> Self {
+        let composer = Composer::new(config.clone());
+        Self { config, store, clock, composer, open: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Emails the operator about problem `key`, unless it was emailed in the last day and
+    /// has not cleared since. Returns whether an email was queued.
+    pub async fn raise(&self, key: &str, subject: String, text: String) -> anyhow::Result<bool> {
+        let mut guard = self.open.lock().await;
+        let open = self.loaded(&mut guard).await?;
+        let now = self.clock.now();
+        if open.get(key).is_some_and(|&last| now - last < REPEAT_AFTER) {
+            return Ok(false);
+        }
+        let mut tx = self.store.begin().await?;
+        let draft = Draft::system_alert(&self.config.operator_recipients(), subject, text);
+        let sent = raise_in(&mut *tx, &self.composer, now, key, draft).await?;
+        tx.commit().await?;
+        if sent {
+            open.insert(key.to_string(), now);
+        }
+        Ok(sent)
+    }
+
+    async fn loaded<'a>(
+        &self,
+        guard: &'a mut Option<HashMap<String, DateTime<Utc>>>,
+    ) -> anyhow::Result<&'a mut HashMap<String, DateTime<Utc>>> {
+        Ok(match guard {
+            Some(open) => open,
+            None => guard.insert(self.store.open_alerts().await?.into_iter().collect()),
+        })
+    }
+
+    /// Problem `key` has cleared: if the operator was told about it, say so (once) and
+    /// mark it resolved. Returns whether an email was queued.
+    pub async fn resolve(&self, key: &str) -> anyhow::Result<bool> {
+        let mut guard = self.open.lock().await;
+        let open = self.loaded(&mut guard).await?;
+        if !open.contains_key(key) {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let Some(alert) = tx.alert(key).await?.filter(|a| a.resolved_at.is_none()) else {
+            open.remove(key);
+            return Ok(false);
+        };
+        let draft = Draft::system_alert(
+            &self.config.operator_recipients(),
+            format!("Resolved: {}", alert.subject),
+            format!(
+                "This problem has cleared; nothing more needs doing:\n\n  {}\n\nFirst reported: {}\nCleared:        {}\n",
+                alert.subject,
+                local(&self.config, alert.first_raised),
+                local(&self.config, now),
+            ),
+        );
+        let mail = self.composer.compose(&draft)?;
+        tx.enqueue(&mail, now).await?;
+        tx.put_alert(&AlertRow { resolved_at: Some(now), ..alert }).await?;
+        tx.commit().await?;
+        open.remove(key);
+        tracing::info!("Resolved: {key}");
+        Ok(true)
+    }
+
+    /// Calls [`Alerts::raise`], logging rather than returning a failure: an alert that
+    /// cannot be queued must not stop the work that found the problem.
+    pub async fn raise_or_log(&self, key: &str, subject: String, text: String) {
+        if let Err(e) = self.raise(key, subject, text).await {
+            tracing::error!("Cannot queue the alert {key:?}: {e:#}");
+        }
+    }
+
+    /// Calls [`Alerts::resolve`], logging rather than returning a failure.
+    pub async fn resolve_or_log(&self, key: &str) {
+        if let Err(e) = self.resolve(key).await {
+            tracing::error!("Cannot record that {key:?} has cleared: {e:#}");
+        }
+    }
+}
+
+/// [`Alerts::raise`] inside the caller's transaction, with the caller's `draft` (its
+/// recipients, subject and text): for an alert that must land together with what caused it
+/// (a message set aside, an email given up). Returns whether an email was queued.
+pub async fn raise_in(
+    tx: &mut dyn Tx,
+    composer: &Composer,
+    now: DateTime<Utc>,
+    key: &str,
+    mut draft: Draft,
+) -> anyhow::Result<bool> {
+    let earlier = tx.alert(key).await?.filter(|a| a.resolved_at.is_none());
+    let first_raised = match &earlier {
+        Some(a) if now - a.last_sent < REPEAT_AFTER => return Ok(false),
+        Some(a) => {
+            draft.text.push_str(&format!(
+                "\nThis problem was first reported at {} and has not cleared. This reminder comes once a day until it does.\n",
+                local(composer.config(), a.first_raised)
+            ));
+            a.first_raised
+        }
+        None => now,
+    };
+    let mail = composer.compose(&draft)?;
+    tx.enqueue(&mail, now).await?;
+    let subject = draft.subject;
+    tx.put_alert(&AlertRow { key: key.to_string(), subject, first_raised, last_sent: now, resolved_at: None })
+        .await?;
+    tracing::info!("Alert {key:?} queued for {}", mail.recipients.join(", "));
+    Ok(true)
+}
+
+fn local(config: &Config, at: DateTime<Utc>) -> String {
+    at.with_timezone(&config.service.timezone).format("%Y-%m-%d %H:%M %Z").to_string()
+}
