@@ -192,10 +192,12 @@ impl App {
             .into_iter()
             .map(|(section, settings)| (section, providers.get(settings, self.clock.clone())))
             .collect();
-        let sender = Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake, alerts.clone())
-            .with_tokens(smtp_tokens);
-        let inbox = Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone(), alerts.clone())
-            .with_tokens(imap_tokens);
+        let sender =
+            Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake, alerts.clone())
+                .with_tokens(smtp_tokens);
+        let inbox =
+            Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone(), alerts.clone())
+                .with_tokens(imap_tokens);
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(inbox.run(shutdown.clone()));

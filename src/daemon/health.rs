@@ -61,8 +61,11 @@ impl Health {
             return Err(format!("inbox not watched ({}){detail}", state.as_str()));
         }
         self.status.database_writable()?;
-        let failing =
-            self.store.outbox_failing(FAILING_AFTER_ATTEMPTS).await.map_err(|e| format!("database: {e:#}"))?;
+        let failing = self
+            .store
+            .outbox_failing(FAILING_AFTER_ATTEMPTS)
+            .await
+            .map_err(|e| format!("database: {e:#}"))?;
         if failing > 0 {
             return Err(format!(
                 "outbox stuck: {failing} email(s) failed {FAILING_AFTER_ATTEMPTS} or more attempts"
@@ -81,7 +84,11 @@ impl Health {
         for (classification, n) in &m.messages {
             messages.get_or_create(&label("classification", classification)).inc_by(count(*n));
         }
-        registry.register("messages", "Messages taken in from the shared mailbox, by classification", messages);
+        registry.register(
+            "messages",
+            "Messages taken in from the shared mailbox, by classification",
+            messages,
+        );
 
         let quarantined = Gauge::<i64>::default();
         let set_aside = Classification::Quarantined.as_str();

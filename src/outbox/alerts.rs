@@ -144,8 +144,14 @@ pub async fn raise_in(
     let mail = composer.compose(&draft)?;
     tx.enqueue(&mail, now).await?;
     let subject = draft.subject;
-    tx.put_alert(&AlertRow { key: key.to_string(), subject, first_raised, last_sent: now, resolved_at: None })
-        .await?;
+    tx.put_alert(&AlertRow {
+        key: key.to_string(),
+        subject,
+        first_raised,
+        last_sent: now,
+        resolved_at: None,
+    })
+    .await?;
     tracing::info!("Alert {key:?} queued for {}", mail.recipients.join(", "));
     Ok(true)
 }

@@ -517,8 +517,14 @@ impl Sender {
             attachments: Vec::new(),
         };
         let mut tx = self.store.begin().await?;
-        alerts::raise_in(&mut *tx, &self.composer, self.clock.now(), &format!("undeliverable:{}", item.id), draft)
-            .await?;
+        alerts::raise_in(
+            &mut *tx,
+            &self.composer,
+            self.clock.now(),
+            &format!("undeliverable:{}", item.id),
+            draft,
+        )
+        .await?;
         tx.commit().await
     }
 }

@@ -22,9 +22,9 @@ use rusqlite::{Connection, Params, Row, params};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{
-    AlertRow, AnsweredCounts, Candidate, DaemonStatus, Metrics, SmtpOutcome, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing,
-    NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText,
-    RetryMessage, RetryRequest, Store, Tx,
+    AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow,
+    Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter,
+    RequestRow, RequestText, RetryMessage, RetryRequest, SmtpOutcome, Store, Tx,
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};

@@ -469,12 +469,14 @@ async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
 
     // Once a day, remembered in the database across restarts.
     let config = std::sync::Arc::new(app.config());
-    let clock = gatehouse::clock::SystemClock;
-    let first = gatehouse::oauth::expiry::warn_once_a_day(&config, &app.store, &clock).await.unwrap();
-    let again = gatehouse::oauth::expiry::warn_once_a_day(&config, &app.store, &clock).await.unwrap();
+    let clock: std::sync::Arc<dyn gatehouse::clock::Clock> =
+        std::sync::Arc::new(gatehouse::clock::SystemClock);
+    let alerts = gatehouse::outbox::alerts::Alerts::new(config.clone(), app.store.clone(), clock.clone());
+    let first = gatehouse::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
+    let again = gatehouse::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
     assert_eq!((first, again), (1, 0));
-    let key = format!("oauth2_secret_warned:imap.oauth2:{expires}");
-    assert_eq!(app.store.get_meta(&key).await.unwrap(), Some(today.to_string()));
+    let open: Vec<String> = app.store.open_alerts().await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(open, [gatehouse::oauth::expiry::alert_key("imap.oauth2")]);
 
     app.start().await;
     let warning = app.stack.wait_for_mail(&app.gatekeeper, 1).await.remove(0);
