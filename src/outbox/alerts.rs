@@ -159,3 +159,53 @@ pub async fn raise_in(
 fn local(config: &Config, at: DateTime<Utc>) -> String {
     at.with_timezone(&config.service.timezone).format("%Y-%m-%d %H:%M %Z").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    async fn setup() -> (tempfile::TempDir, Arc<Config>, SharedStore, Arc<ManualClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = crate::config::tests::VALID
+            .replace("[board]", "[operator]\naddresses = [\"it@example.org\"]\n\n[board]");
+        let config =
+            Arc::new(Config::parse(&text, std::path::Path::new("/etc/gatehouse/gatehouse.toml")).unwrap());
+        let store = crate::store::open_sqlite_file(&dir.path().join("g.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        (dir, config, store, clock)
+    }
+
+    #[tokio::test]
+    async fn a_lasting_problem_goes_once_a_day_survives_a_restart_and_is_resolved_once() {
+        let (_dir, config, store, clock) = setup().await;
+        let alerts = Alerts::new(config.clone(), store.clone(), clock.clone());
+        async fn raise(a: &Alerts) -> anyhow::Result<bool> {
+            a.raise("imap_login_refused", "Cannot log in".into(), "Fix it.\n".into()).await
+        }
+        assert!(raise(&alerts).await.unwrap());
+        clock.advance(chrono::Duration::hours(23));
+        assert!(!raise(&alerts).await.unwrap(), "twice within a day");
+        // A restart (a new Alerts, same database) remembers it.
+        let restarted = Alerts::new(config.clone(), store.clone(), clock.clone());
+        assert!(!raise(&restarted).await.unwrap(), "repeated after a restart");
+        clock.advance(chrono::Duration::hours(2));
+        assert!(raise(&restarted).await.unwrap(), "not repeated the next day");
+        assert!(!restarted.resolve("disk_full").await.unwrap(), "never raised: nothing to resolve");
+        assert!(restarted.resolve("imap_login_refused").await.unwrap());
+        assert!(!restarted.resolve("imap_login_refused").await.unwrap(), "resolved twice");
+        assert!(store.open_alerts().await.unwrap().is_empty());
+        // Raised again after clearing: a new occurrence, told at once.
+        assert!(raise(&restarted).await.unwrap());
+
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!(counts.pending, 4, "two alerts, one resolved, one new alert");
+        let sent = store.claim_due(clock.now() + chrono::Duration::hours(1), 10).await.unwrap();
+        let subjects: Vec<&str> = sent.iter().map(|i| i.subject.as_str()).collect();
+        assert_eq!(subjects, ["Cannot log in", "Cannot log in", "Resolved: Cannot log in", "Cannot log in"]);
+        assert!(sent.iter().all(|i| i.recipients == ["it@example.org"]), "the operator only");
+        let reminder = String::from_utf8_lossy(&sent[1].raw).replace("=\r\n", "");
+        assert!(reminder.contains("first reported"), "{reminder}");
+    }
+}
