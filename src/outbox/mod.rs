@@ -329,11 +329,12 @@ impl Sender {
         let mut token = match &self.tokens {
             Some(tokens) => match tokens.token().await {
                 Ok(t) => Some(t),
+                Err(e) if e.transient => return self.temporary(item, now, &e.to_string()).await,
                 Err(e) => {
-                    if !e.transient {
-                        tracing::error!("SMTP cannot log in: {e}");
-                    }
-                    return self.temporary(item, now, &e.to_string()).await;
+                    tracing::error!("SMTP cannot log in: {e}");
+                    return self
+                        .login_refused(item, now, &e.to_string(), "the error says which step failed")
+                        .await;
                 }
             },
             None => None,
@@ -410,23 +411,7 @@ impl Sender {
                     _ => "check the SMTP username and password".to_string(),
                 };
                 tracing::error!("The SMTP server refused gatehouse's login: {e}. {why}");
-                let smtp = &self.config.smtp;
-                self.alerts
-                    .raise_or_log(
-                        SMTP_LOGIN,
-                        format!("gatehouse cannot log in to the SMTP server {}", smtp.host),
-                        format!(
-                            "The SMTP server refused gatehouse's login, so no email goes out: acknowledgements, the gatekeepers' notifications and outcomes wait in the outbox (nothing is lost).\n\nServer:  {}:{}\nUser:    {}\nError:   {e}\n\nFix: {why}, then run `gatehouse check`. The waiting emails go out by themselves once the login works (this email waited with them).\n",
-                            smtp.host,
-                            smtp.port,
-                            smtp.username.as_deref().unwrap_or("(none)"),
-                        ),
-                    )
-                    .await;
-                // Not also "outbox failing": one problem, one alert.
-                let error = format!("SMTP login refused: {e}; {why}");
-                self.note_smtp(crate::store::SmtpOutcome::Failed(&error)).await;
-                self.retry_later(item, now, &error).await
+                self.login_refused(item, now, &format!("SMTP login refused: {e}"), &why).await
             }
             Ok(Err(e)) if e.is_permanent() => {
                 reset().await;
@@ -446,6 +431,33 @@ impl Sender {
                 .await
             }
         }
+    }
+
+    /// SMTP will not let gatehouse log in: alert the operator (as that, not also as "outbox
+    /// failing": one problem, one alert) and keep the email queued until it is fixed.
+    async fn login_refused(
+        &self,
+        item: &OutboxItem,
+        now: DateTime<Utc>,
+        error: &str,
+        fix: &str,
+    ) -> anyhow::Result<()> {
+        let smtp = &self.config.smtp;
+        self.alerts
+            .raise_or_log(
+                SMTP_LOGIN,
+                format!("gatehouse cannot log in to the SMTP server {}", smtp.host),
+                format!(
+                    "gatehouse cannot log in to the SMTP server, so no email goes out: acknowledgements, the gatekeepers' notifications and outcomes wait in the outbox (nothing is lost).\n\nServer:  {}:{}\nUser:    {}\nError:   {error}\n\nFix: {fix}, then run `gatehouse check`. The waiting emails go out by themselves once the login works (this email waited with them).\n",
+                    smtp.host,
+                    smtp.port,
+                    smtp.username.as_deref().unwrap_or("(none)"),
+                ),
+            )
+            .await;
+        let error = format!("{error}; {fix}");
+        self.note_smtp(crate::store::SmtpOutcome::Failed(&error)).await;
+        self.retry_later(item, now, &error).await
     }
 
     /// Records the SMTP side of `gatehouse status`; a failure to do so only loses the figure.
