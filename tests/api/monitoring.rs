@@ -9,13 +9,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::helpers::{Options, TestApp, header, wait_until};
 
 /// A port nothing listens on (the kernel just handed it out and it was let go).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `GET path` over plain HTTP/1.0: (status, Content-Type, body), or `None` while nothing
 /// answers on the port yet.
-async fn get(port: u16, path: &str) -> Option<(u16, String, String)> {
+pub async fn get(port: u16, path: &str) -> Option<(u16, String, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
     let mut response = Vec::new();
@@ -32,7 +32,7 @@ async fn get(port: u16, path: &str) -> Option<(u16, String, String)> {
 }
 
 /// The samples of a Prometheus text exposition: `name{labels}` → value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {

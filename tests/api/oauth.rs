@@ -456,8 +456,9 @@ async fn a_token_command_supplies_the_token() {
 async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
     let today = chrono::Utc::now().with_timezone(&chrono_tz::Europe::London).date_naive();
     let expires = today + chrono::Duration::days(3);
-    let (mut app, client) =
-        oauth_app(3600.0, Smtp::XOAuth2, None, &format!("secret_expires = \"{expires}\"")).await;
+    let port = crate::monitoring::free_port();
+    let extra = format!("secret_expires = \"{expires}\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"");
+    let (mut app, client) = oauth_app(3600.0, Smtp::XOAuth2, None, &extra).await;
     let out = app.cli(&["check"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "a warning is not a failure: {stdout}");
@@ -485,6 +486,13 @@ async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
     let body = readable(&warning);
     assert!(body.contains("Certificates & secrets") && body.contains(&client.id), "{body}");
     app.wait_for_outbox_drain().await;
+    // Monitoring sees both clocks: the secret's days and the access token's hour.
+    let (_, _, body) = crate::monitoring::get(port, "/metrics").await.unwrap();
+    let m = crate::monitoring::samples(&body);
+    let secret = m["gatehouse_oauth_client_secret_expiry_seconds{section=\"imap.oauth2\"}"];
+    assert!((2.0 * 86400.0..=3.0 * 86400.0 + 3600.0).contains(&secret), "{body}");
+    let token = m["gatehouse_oauth_token_expiry_seconds{section=\"imap.oauth2\"}"];
+    assert!(token > 0.0 && token <= 3600.0, "{body}");
     app.stop().await;
     assert_eq!(
         app.stack.mailbox(&app.gatekeeper).len(),
