@@ -832,6 +832,7 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
         _ => "down".to_string(),
     };
     let watching = matches!(imap.as_str(), "idle" | "polling");
+    let smtp_error = daemon.as_ref().and_then(|d| d.smtp_last_error.as_ref());
     match format {
         TextFormat::Json => print_json(&json!({
             "imap": imap,
@@ -841,6 +842,9 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
             "running": alive,
             "outbox_pending": outbox.pending,
             "outbox_failed": outbox.failed,
+            "smtp_last_sent": daemon.as_ref().and_then(|d| d.smtp_last_sent).map(rfc3339),
+            "smtp_last_error": smtp_error.map(|(e, _)| e),
+            "smtp_last_error_at": smtp_error.map(|(_, at)| rfc3339(*at)),
             "last_summary": last_summary.map(rfc3339),
         }))?,
         TextFormat::Text => {
@@ -852,6 +856,11 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
             }
             println!("last seen:     {seen}");
             println!("outbox:        {} pending, {} failed", outbox.pending, outbox.failed);
+            let sent = daemon.as_ref().and_then(|d| d.smtp_last_sent).map(rfc3339);
+            println!("smtp sent:     {}", sent.unwrap_or_else(|| "never".into()));
+            if let Some((error, at)) = smtp_error {
+                println!("smtp error:    {} {error}", rfc3339(*at));
+            }
             println!("last summary:  {}", last_summary.map(rfc3339).unwrap_or_else(|| "never".into()));
         }
     }

@@ -225,6 +225,9 @@ pub struct Config {
     /// The approach's attachments go with the gatekeeper's notification up to this many
     /// bytes in all (0: list them only).
     pub attach_max_bytes: usize,
+    /// `[metrics] listen`: where `/metrics`, `/healthz` and `/readyz` are served; `None`
+    /// (the default) serves nothing.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub retention: RetentionSettings,
 }
 
@@ -354,6 +357,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("smtp.oauth2", OAUTH2_KEYS),
     ("gatekeepers", &["addresses"]),
     ("operator", &["addresses"]),
+    ("metrics", &["listen"]),
     ("board", &["addresses", "summary_schedule", "share_notes", "share_addresses"]),
     ("meetings", &["dates", "agenda_days_before", "time", "send_empty_agenda"]),
     ("templates", &["dir"]),
@@ -442,6 +446,13 @@ struct RawConfig {
     notifications: RawNotifications,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -956,6 +967,20 @@ impl Config {
             ));
         }
         let operator = parse_addresses(&raw.operator.addresses, "operator.addresses", path)?;
+        let metrics_listen = raw
+            .metrics
+            .listen
+            .as_deref()
+            .map(|l| {
+                l.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                    err(
+                        "metrics.listen",
+                        format!("{l:?} is not an address and port"),
+                        "write it as \"127.0.0.1:9464\" (loopback unless a monitoring server elsewhere must reach it), or remove it to serve no metrics",
+                    )
+                })
+            })
+            .transpose()?;
         let board_addresses = parse_addresses(&raw.board.addresses, "board.addresses", path)?;
         if let Some(id) = raw.triage.authserv_id.as_deref().map(str::trim)
             && id.contains(|c: char| c.is_whitespace() || c == ';' || c == '=')
@@ -1148,6 +1173,7 @@ impl Config {
             organisations,
             templates_dir,
             attach_max_bytes: raw.notifications.attach_max_bytes,
+            metrics_listen,
             retention: RetentionSettings {
                 raw_messages_days: raw.retention.raw_messages_days,
                 sent_mail_days: raw.retention.sent_mail_days,
@@ -1197,9 +1223,16 @@ impl Config {
         self.gatekeepers.contains(address)
     }
 
-    /// Who every technical alert goes to (a message set aside, a refused login, an expiring
-    /// secret, an email that cannot be delivered): the gatekeepers, who must know when
-    /// approaches may be going unseen, and the `[operator]` addresses, who can fix it.
+    /// Who technical alerts go to (a refused login, an expiring secret, the outbox failing,
+    /// a disk filling up, and their "resolved" emails): the `[operator]` addresses, who can
+    /// fix them, or the gatekeepers when no operator is configured.
+    pub fn operator_recipients(&self) -> Vec<EmailAddress> {
+        if self.operator.is_empty() { self.gatekeepers.clone() } else { self.operator.clone() }
+    }
+
+    /// Who alerts about one message or email go to (one set aside or not logged, an answer
+    /// that cannot be delivered): the gatekeepers, who must read it or contact the sender
+    /// another way, and the `[operator]` addresses, who can fix the cause.
     pub fn alert_recipients(&self) -> Vec<EmailAddress> {
         let mut to = self.gatekeepers.clone();
         to.extend(self.operator.iter().filter(|a| !self.gatekeepers.contains(a)).cloned());
@@ -1743,6 +1776,7 @@ workforce = "Recruiting hard-to-find staff groups"
     fn alerts_go_to_the_gatekeepers_and_any_operator_once_each() {
         let c = load(VALID).unwrap();
         assert_eq!(c.alert_recipients(), c.gatekeepers);
+        assert_eq!(c.operator_recipients(), c.gatekeepers);
         let with = VALID.replace(
             "[board]",
             "[operator]\naddresses = [\"IT@Example.org\", \"jane.doe@nhs.net\"]\n\n[board]",
@@ -1750,10 +1784,26 @@ workforce = "Recruiting hard-to-find staff groups"
         let c = load(&with).unwrap();
         let to: Vec<String> = c.alert_recipients().iter().map(ToString::to_string).collect();
         assert_eq!(to, ["jane.doe@nhs.net", "sam.patel@nhs.net", "it@example.org"]);
+        let technical: Vec<String> = c.operator_recipients().iter().map(ToString::to_string).collect();
+        assert_eq!(technical, ["it@example.org", "jane.doe@nhs.net"]);
         let bad = VALID.replace("[board]", "[operator]\naddresses = [\"it@nhs\"]\n\n[board]");
         assert_eq!(load(&bad).unwrap_err().key, "operator.addresses");
         let unknown = VALID.replace("[board]", "[operator]\nemail = \"it@example.org\"\n\n[board]");
         assert_eq!(load(&unknown).unwrap_err().key, "operator.email");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_given_and_must_be_an_address_and_port() {
+        assert_eq!(load(VALID).unwrap().metrics_listen, None);
+        let on = VALID.replace("[board]", "[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[board]");
+        assert_eq!(load(&on).unwrap().metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        for bad in ["localhost", "127.0.0.1", "9464", ""] {
+            let text = VALID.replace("[board]", &format!("[metrics]\nlisten = \"{bad}\"\n\n[board]"));
+            let e = load(&text).unwrap_err();
+            assert_eq!(e.key, "metrics.listen", "{bad}");
+        }
+        let unknown = VALID.replace("[board]", "[metrics]\nport = 9464\n\n[board]");
+        assert_eq!(load(&unknown).unwrap_err().key, "metrics.port");
     }
 
     #[test]

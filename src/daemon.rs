@@ -2,8 +2,13 @@
 //! [`CancellationToken`]. Tests start it in-process with their own token; `gatehouse run`
 //! cancels the token on SIGINT or SIGTERM.
 
+pub mod health;
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +18,7 @@ use crate::config::Config;
 use crate::disk::Disk;
 use crate::inbox::{ImapState, Inbox};
 use crate::outbox::Sender;
+use crate::outbox::alerts::Alerts;
 use crate::requests::Processor;
 use crate::store::{self, SharedStore};
 use crate::summary::agenda::AgendaMail;
@@ -34,11 +40,49 @@ pub struct StatusBoard {
     state: Arc<Mutex<(ImapState, Option<String>)>>,
     /// The data directory's ballast and full-disk state.
     disk: Arc<Disk>,
+    /// When the inbox was last read to the end (for `/metrics`).
+    last_sync: Arc<Mutex<Option<DateTime<Utc>>>>,
+    /// Whether the last status write reached the database (for `/readyz`): the heartbeat
+    /// writes every few seconds, so this answers "does the database take writes?" without
+    /// a write of its own.
+    written: Arc<AtomicBool>,
 }
 
 impl StatusBoard {
     pub fn new(store: SharedStore, clock: Arc<dyn Clock>, disk: Arc<Disk>) -> Self {
-        Self { store, clock, state: Arc::new(Mutex::new((ImapState::Connecting, None))), disk }
+        Self {
+            store,
+            clock,
+            state: Arc::new(Mutex::new((ImapState::Connecting, None))),
+            disk,
+            last_sync: Arc::default(),
+            written: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// What the watcher is doing now, and why when it is not watching.
+    pub async fn imap(&self) -> (ImapState, Option<String>) {
+        self.state.lock().await.clone()
+    }
+
+    /// The inbox has read the mailbox to the end.
+    pub async fn synced(&self) {
+        *self.last_sync.lock().await = Some(self.clock.now());
+    }
+
+    pub async fn last_sync(&self) -> Option<DateTime<Utc>> {
+        *self.last_sync.lock().await
+    }
+
+    /// `Ok` while the database takes writes; otherwise why not.
+    pub fn database_writable(&self) -> Result<(), String> {
+        if self.disk.is_full() {
+            return Err(self.disk.full_detail());
+        }
+        if !self.written.load(Ordering::SeqCst) {
+            return Err("the database does not take writes (see the log)".into());
+        }
+        Ok(())
     }
 
     /// Tells the board about a failure the inbox met: a write that failed for lack of
@@ -75,6 +119,7 @@ impl StatusBoard {
 
     async fn write(&self, state: ImapState, detail: Option<&str>) {
         let Err(e) = self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await else {
+            self.written.store(true, Ordering::SeqCst);
             return;
         };
         // Out of space: the ballast, released now, leaves room to say so.
@@ -83,6 +128,7 @@ impl StatusBoard {
         } else {
             Err(e)
         };
+        self.written.store(retried.is_ok(), Ordering::SeqCst);
         if let Err(e) = retried {
             tracing::warn!("Cannot record the daemon's status: {e:#}");
         }
@@ -113,7 +159,13 @@ impl App {
 
     /// Runs every task until `shutdown` is cancelled, then waits (briefly) for them to stop.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let disk = Arc::new(Disk::new(self.config.clone(), self.store.clone(), self.clock.clone()));
+        // Bound first: a port already taken stops the start with a clear error.
+        let metrics = match self.config.metrics_listen {
+            Some(listen) => Some(health::bind(listen).await?),
+            None => None,
+        };
+        let alerts = Arc::new(Alerts::new(self.config.clone(), self.store.clone(), self.clock.clone()));
+        let disk = Arc::new(Disk::new(self.config.clone(), alerts.clone()));
         disk.ensure_ballast();
         let status = StatusBoard::new(self.store.clone(), self.clock.clone(), disk.clone());
         status.beat().await;
@@ -135,10 +187,18 @@ impl App {
             .as_ref()
             .and_then(crate::config::Auth::oauth)
             .map(|o| providers.get(o, self.clock.clone()));
-        let sender = Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake)
-            .with_tokens(smtp_tokens);
-        let inbox = Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone())
-            .with_tokens(imap_tokens);
+        let tokens = self
+            .config
+            .oauth_sections()
+            .into_iter()
+            .map(|(section, settings)| (section, providers.get(settings, self.clock.clone())))
+            .collect();
+        let sender =
+            Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake, alerts.clone())
+                .with_tokens(smtp_tokens);
+        let inbox =
+            Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone(), alerts.clone())
+                .with_tokens(imap_tokens);
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(inbox.run(shutdown.clone()));
@@ -195,12 +255,12 @@ impl App {
             }
         }));
         if !self.config.oauth_sections().is_empty() {
-            let (config, store, clock) = (self.config.clone(), self.store.clone(), self.clock.clone());
+            let (config, alerts, clock) = (self.config.clone(), alerts.clone(), self.clock.clone());
             tasks.spawn(every_minute(shutdown.clone(), move || {
-                let (config, store, clock) = (config.clone(), store.clone(), clock.clone());
+                let (config, alerts, clock) = (config.clone(), alerts.clone(), clock.clone());
                 async move {
                     if let Err(e) =
-                        crate::oauth::expiry::warn_once_a_day(&config, &store, clock.as_ref()).await
+                        crate::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await
                     {
                         tracing::error!("Cannot warn about the OAuth2 client secret's expiry: {e:#}");
                     }
@@ -229,6 +289,19 @@ impl App {
             }
         }));
         tasks.spawn(disk.watch(shutdown.clone()));
+        if let Some(listener) = metrics {
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!("Serving /metrics, /healthz and /readyz on http://{at}");
+            }
+            let health = health::Health {
+                config: self.config.clone(),
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                status: status.clone(),
+                tokens,
+            };
+            tasks.spawn(health::serve(listener, health, shutdown.clone()));
+        }
         tasks.spawn(heartbeat(status, shutdown.clone()));
         tracing::info!(
             "gatehouse is running for {} (watching {} on {}:{})",

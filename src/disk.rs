@@ -18,10 +18,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{Composer, Draft};
-use crate::store::SharedStore;
+use crate::outbox::alerts::Alerts;
 
 /// The ballast's file name in the data directory.
 pub const BALLAST_FILE: &str = "gatehouse.ballast";
@@ -90,8 +88,7 @@ fn mib(bytes: u64) -> String {
 #[derive(Debug)]
 pub struct Disk {
     config: Arc<Config>,
-    store: SharedStore,
-    clock: Arc<dyn Clock>,
+    alerts: Arc<Alerts>,
     ballast: PathBuf,
     /// Set when a write failed for lack of space; cleared by the watcher once there is room.
     full: AtomicBool,
@@ -100,9 +97,9 @@ pub struct Disk {
 }
 
 impl Disk {
-    pub fn new(config: Arc<Config>, store: SharedStore, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(config: Arc<Config>, alerts: Arc<Alerts>) -> Self {
         let ballast = config.service.data_dir.join(BALLAST_FILE);
-        Self { config, store, clock, ballast, full: AtomicBool::new(false), alerted: AtomicBool::new(false) }
+        Self { config, alerts, ballast, full: AtomicBool::new(false), alerted: AtomicBool::new(false) }
     }
 
     fn ballast_bytes(&self) -> u64 {
@@ -220,78 +217,63 @@ impl Disk {
             }
         };
         if self.is_full() {
-            if !self.alerted.swap(true, Ordering::SeqCst)
-                && let Err(e) = self.alert_full(space).await
-            {
-                tracing::error!("Cannot queue the full-disk alert: {e:#}");
+            if !self.alerted.swap(true, Ordering::SeqCst) {
+                self.alert_full(space).await;
             }
             if space.available >= self.ballast_bytes().saturating_add(RESUME_MARGIN) {
                 self.ensure_ballast();
                 self.full.store(false, Ordering::SeqCst);
                 tracing::info!("{} free in {} again: intake resumes", mib(space.available), dir.display());
+                self.alerts.resolve_or_log(DISK_FULL).await;
             }
             return;
         }
         if self.ballast_bytes() > 0 && !self.ballast.exists() {
             self.ensure_ballast();
         }
-        if let Some(below) = warn_below(&self.config, space.total)
-            && space.available < below
-            && let Err(e) = self.warn_low(space).await
-        {
-            tracing::error!("Cannot send the low disk space warning: {e:#}");
+        match warn_below(&self.config, space.total) {
+            Some(below) if space.available < below => self.warn_low(space).await,
+            _ => self.alerts.resolve_or_log(DISK_LOW).await,
         }
     }
 
-    /// One email a day, and a log line each time, while space is low.
-    async fn warn_low(&self, space: Space) -> anyhow::Result<()> {
-        let today = self.clock.now().with_timezone(&self.config.service.timezone).date_naive().to_string();
-        const KEY: &str = "disk_low_warned";
-        if self.store.get_meta(KEY).await?.as_deref() == Some(today.as_str()) {
-            return Ok(());
-        }
+    /// One email a day, with a log line, while space is low.
+    async fn warn_low(&self, space: Space) {
         let dir = self.config.service.data_dir.display();
         let what = format!(
             "Only {} of {} is free on the disk holding {dir}",
             mib(space.available),
             mib(space.total)
         );
-        tracing::warn!("{what}: free some space before it fills");
         let text = format!(
-            "{what}.\n\nWhen it fills, gatehouse stops taking approaches from the shared mailbox {mailbox} until space is freed (nothing is lost: they wait in the mailbox).\n\nPlease ask whoever looks after gatehouse to free space on that disk or give it more.\n\nThis warning comes once a day while space is low.\n",
+            "{what}.\n\nWhen it fills, gatehouse stops taking approaches from the shared mailbox {mailbox} until space is freed (nothing is lost: they wait in the mailbox).\n\nPlease free space on that disk or give it more. An email follows when there is enough room again.\n",
             mailbox = self.config.imap.username,
         );
-        self.send(KEY, &today, "gatehouse is running out of disk space".into(), text).await
+        match self.alerts.raise(DISK_LOW, "gatehouse is running out of disk space".into(), text).await {
+            Ok(true) => tracing::warn!("{what}: free some space before it fills"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("Cannot send the low disk space warning: {e:#}"),
+        }
     }
 
     /// The full-disk alert: at most one a day, however often the disk fills.
-    async fn alert_full(&self, space: Space) -> anyhow::Result<()> {
-        let today = self.clock.now().with_timezone(&self.config.service.timezone).date_naive().to_string();
-        const KEY: &str = "disk_full_alerted";
-        if self.store.get_meta(KEY).await?.as_deref() == Some(today.as_str()) {
-            return Ok(());
-        }
+    async fn alert_full(&self, space: Space) {
         let dir = self.config.service.data_dir.display();
         let text = format!(
-            "The disk holding {dir} is full ({} of {} free). gatehouse has paused taking approaches from the shared mailbox {mailbox}; they wait there and nothing is lost. It resumes by itself within seconds once space is freed.\n\nPlease ask whoever looks after gatehouse to free space on that disk or give it more. `gatehouse status` shows the state.\n",
+            "The disk holding {dir} is full ({} of {} free). gatehouse has paused taking approaches from the shared mailbox {mailbox}; they wait there and nothing is lost. It resumes by itself within seconds once space is freed.\n\nPlease free space on that disk or give it more. `gatehouse status` shows the state; an email follows when intake resumes.\n",
             mib(space.available),
             mib(space.total),
             mailbox = self.config.imap.username,
         );
-        self.send(KEY, &today, "gatehouse's disk is full: approaches are not being logged".into(), text).await
-    }
-
-    /// Queues an alert and records the day it went, together.
-    async fn send(&self, key: &str, today: &str, subject: String, text: String) -> anyhow::Result<()> {
-        let mail =
-            Composer::new(self.config.clone()).compose(&Draft::system_alert(&self.config, subject, text))?;
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        tx.enqueue(&mail, now).await?;
-        tx.set_meta(key, today).await?;
-        tx.commit().await
+        self.alerts
+            .raise_or_log(DISK_FULL, "gatehouse's disk is full: approaches are not being logged".into(), text)
+            .await;
     }
 }
+
+/// The operator's alert keys for the data directory's disk.
+const DISK_LOW: &str = "disk_low";
+const DISK_FULL: &str = "disk_full";
 
 /// Writes the ballast: blocks reserved with posix_fallocate where the filesystem can, else
 /// written out, so the space is really taken (a sparse file would hold nothing back).

@@ -48,6 +48,9 @@ pub enum ImapState {
 }
 
 impl ImapState {
+    pub const ALL: [ImapState; 5] =
+        [ImapState::Connecting, ImapState::Idle, ImapState::Polling, ImapState::AuthFailed, ImapState::Down];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ImapState::Connecting => "connecting",
@@ -125,7 +128,11 @@ pub struct Inbox {
     /// Messages whose last counted attempt never ran because the database failed (see
     /// `Inbox::uncount`).
     not_run: Arc<std::sync::Mutex<HashSet<i64>>>,
+    alerts: Arc<crate::outbox::alerts::Alerts>,
 }
+
+/// The operator's alert key for a refused mailbox login.
+const LOGIN_REFUSED: &str = "imap_login_refused";
 
 impl Inbox {
     pub fn new(
@@ -133,8 +140,9 @@ impl Inbox {
         store: SharedStore,
         processor: Arc<Processor>,
         status: crate::daemon::StatusBoard,
+        alerts: Arc<crate::outbox::alerts::Alerts>,
     ) -> Self {
-        Self { config, store, processor, status, tokens: None, not_run: Arc::default() }
+        Self { config, store, processor, status, tokens: None, not_run: Arc::default(), alerts }
     }
 
     pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
@@ -158,6 +166,7 @@ impl Inbox {
             let delay = match connected {
                 Ok(Connected { session, idle, token }) => {
                     auth_backoff.reset();
+                    self.alerts.resolve_or_log(LOGIN_REFUSED).await;
                     let renew_at = token.and_then(|t| t.session_deadline(Utc::now()));
                     match self.session(session, idle, renew_at, &shutdown, &mut backoff).await {
                         Ok(SessionEnd::Shutdown) => break,
@@ -188,9 +197,7 @@ impl Inbox {
                         );
                     }
                     self.status.set(ImapState::AuthFailed, Some(format!("{e:#}"))).await;
-                    if auth_backoff.attempt == 0 {
-                        self.alert_login_refused(&format!("{e:#}")).await;
-                    }
+                    self.alert_login_refused(&format!("{e:#}")).await;
                     auth_backoff.next_delay()
                 }
                 Err(ConnectError::Other(e)) => {
@@ -208,7 +215,7 @@ impl Inbox {
         self.status.set(ImapState::Down, Some("stopped".into())).await;
     }
 
-    /// Tells the gatekeepers (once per run of failures) that the shared mailbox cannot be
+    /// Tells the operator (once a day while it lasts) that the shared mailbox cannot be
     /// read, since approaches go unlogged until someone fixes the credentials.
     async fn alert_login_refused(&self, error: &str) {
         let imap = &self.config.imap;
@@ -220,24 +227,16 @@ impl Inbox {
             ),
             None => "Please check the mailbox password.".to_string(),
         };
-        let draft = crate::outbox::Draft::system_alert(
-            &self.config,
-            format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
-            format!(
-                "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\n{what_to_check}\n\nPlease ask whoever looks after gatehouse to fix it and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime.\n",
-                imap.username, imap.host, imap.port
-            ),
-        );
-        let result: anyhow::Result<()> = async {
-            let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
-            let mut tx = self.store.begin().await?;
-            tx.enqueue(&mail, Utc::now()).await?;
-            tx.commit().await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::error!("Cannot warn the gatekeepers about the refused login: {e:#}");
-        }
+        self.alerts
+            .raise_or_log(
+                LOGIN_REFUSED,
+                format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
+                format!(
+                    "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\n{what_to_check}\n\nPlease fix it and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime; an email follows when it can log in again.\n",
+                    imap.username, imap.host, imap.port
+                ),
+            )
+            .await;
     }
 
     /// One connected session: sync, wait for news, sync again… Returns `Ok` on shutdown, or
@@ -281,6 +280,7 @@ impl Inbox {
             let processed = self.sync(&mut session, validity, uid_next, keywords_allowed, shutdown).await?;
             // A whole sync worked: the connection is healthy again.
             backoff.reset();
+            self.status.synced().await;
             if processed > 0 {
                 tracing::info!("Logged {processed} new message(s) from {}", imap.mailbox);
             }

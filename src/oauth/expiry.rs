@@ -3,17 +3,14 @@
 //! Entra ID client secrets last at most two years, and when one lapses gatehouse silently
 //! stops reading the shared mailbox. The operator writes the expiry date in the config
 //! (`secret_expires`); from `secret_expires_warn_days` (14) days before it, once a day, the
-//! log and the gatekeepers are told. When the last warning went is kept in the database, so
-//! restarts neither repeat it the same day nor skip a day.
-
-use std::sync::Arc;
+//! log and the operator are told ([`Alerts`]), which keeps when the last warning went in the
+//! database, so restarts neither repeat it the same day nor skip a day.
 
 use chrono::NaiveDate;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{Composer, Draft};
-use crate::store::SharedStore;
+use crate::outbox::alerts::Alerts;
 
 /// A secret that is due a warning today.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,20 +52,39 @@ pub fn due(config: &Config, today: NaiveDate) -> Vec<Due> {
         .collect()
 }
 
-/// Logs and emails today's warnings that have not gone yet. Returns how many went.
-pub async fn warn_once_a_day(
-    config: &Arc<Config>,
-    store: &SharedStore,
-    clock: &dyn Clock,
-) -> anyhow::Result<usize> {
+/// The operator's alert key for the secret of one config section.
+pub fn alert_key(section: &str) -> String {
+    format!("oauth2_secret:{section}")
+}
+
+/// Logs and emails today's warnings that have not gone yet (once a day per secret, through
+/// [`Alerts`]), and says so once a secret that was warned about is no longer due (a new one
+/// was configured). Returns how many warnings went.
+pub async fn warn_once_a_day(config: &Config, alerts: &Alerts, clock: &dyn Clock) -> anyhow::Result<usize> {
     let today = clock.now().with_timezone(&config.service.timezone).date_naive();
+    let due = due(config, today);
+    for (section, _) in config.oauth_sections() {
+        if !due.iter().any(|d| d.section == section) {
+            alerts.resolve(&alert_key(section)).await?;
+        }
+    }
     let mut sent = 0;
-    for d in due(config, today) {
-        let key = format!("oauth2_secret_warned:{}:{}", d.section, d.expires);
-        if store.get_meta(&key).await?.as_deref() == Some(today.to_string().as_str()) {
+    for d in due {
+        let what = d.describe();
+        let subject = if d.days_left < 0 {
+            "gatehouse's access to the shared mailbox has expired".to_string()
+        } else {
+            format!("gatehouse's access to the shared mailbox expires in {} day(s)", d.days_left.max(0))
+        };
+        let text = format!(
+            "{what}.\n\nWithout it gatehouse cannot read the shared mailbox {mailbox} or send mail, so approaches would go unlogged and unanswered.\n\nPlease:\n  1. In the Microsoft Entra admin centre, App registrations → {client} → Certificates & secrets: add a new client secret.\n  2. Put its Value where the config's client_secret_env / client_secret_file says, and set secret_expires = \"<the new expiry date>\" in [{section}].\n  3. Restart gatehouse and run `gatehouse check`.\n\nThis reminder comes once a day until then.\n",
+            mailbox = config.imap.username,
+            client = d.client_id,
+            section = d.section,
+        );
+        if !alerts.raise(&alert_key(d.section), subject, text).await? {
             continue;
         }
-        let what = d.describe();
         if d.days_left < 0 {
             tracing::error!(
                 "{what}: gatehouse cannot get new tokens. Create a new secret and set secret_expires"
@@ -76,25 +92,6 @@ pub async fn warn_once_a_day(
         } else {
             tracing::warn!("{what}: create a new secret before then and set secret_expires");
         }
-        let draft = Draft::system_alert(
-            config,
-            if d.days_left < 0 {
-                "gatehouse's access to the shared mailbox has expired".to_string()
-            } else {
-                format!("gatehouse's access to the shared mailbox expires in {} day(s)", d.days_left.max(0))
-            },
-            format!(
-                "{what}.\n\nWithout it gatehouse cannot read the shared mailbox {mailbox} or send mail, so approaches would go unlogged and unanswered.\n\nPlease ask whoever looks after gatehouse to:\n  1. In the Microsoft Entra admin centre, App registrations → {client} → Certificates & secrets: add a new client secret.\n  2. Put its Value where the config's client_secret_env / client_secret_file says, and set secret_expires = \"<the new expiry date>\" in [{section}].\n  3. Restart gatehouse and run `gatehouse check`.\n\nThis reminder comes once a day until then.\n",
-                mailbox = config.imap.username,
-                client = d.client_id,
-                section = d.section,
-            ),
-        );
-        let mail = Composer::new(config.clone()).compose(&draft)?;
-        let mut tx = store.begin().await?;
-        tx.enqueue(&mail, clock.now()).await?;
-        tx.set_meta(&key, &today.to_string()).await?;
-        tx.commit().await?;
         sent += 1;
     }
     Ok(sent)

@@ -228,6 +228,12 @@ impl TokenProvider {
         &self.settings
     }
 
+    /// When the current access token expires, if one is held and its lifetime is known.
+    /// `None` too while a token is being fetched: a metrics scrape must not wait for that.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.current.try_lock().ok()?.as_ref()?.expires_at
+    }
+
     /// A token to use now: the cached one until it is due for renewal, else a new one. If
     /// the token endpoint is unreachable while the cached token still works, the cached
     /// one is used (and renewal is tried again next time).

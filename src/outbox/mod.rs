@@ -5,6 +5,7 @@
 //! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
 //! the crash left half-sent goes again at the next start (the only way one can go twice).
 
+pub mod alerts;
 pub mod recipients;
 
 use std::sync::Arc;
@@ -59,14 +60,14 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// A technical alert (a message set aside, a refused login, an expiring secret, a full
-    /// disk, an email that cannot be delivered) to the gatekeepers and the operator: the one
-    /// shape every such alert takes.
-    pub fn system_alert(config: &Config, subject: String, text: String) -> Self {
+    /// An alert (a message set aside, a refused login, an expiring secret, a full disk, an
+    /// email that cannot be delivered) to `to` (see [`Config::operator_recipients`] and
+    /// [`Config::alert_recipients`]): the one shape every such alert takes.
+    pub fn system_alert(to: &[EmailAddress], subject: String, text: String) -> Self {
         Self {
             kind: "system_alert",
             request_id: None,
-            to: to_each(&config.alert_recipients()),
+            to: to_each(to),
             reply_to: None,
             subject,
             text,
@@ -88,6 +89,10 @@ pub struct Composer {
 impl Composer {
     pub fn new(config: Arc<Config>) -> Self {
         Self { config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// A new Message-ID (no angle brackets) in our own domain, so our own mail coming back
@@ -204,6 +209,12 @@ const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(49);
 const PARALLEL_SENDS: usize = 4;
 /// How often the queue is looked at when nobody wakes the sender (mail queued by the CLI).
 const POLL: Duration = Duration::from_secs(2);
+/// Failed attempts after which a waiting email means the outbox is failing: the operator
+/// is alerted and `/readyz` says not ready. Fewer would alert on a server's passing hiccup.
+pub const FAILING_AFTER_ATTEMPTS: i64 = 3;
+/// The operator's alert keys for the outbox (see [`alerts`]).
+const SMTP_LOGIN: &str = "smtp_login_refused";
+const OUTBOX_FAILING: &str = "outbox_failing";
 
 /// The delay before attempt `attempts + 1`: `initial` doubling to a 30-minute ceiling.
 pub fn retry_delay(initial: Duration, attempts: i64) -> chrono::Duration {
@@ -225,12 +236,19 @@ pub struct Sender {
     composer: Composer,
     /// With `auth = "xoauth2"`: where SMTP's access tokens come from.
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
+    alerts: Arc<alerts::Alerts>,
 }
 
 impl Sender {
-    pub fn new(config: Arc<Config>, store: SharedStore, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        alerts: Arc<alerts::Alerts>,
+    ) -> Self {
         let composer = Composer::new(config.clone());
-        Self { config, store, clock, wake, composer, tokens: None }
+        Self { config, store, clock, wake, composer, tokens: None, alerts }
     }
 
     pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
@@ -311,11 +329,12 @@ impl Sender {
         let mut token = match &self.tokens {
             Some(tokens) => match tokens.token().await {
                 Ok(t) => Some(t),
+                Err(e) if e.transient => return self.temporary(item, now, &e.to_string()).await,
                 Err(e) => {
-                    if !e.transient {
-                        tracing::error!("SMTP cannot log in: {e}");
-                    }
-                    return self.temporary(item, now, &e.to_string()).await;
+                    tracing::error!("SMTP cannot log in: {e}");
+                    return self
+                        .login_refused(item, now, &e.to_string(), "the error says which step failed")
+                        .await;
                 }
             },
             None => None,
@@ -369,8 +388,12 @@ impl Sender {
         let reset = || async { *shared.lock().await = None };
         match sent {
             Ok(Ok(_)) => {
-                self.store.mark_sent(item.id, self.clock.now()).await?;
+                let now = self.clock.now();
+                self.store.mark_sent(item.id, now).await?;
                 tracing::info!("Sent {} to {} ({})", item.kind, item.recipients.join(", "), item.subject);
+                self.note_smtp(crate::store::SmtpOutcome::Sent).await;
+                self.alerts.resolve_or_log(SMTP_LOGIN).await;
+                self.alerts.resolve_or_log(OUTBOX_FAILING).await;
                 Ok(())
             }
             Ok(Err(e)) if crate::mail::is_auth_failure(&e) => {
@@ -388,7 +411,7 @@ impl Sender {
                     _ => "check the SMTP username and password".to_string(),
                 };
                 tracing::error!("The SMTP server refused gatehouse's login: {e}. {why}");
-                self.temporary(item, now, &format!("SMTP login refused: {e}; {why}")).await
+                self.login_refused(item, now, &format!("SMTP login refused: {e}"), &why).await
             }
             Ok(Err(e)) if e.is_permanent() => {
                 reset().await;
@@ -410,7 +433,60 @@ impl Sender {
         }
     }
 
+    /// SMTP will not let gatehouse log in: alert the operator (as that, not also as "outbox
+    /// failing": one problem, one alert) and keep the email queued until it is fixed.
+    async fn login_refused(
+        &self,
+        item: &OutboxItem,
+        now: DateTime<Utc>,
+        error: &str,
+        fix: &str,
+    ) -> anyhow::Result<()> {
+        let smtp = &self.config.smtp;
+        self.alerts
+            .raise_or_log(
+                SMTP_LOGIN,
+                format!("gatehouse cannot log in to the SMTP server {}", smtp.host),
+                format!(
+                    "gatehouse cannot log in to the SMTP server, so no email goes out: acknowledgements, the gatekeepers' notifications and outcomes wait in the outbox (nothing is lost).\n\nServer:  {}:{}\nUser:    {}\nError:   {error}\n\nFix: {fix}, then run `gatehouse check`. The waiting emails go out by themselves once the login works (this email waited with them).\n",
+                    smtp.host,
+                    smtp.port,
+                    smtp.username.as_deref().unwrap_or("(none)"),
+                ),
+            )
+            .await;
+        let error = format!("{error}; {fix}");
+        self.note_smtp(crate::store::SmtpOutcome::Failed(&error)).await;
+        self.retry_later(item, now, &error).await
+    }
+
+    /// Records the SMTP side of `gatehouse status`; a failure to do so only loses the figure.
+    async fn note_smtp(&self, outcome: crate::store::SmtpOutcome<'_>) {
+        if let Err(e) = self.store.set_smtp_status(outcome, self.clock.now()).await {
+            tracing::warn!("{e:#}");
+        }
+    }
+
     async fn temporary(&self, item: &OutboxItem, now: DateTime<Utc>, error: &str) -> anyhow::Result<()> {
+        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        if item.attempts >= FAILING_AFTER_ATTEMPTS {
+            let smtp = &self.config.smtp;
+            self.alerts
+                .raise_or_log(
+                    OUTBOX_FAILING,
+                    "gatehouse cannot send email".to_string(),
+                    format!(
+                        "gatehouse has tried {} times to send an email and failed each time, so acknowledgements, the gatekeepers' notifications and outcomes are waiting in the outbox. It keeps retrying for two days; nothing is lost meanwhile.\n\nServer:  {}:{}\nLast error: {error}\n\n`gatehouse status` shows the outbox; `gatehouse check` tests the SMTP settings. The waiting emails go out by themselves once sending works (this email waited with them).\n",
+                        item.attempts, smtp.host, smtp.port
+                    ),
+                )
+                .await;
+        }
+        self.retry_later(item, now, error).await
+    }
+
+    /// Puts the entry back in the queue for a later attempt, or gives it up after two days.
+    async fn retry_later(&self, item: &OutboxItem, now: DateTime<Utc>, error: &str) -> anyhow::Result<()> {
         if now - item.created_at > GIVE_UP_AFTER {
             return self.permanent(item, &format!("still failing after two days: {error}")).await;
         }
@@ -424,11 +500,13 @@ impl Sender {
         self.store.mark_retry(item.id, next, error).await
     }
 
-    /// Marks the entry failed and tells the gatekeepers, unless the failure is itself such a
-    /// report (which would loop).
+    /// Marks the entry failed and tells the gatekeepers and the operator (the recipient
+    /// must be reached another way), unless the failure is itself such a report (which would
+    /// loop).
     async fn permanent(&self, item: &OutboxItem, error: &str) -> anyhow::Result<()> {
         tracing::error!("Gave up sending {} to {}: {error}", item.kind, item.recipients.join(", "));
         self.store.mark_failed(item.id, error).await?;
+        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
         if item.kind == "delivery_failure" {
             return Ok(());
         }
@@ -450,9 +528,15 @@ impl Sender {
             auto_submitted: AutoSubmitted::Generated,
             attachments: Vec::new(),
         };
-        let mail = self.composer.compose(&draft)?;
         let mut tx = self.store.begin().await?;
-        tx.enqueue(&mail, self.clock.now()).await?;
+        alerts::raise_in(
+            &mut *tx,
+            &self.composer,
+            self.clock.now(),
+            &format!("undeliverable:{}", item.id),
+            draft,
+        )
+        .await?;
         tx.commit().await
     }
 }

@@ -142,20 +142,27 @@ impl Processor {
         let subject = subject.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "(no subject)".into());
         let from = from.unwrap_or_else(|| "(unknown)".into());
         let draft = crate::outbox::Draft::system_alert(
-            &self.config,
+            &self.config.alert_recipients(),
             format!("A message could not be processed and is set aside: {subject}"),
             format!(
                 "gatehouse could not process a message that arrived in the shared mailbox, so it has set it aside (quarantined) and gone on with the mail after it. It has not been logged as a request, and its sender has not been answered.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\nWhy:     {why}\n\nIts exact bytes are kept in gatehouse's database, and it is still in the shared mailbox. Please read it there and, if it is an approach, log it by forwarding it to the shared mailbox.\n\nTo have gatehouse try it again (after an upgrade, say), whoever looks after gatehouse can run:\n\n    gatehouse messages retry {id}\n"
             ),
         );
         tx.finish_message(id, &outcome, now).await?;
-        // Setting the message aside must not fail with it: without the alert it is still
-        // kept and listed as quarantined.
-        match crate::outbox::Composer::new(self.config.clone()).compose(&draft) {
-            Ok(mail) => {
-                tx.enqueue(&mail, now).await?;
+        // One alert per message set aside, and once a day at most: a retry that sets it
+        // aside again the same day tells nobody twice. Setting the message aside must not
+        // fail with the alert: without it the message is still kept and listed as
+        // quarantined (a failed write, though, fails the transaction, as it must).
+        let composer = crate::outbox::Composer::new(self.config.clone());
+        let key = format!("quarantined:{id}");
+        tx.savepoint().await?;
+        match crate::outbox::alerts::raise_in(tx, &composer, now, &key, draft).await {
+            Ok(_) => tx.release_savepoint().await?,
+            Err(e) if crate::store::is_storage_trouble(&e) => return Err(e),
+            Err(e) => {
+                tx.rollback_to_savepoint().await?;
+                tracing::error!("Cannot tell anyone that message {id} is quarantined: {e:#}");
             }
-            Err(e) => tracing::error!("Cannot tell anyone that message {id} is quarantined: {e:#}"),
         }
         Ok(())
     }
@@ -302,7 +309,7 @@ impl Processor {
             request_id: None,
         };
         let draft = crate::outbox::Draft::system_alert(
-            &self.config,
+            &self.config.alert_recipients(),
             format!("{headline}: {subject}"),
             format!(
                 "A message arrived in the shared mailbox that gatehouse did not log as a request: {why}.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\n\nNobody has been answered. It is still in the shared mailbox. Please read it there and, if it is an approach, {advice}.\n"

@@ -315,6 +315,44 @@ pub struct DaemonStatus {
     pub last_seen: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     pub pid: Option<i64>,
+    /// When the outbox last handed an email to the SMTP server.
+    pub smtp_last_sent: Option<DateTime<Utc>>,
+    /// The last error the outbox met sending, and when.
+    pub smtp_last_error: Option<(String, DateTime<Utc>)>,
+}
+
+/// What the outbox's sender met on its last attempt, for `gatehouse status`.
+#[derive(Debug, Clone, Copy)]
+pub enum SmtpOutcome<'a> {
+    Sent,
+    Failed(&'a str),
+}
+
+/// Figures for `/metrics`, read from the database when it is scraped.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Messages taken in, by classification (processed ones only).
+    pub messages: Vec<(String, i64)>,
+    pub requests_by_status: Vec<(String, i64)>,
+    /// Requests by the decision they carry now.
+    pub decisions: Vec<(String, i64)>,
+    pub outbox: OutboxCounts,
+    /// When the oldest email still waiting to go was queued.
+    pub outbox_oldest_pending: Option<DateTime<Utc>>,
+    /// Emails waiting to go that have failed at least the number of attempts asked for.
+    pub outbox_failing: i64,
+    /// Seconds from each request's arrival to its acknowledgement leaving.
+    pub ack_seconds: Vec<f64>,
+}
+
+/// One technical problem the operator was told about (`outbox::alerts`).
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub key: String,
+    pub subject: String,
+    pub first_raised: DateTime<Utc>,
+    pub last_sent: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// Automatic answers already on their way, as the sending limits count them.
@@ -418,7 +456,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()>;
     async fn daemon_status(&self) -> anyhow::Result<Option<DaemonStatus>>;
+    /// Records the outcome of an SMTP attempt on the daemon's status row.
+    async fn set_smtp_status(&self, outcome: SmtpOutcome<'_>, at: DateTime<Utc>) -> anyhow::Result<()>;
     async fn outbox_counts(&self) -> anyhow::Result<OutboxCounts>;
+    /// Figures for `/metrics`; `failing_after` is the attempts after which a waiting email
+    /// counts as failing.
+    async fn metrics(&self, failing_after: i64) -> anyhow::Result<Metrics>;
+    /// Emails waiting to be sent that have failed at least `failing_after` attempts.
+    async fn outbox_failing(&self, failing_after: i64) -> anyhow::Result<i64>;
+    /// The problems raised and not yet resolved: their keys and when each was last sent.
+    async fn open_alerts(&self) -> anyhow::Result<Vec<(String, DateTime<Utc>)>>;
     async fn last_summary(&self) -> anyhow::Result<Option<DateTime<Utc>>>;
 
     /// Puts entries left `sending` by a crash back in the queue (they may go twice: at most
@@ -581,6 +628,10 @@ pub trait Tx: Send {
     /// Sets `key` whatever it held (e.g. when a daily warning last went, written in the
     /// same transaction as the warning itself).
     async fn set_meta(&mut self, key: &str, value: &str) -> anyhow::Result<()>;
+    /// The problem `key`, if it was ever raised.
+    async fn alert(&mut self, key: &str) -> anyhow::Result<Option<AlertRow>>;
+    /// Writes the problem `alert.key` whatever it held.
+    async fn put_alert(&mut self, alert: &AlertRow) -> anyhow::Result<()>;
     async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> anyhow::Result<()>;
     /// Records a once-only mailing; false if it was already recorded (nothing written).
     async fn record_summary(

@@ -23,9 +23,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 use super::{
-    AnsweredCounts, Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow, NewOutgoing,
-    NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter, RequestRow, RequestText,
-    RetryMessage, RetryRequest, Store, Tx,
+    AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow,
+    Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter,
+    RequestRow, RequestText, RetryMessage, RetryRequest, SmtpOutcome, Store, Tx,
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
@@ -915,7 +915,8 @@ impl Store for SqliteStore {
             one(
                 c,
                 r#"
-                SELECT imap, imap_detail, last_seen, started_at, pid
+                SELECT imap, imap_detail, last_seen, started_at, pid,
+                       smtp_last_sent, smtp_last_error, smtp_last_error_at
                 FROM daemon_status
                 WHERE id = 1
                 "#,
@@ -927,9 +928,118 @@ impl Store for SqliteStore {
                         last_seen: from_millis(row.get("last_seen")?),
                         started_at: from_millis(row.get("started_at")?),
                         pid: row.get("pid")?,
+                        smtp_last_sent: row.get::<_, Option<i64>>("smtp_last_sent")?.map(from_millis),
+                        smtp_last_error: match (
+                            row.get::<_, Option<String>>("smtp_last_error")?,
+                            row.get::<_, Option<i64>>("smtp_last_error_at")?,
+                        ) {
+                            (Some(e), Some(at)) => Some((e, from_millis(at))),
+                            _ => None,
+                        },
                     })
                 },
                 "Cannot read the daemon's status",
+            )
+        })
+        .await
+    }
+
+    async fn set_smtp_status(&self, outcome: SmtpOutcome<'_>, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let error = match outcome {
+            SmtpOutcome::Sent => None,
+            SmtpOutcome::Failed(e) => Some(e.to_string()),
+        };
+        self.write(move |c| {
+            // The row exists once the daemon has started (its status board writes it first).
+            match error {
+                None => exec(
+                    c,
+                    "UPDATE daemon_status SET smtp_last_sent = ?1 WHERE id = 1",
+                    [to_millis(at)],
+                    "Cannot record the SMTP status",
+                ),
+                Some(e) => exec(
+                    c,
+                    "UPDATE daemon_status SET smtp_last_error = ?1, smtp_last_error_at = ?2 WHERE id = 1",
+                    params![e, to_millis(at)],
+                    "Cannot record the SMTP status",
+                ),
+            }
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn outbox_failing(&self, failing_after: i64) -> anyhow::Result<i64> {
+        self.read(move |c| {
+            scalar(
+                c,
+                r#"
+                SELECT COUNT(*) FROM outbox
+                WHERE status IN ('pending', 'claimed', 'sending') AND attempts >= ?1 AND last_error IS NOT NULL
+                "#,
+                [failing_after],
+                "Cannot read the outbox",
+            )
+        })
+        .await
+    }
+
+    async fn metrics(&self, failing_after: i64) -> anyhow::Result<Metrics> {
+        let outbox = self.outbox_counts().await?;
+        let outbox_failing = self.outbox_failing(failing_after).await?;
+        self.read(move |c| {
+            let pairs = |sql: &str, what: &'static str| {
+                all(c, sql, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)), what)
+            };
+            let messages = pairs(
+                "SELECT classification, COUNT(*) FROM messages WHERE classification IS NOT NULL GROUP BY classification",
+                "Cannot count the messages",
+            )?;
+            let requests_by_status =
+                pairs("SELECT status, COUNT(*) FROM requests GROUP BY status", "Cannot count the requests")?;
+            let decisions = pairs(
+                "SELECT decision, COUNT(*) FROM requests WHERE decision IS NOT NULL GROUP BY decision",
+                "Cannot count the decisions",
+            )?;
+            let oldest: Option<i64> = scalar(
+                c,
+                "SELECT MIN(created_at) FROM outbox WHERE status IN ('pending', 'claimed', 'sending')",
+                [],
+                "Cannot read the outbox",
+            )?;
+            let ack_seconds = all(
+                c,
+                r#"
+                SELECT o.sent_at - r.received_at
+                FROM outbox o JOIN requests r ON r.id = o.request_id
+                WHERE o.kind = 'acknowledgement' AND o.sent_at IS NOT NULL
+                "#,
+                [],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as f64) / 1000.0),
+                "Cannot read the acknowledgement times",
+            )?;
+            Ok(Metrics {
+                messages,
+                requests_by_status,
+                decisions,
+                outbox,
+                outbox_oldest_pending: oldest.map(from_millis),
+                outbox_failing,
+                ack_seconds,
+            })
+        })
+        .await
+    }
+
+    async fn open_alerts(&self) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+        self.read(|c| {
+            all(
+                c,
+                "SELECT key, last_sent FROM alerts WHERE resolved_at IS NULL ORDER BY key",
+                [],
+                |r| Ok((r.get(0)?, from_millis(r.get(1)?))),
+                "Cannot read the alerts",
             )
         })
         .await
@@ -1427,6 +1537,48 @@ impl Tx for SqliteTx {
                 to_millis(at)
             ],
             "Cannot record the decision",
+        )
+        .map(drop)
+    }
+
+    async fn alert(&mut self, key: &str) -> anyhow::Result<Option<AlertRow>> {
+        one(
+            &self.conn,
+            "SELECT key, subject, first_raised, last_sent, resolved_at FROM alerts WHERE key = ?1",
+            [key],
+            |r| {
+                Ok(AlertRow {
+                    key: r.get("key")?,
+                    subject: r.get("subject")?,
+                    first_raised: from_millis(r.get("first_raised")?),
+                    last_sent: from_millis(r.get("last_sent")?),
+                    resolved_at: r.get::<_, Option<i64>>("resolved_at")?.map(from_millis),
+                })
+            },
+            "Cannot read an alert",
+        )
+    }
+
+    async fn put_alert(&mut self, a: &AlertRow) -> anyhow::Result<()> {
+        exec(
+            &self.conn,
+            r#"
+            INSERT INTO alerts (key, subject, first_raised, last_sent, resolved_at)
+            VALUES (?1, ?2, ?3, ?4, ?5)
+            ON CONFLICT (key) DO UPDATE SET
+                subject = excluded.subject,
+                first_raised = excluded.first_raised,
+                last_sent = excluded.last_sent,
+                resolved_at = excluded.resolved_at
+            "#,
+            params![
+                a.key,
+                a.subject,
+                to_millis(a.first_raised),
+                to_millis(a.last_sent),
+                a.resolved_at.map(to_millis)
+            ],
+            "Cannot record an alert",
         )
         .map(drop)
     }

@@ -527,7 +527,8 @@ async fn postfix_down_for_minutes_then_every_email_goes_once() {
     while started.elapsed() < outage {
         tokio::time::sleep(Duration::from_secs(15)).await;
         let rows = outbox_rows(&app).await;
-        let waiting: Vec<i64> = rows.iter().filter(|r| r.1 != "sent").map(|r| r.2).collect();
+        let waiting: Vec<i64> =
+            rows.iter().filter(|r| r.1 != "sent" && r.0 != "system_alert").map(|r| r.2).collect();
         eprintln!(
             "outage {} s: {} email(s) waiting, attempts {:?}",
             started.elapsed().as_secs(),
@@ -535,19 +536,29 @@ async fn postfix_down_for_minutes_then_every_email_goes_once() {
             waiting.iter().min().zip(waiting.iter().max())
         );
         assert_eq!(waiting.len(), 20, "an email was lost or given up during the outage");
+        let alerts = rows.iter().filter(|r| r.0 == "system_alert").count();
+        assert!(alerts <= 1, "the failing outbox alerted {alerts} times");
     }
     let rows = outbox_rows(&app).await;
-    let retries = rows.iter().filter(|r| r.1 != "sent").map(|r| r.2).min().unwrap();
+    let retries = rows.iter().filter(|r| r.1 != "sent" && r.0 != "system_alert").map(|r| r.2).min().unwrap();
     assert!(retries >= 4, "only {retries} attempts during the outage");
     assert_eq!(stack.mailbox(&app.gatekeeper).len(), 1, "mail delivered while Postfix was down");
+    // The operator (the gatekeeper, with no [operator] set) is told once that sending
+    // fails: that email waits with the rest.
+    assert_eq!(rows.iter().filter(|r| r.0 == "system_alert").count(), 1, "{rows:?}");
     let status = app.cli_json(&["status", "--format", "json"]);
-    assert_eq!(status["outbox_pending"], 20, "{status}");
+    assert_eq!(status["outbox_pending"], 21, "{status}");
+    assert!(status["smtp_last_error"].is_string(), "{status}");
 
     private.up();
     app.wait_for_outbox_drain().await;
     stack.wait_for_queue_empty().await;
     let rows = outbox_rows(&app).await;
-    assert_eq!(rows.len(), 22);
+    // The 22, the alert that waited and the "resolved" that followed.
+    assert_eq!(rows.len(), 24, "{rows:?}");
+    let subjects: Vec<String> =
+        stack.mailbox(&app.gatekeeper).iter().filter_map(|m| header(m, "Subject")).collect();
+    assert!(subjects.contains(&"Resolved: gatehouse cannot send email".to_string()), "{subjects:?}");
     let mut addresses: Vec<&str> = senders.iter().map(String::as_str).collect();
     addresses.push(&app.gatekeeper);
     assert_each_sent_once(&rows, &delivered_ids(stack, &addresses));
@@ -556,7 +567,7 @@ async fn postfix_down_for_minutes_then_every_email_goes_once() {
         assert_eq!(n, if s == &senders[0] { 2 } else { 1 }, "{s} got {n} acknowledgement(s)");
     }
     eprintln!(
-        "FAULTS: Postfix down {} s; 20 emails waited ({retries}+ attempts each), then all 22 delivered once, 0 lost, 0 twice",
+        "FAULTS: Postfix down {} s; 20 emails waited ({retries}+ attempts each), then all 22 (and the alert and its resolution) delivered once, 0 lost, 0 twice",
         outage.as_secs()
     );
     app.stop().await;

@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod inbox;
+mod monitoring;
 mod oauth;
 mod outbox;
 mod quarantine;

@@ -456,8 +456,9 @@ async fn a_token_command_supplies_the_token() {
 async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
     let today = chrono::Utc::now().with_timezone(&chrono_tz::Europe::London).date_naive();
     let expires = today + chrono::Duration::days(3);
-    let (mut app, client) =
-        oauth_app(3600.0, Smtp::XOAuth2, None, &format!("secret_expires = \"{expires}\"")).await;
+    let port = crate::monitoring::free_port();
+    let extra = format!("secret_expires = \"{expires}\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"");
+    let (mut app, client) = oauth_app(3600.0, Smtp::XOAuth2, None, &extra).await;
     let out = app.cli(&["check"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "a warning is not a failure: {stdout}");
@@ -469,12 +470,14 @@ async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
 
     // Once a day, remembered in the database across restarts.
     let config = std::sync::Arc::new(app.config());
-    let clock = gatehouse::clock::SystemClock;
-    let first = gatehouse::oauth::expiry::warn_once_a_day(&config, &app.store, &clock).await.unwrap();
-    let again = gatehouse::oauth::expiry::warn_once_a_day(&config, &app.store, &clock).await.unwrap();
+    let clock: std::sync::Arc<dyn gatehouse::clock::Clock> =
+        std::sync::Arc::new(gatehouse::clock::SystemClock);
+    let alerts = gatehouse::outbox::alerts::Alerts::new(config.clone(), app.store.clone(), clock.clone());
+    let first = gatehouse::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
+    let again = gatehouse::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
     assert_eq!((first, again), (1, 0));
-    let key = format!("oauth2_secret_warned:imap.oauth2:{expires}");
-    assert_eq!(app.store.get_meta(&key).await.unwrap(), Some(today.to_string()));
+    let open: Vec<String> = app.store.open_alerts().await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(open, [gatehouse::oauth::expiry::alert_key("imap.oauth2")]);
 
     app.start().await;
     let warning = app.stack.wait_for_mail(&app.gatekeeper, 1).await.remove(0);
@@ -483,6 +486,13 @@ async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
     let body = readable(&warning);
     assert!(body.contains("Certificates & secrets") && body.contains(&client.id), "{body}");
     app.wait_for_outbox_drain().await;
+    // Monitoring sees both clocks: the secret's days and the access token's hour.
+    let (_, _, body) = crate::monitoring::get(port, "/metrics").await.unwrap();
+    let m = crate::monitoring::samples(&body);
+    let secret = m["gatehouse_oauth_client_secret_expiry_seconds{section=\"imap.oauth2\"}"];
+    assert!((2.0 * 86400.0..=3.0 * 86400.0 + 3600.0).contains(&secret), "{body}");
+    let token = m["gatehouse_oauth_token_expiry_seconds{section=\"imap.oauth2\"}"];
+    assert!(token > 0.0 && token <= 3600.0, "{body}");
     app.stop().await;
     assert_eq!(
         app.stack.mailbox(&app.gatekeeper).len(),
