@@ -39,7 +39,7 @@ impl Client {
 
     async fn admin(&self, path: &str, body: Value) -> Value {
         let r = http::request(
-            hyper::Method::POST,
+            http::Method::POST,
             &format!("{}{path}", self.base),
             Some(("application/json", body.to_string().into_bytes())),
             Duration::from_secs(10),
@@ -61,7 +61,7 @@ impl Client {
 
     async fn state(&self) -> Value {
         let r = http::request(
-            hyper::Method::GET,
+            http::Method::GET,
             &format!("{}/admin/client/{}", self.base, self.id),
             None,
             Duration::from_secs(10),
@@ -507,7 +507,10 @@ async fn no_token_or_client_secret_reaches_the_log_even_at_trace_level() {
         .arg(&app.config_path)
         .arg("run")
         .env("GATEHOUSE_TEST_CLIENT_SECRET", SECRET)
-        .env("GATEHOUSE_LOG", "trace,async_imap=trace,lettre=trace,imap_proto=trace,hyper=trace")
+        .env(
+            "GATEHOUSE_LOG",
+            "trace,async_imap=trace,lettre=trace,imap_proto=trace,hyper=trace,hyper_util=trace,reqwest=trace",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
