@@ -23,6 +23,7 @@ pub mod logging;
 pub mod mail;
 pub mod oauth;
 pub mod outbox;
+pub mod progress;
 pub mod requests;
 pub mod schedule;
 pub mod secret;
