@@ -791,3 +791,46 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
     out.flush().context("Cannot write")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_keep_commas_quotes_and_line_breaks() {
+        let row = RequestRow {
+            id: 1,
+            reference: "GP-2026-0042".into(),
+            status: Status::AwaitingTriage,
+            decision: None,
+            decision_detail: None,
+            requester: "jo@icb.test".into(),
+            requester_name: Some("Bloggs, Jo \"JB\"".into()),
+            organisation: Some("Anytown ICB".into()),
+            via: None,
+            subject: "Phlebotomy, \"urgent\"\r\nfrom April".into(),
+            body: String::new(),
+            received_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
+            decided_at: None,
+            meeting_date: None,
+            priorities: vec!["workforce".into(), "shift".into()],
+            duplicate_of: None,
+            probable_duplicate_of: None,
+            message_count: 2,
+            token: String::new(),
+            answer: true,
+        };
+        let mut out = Vec::new();
+        write_requests_csv(std::slice::from_ref(&row), &mut out).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), CSV_COLUMNS);
+        let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(records.len(), 1);
+        let cell = |name: &str| &records[0][CSV_COLUMNS.iter().position(|c| *c == name).unwrap()];
+        assert_eq!(cell("subject"), "Phlebotomy, \"urgent\"\r\nfrom April");
+        assert_eq!(cell("requester_name"), "Bloggs, Jo \"JB\"");
+        assert_eq!(cell("priorities"), "workforce;shift");
+        assert_eq!(cell("decision"), "");
+        assert_eq!(cell("message_count"), "2");
+    }
+}
