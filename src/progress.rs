@@ -113,7 +113,7 @@ impl Progress {
 
     /// "WHAT: 1200 of 10000 (12%), 240/s, about 37 s left".
     fn line(&self, elapsed: Duration) -> String {
-        let percent = if self.total == 0 { 100 } else { self.done.saturating_mul(100) / self.total };
+        let percent = self.done.saturating_mul(100).checked_div(self.total).unwrap_or(100);
         let rate = self.done as f64 / elapsed.as_secs_f64().max(0.001);
         let left = if rate > 0.0 {
             let secs = self.total.saturating_sub(self.done) as f64 / rate;
