@@ -551,42 +551,7 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
 fn print_requests(rows: &[RequestRow], format: ListFormat) -> anyhow::Result<()> {
     match format {
         ListFormat::Json => print_json(&Value::Array(rows.iter().map(request_json).collect())),
-        ListFormat::Csv => {
-            let columns = [
-                "reference",
-                "status",
-                "decision",
-                "requester",
-                "requester_name",
-                "organisation",
-                "via",
-                "subject",
-                "received_at",
-                "decided_at",
-                "meeting_date",
-                "priorities",
-                "duplicate_of",
-                "message_count",
-            ];
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", columns.join(","))?;
-            for r in rows {
-                let v = request_json(r);
-                let cells: Vec<String> = columns
-                    .iter()
-                    .map(|c| match &v[*c] {
-                        Value::Null => String::new(),
-                        Value::String(s) => csv_cell(s),
-                        Value::Array(items) => {
-                            csv_cell(&items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(";"))
-                        }
-                        other => other.to_string(),
-                    })
-                    .collect();
-                writeln!(out, "{}", cells.join(","))?;
-            }
-            Ok(())
-        }
+        ListFormat::Csv => write_requests_csv(rows, std::io::stdout().lock()),
         ListFormat::Table => {
             let table: Vec<Vec<String>> = rows
                 .iter()
@@ -867,8 +832,41 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
     Ok(if alive && watching { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+/// The CSV columns of `requests list`, named as in the JSON rows.
+const CSV_COLUMNS: [&str; 14] = [
+    "reference",
+    "status",
+    "decision",
+    "requester",
+    "requester_name",
+    "organisation",
+    "via",
+    "subject",
+    "received_at",
+    "decided_at",
+    "meeting_date",
+    "priorities",
+    "duplicate_of",
+    "message_count",
+];
+
+/// `requests list --format csv` (RFC 4180, by the `csv` crate): a header row, then one row
+/// per request with the JSON row's values; absent is empty, a list is joined with `;`.
+fn write_requests_csv(rows: &[RequestRow], out: impl std::io::Write) -> anyhow::Result<()> {
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(CSV_COLUMNS).context("Cannot write the CSV")?;
+    for r in rows {
+        let v = request_json(r);
+        let cells = CSV_COLUMNS.iter().map(|c| match &v[*c] {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(";"),
+            other => other.to_string(),
+        });
+        csv.write_record(cells).context("Cannot write the CSV")?;
+    }
+    csv.flush().context("Cannot write the CSV")?;
+    Ok(())
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
@@ -905,4 +903,48 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
     }
     out.flush().context("Cannot write")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_keep_commas_quotes_and_line_breaks() {
+        let row = RequestRow {
+            id: 1,
+            reference: "GP-2026-0042".into(),
+            status: Status::AwaitingTriage,
+            decision: None,
+            decision_detail: None,
+            requester: "jo@icb.test".into(),
+            requester_name: Some("Bloggs, Jo \"JB\"".into()),
+            organisation: Some("Anytown ICB".into()),
+            via: None,
+            subject: "Phlebotomy, \"urgent\"\r\nfrom April".into(),
+            body: String::new(),
+            received_at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
+            decided_at: None,
+            meeting_date: None,
+            priorities: vec!["workforce".into(), "shift".into()],
+            duplicate_of: None,
+            probable_duplicate_of: None,
+            message_count: 2,
+            token: String::new(),
+            answer: true,
+            requester_unverified: false,
+        };
+        let mut out = Vec::new();
+        write_requests_csv(std::slice::from_ref(&row), &mut out).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), CSV_COLUMNS);
+        let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(records.len(), 1);
+        let cell = |name: &str| &records[0][CSV_COLUMNS.iter().position(|c| *c == name).unwrap()];
+        assert_eq!(cell("subject"), "Phlebotomy, \"urgent\"\r\nfrom April");
+        assert_eq!(cell("requester_name"), "Bloggs, Jo \"JB\"");
+        assert_eq!(cell("priorities"), "workforce;shift");
+        assert_eq!(cell("decision"), "");
+        assert_eq!(cell("message_count"), "2");
+    }
 }

@@ -23,6 +23,7 @@ pub mod logging;
 pub mod mail;
 pub mod oauth;
 pub mod outbox;
+pub mod progress;
 pub mod requests;
 pub mod retention;
 pub mod schedule;

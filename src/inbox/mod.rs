@@ -408,6 +408,7 @@ impl Inbox {
             uidvalidity,
             backlog_below_uid: state.backlog_below_uid,
             answer_backlog,
+            total: sizes.len(),
         };
         // Processing runs as a task of its own, so it works on one core while this task
         // reads from the server on another. When fetching stops (done, or an error), the
@@ -470,6 +471,13 @@ impl Inbox {
     ) -> anyhow::Result<usize> {
         let mut processed = 0;
         let mut parsing: Option<Parsing> = None;
+        // Thousands of messages on a first start take minutes: say how far along it is (a
+        // line every few seconds, and nothing at all for a sync that takes less). Counted
+        // per group, so a message costs nothing more.
+        let mut progress = crate::progress::Progress::log(
+            format!("Taking in messages from {}", job.mailbox),
+            job.total as u64,
+        );
         loop {
             // With a group in hand, take only what is already here; otherwise wait.
             let next = if parsing.is_some() {
@@ -485,10 +493,13 @@ impl Inbox {
             }
             let started = if next.is_empty() { None } else { Some(self.start_group(job, next).await?) };
             if let Some(group) = parsing.take() {
+                let taken = group.group.len() as u64;
                 processed += self.finish_group(job, group, &done).await?;
+                progress.add(taken);
             }
             parsing = started;
         }
+        progress.finish();
         Ok(processed)
     }
 
@@ -937,6 +948,8 @@ struct Job {
     uidvalidity: u32,
     backlog_below_uid: u32,
     answer_backlog: bool,
+    /// How many messages this sync fetches, for the progress lines.
+    total: usize,
 }
 
 /// A stored group on its way through the parser (`parsed`), or to be taken one message at

@@ -1,22 +1,30 @@
 //! The little HTTP that OAuth2 needs: one POST of a form (or JSON) to a token endpoint,
-//! over a fresh HTTP/1.1 connection, answered with a status and a body.
+//! answered with a status and a body.
 //!
-//! Token requests happen about once an hour, so there is no pooling, redirects or
-//! compression. TLS is verified exactly as for IMAP ([`crate::tls`]); plain `http://` is
-//! refused by the config for anything but this machine (the local test stand-in).
+//! reqwest does the HTTP: it honours `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` and
+//! `NO_PROXY` as curl does (NHS networks often allow the web only through a proxy, reached
+//! with CONNECT; IMAP and SMTP do not go through it), and follows redirects. TLS is ours,
+//! verified exactly as for IMAP ([`crate::tls`]: the web roots plus `tls_ca_file`), handed
+//! to reqwest whole, so there is one place that decides what is trusted. Plain `http://`
+//! is refused by the config for anything but this machine (the local test stand-in).
+//!
+//! Token requests happen about once an hour, so a client is built per request: the proxy
+//! settings are read from the environment each time, and nothing is pooled.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Bytes;
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+/// The request method, for [`request`].
+pub use reqwest::Method;
 
 /// Token endpoint answers are small; anything bigger is not one.
 const MAX_BODY: usize = 1024 * 1024;
+
+/// Redirects followed at most: an identity platform redirects rarely, and never in a loop.
+const MAX_REDIRECTS: usize = 5;
 
 /// An HTTP answer: status code and body bytes.
 #[derive(Debug)]
@@ -45,15 +53,9 @@ pub async fn post_form(
     timeout: Duration,
     extra_ca: Option<&Path>,
 ) -> anyhow::Result<HttpResponse> {
-    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-    request(
-        Method::POST,
-        url,
-        Some(("application/x-www-form-urlencoded", body.into_bytes())),
-        timeout,
-        extra_ca,
-    )
-    .await
+    let client = client(timeout, extra_ca)?;
+    let builder = client.post(checked(url)?).form(form);
+    send(builder, url, timeout).await
 }
 
 /// Sends one request and reads the whole answer, all within `timeout`.
@@ -64,84 +66,98 @@ pub async fn request(
     timeout: Duration,
     extra_ca: Option<&Path>,
 ) -> anyhow::Result<HttpResponse> {
-    match tokio::time::timeout(timeout, request_inner(method, url, body, extra_ca)).await {
-        Ok(result) => result,
-        Err(_) => bail!("no answer from {} within {} s", redact_url(url), timeout.as_secs()),
+    let client = client(timeout, extra_ca)?;
+    let mut builder = client.request(method, checked(url)?);
+    if let Some((content_type, bytes)) = body {
+        builder = builder.header(reqwest::header::CONTENT_TYPE, content_type).body(bytes);
     }
+    send(builder, url, timeout).await
 }
 
-async fn request_inner(
-    method: Method,
-    url: &str,
-    body: Option<(&str, Vec<u8>)>,
-    extra_ca: Option<&Path>,
-) -> anyhow::Result<HttpResponse> {
-    let uri: Uri = url.parse().with_context(|| format!("{:?} is not a URL", redact_url(url)))?;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
+/// A client for one request: our TLS, the proxies the environment names, the timeout.
+fn client(timeout: Duration, extra_ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let tls = Arc::unwrap_or_clone(crate::tls::client_config(extra_ca)?);
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("Cannot set up the HTTP client")
+}
+
+/// The URL parsed, and only http(s): a message about it never shows a user:password part.
+fn checked(url: &str) -> anyhow::Result<reqwest::Url> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|_| anyhow::anyhow!("{:?} is not a URL", redact_url(url)))?;
+    match parsed.scheme() {
+        "https" | "http" => Ok(parsed),
         _ => bail!("{} is not an http(s) URL", redact_url(url)),
-    };
-    let host = uri.host().context("The URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.clone());
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-
-    let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
-        .await
-        .with_context(|| format!("Cannot connect to {host}:{port}"))?;
-    let _ = tcp.set_nodelay(true);
-
-    let (content_type, bytes) = body.map(|(t, b)| (Some(t.to_string()), b)).unwrap_or((None, Vec::new()));
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::ACCEPT, "application/json")
-        .header(hyper::header::USER_AGENT, concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
-        .header(hyper::header::CONNECTION, "close");
-    if let Some(t) = content_type {
-        builder = builder.header(hyper::header::CONTENT_TYPE, t);
-    }
-    let request = builder.body(Full::new(Bytes::from(bytes))).context("Cannot build the HTTP request")?;
-
-    if https {
-        let config = crate::tls::client_config(extra_ca)?;
-        let connector = tokio_rustls::TlsConnector::from(config);
-        let name = crate::tls::server_name(&host)?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS handshake with {host} failed"))?;
-        exchange(TokioIo::new(tls), request).await
-    } else {
-        exchange(TokioIo::new(tcp), request).await
     }
 }
 
-async fn exchange<IO>(io: IO, request: Request<Full<Bytes>>) -> anyhow::Result<HttpResponse>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(io).await.context("HTTP handshake failed")?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let result = async {
-        let response = sender.send_request(request).await.context("The HTTP request failed")?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
+async fn send(
+    builder: reqwest::RequestBuilder,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<HttpResponse> {
+    let shown = redact_url(url);
+    let answer = async {
+        let mut response = builder
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
             .await
-            .map_err(|e| anyhow::anyhow!("Cannot read the HTTP answer: {e}"))?
-            .to_bytes()
-            .to_vec();
+            .map_err(|e| describe(e, &shown, timeout))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow::anyhow!("Cannot read the HTTP answer: {}", clean(e)))?
+        {
+            anyhow::ensure!(
+                body.len() + chunk.len() <= MAX_BODY,
+                "{shown} answered with more than {MAX_BODY} bytes"
+            );
+            body.extend_from_slice(&chunk);
+        }
         Ok(HttpResponse { status, body })
+    };
+    // reqwest's own timeout covers the whole exchange too; this one also bounds a proxy
+    // that accepts the connection and then says nothing.
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(result) => result,
+        Err(_) => bail!("no answer from {shown} within {} s", timeout.as_secs()),
     }
-    .await;
-    driver.abort();
-    result
+}
+
+/// A request error as a sentence naming the endpoint, the cause chain included (reqwest's
+/// top-level message alone says only "error sending request").
+fn describe(e: reqwest::Error, shown: &str, timeout: Duration) -> anyhow::Error {
+    if e.is_timeout() {
+        return anyhow::anyhow!("no answer from {shown} within {} s", timeout.as_secs());
+    }
+    let what = if e.is_connect() {
+        format!("Cannot connect to {shown}")
+    } else {
+        format!("The request to {shown} failed")
+    };
+    anyhow::anyhow!("{what}: {}", clean(e))
+}
+
+/// An error and its causes on one line, without the URL reqwest adds to its own message
+/// (it could carry a user:password part).
+fn clean(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut parts = vec![e.to_string()];
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.dedup();
+    parts.join(": ")
 }
 
 /// A URL for messages: without any user:password part.
@@ -172,5 +188,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{e:#}").contains("127.0.0.1:1"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn an_error_never_shows_the_urls_credentials() {
+        let e =
+            post_form("http://user:hunter2@127.0.0.1:1/token", &[("a", "b")], Duration::from_secs(5), None)
+                .await
+                .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("127.0.0.1:1"), "{text}");
     }
 }

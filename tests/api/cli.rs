@@ -167,3 +167,97 @@ async fn a_refused_login_is_shown_in_status_and_told_to_the_gatekeeper() {
     handle.await.unwrap().unwrap();
     let _ = &mut app;
 }
+
+#[tokio::test]
+async fn csv_of_a_real_request_reads_back_as_its_json_commas_and_quotes_included() {
+    let mut app = TestApp::spawn().await;
+    let partner = app.stack.user("csv-partner", "icb.test");
+    // The subject decodes to: Phlebotomy, "urgent" (line break) from April
+    let raw = format!(
+        "From: \"Bloggs, Jo \\\"JB\\\"\" <{partner}>\r\nTo: {}\r\nSubject: =?utf-8?Q?Phlebotomy=2C_=22urgent=22=0Afrom_April?=\r\nMessage-ID: <csv-{}@icb.test>\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nCould practices help?\r\n",
+        app.shared,
+        crate::helpers::rand_suffix(),
+        chrono::Utc::now().to_rfc2822()
+    );
+    app.stack.send_raw(&partner, &[&app.shared], raw.as_bytes()).await;
+    app.wait_for_messages(1).await;
+    app.stop().await;
+
+    let json = app.cli_json(&["requests", "list", "--format", "json"]);
+    let out = app.cli_ok(&["requests", "list", "--format", "csv"]);
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1, "{}", text(&out.stdout));
+    let cell = |name: &str| rows[0].get(headers.iter().position(|h| h == name).unwrap()).unwrap().to_string();
+    // Every cell reads back as the JSON row's value.
+    for (name, value) in headers.iter().zip(rows[0].iter()) {
+        let expected = match &json[0][name.as_str()] {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => {
+                items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(";")
+            }
+            other => other.to_string(),
+        };
+        assert_eq!(value, expected, "column {name}: the CSV and the JSON disagree");
+    }
+    let subject = cell("subject");
+    assert!(subject.starts_with("Phlebotomy, \"urgent\""), "{subject:?}");
+    assert!(cell("requester_name").starts_with("Bloggs, Jo"), "{:?}", cell("requester_name"));
+    assert_eq!(cell("requester"), partner);
+}
+
+#[tokio::test]
+async fn gatehouse_log_format_json_makes_every_log_line_a_json_object() {
+    let app = TestApp::new(Options::default()).await;
+    let log_path = app.dir.path().join("json.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("--config")
+        .arg(&app.config_path)
+        .arg("run")
+        .env("GATEHOUSE_LOG_FORMAT", "json")
+        .env("GATEHOUSE_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the daemon to report idle", || {
+        let out = app.cli(&["status", "--format", "json"]);
+        async move {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["imap"] == "idle").then_some(())
+        }
+    })
+    .await;
+    let partner = app.stack.user("json-log", "icb.test");
+    app.stack.send(&partner, &app.shared, "Logged as JSON", "body").await;
+    app.stack.wait_for_mail(&partner, 1).await;
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    let mut messages = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let time = v["timestamp"].as_str().unwrap_or_else(|| panic!("no timestamp: {line}"));
+        chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&v["level"].as_str().unwrap()),
+            "{line}"
+        );
+        let target = v["target"].as_str().unwrap_or_else(|| panic!("no target: {line}"));
+        // gatehouse's own events all carry a message (a library's may carry only fields).
+        if target.starts_with("gatehouse") {
+            messages.push(v["message"].as_str().unwrap_or_else(|| panic!("no message: {line}")).to_string());
+        }
+    }
+    assert!(messages.iter().any(|m| m.contains("First start on INBOX")), "{log}");
+    assert!(!log.contains(crate::helpers::PASSWORD), "the password reached the log");
+}

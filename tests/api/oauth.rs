@@ -39,7 +39,7 @@ impl Client {
 
     async fn admin(&self, path: &str, body: Value) -> Value {
         let r = http::request(
-            hyper::Method::POST,
+            http::Method::POST,
             &format!("{}{path}", self.base),
             Some(("application/json", body.to_string().into_bytes())),
             Duration::from_secs(10),
@@ -61,7 +61,7 @@ impl Client {
 
     async fn state(&self) -> Value {
         let r = http::request(
-            hyper::Method::GET,
+            http::Method::GET,
             &format!("{}/admin/client/{}", self.base, self.id),
             None,
             Duration::from_secs(10),
@@ -517,7 +517,10 @@ async fn no_token_or_client_secret_reaches_the_log_even_at_trace_level() {
         .arg(&app.config_path)
         .arg("run")
         .env("GATEHOUSE_TEST_CLIENT_SECRET", SECRET)
-        .env("GATEHOUSE_LOG", "trace,async_imap=trace,lettre=trace,imap_proto=trace,hyper=trace")
+        .env(
+            "GATEHOUSE_LOG",
+            "trace,async_imap=trace,lettre=trace,imap_proto=trace,hyper=trace,hyper_util=trace,reqwest=trace",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
@@ -562,4 +565,168 @@ async fn no_token_or_client_secret_reaches_the_log_even_at_trace_level() {
             panic!("the log contains a secret ({form}) after: {line}");
         }
     }
+}
+
+/// The token endpoint over HTTPS, as Microsoft's is: TLS with the local stack's own server
+/// certificate (for localhost, signed by the stack's CA) in front of the OAuth2 stand-in.
+async fn https_front_for_the_standin() -> u16 {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_dir = crate::helpers::stack().ca_file.parent().unwrap().to_path_buf();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(tls_dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(tls_dir.join("server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let standin: std::net::SocketAddr = {
+        let base = crate::helpers::stack().oauth_url.trim_start_matches("http://").trim_end_matches('/');
+        tokio::net::lookup_host(base.to_string()).await.unwrap().next().unwrap()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(standin).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+/// A web proxy as corporate networks have: it answers `CONNECT host:port`, records the
+/// request line, connects there and splices the two connections.
+struct ConnectProxy {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    async fn start() -> ConnectProxy {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    // The client says nothing more until the proxy answers, so reading up
+                    // to the blank line takes exactly the request head.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if inbound.read_exact(&mut byte).await.is_err() || head.len() > 8192 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    seen.lock().unwrap().push(line.clone());
+                    let mut words = line.split(' ');
+                    let (Some("CONNECT"), Some(target)) = (words.next(), words.next()) else {
+                        let _ = inbound.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n").await;
+                        return;
+                    };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        let _ = inbound.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    if inbound.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        ConnectProxy { port, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// `gatehouse check` with exactly the given proxy variables (any others the test runner
+/// has are removed, in either case). Waited for off the runtime's thread, which the proxy
+/// and the HTTPS front run on.
+async fn check_with_proxy_env(app: &TestApp, vars: &[(&str, String)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    command.arg("--config").arg(&app.config_path).arg("check").env_remove("GATEHOUSE_CONFIG");
+    for name in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        command.env_remove(name).env_remove(name.to_lowercase());
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command.stdin(Stdio::null());
+    tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_token_endpoint_is_reached_through_https_proxy_unless_no_proxy_names_it() {
+    let (app, client) = oauth_app(3600.0, Smtp::XOAuth2, None, "").await;
+    let https_port = https_front_for_the_standin().await;
+    let endpoint = format!("https://localhost:{https_port}/{{tenant}}/oauth2/v2.0/token");
+    let config = std::fs::read_to_string(&app.config_path).unwrap().replace(
+        &format!("token_endpoint = \"{}\"", client.token_endpoint()),
+        &format!("token_endpoint = \"{endpoint}\"\ntls_ca_file = \"{}\"", app.stack.ca_file.display()),
+    );
+    assert!(config.contains(&endpoint));
+    std::fs::write(&app.config_path, config).unwrap();
+    let proxy = ConnectProxy::start().await;
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+
+    let out = check_with_proxy_env(&app, &[("HTTPS_PROXY", proxy_url.clone())]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "check failed through the proxy:\n{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("OAuth2 OK ([imap.oauth2] client_credentials"), "{stdout}");
+    assert_eq!(
+        proxy.requests(),
+        [format!("CONNECT localhost:{https_port} HTTP/1.1")],
+        "the token request did not go through the proxy"
+    );
+    assert_eq!(client.state().await["tokens_issued"], 1);
+
+    // NO_PROXY names the host: straight there, the proxy sees nothing more.
+    let out =
+        check_with_proxy_env(&app, &[("HTTPS_PROXY", proxy_url), ("NO_PROXY", "localhost".into())]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "check failed with NO_PROXY:\n{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("OAuth2 OK ([imap.oauth2] client_credentials"), "{stdout}");
+    assert_eq!(proxy.requests().len(), 1, "NO_PROXY was not honoured: {:?}", proxy.requests());
+    assert_eq!(client.state().await["tokens_issued"], 2);
+}
+
+#[tokio::test]
+async fn a_proxy_that_refuses_is_named_in_checks_answer() {
+    let (app, client) = oauth_app(3600.0, Smtp::XOAuth2, None, "").await;
+    let https_port = https_front_for_the_standin().await;
+    let endpoint = format!("https://localhost:{https_port}/{{tenant}}/oauth2/v2.0/token");
+    let config = std::fs::read_to_string(&app.config_path).unwrap().replace(
+        &format!("token_endpoint = \"{}\"", client.token_endpoint()),
+        &format!("token_endpoint = \"{endpoint}\"\ntls_ca_file = \"{}\"", app.stack.ca_file.display()),
+    );
+    std::fs::write(&app.config_path, config).unwrap();
+    // Nothing listens there: a proxy that is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out =
+        check_with_proxy_env(&app, &[("HTTPS_PROXY", format!("http://user:proxy-pass@127.0.0.1:{closed}"))])
+            .await;
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "check passed with the proxy down:\n{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("OAuth2 FAILED")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains(&format!("localhost:{https_port}")), "{line}");
+    assert!(!stdout.contains("proxy-pass") && !text(&out.stderr).contains("proxy-pass"), "{stdout}");
+    assert_eq!(client.state().await["tokens_issued"], 0);
 }
