@@ -657,7 +657,7 @@ async fn show_request(store: &SharedStore, r: &RequestRow, format: TextFormat) -
 }
 
 async fn summary(config: &Config, command: SummaryCommand) -> anyhow::Result<ExitCode> {
-    use crate::summary::{Period, Sent, Summaries};
+    use crate::summary::{Period, Sent};
     let tz = config.service.timezone;
     let period = |week: Option<String>| -> anyhow::Result<Period> {
         Ok(match week {
@@ -669,14 +669,7 @@ async fn summary(config: &Config, command: SummaryCommand) -> anyhow::Result<Exi
             None => Period::seven_days_to(chrono::Utc::now(), tz),
         })
     };
-    let templates = std::sync::Arc::new(crate::templates::Templates::load(config)?);
-    let store = open_migrated(config).await?;
-    let summaries = Summaries::new(
-        std::sync::Arc::new(config.clone()),
-        store,
-        std::sync::Arc::new(crate::clock::SystemClock),
-        templates,
-    );
+    let summaries = summaries(config).await?;
     match command {
         SummaryCommand::Preview { week, format } => {
             let text = summaries.render(&period(week)?, matches!(format, SummaryFormat::Html)).await?;
@@ -696,21 +689,25 @@ async fn summary(config: &Config, command: SummaryCommand) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// The board's mailings as the CLI drives them: the system clock, the migrated store.
+async fn summaries(config: &Config) -> anyhow::Result<crate::summary::Summaries> {
+    let templates = std::sync::Arc::new(crate::templates::Templates::load(config)?);
+    let store = open_migrated(config).await?;
+    Ok(crate::summary::Summaries::new(
+        std::sync::Arc::new(config.clone()),
+        store,
+        std::sync::Arc::new(crate::clock::SystemClock),
+        templates,
+    ))
+}
+
 async fn agenda(config: &Config, command: AgendaCommand) -> anyhow::Result<ExitCode> {
-    use crate::summary::Summaries;
     use crate::summary::agenda::AgendaSent;
     let date = |d: &str| -> anyhow::Result<chrono::NaiveDate> {
         chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
             .with_context(|| format!("{d:?} is not a date: write YYYY-MM-DD"))
     };
-    let templates = std::sync::Arc::new(crate::templates::Templates::load(config)?);
-    let store = open_migrated(config).await?;
-    let summaries = Summaries::new(
-        std::sync::Arc::new(config.clone()),
-        store,
-        std::sync::Arc::new(crate::clock::SystemClock),
-        templates,
-    );
+    let summaries = summaries(config).await?;
     match command {
         AgendaCommand::Preview { date: d, format } => {
             let text = summaries.render_agenda(date(&d)?, matches!(format, SummaryFormat::Html)).await?;

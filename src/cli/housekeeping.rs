@@ -182,7 +182,11 @@ pub(super) async fn export(
 }
 
 fn write_export(config: &Config, person: &EmailAddress, data: &PersonData, dir: &Path) -> anyhow::Result<()> {
+    // Someone who has written for years may have thousands of emails: say how far it got.
+    let files = data.requests.len() + data.incoming.len() + data.sent.len();
+    let mut progress = crate::progress::Progress::cli("Writing the export (files)", files as u64);
     for held in &data.requests {
+        progress.add(1);
         let mut v = request_json(&held.request);
         v["body"] = json!(held.request.body);
         v["anonymised_at"] = json!(held.anonymised_at.map(rfc3339));
@@ -192,6 +196,7 @@ fn write_export(config: &Config, person: &EmailAddress, data: &PersonData, dir: 
     }
     let mut incoming = Vec::new();
     for m in &data.incoming {
+        progress.add(1);
         let file = match &m.raw {
             Some(raw) => {
                 let name = format!("incoming/{:06}.eml", m.row.id);
@@ -208,6 +213,7 @@ fn write_export(config: &Config, person: &EmailAddress, data: &PersonData, dir: 
     write_private(&dir.join("incoming.json"), &pretty(&Value::Array(incoming))?)?;
     let mut sent = Vec::new();
     for m in &data.sent {
+        progress.add(1);
         let file = if m.raw.is_empty() {
             None
         } else {
@@ -233,6 +239,7 @@ fn write_export(config: &Config, person: &EmailAddress, data: &PersonData, dir: 
         }));
     }
     write_private(&dir.join("sent.json"), &pretty(&Value::Array(sent))?)?;
+    progress.finish();
     let r = config.retention;
     let readme = format!(
         "Subject access export from gatehouse ({service})\n\
