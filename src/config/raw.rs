@@ -512,28 +512,36 @@ fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError>
             // Sub-tables such as [imap.oauth2] have their own keys.
             let dotted = format!("{section}.{key}");
             if let Some((_, sub_keys)) = KNOWN_KEYS.iter().find(|(name, _)| *name == dotted) {
-                let Some(sub) = v.as_table() else {
-                    return Err(ConfigError {
-                        file: path.to_path_buf(),
-                        key: dotted.clone(),
-                        problem: "expected a [section], found a plain value".into(),
-                        fix: format!("write it as a [{dotted}] table"),
-                    });
-                };
-                for sub_key in sub.keys() {
-                    if !sub_keys.contains(&sub_key.as_str()) {
-                        return Err(ConfigError {
-                            file: path.to_path_buf(),
-                            key: format!("{dotted}.{sub_key}"),
-                            problem: "unknown key".into(),
-                            fix: format!(
-                                "remove it or check its spelling; [{dotted}] takes {}",
-                                sub_keys.join(", ")
-                            ),
-                        });
-                    }
-                }
+                check_sub_table(&dotted, v, sub_keys, path)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// One sub-table such as `[imap.oauth2]` against its own row of [`KNOWN_KEYS`].
+fn check_sub_table(
+    dotted: &str,
+    value: &toml::Value,
+    sub_keys: &[&str],
+    path: &Path,
+) -> Result<(), ConfigError> {
+    let Some(sub) = value.as_table() else {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            key: dotted.to_string(),
+            problem: "expected a [section], found a plain value".into(),
+            fix: format!("write it as a [{dotted}] table"),
+        });
+    };
+    for sub_key in sub.keys() {
+        if !sub_keys.contains(&sub_key.as_str()) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                key: format!("{dotted}.{sub_key}"),
+                problem: "unknown key".into(),
+                fix: format!("remove it or check its spelling; [{dotted}] takes {}", sub_keys.join(", ")),
+            });
         }
     }
     Ok(())
