@@ -11,12 +11,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use tokio::sync::Mutex;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Auth, Config};
 use crate::disk::Disk;
 use crate::inbox::{ImapState, Inbox};
+use crate::oauth::TokenProvider;
 use crate::outbox::Sender;
 use crate::outbox::alerts::Alerts;
 use crate::requests::Processor;
@@ -166,141 +168,20 @@ impl App {
         };
         let alerts = Arc::new(Alerts::new(self.config.clone(), self.store.clone(), self.clock.clone()));
         let disk = Arc::new(Disk::new(self.config.clone(), alerts.clone()));
+        // The ballast is laid before any task writes, so a disk that fills later has room
+        // to say so.
         disk.ensure_ballast();
         let status = StatusBoard::new(self.store.clone(), self.clock.clone(), disk.clone());
+        // `gatehouse status` sees the daemon as soon as it starts, not a heartbeat later.
         status.beat().await;
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let processor = Arc::new(Processor::new(
-            self.config.clone(),
-            self.clock.clone(),
-            self.templates.clone(),
-            wake.clone(),
-        ));
-        // One token provider per distinct [*.oauth2] source, shared when IMAP and SMTP use
-        // the same app (a rotated refresh token must not be used twice).
-        let providers = crate::oauth::Providers::default();
-        let imap_tokens = self.config.imap.auth.oauth().map(|o| providers.get(o, self.clock.clone()));
-        let smtp_tokens = self
-            .config
-            .smtp
-            .auth
-            .as_ref()
-            .and_then(crate::config::Auth::oauth)
-            .map(|o| providers.get(o, self.clock.clone()));
-        let tokens = self
-            .config
-            .oauth_sections()
-            .into_iter()
-            .map(|(section, settings)| (section, providers.get(settings, self.clock.clone())))
-            .collect();
-        let sender =
-            Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake, alerts.clone())
-                .with_tokens(smtp_tokens);
-        let inbox =
-            Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone(), alerts.clone())
-                .with_tokens(imap_tokens);
+        let tokens = Tokens::new(&self);
 
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(inbox.run(shutdown.clone()));
-        tasks.spawn(sender.run(shutdown.clone()));
-        let reminders = Reminders::new(
-            self.config.clone(),
-            self.store.clone(),
-            self.clock.clone(),
-            self.templates.clone(),
-        );
-        let summaries = Summaries::new(
-            self.config.clone(),
-            self.store.clone(),
-            self.clock.clone(),
-            self.templates.clone(),
-        );
-        tasks.spawn(every_minute(shutdown.clone(), move || {
-            let s = summaries.clone();
-            async move {
-                match s.run_schedule().await {
-                    Ok(Some(Sent::Sent { period, .. })) => {
-                        tracing::info!("Weekly summary for the week of {period} sent to the board")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!("Cannot send the weekly summary: {e:#}"),
-                }
-                match s.run_agendas().await {
-                    Ok(mailings) => {
-                        for m in mailings {
-                            match m {
-                                AgendaMail::Agenda(d) => {
-                                    tracing::info!("Agenda for the meeting on {d} sent to the board")
-                                }
-                                AgendaMail::Update(d) => {
-                                    tracing::info!("Agenda update for the meeting on {d} sent to the board")
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!("Cannot send a meeting agenda: {e:#}"),
-                }
-            }
-        }));
-        tasks.spawn(every_minute(shutdown.clone(), move || {
-            let r = reminders.clone();
-            async move {
-                match r.run_once().await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!("Sent the gatekeepers' daily digest ({n} item(s))")
-                    }
-                    Err(e) => tracing::error!("Cannot send the daily reminder: {e:#}"),
-                }
-            }
-        }));
-        if !self.config.oauth_sections().is_empty() {
-            let (config, alerts, clock) = (self.config.clone(), alerts.clone(), self.clock.clone());
-            tasks.spawn(every_minute(shutdown.clone(), move || {
-                let (config, alerts, clock) = (config.clone(), alerts.clone(), clock.clone());
-                async move {
-                    if let Err(e) =
-                        crate::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await
-                    {
-                        tracing::error!("Cannot warn about the OAuth2 client secret's expiry: {e:#}");
-                    }
-                }
-            }));
-        }
-        let retention =
-            crate::retention::Retention::new(self.config.clone(), self.store.clone(), self.clock.clone());
-        tasks.spawn(every_minute(shutdown.clone(), move || {
-            let r = retention.clone();
-            async move {
-                match r.run_daily().await {
-                    Ok(Some(p)) if !p.counts.is_empty() => tracing::info!(
-                        "Retention: removed the bytes of {} message(s) and {} sent email(s), {} answer record(s), anonymised {} closed request(s); database {} -> {} bytes ({})",
-                        p.counts.raw_messages.count,
-                        p.counts.sent_mail.count,
-                        p.counts.answer_records.count,
-                        p.counts.closed_requests.count,
-                        p.reclaimed.bytes_before,
-                        p.reclaimed.bytes_after,
-                        p.reclaimed.how
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!("Cannot apply the retention periods: {e:#}"),
-                }
-            }
-        }));
-        tasks.spawn(disk.watch(shutdown.clone()));
+        let mut tasks = JoinSet::new();
+        self.spawn_mail(&mut tasks, &tokens, &status, &alerts, &shutdown);
+        self.spawn_schedules(&mut tasks, &alerts, &shutdown);
+        self.spawn_housekeeping(&mut tasks, disk, &shutdown);
         if let Some(listener) = metrics {
-            if let Ok(at) = listener.local_addr() {
-                tracing::info!("Serving /metrics, /healthz and /readyz on http://{at}");
-            }
-            let health = health::Health {
-                config: self.config.clone(),
-                store: self.store.clone(),
-                clock: self.clock.clone(),
-                status: status.clone(),
-                tokens,
-            };
-            tasks.spawn(health::serve(listener, health, shutdown.clone()));
+            self.spawn_health(&mut tasks, listener, tokens, &status, &shutdown);
         }
         tasks.spawn(heartbeat(status, shutdown.clone()));
         tracing::info!(
@@ -312,24 +193,201 @@ impl App {
         );
 
         shutdown.cancelled().await;
-        tracing::info!("Stopping");
-        let stopped = tokio::time::timeout(GRACE, async {
-            while let Some(result) = tasks.join_next().await {
-                if let Err(e) = result {
-                    tracing::error!("A task failed while stopping: {e}");
+        stop(tasks).await;
+        Ok(())
+    }
+
+    /// The inbox (reads and logs every approach) and the outbox (sends what it queued).
+    /// They share a wake-up, so an answer queued by the inbox goes out at once rather than
+    /// at the outbox's next poll.
+    fn spawn_mail(
+        &self,
+        tasks: &mut JoinSet<()>,
+        tokens: &Tokens,
+        status: &StatusBoard,
+        alerts: &Arc<Alerts>,
+        shutdown: &CancellationToken,
+    ) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let processor = Arc::new(Processor::new(
+            self.config.clone(),
+            self.clock.clone(),
+            self.templates.clone(),
+            wake.clone(),
+        ));
+        let sender =
+            Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake, alerts.clone())
+                .with_tokens(tokens.smtp.clone());
+        let inbox =
+            Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone(), alerts.clone())
+                .with_tokens(tokens.imap.clone());
+        tasks.spawn(inbox.run(shutdown.clone()));
+        tasks.spawn(sender.run(shutdown.clone()));
+    }
+
+    /// Time-driven mail: the weekly summary and agendas, the gatekeepers' daily reminder,
+    /// and (when OAuth2 is used) the client secret's expiry warning. Each checks once a
+    /// minute whether it is due; what was sent is in the database, so nothing goes twice.
+    fn spawn_schedules(&self, tasks: &mut JoinSet<()>, alerts: &Arc<Alerts>, shutdown: &CancellationToken) {
+        let summaries = Summaries::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.templates.clone(),
+        );
+        tasks.spawn(every_minute(shutdown.clone(), move || send_summary_and_agendas(summaries.clone())));
+        let reminders = Reminders::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.templates.clone(),
+        );
+        tasks.spawn(every_minute(shutdown.clone(), move || send_reminders(reminders.clone())));
+        if !self.config.oauth_sections().is_empty() {
+            let (config, alerts, clock) = (self.config.clone(), alerts.clone(), self.clock.clone());
+            tasks.spawn(every_minute(shutdown.clone(), move || {
+                warn_secret_expiry(config.clone(), alerts.clone(), clock.clone())
+            }));
+        }
+    }
+
+    /// Keeping the data directory in shape: the retention periods, applied once a day, and
+    /// the watch on free space.
+    fn spawn_housekeeping(&self, tasks: &mut JoinSet<()>, disk: Arc<Disk>, shutdown: &CancellationToken) {
+        let retention =
+            crate::retention::Retention::new(self.config.clone(), self.store.clone(), self.clock.clone());
+        tasks.spawn(every_minute(shutdown.clone(), move || apply_retention(retention.clone())));
+        tasks.spawn(disk.watch(shutdown.clone()));
+    }
+
+    /// `/metrics`, `/healthz` and `/readyz` on the listener bound at start.
+    fn spawn_health(
+        &self,
+        tasks: &mut JoinSet<()>,
+        listener: tokio::net::TcpListener,
+        tokens: Tokens,
+        status: &StatusBoard,
+        shutdown: &CancellationToken,
+    ) {
+        if let Ok(at) = listener.local_addr() {
+            tracing::info!("Serving /metrics, /healthz and /readyz on http://{at}");
+        }
+        let health = health::Health {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            status: status.clone(),
+            tokens: tokens.by_section,
+        };
+        tasks.spawn(health::serve(listener, health, shutdown.clone()));
+    }
+}
+
+/// The OAuth2 token providers: one per distinct `[*.oauth2]` source, shared when IMAP and
+/// SMTP use the same app (a rotated refresh token must not be used twice).
+struct Tokens {
+    imap: Option<Arc<TokenProvider>>,
+    smtp: Option<Arc<TokenProvider>>,
+    /// Every distinct source by its config section, for `/readyz` and `/metrics`.
+    by_section: Vec<(&'static str, Arc<TokenProvider>)>,
+}
+
+impl Tokens {
+    fn new(app: &App) -> Self {
+        let providers = crate::oauth::Providers::default();
+        let config = &app.config;
+        let imap = config.imap.auth.oauth().map(|o| providers.get(o, app.clock.clone()));
+        let smtp =
+            config.smtp.auth.as_ref().and_then(Auth::oauth).map(|o| providers.get(o, app.clock.clone()));
+        let by_section = config
+            .oauth_sections()
+            .into_iter()
+            .map(|(section, settings)| (section, providers.get(settings, app.clock.clone())))
+            .collect();
+        Self { imap, smtp, by_section }
+    }
+}
+
+/// Gives the tasks [`GRACE`] to finish their current step, then abandons the rest: the
+/// inbox and outbox redo unfinished work at the next start, so a stop is never a loss.
+async fn stop(mut tasks: JoinSet<()>) {
+    tracing::info!("Stopping");
+    let stopped = tokio::time::timeout(GRACE, async {
+        while let Some(result) = tasks.join_next().await {
+            if let Err(e) = result {
+                tracing::error!("A task failed while stopping: {e}");
+            }
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!(
+            "Some work did not finish within {} s and was abandoned; it will be redone at the next start",
+            GRACE.as_secs()
+        );
+        tasks.abort_all();
+    }
+    tracing::info!("Stopped");
+}
+
+/// One minute's check of the weekly summary and the meeting agendas. A failure is logged
+/// and tried again next minute: one bad week must not stop the daemon.
+async fn send_summary_and_agendas(summaries: Summaries) {
+    match summaries.run_schedule().await {
+        Ok(Some(Sent::Sent { period, .. })) => {
+            tracing::info!("Weekly summary for the week of {period} sent to the board")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!("Cannot send the weekly summary: {e:#}"),
+    }
+    match summaries.run_agendas().await {
+        Ok(mailings) => {
+            for m in mailings {
+                match m {
+                    AgendaMail::Agenda(d) => {
+                        tracing::info!("Agenda for the meeting on {d} sent to the board")
+                    }
+                    AgendaMail::Update(d) => {
+                        tracing::info!("Agenda update for the meeting on {d} sent to the board")
+                    }
                 }
             }
-        })
-        .await;
-        if stopped.is_err() {
-            tracing::warn!(
-                "Some work did not finish within {} s and was abandoned; it will be redone at the next start",
-                GRACE.as_secs()
-            );
-            tasks.abort_all();
         }
-        tracing::info!("Stopped");
-        Ok(())
+        Err(e) => tracing::error!("Cannot send a meeting agenda: {e:#}"),
+    }
+}
+
+/// One minute's check of the gatekeepers' daily reminder.
+async fn send_reminders(reminders: Reminders) {
+    match reminders.run_once().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("Sent the gatekeepers' daily digest ({n} item(s))"),
+        Err(e) => tracing::error!("Cannot send the daily reminder: {e:#}"),
+    }
+}
+
+/// One minute's check of the OAuth2 client secret's expiry (it warns at most once a day).
+async fn warn_secret_expiry(config: Arc<Config>, alerts: Arc<Alerts>, clock: Arc<dyn Clock>) {
+    if let Err(e) = crate::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await {
+        tracing::error!("Cannot warn about the OAuth2 client secret's expiry: {e:#}");
+    }
+}
+
+/// One minute's check of the retention periods (they are applied once a day).
+async fn apply_retention(retention: crate::retention::Retention) {
+    match retention.run_daily().await {
+        Ok(Some(p)) if !p.counts.is_empty() => tracing::info!(
+            "Retention: removed the bytes of {} message(s) and {} sent email(s), {} answer record(s), anonymised {} closed request(s); database {} -> {} bytes ({})",
+            p.counts.raw_messages.count,
+            p.counts.sent_mail.count,
+            p.counts.answer_records.count,
+            p.counts.closed_requests.count,
+            p.reclaimed.bytes_before,
+            p.reclaimed.bytes_after,
+            p.reclaimed.how
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!("Cannot apply the retention periods: {e:#}"),
     }
 }
 
