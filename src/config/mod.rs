@@ -16,7 +16,6 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::domain::EmailAddress;
-use crate::oauth::OAuthSettings;
 use crate::schedule::CronSchedule;
 use crate::secret::SecretSource;
 
@@ -449,6 +448,10 @@ mod raw;
 mod service;
 
 pub use mail::is_loopback;
+pub use oauth2::{
+    DEFAULT_APP_SCOPE, DEFAULT_DELEGATED_SCOPE, Flow, MICROSOFT_DEVICE_CODE_ENDPOINT,
+    MICROSOFT_TOKEN_ENDPOINT, OAuthSettings,
+};
 
 #[cfg(test)]
 pub(crate) mod tests;

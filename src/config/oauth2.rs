@@ -2,7 +2,7 @@
 //! own keys and refuses the others', so a table half-converted from one flow to another is
 //! caught here rather than at the first login.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -10,8 +10,66 @@ use chrono::NaiveDate;
 use super::mail::{check_file_exists, is_loopback};
 use super::raw::RawOAuth2;
 use super::{ConfigError, Source};
-use crate::oauth::{Flow, OAuthSettings};
 use crate::secret::SecretSource;
+
+/// Microsoft's token endpoint; `{tenant}` is replaced by the configured tenant.
+pub const MICROSOFT_TOKEN_ENDPOINT: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
+pub const MICROSOFT_DEVICE_CODE_ENDPOINT: &str =
+    "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode";
+/// App-only access to Exchange Online (IMAP.AccessAsApp, SMTP.SendAsApp).
+pub const DEFAULT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+/// Delegated access to the mailbox for IMAP and SMTP, with a refresh token.
+pub const DEFAULT_DELEGATED_SCOPE: &str = "offline_access https://outlook.office365.com/IMAP.AccessAsUser.All https://outlook.office365.com/SMTP.Send";
+
+/// Where access tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// App-only: the app's own secret buys tokens for the shared mailbox.
+    ClientCredentials { tenant: String, client_id: String, client_secret: SecretSource },
+    /// Delegated: a refresh token from `gatehouse oauth login`, kept (and rotated) in a file.
+    RefreshToken {
+        tenant: String,
+        client_id: String,
+        client_secret: Option<SecretSource>,
+        refresh_token_file: PathBuf,
+        device_code_endpoint: String,
+    },
+    /// A command whose standard output is the access token (like isync's PassCmd).
+    TokenCommand { command: String },
+}
+
+/// One `[imap.oauth2]` or `[smtp.oauth2]` table, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthSettings {
+    pub flow: Flow,
+    pub scope: String,
+    /// With `{tenant}` already replaced.
+    pub token_endpoint: String,
+    pub tls_ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    /// When the client secret stops working (Entra ID shows it); warned about in advance.
+    pub secret_expires: Option<NaiveDate>,
+    pub secret_expires_warn_days: u32,
+}
+
+impl OAuthSettings {
+    pub fn flow_name(&self) -> &'static str {
+        match self.flow {
+            Flow::ClientCredentials { .. } => "client_credentials",
+            Flow::RefreshToken { .. } => "refresh_token",
+            Flow::TokenCommand { .. } => "token_command",
+        }
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.flow {
+            Flow::ClientCredentials { client_id, .. } | Flow::RefreshToken { client_id, .. } => {
+                Some(client_id)
+            }
+            Flow::TokenCommand { .. } => None,
+        }
+    }
+}
 
 /// Checks one `[imap.oauth2]` / `[smtp.oauth2]` table; `data_dir` holds the refresh token
 /// unless the table names a file.
@@ -24,8 +82,8 @@ pub(super) fn oauth_settings(
     let table =
         Table { section, flow_name: raw.flow.as_deref().map(str::trim).unwrap_or_default(), raw: &raw, src };
     let (flow, default_scope) = match table.flow_name {
-        "client_credentials" => (table.client_credentials()?, crate::oauth::DEFAULT_APP_SCOPE),
-        "refresh_token" => (table.refresh_token(data_dir)?, crate::oauth::DEFAULT_DELEGATED_SCOPE),
+        "client_credentials" => (table.client_credentials()?, DEFAULT_APP_SCOPE),
+        "refresh_token" => (table.refresh_token(data_dir)?, DEFAULT_DELEGATED_SCOPE),
         "token_command" => (table.token_command()?, ""),
         "" => {
             return Err(table.err(
@@ -43,12 +101,9 @@ pub(super) fn oauth_settings(
         }
     };
     let token_endpoint = match &flow {
-        Flow::ClientCredentials { tenant, .. } | Flow::RefreshToken { tenant, .. } => table.endpoint(
-            "token_endpoint",
-            &raw.token_endpoint,
-            crate::oauth::MICROSOFT_TOKEN_ENDPOINT,
-            tenant,
-        )?,
+        Flow::ClientCredentials { tenant, .. } | Flow::RefreshToken { tenant, .. } => {
+            table.endpoint("token_endpoint", &raw.token_endpoint, MICROSOFT_TOKEN_ENDPOINT, tenant)?
+        }
         Flow::TokenCommand { .. } => String::new(),
     };
     let secret_expires = table.secret_expires()?;
@@ -117,7 +172,7 @@ impl Table<'_> {
         let device_code_endpoint = self.endpoint(
             "device_code_endpoint",
             &raw.device_code_endpoint,
-            crate::oauth::MICROSOFT_DEVICE_CODE_ENDPOINT,
+            MICROSOFT_DEVICE_CODE_ENDPOINT,
             &tenant,
         )?;
         Ok(Flow::RefreshToken {

@@ -1,5 +1,5 @@
+use super::Flow;
 use super::*;
-use crate::oauth::Flow;
 
 pub(crate) const VALID: &str = r#"
 [service]

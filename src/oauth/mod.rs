@@ -19,79 +19,26 @@ pub mod http;
 pub mod sources;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
-use crate::secret::{Secret, SecretSource};
+// The settings are the config's (what a table says, checked); kept reachable here, where
+// they are used.
+pub use crate::config::{
+    DEFAULT_APP_SCOPE, DEFAULT_DELEGATED_SCOPE, Flow, MICROSOFT_DEVICE_CODE_ENDPOINT,
+    MICROSOFT_TOKEN_ENDPOINT, OAuthSettings,
+};
+use crate::secret::Secret;
 
-/// Microsoft's token endpoint; `{tenant}` is replaced by the configured tenant.
-pub const MICROSOFT_TOKEN_ENDPOINT: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
-pub const MICROSOFT_DEVICE_CODE_ENDPOINT: &str =
-    "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode";
-/// App-only access to Exchange Online (IMAP.AccessAsApp, SMTP.SendAsApp).
-pub const DEFAULT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
-/// Delegated access to the mailbox for IMAP and SMTP, with a refresh token.
-pub const DEFAULT_DELEGATED_SCOPE: &str = "offline_access https://outlook.office365.com/IMAP.AccessAsUser.All https://outlook.office365.com/SMTP.Send";
 /// A token whose lifetime the source did not say (a plain `token_command` output) is asked
 /// for again after this long, so a helper that renews tokens is picked up.
 pub const UNKNOWN_LIFETIME_REUSE: Duration = Duration::from_secs(5 * 60);
 /// Renew this long before expiry at most (a tenth of the lifetime for short-lived tokens).
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
-
-/// Where access tokens come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Flow {
-    /// App-only: the app's own secret buys tokens for the shared mailbox.
-    ClientCredentials { tenant: String, client_id: String, client_secret: SecretSource },
-    /// Delegated: a refresh token from `gatehouse oauth login`, kept (and rotated) in a file.
-    RefreshToken {
-        tenant: String,
-        client_id: String,
-        client_secret: Option<SecretSource>,
-        refresh_token_file: PathBuf,
-        device_code_endpoint: String,
-    },
-    /// A command whose standard output is the access token (like isync's PassCmd).
-    TokenCommand { command: String },
-}
-
-/// One `[imap.oauth2]` or `[smtp.oauth2]` table, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthSettings {
-    pub flow: Flow,
-    pub scope: String,
-    /// With `{tenant}` already replaced.
-    pub token_endpoint: String,
-    pub tls_ca_file: Option<PathBuf>,
-    pub timeout: Duration,
-    /// When the client secret stops working (Entra ID shows it); warned about in advance.
-    pub secret_expires: Option<NaiveDate>,
-    pub secret_expires_warn_days: u32,
-}
-
-impl OAuthSettings {
-    pub fn flow_name(&self) -> &'static str {
-        match self.flow {
-            Flow::ClientCredentials { .. } => "client_credentials",
-            Flow::RefreshToken { .. } => "refresh_token",
-            Flow::TokenCommand { .. } => "token_command",
-        }
-    }
-
-    pub fn client_id(&self) -> Option<&str> {
-        match &self.flow {
-            Flow::ClientCredentials { client_id, .. } | Flow::RefreshToken { client_id, .. } => {
-                Some(client_id)
-            }
-            Flow::TokenCommand { .. } => None,
-        }
-    }
-}
 
 /// The step of signing in that failed: what `gatehouse check`, `status` and the
 /// gatekeepers' alert name, each with its own fix.
