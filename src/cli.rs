@@ -370,7 +370,7 @@ async fn check(config: &Config) -> ExitCode {
         }
     }
     let today = chrono::Utc::now().with_timezone(&config.service.timezone).date_naive();
-    for due in crate::oauth::expiry::due(config, today) {
+    for due in crate::jobs::secret_expiry::due(config, today) {
         if due.days_left < 0 {
             failed = true;
             println!("OAuth2 FAILED: {}: create a new client secret and set secret_expires", due.describe());

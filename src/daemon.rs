@@ -368,7 +368,7 @@ async fn send_reminders(reminders: Reminders) {
 
 /// One minute's check of the OAuth2 client secret's expiry (it warns at most once a day).
 async fn warn_secret_expiry(config: Arc<Config>, alerts: Arc<Alerts>, clock: Arc<dyn Clock>) {
-    if let Err(e) = crate::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await {
+    if let Err(e) = crate::jobs::secret_expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await {
         tracing::error!("Cannot warn about the OAuth2 client secret's expiry: {e:#}");
     }
 }

@@ -6,7 +6,8 @@
 //! - [`classify`] works out what a message is (new, follow-up, forward, automated…);
 //! - [`requests`] turns messages into requests with references and an audit log;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
-//! - [`schedule`] decides when time-driven mail is due;
+//! - [`schedule`] decides when time-driven mail is due; [`jobs`] are the daily checks apart
+//!   from the pipeline (a client secret about to lapse);
 //! - [`store`] remembers everything (SQLite by default); [`retention`] says for how long;
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
 //!   disk; [`cli`] is the command line.
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod disk;
 pub mod domain;
 pub mod inbox;
+pub mod jobs;
 pub mod logging;
 pub mod mail;
 pub mod oauth;

@@ -12,9 +12,7 @@
 //!   briefly down. IMAP and SMTP each hold one; when both sections describe the same source
 //!   they share it ([`Providers`]), so a rotated refresh token is never used twice.
 //! - [`xoauth2`] builds the SASL string that async-imap's authenticator and lettre send.
-//! - [`expiry`] warns the operator and the gatekeepers days before a client secret expires.
 
-pub mod expiry;
 pub mod http;
 pub mod sources;
 

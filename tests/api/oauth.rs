@@ -473,11 +473,13 @@ async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
     let clock: std::sync::Arc<dyn gatehouse::clock::Clock> =
         std::sync::Arc::new(gatehouse::clock::SystemClock);
     let alerts = gatehouse::outbox::alerts::Alerts::new(config.clone(), app.store.clone(), clock.clone());
-    let first = gatehouse::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
-    let again = gatehouse::oauth::expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
+    let first =
+        gatehouse::jobs::secret_expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
+    let again =
+        gatehouse::jobs::secret_expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
     assert_eq!((first, again), (1, 0));
     let open: Vec<String> = app.store.open_alerts().await.unwrap().into_iter().map(|(k, _)| k).collect();
-    assert_eq!(open, [gatehouse::oauth::expiry::alert_key("imap.oauth2")]);
+    assert_eq!(open, [gatehouse::jobs::secret_expiry::alert_key("imap.oauth2")]);
 
     app.start().await;
     let warning = app.stack.wait_for_mail(&app.gatekeeper, 1).await.remove(0);
