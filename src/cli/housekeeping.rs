@@ -248,8 +248,9 @@ fn write_export(config: &Config, person: &EmailAddress, data: &PersonData, dir: 
          requests/REF.json  each request where they are the requester or forwarded it: the\n\
          \x20                  details, the text, the decision and the request's event log\n\
          \x20                  ({requests} request(s))\n\
-         incoming.json      every message from them or belonging to one of those requests\n\
-         \x20                  ({incoming} message(s)); \"file\" names its exact bytes\n\
+         incoming.json      every message from them, or from the requester or forwarder of\n\
+         \x20                  one of those requests ({incoming} message(s)); \"file\" names\n\
+         \x20                  its exact bytes (gatekeepers' replies are not included)\n\
          incoming/*.eml     those bytes, attachments included, as received\n\
          sent.json          every email gatehouse sent (or queued) to them ({sent} email(s))\n\
          sent/*.eml         those emails exactly as sent\n\n\

@@ -219,15 +219,44 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("Cannot listen on {listen} for metrics.listen (is the port taken?)"))
 }
 
+/// Connections served at once. A monitoring system needs one or two; anyone who can reach
+/// the port could open thousands and hold them (each a file descriptor the daemon's IMAP,
+/// SMTP and database need too). Past it, new connections wait in the listen queue.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long a client may take to send a request's headers (a slow-loris client sends one
+/// byte at a time to hold its connection).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long one connection may stay open, whatever it does: a scrape takes well under a
+/// second, and no connection may hold one of the [`MAX_CONNECTIONS`] for good.
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The largest request head read: the endpoints take no parameters, so anything longer is
+/// not a monitoring system (hyper answers 431 and closes).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// Serves the endpoints on `listener` until shutdown.
 pub async fn serve(listener: TcpListener, health: Health, shutdown: CancellationToken) {
     let health = Arc::new(health);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A slot first, then the connection: when all are taken, accepting waits.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+            () = shutdown.cancelled() => return,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!("Cannot accept a metrics connection: {e}");
+                    // Out of file descriptors, say: give the rest of the daemon a moment
+                    // rather than spinning on the error.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     continue;
                 }
             },
@@ -241,15 +270,19 @@ pub async fn serve(listener: TcpListener, health: Health, shutdown: Cancellation
                 async move { Ok::<_, Infallible>(answer(&health, &request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::select! {
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!("Metrics connection ended: {e}");
-                    }
-                }
+                result = tokio::time::timeout(CONNECTION_LIFETIME, connection) => match result {
+                    Ok(Err(e)) => tracing::debug!("Metrics connection ended: {e}"),
+                    Err(_) => tracing::debug!("Metrics connection closed after {CONNECTION_LIFETIME:?}"),
+                    Ok(Ok(())) => {}
+                },
                 () = shutdown.cancelled() => {}
             }
+            drop(slot);
         });
     }
 }

@@ -81,10 +81,32 @@ fn client(timeout: Duration, extra_ca: Option<&Path>) -> anyhow::Result<reqwest:
         .tls_backend_preconfigured(tls)
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("Cannot set up the HTTP client")
+}
+
+/// Follows a redirect only within the endpoint's own origin (scheme, host and port), at
+/// most [`MAX_REDIRECTS`] times. A 307 or 308 re-sends the form, client secret and all:
+/// elsewhere (another host, or plain http) it would hand the secret to whoever is there.
+fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let origin = |u: &reqwest::Url| {
+        (u.scheme().to_string(), u.host_str().map(str::to_string), u.port_or_known_default())
+    };
+    let Some(first) = attempt.previous().first() else {
+        return attempt.stop();
+    };
+    if origin(attempt.url()) != origin(first) {
+        let to = format!("{}://{}", attempt.url().scheme(), attempt.url().host_str().unwrap_or_default());
+        return attempt.error(format!(
+            "the token endpoint redirected to {to}, another origin: not followed, so the client secret goes nowhere else"
+        ));
+    }
+    if attempt.previous().len() > MAX_REDIRECTS {
+        return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+    }
+    attempt.follow()
 }
 
 /// The URL parsed, and only http(s): a message about it never shows a user:password part.

@@ -154,7 +154,15 @@ impl Processor {
         // fail with the alert: without it the message is still kept and listed as
         // quarantined (a failed write, though, fails the transaction, as it must).
         let composer = crate::outbox::Composer::new(self.config.clone());
-        let key = format!("quarantined:{id}");
+        // Each message set aside is one alert, up to a cap a day: past it, a flood of poison
+        // messages (anyone can send them) makes one "and more" alert a day, not one each.
+        let told =
+            tx.alerts_sent_since(QUARANTINE_KEY_PREFIX, now - crate::outbox::alerts::REPEAT_AFTER).await?;
+        let (key, draft) = if told < QUARANTINE_ALERTS_PER_DAY {
+            (format!("{QUARANTINE_KEY_PREFIX}{id}"), draft)
+        } else {
+            (format!("{QUARANTINE_KEY_PREFIX}more"), quarantine_digest(&self.config.alert_recipients()))
+        };
         tx.savepoint().await?;
         match crate::outbox::alerts::raise_in(tx, &composer, now, &key, draft).await {
             Ok(_) => tx.release_savepoint().await?,
@@ -699,16 +707,23 @@ impl Processor {
 
     /// The request this message replies to, by Message-ID thread, then by a reference in
     /// the subject.
+    ///
+    /// An anonymised (erased) request is nobody's thread: mail quoting its reference is a
+    /// new approach, held, retained and erasable as its own, rather than personal data added
+    /// back to a request that retention never looks at again.
     async fn thread_of(&self, tx: &mut dyn Tx, parsed: &Parsed) -> anyhow::Result<Option<RequestRow>> {
         let mut ids: Vec<String> = parsed.in_reply_to.clone();
         ids.extend(parsed.references.iter().cloned());
-        if let Some(request) = tx.request_for_thread(&ids).await? {
-            return Ok(Some(request));
-        }
-        match classify::find_reference(&parsed.subject, &self.config.service.reference_prefix) {
-            Some(reference) => tx.find_request(&reference).await.context("Cannot look up the reference"),
-            None => Ok(None),
-        }
+        let found = match tx.request_for_thread(&ids).await? {
+            Some(request) => Some(request),
+            None => match classify::find_reference(&parsed.subject, &self.config.service.reference_prefix) {
+                Some(reference) => {
+                    tx.find_request(&reference).await.context("Cannot look up the reference")?
+                }
+                None => None,
+            },
+        };
+        Ok(found.filter(|r| !r.is_anonymised()))
     }
 
     /// The acknowledgement to the requester and, for a forward, the confirmation to the
@@ -941,6 +956,24 @@ fn strip_forward_prefix(subject: &str) -> String {
             None => return s.to_string(),
         }
     }
+}
+
+/// Where the keys of quarantine alerts start (`quarantined:ID`, `quarantined:more`).
+const QUARANTINE_KEY_PREFIX: &str = "quarantined:";
+
+/// Messages set aside that are each told in an alert of their own within a day.
+pub const QUARANTINE_ALERTS_PER_DAY: i64 = 5;
+
+/// The one alert a day for the messages set aside past [`QUARANTINE_ALERTS_PER_DAY`]: it
+/// names none of them (their senders' words stay out of it) and says where they are listed.
+fn quarantine_digest(recipients: &[crate::domain::EmailAddress]) -> crate::outbox::Draft {
+    crate::outbox::Draft::system_alert(
+        recipients,
+        "More messages could not be processed and are set aside".into(),
+        format!(
+            "gatehouse has set aside (quarantined) more than {QUARANTINE_ALERTS_PER_DAY} messages in a day, so it no longer sends an alert for each: a flood of mail it cannot process may be deliberate. None of them has been logged as a request or answered, and they are still in the shared mailbox.\n\nWhoever looks after gatehouse can list them all with:\n\n    gatehouse messages list --format json\n\n(classification \"quarantined\"), and try one again with `gatehouse messages retry ID`. Messages set aside after this are not alerted one by one until a day has passed.\n"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -133,6 +133,14 @@ pub struct RequestRow {
     pub requester_unverified: bool,
 }
 
+impl RequestRow {
+    /// Whether its personal data was removed (by retention or `gatehouse erase`): the
+    /// requester is then empty, which it never is otherwise.
+    pub fn is_anonymised(&self) -> bool {
+        self.requester.is_empty()
+    }
+}
+
 /// One message taken from the inbox, as `gatehouse messages list` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageRow {
@@ -632,6 +640,9 @@ pub trait Tx: Send {
     async fn alert(&mut self, key: &str) -> anyhow::Result<Option<AlertRow>>;
     /// Writes the problem `alert.key` whatever it held.
     async fn put_alert(&mut self, alert: &AlertRow) -> anyhow::Result<()>;
+    /// How many problems whose key starts with `prefix` were emailed at or after `since`
+    /// (resolved or not): for a cap on alerts an attacker's mail can cause.
+    async fn alerts_sent_since(&mut self, prefix: &str, since: DateTime<Utc>) -> anyhow::Result<i64>;
     async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> anyhow::Result<()>;
     /// Records a once-only mailing; false if it was already recorded (nothing written).
     async fn record_summary(

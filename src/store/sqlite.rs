@@ -1583,6 +1583,16 @@ impl Tx for SqliteTx {
         .map(drop)
     }
 
+    async fn alerts_sent_since(&mut self, prefix: &str, since: DateTime<Utc>) -> anyhow::Result<i64> {
+        // substr, not LIKE: a prefix is matched literally, `_` and `%` included.
+        scalar(
+            &self.conn,
+            "SELECT COUNT(*) FROM alerts WHERE substr(key, 1, length(?1)) = ?1 AND last_sent >= ?2",
+            params![prefix, to_millis(since)],
+            "Cannot count the alerts sent",
+        )
+    }
+
     async fn set_meta(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         exec(
             &self.conn,

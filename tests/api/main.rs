@@ -4,6 +4,7 @@
 
 mod agenda;
 mod attack;
+mod attack2;
 mod bench;
 mod classify;
 mod cli;

@@ -52,6 +52,10 @@ fn sent_due() -> String {
     )
 }
 
+/// An alert about one message set aside or one email given up (`quarantined:ID`,
+/// `undeliverable:ID`, the keys `requests` and `outbox` raise them under).
+const ONE_OFF_ALERT: &str = "(substr(key, 1, length('quarantined:')) = 'quarantined:' OR substr(key, 1, length('undeliverable:')) = 'undeliverable:')";
+
 fn cutoff_params(c: &Cutoffs) -> [i64; 3] {
     [to_millis(c.raw_messages), to_millis(c.sent_mail), to_millis(c.closed_requests)]
 }
@@ -150,6 +154,14 @@ pub(super) fn purge(
         "Cannot remove old sent mail",
     )?;
     exec(&tx, "DELETE FROM answered WHERE created_at < ?1", [p[1]], "Cannot remove old answer records")?;
+    // An alert about one message or one email keeps that mail's subject (a sender's words)
+    // and is never resolved: it goes with the sent mail it was about.
+    exec(
+        &tx,
+        &format!("DELETE FROM alerts WHERE {ONE_OFF_ALERT} AND last_sent < ?1"),
+        [p[1]],
+        "Cannot remove old alerts",
+    )?;
     let due: Vec<i64> = all(
         &tx,
         &format!("SELECT r.id FROM requests r WHERE {CLOSED_DUE}"),
@@ -232,6 +244,12 @@ fn anonymise(conn: &Connection, id: i64, now: i64) -> anyhow::Result<()> {
         "DELETE FROM answered WHERE outbox_id IN (SELECT id FROM outbox WHERE request_id = ?1)",
         [id],
         "Cannot remove the request's answer records",
+    )?;
+    exec(
+        conn,
+        "DELETE FROM alerts WHERE key IN (SELECT 'undeliverable:' || id FROM outbox WHERE request_id = ?1)",
+        [id],
+        "Cannot remove the alerts about the request's mail",
     )?;
     exec(
         conn,
@@ -355,7 +373,8 @@ pub(super) fn person_data(conn: &Connection, person: &EmailAddress) -> anyhow::R
         address.and_then(|a| EmailAddress::parse(a).ok()).is_some_and(|a| a.person() == wanted)
     };
     let like = format!("%@{}", person.domain());
-    let ids: Vec<i64> = all(
+    // Their requests, with the people each is about (requester and forwarder).
+    let parties: Vec<(i64, String, Option<String>)> = all(
         conn,
         "SELECT id, requester, via FROM requests WHERE requester LIKE ?1 OR via LIKE ?1 ORDER BY id",
         [&like],
@@ -364,8 +383,25 @@ pub(super) fn person_data(conn: &Connection, person: &EmailAddress) -> anyhow::R
     )?
     .into_iter()
     .filter(|(_, requester, via)| same(Some(requester)) || same(via.as_deref()))
-    .map(|(id, _, _)| id)
     .collect();
+    let ids: Vec<i64> = parties.iter().map(|(id, _, _)| *id).collect();
+    // A message of one of their requests goes in when it came from the request's requester
+    // or forwarder (the forward carrying their approach, say), not when someone else wrote
+    // it: a gatekeeper's reply (their notes, the quoted notification and its reply key) or a
+    // stranger quoting the reference are other people's emails.
+    let from_a_party = |request_id: i64, from: Option<&str>| {
+        let Some(from) = from.and_then(|a| EmailAddress::parse(a).ok()) else {
+            // Its sender already removed by retention: nothing of anyone else's is left.
+            return from.is_none();
+        };
+        parties.iter().filter(|(id, _, _)| *id == request_id).any(|(_, requester, via)| {
+            [Some(requester.as_str()), via.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|a| EmailAddress::parse(a).ok())
+                .any(|a| a.person() == from.person())
+        })
+    };
     let mut data = PersonData::default();
     for &id in &ids {
         let sql = format!("SELECT {REQUEST_COLUMNS}, r.anonymised_at FROM requests r WHERE r.id = ?1");
@@ -408,7 +444,7 @@ pub(super) fn person_data(conn: &Connection, person: &EmailAddress) -> anyhow::R
         "Cannot find the person's messages",
     )?;
     for (row, fetched_at, request_id) in rows {
-        if !(same(row.from.as_deref()) || request_id.is_some_and(|r| ids.contains(&r))) {
+        if !(same(row.from.as_deref()) || request_id.is_some_and(|r| from_a_party(r, row.from.as_deref()))) {
             continue;
         }
         let raw = one(
@@ -529,4 +565,46 @@ pub(super) fn backup(source: &Connection, dest: &Path) -> anyhow::Result<BackupD
     drop(copy);
     let bytes = std::fs::metadata(dest).map(|m| m.len()).context("Cannot read the backup's size")?;
     Ok(BackupDone { bytes, pages })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use crate::store::AlertRow;
+    use crate::store::retention::Cutoffs;
+
+    #[tokio::test]
+    async fn purge_drops_old_alerts_about_one_message_and_keeps_lasting_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open_sqlite_file(&dir.path().join("g.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        let now = chrono::Utc::now();
+        let old = now - Duration::days(40);
+        let mut tx = store.begin().await.unwrap();
+        for (key, at) in [
+            ("quarantined:1", old),
+            ("undeliverable:7", old),
+            ("quarantined:2", now),
+            ("imap_login_refused", old),
+            // A literal prefix: LIKE would take this one for `quarantined:` too.
+            ("quarantinedX1", old),
+        ] {
+            let subject = format!("A SENDER'S SUBJECT for {key}");
+            tx.put_alert(&AlertRow {
+                key: key.into(),
+                subject,
+                first_raised: at,
+                last_sent: at,
+                resolved_at: None,
+            })
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let cut = Cutoffs { raw_messages: old, sent_mail: now - Duration::days(30), closed_requests: old };
+        store.purge(cut, "test", now).await.unwrap();
+        let keys: Vec<String> = store.open_alerts().await.unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["imap_login_refused", "quarantined:2", "quarantinedX1"]);
+    }
 }
