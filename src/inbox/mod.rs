@@ -180,6 +180,13 @@ impl Inbox {
                             tracing::warn!("Inbox sync stopped, will reconnect and resume: {e:#}");
                             self.status.note_failure(&e);
                             self.status.set(ImapState::Down, Some(format!("{e:#}"))).await;
+                            // One message failing is not the server's trouble, and it is set
+                            // aside after MAX_ATTEMPTS: backing off for it would let a flood
+                            // of poison messages (anyone can send them) hold up intake for
+                            // minutes each, the good mail behind them included.
+                            if e.downcast_ref::<MessageFailed>().is_some() {
+                                backoff.reset();
+                            }
                             backoff.next_delay()
                         }
                     }
@@ -880,7 +887,7 @@ impl Inbox {
             Ok(())
         } else {
             tracing::warn!("Message {id}: attempt {attempts} of {MAX_ATTEMPTS} failed: {e:#}");
-            Err(Failure::Message(e.context(format!("Processing message {id}"))))
+            Err(Failure::Message(e.context(MessageFailed(id))))
         }
     }
 
@@ -975,6 +982,17 @@ struct Alone<'a> {
 enum Failure {
     Storage(anyhow::Error),
     Message(anyhow::Error),
+}
+
+/// The context of a failure that was one message's, not the server's or the database's:
+/// the inbox retries it at once rather than backing off (see [`Inbox::run`]).
+#[derive(Debug)]
+struct MessageFailed(i64);
+
+impl std::fmt::Display for MessageFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Processing message {}", self.0)
+    }
 }
 
 /// A message read from the server, on its way to being stored and processed.

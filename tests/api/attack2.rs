@@ -24,7 +24,6 @@ fn subjects_with(app: &TestApp, address: &str, part: &str) -> usize {
 }
 
 #[tokio::test]
-#[ignore = "unfinished: on the loaded machine the flood was not all set aside within 480 s in one run, and in another the digest check failed; see the attack2 report"]
 async fn a_flood_of_poison_messages_makes_a_few_alerts_and_one_digest_not_one_each() {
     let cap = usize::try_from(gatehouse::requests::QUARANTINE_ALERTS_PER_DAY).unwrap();
     let flood = cap + 1;
