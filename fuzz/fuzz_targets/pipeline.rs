@@ -502,6 +502,7 @@ async fn seed(path: &Path) -> Vec<RequestRow> {
                 probable_duplicate_of: None,
                 token: token.into(),
                 answer: true,
+                requester_unverified: false,
             })
             .await
             .expect("insert a request");
