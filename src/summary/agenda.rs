@@ -19,13 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone as _, Utc};
-use serde::Serialize;
 
-use super::{Item, Meeting, Summaries, local_midnight};
+use super::{Meeting, Summaries, local_midnight};
 use crate::config::Config;
 use crate::domain::Decision;
 use crate::store::RequestRow;
-use crate::templates::{BoardView, ServiceView, long_date, service_view};
+pub use crate::templates::board::{AgendaUpdateContext, Removed, sample_update_context};
+use crate::templates::{BoardView, long_date, service_view};
 
 /// Changes are gathered this long after the first one before an update goes: the board
 /// hears at most one update an hour.
@@ -47,24 +47,6 @@ pub enum AgendaMail {
 pub enum AgendaSent {
     Sent { items: usize, to: Vec<String> },
     AlreadySent,
-}
-
-/// A request the board had on the agenda and no longer does.
-#[derive(Debug, Clone, Serialize)]
-pub struct Removed {
-    pub item: Item,
-    /// "moved to the meeting on Thursday 10 December 2026", "now decided paper".
-    pub now: String,
-}
-
-/// Everything the agenda update templates see.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgendaUpdateContext {
-    pub service: ServiceView,
-    /// The meeting, with the items the board now has on its agenda.
-    pub meeting: Meeting,
-    pub added: Vec<Item>,
-    pub removed: Vec<Removed>,
 }
 
 fn local_at(date: NaiveDate, time: NaiveTime, config: &Config) -> DateTime<Utc> {
@@ -315,16 +297,6 @@ impl Summaries {
         tx.record_agenda_told(date, &on, &off, Some(outbox_id), now).await?;
         tx.commit().await.context("Cannot record the agenda update")?;
         Ok(true)
-    }
-}
-
-/// A complete sample, for proving the agenda update templates at start-up.
-pub fn sample_update_context(service: ServiceView, item: Item) -> AgendaUpdateContext {
-    AgendaUpdateContext {
-        service,
-        meeting: Meeting { date: "Thursday 3 December 2026".into(), items: vec![item.clone()] },
-        added: vec![item.clone()],
-        removed: vec![Removed { item, now: "moved to the meeting on Thursday 7 January 2027".into() }],
     }
 }
 

@@ -6,6 +6,8 @@
 //! a config error instead of failing on the first real approach. `.html` templates escape
 //! everything that came from an email.
 
+pub mod board;
+
 use std::path::Path;
 
 use minijinja::{Environment, UndefinedBehavior};
@@ -188,8 +190,8 @@ pub struct TriageConfirmationContext {
     pub board: Option<BoardView>,
 }
 
-/// What the board has been told of a request decided `meeting` (see
-/// [`crate::summary::agenda::board_notice`]).
+/// What the board has been told of a request decided `meeting` (the summary's agenda
+/// module works it out).
 #[derive(Debug, Clone, Serialize)]
 pub struct BoardView {
     /// `agenda` (the board has it on the agenda), `update` (the agenda has gone: an agenda
@@ -415,19 +417,19 @@ impl Templates {
                 },
             ),
         ));
-        let summary = crate::summary::sample_context(service_view(config, chrono::Utc::now().date_naive()));
+        let summary = board::sample_context(service_view(config, chrono::Utc::now().date_naive()));
         checks.push(("summary", self.render_pair("summary", &summary)));
-        let agenda = crate::summary::AgendaContext {
+        let agenda = board::AgendaContext {
             service: summary.service.clone(),
             meeting: summary
                 .next_meeting
                 .clone()
-                .unwrap_or(crate::summary::Meeting { date: String::new(), items: Vec::new() }),
+                .unwrap_or(board::Meeting { date: String::new(), items: Vec::new() }),
         };
         checks.push(("agenda", self.render_pair("agenda", &agenda)));
         let item = agenda.meeting.items.first().cloned();
         if let Some(item) = item {
-            let update = crate::summary::agenda::sample_update_context(agenda.service.clone(), item);
+            let update = board::sample_update_context(agenda.service.clone(), item);
             checks.push(("agenda_update", self.render_pair("agenda_update", &update)));
         }
         for (name, result) in checks {
