@@ -349,6 +349,24 @@ fn restrict_file(path: &Path) {
 }
 
 /// Runs one statement (cached), returning how many rows it changed.
+/// One line of a request's event log (`at` in milliseconds): the one way every writer adds it.
+fn insert_event(
+    conn: &Connection,
+    request_id: i64,
+    at: i64,
+    actor: &str,
+    kind: &str,
+    detail: Option<&str>,
+) -> anyhow::Result<()> {
+    exec(
+        conn,
+        "INSERT INTO request_events (request_id, at, actor, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![request_id, at, actor, kind, detail],
+        "Cannot record the event",
+    )
+    .map(drop)
+}
+
 fn exec(conn: &Connection, sql: &str, params: impl Params, what: &'static str) -> anyhow::Result<usize> {
     conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).context(what)
 }
@@ -1338,16 +1356,7 @@ impl Tx for SqliteTx {
         kind: &str,
         detail: Option<&str>,
     ) -> anyhow::Result<()> {
-        exec(
-            &self.conn,
-            r#"
-            INSERT INTO request_events (request_id, at, actor, kind, detail)
-            VALUES (?1, ?2, ?3, ?4, ?5)
-            "#,
-            params![request_id, to_millis(at), actor, kind, detail],
-            "Cannot record the event",
-        )
-        .map(drop)
+        insert_event(&self.conn, request_id, to_millis(at), actor, kind, detail)
     }
 
     async fn add_thread_id(

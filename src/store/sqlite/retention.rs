@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 
 use super::{
-    MESSAGE_COLUMNS, REQUEST_COLUMNS, all, event_from_row, exec, message_from_row, one, request_from_row,
-    scalar,
+    MESSAGE_COLUMNS, REQUEST_COLUMNS, all, event_from_row, exec, insert_event, message_from_row, one,
+    request_from_row, scalar,
 };
 use crate::clock::{from_millis, to_millis};
 use crate::domain::EmailAddress;
@@ -171,13 +171,13 @@ pub(super) fn purge(
     )?;
     for id in due {
         anonymise(&tx, id, now)?;
-        add_event(
+        insert_event(
             &tx,
             id,
             now,
             actor,
             "anonymised",
-            "closed for longer than [retention] closed_requests_months: personal data removed",
+            Some("closed for longer than [retention] closed_requests_months: personal data removed"),
         )?;
     }
     insert_service_event(&tx, now, actor, "purge", &describe(&counts))?;
@@ -259,23 +259,6 @@ fn anonymise(conn: &Connection, id: i64, now: i64) -> anyhow::Result<()> {
         "Cannot remove the request's sent mail",
     )?;
     Ok(())
-}
-
-fn add_event(
-    conn: &Connection,
-    id: i64,
-    at: i64,
-    actor: &str,
-    kind: &str,
-    detail: &str,
-) -> anyhow::Result<()> {
-    exec(
-        conn,
-        "INSERT INTO request_events (request_id, at, actor, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, at, actor, kind, detail],
-        "Cannot record the event",
-    )
-    .map(drop)
 }
 
 pub(super) fn insert_service_event(
@@ -360,7 +343,7 @@ pub(super) fn erase(
         "removed: requester, name, forwarder, subject, body, outcome text, notes and event details, {} incoming message(s) with their attachments, {} sent email(s); {} unsent email(s) cancelled",
         erased.raw_messages, erased.sent_mail, erased.cancelled_mail
     );
-    add_event(&tx, id, now, actor, "erased", &detail)?;
+    insert_event(&tx, id, now, actor, "erased", Some(&detail))?;
     tx.commit().context("Cannot commit the erasure")?;
     Ok(Some(erased))
 }
