@@ -11,15 +11,17 @@
 //! nested message trees, see `mime`), and the parse runs on its own thread
 //! with a roomy stack, which also turns any panic into an `Err`.
 //!
-//! Layout: `mime` wraps mail-parser, `text` holds HTML-to-text and the
-//! subject/quote helpers, `forward` finds forwarded approaches,
+//! Layout: `headers` reads headers from raw bytes without parsing, `mime` wraps mail-parser, `text` holds HTML-to-text and the
+//! quote helpers, `subject` the one rule for reply/forward prefixes, `forward` finds forwarded approaches,
 //! `automated` recognises machine mail and reads bounces, `similarity`
 //! scores probable duplicates.
 
 mod automated;
 mod forward;
+pub mod headers;
 mod mime;
 mod similarity;
+pub mod subject;
 mod text;
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 
 pub mod connection;
 pub mod dedup;
+pub mod status;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -122,7 +123,7 @@ pub struct Inbox {
     config: Arc<Config>,
     store: SharedStore,
     processor: Arc<Processor>,
-    status: crate::daemon::StatusBoard,
+    status: status::StatusBoard,
     /// With `auth = "xoauth2"`: where IMAP's access tokens come from.
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
     /// Messages whose last counted attempt never ran because the database failed (see
@@ -139,7 +140,7 @@ impl Inbox {
         config: Arc<Config>,
         store: SharedStore,
         processor: Arc<Processor>,
-        status: crate::daemon::StatusBoard,
+        status: status::StatusBoard,
         alerts: Arc<crate::outbox::alerts::Alerts>,
     ) -> Self {
         Self { config, store, processor, status, tokens: None, not_run: Arc::default(), alerts }

@@ -125,7 +125,7 @@ impl Processor {
             // Not parsed (or parsing is what failed): only what a plain header scan finds.
             _ => {
                 let (from, address) = raw_from(raw);
-                (from, address, crate::inbox::dedup::first_header(raw, "subject").map(|s| clean_line(&s)))
+                (from, address, crate::classify::headers::first(raw, "subject").map(|s| clean_line(&s)))
             }
         };
         tracing::error!("Message {id} is quarantined: {why}");
@@ -304,7 +304,7 @@ impl Processor {
         let (from, from_address) = raw_from(raw);
         let from = from.unwrap_or_else(|| "(unknown)".into());
         let subject =
-            crate::inbox::dedup::first_header(raw, "subject").map(|s| clean_line(&s)).unwrap_or_default();
+            crate::classify::headers::first(raw, "subject").map(|s| clean_line(&s)).unwrap_or_default();
         tracing::warn!("Message {id} from {from} is not logged as a request: {why}");
         let outcome = MessageOutcome {
             classification: Classification::Unparseable,
@@ -536,7 +536,7 @@ impl Processor {
                 f.subject
                     .clone()
                     .filter(|s| !s.trim().is_empty())
-                    .unwrap_or_else(|| strip_forward_prefix(&parsed.subject)),
+                    .unwrap_or_else(|| classify::subject::strip_prefixes(&parsed.subject).to_string()),
                 f.body_text.clone(),
                 Classification::Forwarded,
             ),
@@ -921,7 +921,7 @@ fn request_view(config: &Config, f: &RequestFields<'_>, parsed: &Parsed) -> Requ
 /// The From header as written (cleaned) and its address, read without parsing the message:
 /// for messages too large to parse, or whose parsing is what failed.
 fn raw_from(raw: &[u8]) -> (Option<String>, Option<String>) {
-    let Some(from) = crate::inbox::dedup::first_header(raw, "from").map(|f| clean_line(&f)) else {
+    let Some(from) = crate::classify::headers::first(raw, "from").map(|f| clean_line(&f)) else {
         return (None, None);
     };
     let inner = from.rsplit_once('<').and_then(|(_, a)| a.split_once('>')).map_or(from.as_str(), |(a, _)| a);
@@ -932,8 +932,7 @@ fn raw_from(raw: &[u8]) -> (Option<String>, Option<String>) {
 /// A header value from raw bytes made fit for one line of an alert: no control characters,
 /// at most 200 characters.
 fn clean_line(value: &str) -> String {
-    let line: String = value.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
-    line.trim().to_string()
+    classify::subject::one_line(value).chars().take(200).collect()
 }
 
 fn join(addresses: &[EmailAddress]) -> String {
@@ -944,18 +943,6 @@ fn join(addresses: &[EmailAddress]) -> String {
 fn new_token() -> String {
     let bytes: [u8; 16] = rand::rng().random();
     hex::encode(bytes)
-}
-
-fn strip_forward_prefix(subject: &str) -> String {
-    let mut s = subject.trim();
-    loop {
-        let lower = s.to_ascii_lowercase();
-        let cut = ["fwd:", "fw:", "fwd :", "fw :"].iter().find(|p| lower.starts_with(*p)).map(|p| p.len());
-        match cut {
-            Some(n) => s = s.get(n..).unwrap_or_default().trim_start(),
-            None => return s.to_string(),
-        }
-    }
 }
 
 /// Where the keys of quarantine alerts start (`quarantined:ID`, `quarantined:more`).
@@ -979,12 +966,6 @@ fn quarantine_digest(recipients: &[crate::domain::EmailAddress]) -> crate::outbo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forward_prefixes_are_stripped() {
-        assert_eq!(strip_forward_prefix("FW: Fwd: Phlebotomy"), "Phlebotomy");
-        assert_eq!(strip_forward_prefix("Phlebotomy"), "Phlebotomy");
-    }
 
     #[test]
     fn tokens_are_128_bit_and_distinct() {
