@@ -15,10 +15,10 @@ use crate::config::{Auth, Config};
 use crate::disk::Disk;
 use crate::inbox::Inbox;
 use crate::inbox::status::StatusBoard;
+use crate::intake::Intake;
 use crate::oauth::TokenProvider;
 use crate::outbox::Sender;
 use crate::outbox::alerts::Alerts;
-use crate::requests::Processor;
 use crate::store::{self, SharedStore};
 use crate::summary::agenda::AgendaMail;
 use crate::summary::{Sent, Summaries};
@@ -103,7 +103,7 @@ impl App {
         shutdown: &CancellationToken,
     ) {
         let wake = Arc::new(tokio::sync::Notify::new());
-        let processor = Arc::new(Processor::new(
+        let intake = Arc::new(Intake::new(
             self.config.clone(),
             self.clock.clone(),
             self.templates.clone(),
@@ -112,9 +112,15 @@ impl App {
         let sender =
             Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake, alerts.clone())
                 .with_tokens(tokens.smtp.clone());
-        let inbox =
-            Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone(), alerts.clone())
-                .with_tokens(tokens.imap.clone());
+        let inbox = Inbox::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            intake,
+            status.clone(),
+            alerts.clone(),
+        )
+        .with_tokens(tokens.imap.clone());
         tasks.spawn(inbox.run(shutdown.clone()));
         tasks.spawn(sender.run(shutdown.clone()));
     }

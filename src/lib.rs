@@ -12,6 +12,7 @@
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
 //!   disk; [`cli`] is the command line.
 
+pub mod backoff;
 pub mod classify;
 pub mod cli;
 pub mod clock;
@@ -20,13 +21,13 @@ pub mod daemon;
 pub mod disk;
 pub mod domain;
 pub mod inbox;
+pub mod intake;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
 pub mod oauth;
 pub mod outbox;
 pub mod progress;
-pub mod requests;
 pub mod retention;
 pub mod schedule;
 pub mod secret;
