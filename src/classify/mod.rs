@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use automated::{Automated, AutomatedKind, BY_WORDING, Report, ReportRecipient};
+pub use automated::{Automated, AutomatedKind, BY_WORDING, Report, ReportRecipient, Robot, robot};
 pub use forward::{ForwardSource, Forwarded, forwarded_chain};
 pub use similarity::{Fingerprint, similarity};
 pub use text::{find_reference, html_to_text, normalise_subject, reply_text, strip_quoted};
