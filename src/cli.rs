@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::rfc3339;
+use crate::clock::{Clock as _, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::domain::Status;
 use crate::store::{self, EventRow, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore};
@@ -287,7 +287,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Messages { command: MessagesCommand::Retry { id } } => {
             let store = open_migrated(&config).await?;
-            match store.request_retry(id, chrono::Utc::now()).await? {
+            match store.request_retry(id, SystemClock.now()).await? {
                 RetryRequest::Requested => {
                     println!(
                         "message {id} will be processed again: by the running daemon within seconds, or at its next start"
@@ -358,7 +358,7 @@ async fn check(config: &Config) -> ExitCode {
         match tokens.token().await {
             Ok(t) => {
                 let valid = match t.expires_at {
-                    Some(e) => format!("token valid for {} min", (e - chrono::Utc::now()).num_minutes()),
+                    Some(e) => format!("token valid for {} min", (e - SystemClock.now()).num_minutes()),
                     None => "token obtained".to_string(),
                 };
                 println!("OAuth2 OK ({what}: {valid})");
@@ -369,7 +369,7 @@ async fn check(config: &Config) -> ExitCode {
             }
         }
     }
-    let today = chrono::Utc::now().with_timezone(&config.service.timezone).date_naive();
+    let today = SystemClock.now().with_timezone(&config.service.timezone).date_naive();
     for due in crate::jobs::secret_expiry::due(config, today) {
         if due.days_left < 0 {
             failed = true;
@@ -666,7 +666,7 @@ async fn summary(config: &Config, command: SummaryCommand) -> anyhow::Result<Exi
                     .with_context(|| format!("--week {w:?} is not a date: write YYYY-MM-DD"))?,
                 tz,
             ),
-            None => Period::seven_days_to(chrono::Utc::now(), tz),
+            None => Period::seven_days_to(SystemClock.now(), tz),
         })
     };
     let summaries = summaries(config).await?;
@@ -764,7 +764,7 @@ async fn triage(
     let triage = crate::triage::Triage::new(std::sync::Arc::new(config.clone()), templates);
     let mut tx = store.begin().await?;
     match triage
-        .decide(&mut *tx, &request, &reply, &crate::triage::Actor::Operator, chrono::Utc::now())
+        .decide(&mut *tx, &request, &reply, &crate::triage::Actor::Operator, SystemClock.now())
         .await?
     {
         Ok(summary) => {
@@ -787,7 +787,7 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
     let daemon = store.daemon_status().await?;
     let outbox = store.outbox_counts().await?;
     let last_summary = store.last_summary().await?;
-    let now = chrono::Utc::now();
+    let now = SystemClock.now();
     let alive = daemon.as_ref().is_some_and(|d| (now - d.last_seen).num_seconds() <= HEARTBEAT_LIMIT_SECS);
     let imap = match &daemon {
         Some(d) if alive => d.imap.clone(),

@@ -4,14 +4,21 @@
 //!
 //! - [`inbox`] watches the shared mailbox (IMAP IDLE) and stores every message raw, once;
 //! - [`classify`] works out what a message is (new, follow-up, forward, automated…);
-//! - [`requests`] turns messages into requests with references and an audit log;
+//! - [`intake`] settles where each stored message goes ([`intake::route`], reading only) and
+//!   then writes what that causes ([`intake::act`]): requests with references, follow-ups,
+//!   a gatekeeper's decision ([`triage`]), an audit log;
+//! - [`outbox`] queues every email in the transaction that causes it and sends it;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
 //! - [`schedule`] decides when time-driven mail is due; [`jobs`] are the daily checks apart
 //!   from the pipeline (a client secret about to lapse);
+//! - [`summary`] and [`templates`] write the board's mail and every email's words;
 //! - [`store`] remembers everything (SQLite by default); [`retention`] says for how long;
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
-//!   disk; [`cli`] is the command line.
+//!   disk; [`cli`] is the command line;
+//! - [`clock`], [`backoff`], [`domain`], [`config`], [`secret`], [`tls`], [`logging`],
+//!   [`progress`] serve them all.
 
+pub mod backoff;
 pub mod classify;
 pub mod cli;
 pub mod clock;
@@ -20,13 +27,13 @@ pub mod daemon;
 pub mod disk;
 pub mod domain;
 pub mod inbox;
+pub mod intake;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
 pub mod oauth;
 pub mod outbox;
 pub mod progress;
-pub mod requests;
 pub mod retention;
 pub mod schedule;
 pub mod secret;

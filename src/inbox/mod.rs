@@ -19,6 +19,7 @@
 
 pub mod connection;
 pub mod dedup;
+pub mod status;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -27,13 +28,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::TryStreamExt as _;
-use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::config::{AfterProcessing, Backlog, Config};
-use crate::requests::{Checkpoint, ParseResult, ParsedGroup, Processor};
+use crate::intake::{Checkpoint, Intake, ParseResult, ParsedGroup};
 use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
 use connection::{ConnectError, Connected, Session, timed};
 
@@ -81,33 +83,6 @@ const MAX_ATTEMPTS: u32 = 3;
 /// have processed again (`gatehouse messages retry`).
 const RETRY_POLL: Duration = Duration::from_secs(5);
 
-/// Exponential backoff with full jitter.
-#[derive(Debug)]
-struct Backoff {
-    attempt: u32,
-    base: Duration,
-    cap: Duration,
-}
-
-impl Backoff {
-    fn new(base: Duration, cap: Duration) -> Self {
-        Self { attempt: 0, base, cap }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
-        self.attempt = self.attempt.saturating_add(1);
-        let ceiling = exp.min(self.cap);
-        // Half fixed, half random: spreads reconnects without ever retrying instantly.
-        let half = ceiling / 2;
-        half + Duration::from_millis(rand::rng().random_range(0..=half.as_millis().max(1) as u64))
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 /// Why a connected session ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SessionEnd {
@@ -121,8 +96,9 @@ enum SessionEnd {
 pub struct Inbox {
     config: Arc<Config>,
     store: SharedStore,
-    processor: Arc<Processor>,
-    status: crate::daemon::StatusBoard,
+    clock: Arc<dyn Clock>,
+    intake: Arc<Intake>,
+    status: status::StatusBoard,
     /// With `auth = "xoauth2"`: where IMAP's access tokens come from.
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
     /// Messages whose last counted attempt never ran because the database failed (see
@@ -138,11 +114,12 @@ impl Inbox {
     pub fn new(
         config: Arc<Config>,
         store: SharedStore,
-        processor: Arc<Processor>,
-        status: crate::daemon::StatusBoard,
+        clock: Arc<dyn Clock>,
+        intake: Arc<Intake>,
+        status: status::StatusBoard,
         alerts: Arc<crate::outbox::alerts::Alerts>,
     ) -> Self {
-        Self { config, store, processor, status, tokens: None, not_run: Arc::default(), alerts }
+        Self { config, store, clock, intake, status, tokens: None, not_run: Arc::default(), alerts }
     }
 
     pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
@@ -167,7 +144,7 @@ impl Inbox {
                 Ok(Connected { session, idle, token }) => {
                     auth_backoff.reset();
                     self.alerts.resolve_or_log(LOGIN_REFUSED).await;
-                    let renew_at = token.and_then(|t| t.session_deadline(Utc::now()));
+                    let renew_at = token.and_then(|t| t.session_deadline(self.clock.now()));
                     match self.session(session, idle, renew_at, &shutdown, &mut backoff).await {
                         Ok(SessionEnd::Shutdown) => break,
                         Ok(SessionEnd::RenewToken) => {
@@ -257,7 +234,7 @@ impl Inbox {
         backoff: &mut Backoff,
     ) -> anyhow::Result<SessionEnd> {
         // How long this session may still wait for news before its token is due.
-        let left = || renew_at.map(|r| (r - Utc::now()).to_std().unwrap_or_default());
+        let left = || renew_at.map(|r| (r - self.clock.now()).to_std().unwrap_or_default());
         let imap = &self.config.imap;
         let use_idle = imap.idle && server_idle;
         if imap.idle && !server_idle {
@@ -524,8 +501,8 @@ impl Inbox {
             return Ok(Parsing { group, saved, parsed: None });
         }
         let raws = group.iter_mut().map(|m| std::mem::take(&mut m.raw)).collect();
-        let processor = self.processor.clone();
-        let parsed = tokio::spawn(async move { processor.parse_group(raws).await });
+        let intake = self.intake.clone();
+        let parsed = tokio::spawn(async move { intake.parse_group(raws).await });
         Ok(Parsing { group, saved, parsed: Some(parsed) })
     }
 
@@ -599,7 +576,7 @@ impl Inbox {
             if let Some(uid) = last_taken {
                 let checkpoint =
                     Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid };
-                self.processor.advance(&mut *tx, &checkpoint).await?;
+                self.intake.advance(&mut *tx, &checkpoint).await?;
             }
             tx.commit().await
         }
@@ -608,7 +585,7 @@ impl Inbox {
             self.uncount(&counted);
             return Err(e);
         }
-        self.processor.committed();
+        self.intake.committed();
         let new = new_uids.len();
         for uid in new_uids {
             // The fetching side marks it between batches (or `sync` after them).
@@ -636,7 +613,7 @@ impl Inbox {
             let (id, counted) = match *saved {
                 RawSaved::Known { processed: true, .. } => {
                     let mut tx = self.store.begin().await?;
-                    self.processor.advance(&mut *tx, &checkpoint).await?;
+                    self.intake.advance(&mut *tx, &checkpoint).await?;
                     tx.commit().await?;
                     continue;
                 }
@@ -675,15 +652,15 @@ impl Inbox {
                 "gatehouse stopped while processing it, {} times (it may be what stops it)",
                 attempts - 1
             );
-            self.processor.quarantine(&mut *tx, m.id, m.raw, None, &why).await.map_err(Failure::Storage)
+            self.intake.quarantine(&mut *tx, m.id, m.raw, None, &why).await.map_err(Failure::Storage)
         } else {
-            let parsed = self.processor.parse_group(vec![m.raw.to_vec()]).await.1.pop().flatten();
+            let parsed = self.intake.parse_group(vec![m.raw.to_vec()]).await.1.pop().flatten();
             self.take(&mut *tx, m.id, m.raw, parsed.as_ref(), m.log_only, m.internal_date, attempts).await
         };
         let committed = match taken {
             Ok(()) => async {
                 if let Some(checkpoint) = checkpoint {
-                    self.processor.advance(&mut *tx, checkpoint).await?;
+                    self.intake.advance(&mut *tx, checkpoint).await?;
                 }
                 tx.commit().await
             }
@@ -693,7 +670,7 @@ impl Inbox {
         };
         match committed {
             Ok(()) => {
-                self.processor.committed();
+                self.intake.committed();
                 Ok(())
             }
             Err(Failure::Storage(e)) => {
@@ -780,7 +757,7 @@ impl Inbox {
                 core_hash: &m.core_hash,
                 raw: &m.raw,
                 backlog: m.uid < job.backlog_below_uid && !job.answer_backlog,
-                fetched_at: Utc::now(),
+                fetched_at: self.clock.now(),
             };
             saved.push(tx.save_raw(&raw).await?);
         }
@@ -868,7 +845,7 @@ impl Inbox {
         attempts: u32,
     ) -> Result<(), Failure> {
         tx.savepoint().await.map_err(Failure::Storage)?;
-        let result = self.processor.process(tx, id, raw, parsed, log_only, internal_date).await;
+        let result = self.intake.process(tx, id, raw, parsed, log_only, internal_date).await;
         let e = match result {
             Ok(_) => {
                 tx.release_savepoint().await.map_err(Failure::Storage)?;
@@ -883,7 +860,7 @@ impl Inbox {
         }
         if attempts >= MAX_ATTEMPTS {
             let why = format!("processing failed {attempts} times: {e:#}");
-            self.processor.quarantine(tx, id, raw, parsed, &why).await.map_err(Failure::Storage)?;
+            self.intake.quarantine(tx, id, raw, parsed, &why).await.map_err(Failure::Storage)?;
             Ok(())
         } else {
             tracing::warn!("Message {id}: attempt {attempts} of {MAX_ATTEMPTS} failed: {e:#}");

@@ -188,16 +188,7 @@ fn raw_header(name: &'static str, value: &str) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), one_line(value))
 }
 
-/// Header values come partly from incoming mail; a CR or LF in them would let a sender
-/// inject headers into what we send.
-pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use crate::classify::subject::one_line;
 
 fn clean_id(id: &str) -> String {
     id.chars().filter(|c| !c.is_whitespace() && !c.is_control() && *c != '<' && *c != '>').collect()
@@ -219,8 +210,9 @@ const OUTBOX_FAILING: &str = "outbox_failing";
 /// The delay before attempt `attempts + 1`: `initial` doubling to a 30-minute ceiling.
 pub fn retry_delay(initial: Duration, attempts: i64) -> chrono::Duration {
     let exp = u32::try_from(attempts.clamp(1, 12) - 1).unwrap_or(0);
-    let secs = i64::try_from(initial.as_secs()).unwrap_or(30).max(1).saturating_mul(1i64 << exp).min(30 * 60);
-    chrono::Duration::seconds(secs)
+    let base = Duration::from_secs(initial.as_secs().max(1));
+    let delay = crate::backoff::exponential(base, Duration::from_secs(30 * 60), exp);
+    chrono::Duration::seconds(i64::try_from(delay.as_secs()).unwrap_or(30 * 60))
 }
 
 /// The pooled transport, and the serial of the OAuth2 token it logs in with.

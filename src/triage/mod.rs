@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod grammar;
+pub mod links;
 pub mod reminders;
 
 use std::sync::Arc;
@@ -23,11 +24,11 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::classify::Parsed;
+use crate::classify::subject::reply_subject;
 use crate::config::Config;
 use crate::domain::{Decision, EmailAddress, Status, requester_display};
 use crate::outbox::recipients::Recipients;
 use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::requests::replies::reply_subject;
 use crate::store::{RequestRow, Tx};
 use crate::templates::{
     BoardView, EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates,

@@ -15,7 +15,6 @@ use chrono_tz::Tz;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::requests::replies::Replies;
 use crate::store::SharedStore;
 use crate::templates::{AutoReplyItem, ReminderContext, ReminderItem, Templates, service_view};
 
@@ -57,7 +56,6 @@ pub struct Reminders {
     store: SharedStore,
     clock: Arc<dyn Clock>,
     templates: Arc<Templates>,
-    replies: Arc<Replies>,
     composer: Composer,
 }
 
@@ -68,9 +66,8 @@ impl Reminders {
         clock: Arc<dyn Clock>,
         templates: Arc<Templates>,
     ) -> Self {
-        let replies = Arc::new(Replies::new(config.clone(), templates.clone()));
         let composer = Composer::new(config.clone());
-        Self { config, store, clock, templates, replies, composer }
+        Self { config, store, clock, templates, composer }
     }
 
     /// Sends today's digest if it is due and not sent yet. Returns how many requests and
@@ -134,9 +131,11 @@ impl Reminders {
                     ),
                     organisation: r.organisation.clone(),
                     waiting: format!("{waited} working day{}", if waited == 1 { "" } else { "s" }),
-                    links: self
-                        .replies
-                        .decision_links(&r.token, &format!("Re: [{}] {}", r.reference, r.subject)),
+                    links: super::links::decision_links(
+                        &self.config,
+                        &r.token,
+                        &format!("Re: [{}] {}", r.reference, r.subject),
+                    ),
                 }
             })
             .collect::<Vec<_>>();

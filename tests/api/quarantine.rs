@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gatehouse::domain::Classification;
-use gatehouse::requests::fault_injection;
+use gatehouse::intake::fault_injection;
 use gatehouse::store::MessageRow;
 
 use crate::helpers::{Options, TestApp, header, rand_suffix, readable, wait_until};
