@@ -23,6 +23,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
+pub mod mailings;
 pub mod oauth;
 pub mod outbox;
 pub mod progress;

@@ -1,12 +1,15 @@
-//! The durable outbox: every email gatehouse sends is rendered, given its Message-ID and
-//! written to the database in the same transaction as the event that causes it; the
-//! [`Sender`] task then delivers it over SMTP, retrying temporary failures for two days.
+//! The durable outbox: every email gatehouse sends is built by [`crate::mailings`], given
+//! its Message-ID and written to the database in the same transaction as the event that
+//! causes it; the [`Sender`] task here then delivers it over SMTP, retrying temporary
+//! failures for two days. The outbox only delivers: what an email says and whom it may go
+//! to are the mailings' business (its own failure notices and alerts included).
 //!
 //! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
 //! the crash left half-sent goes again at the next start (the only way one can go twice).
 
-pub mod alerts;
-pub mod recipients;
+// Transitional re-exports: these moved to `crate::mailings`; they stay reachable here until
+// the callers not yet moved (requests, triage, inbox) import them from there.
+pub use crate::mailings::{AutoSubmitted, Composer, Draft, alerts, one_line, recipients, to_each};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,192 +19,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use lettre::AsyncTransport as _;
 use lettre::address::Envelope;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use rand::Rng as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::EmailAddress;
-use crate::store::{NewOutgoing, OutboxItem, SharedStore};
-
-/// RFC 3834: `auto-replied` for answers to a message (acknowledgements, outcomes),
-/// `auto-generated` for everything else (notifications, reminders, summaries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AutoSubmitted {
-    Replied,
-    Generated,
-}
-
-/// `addresses` as a [`Draft`]'s recipients, without display names (the gatekeepers, the
-/// board, the operator).
-pub fn to_each(addresses: &[EmailAddress]) -> Vec<(Option<String>, String)> {
-    addresses.iter().map(|a| (None, a.to_string())).collect()
-}
-
-/// One email to build.
-#[derive(Debug, Clone)]
-pub struct Draft {
-    pub kind: &'static str,
-    pub request_id: Option<i64>,
-    pub to: Vec<(Option<String>, String)>,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    /// Message-IDs (no angle brackets) this answers.
-    pub in_reply_to: Option<String>,
-    pub references: Vec<String>,
-    pub auto_submitted: AutoSubmitted,
-    /// Files to attach (the approach's own attachments, for the gatekeeper).
-    pub attachments: Vec<crate::classify::AttachmentBody>,
-}
-
-impl Draft {
-    /// An alert (a message set aside, a refused login, an expiring secret, a full disk, an
-    /// email that cannot be delivered) to `to` (see [`Config::operator_recipients`] and
-    /// [`Config::alert_recipients`]): the one shape every such alert takes.
-    pub fn system_alert(to: &[EmailAddress], subject: String, text: String) -> Self {
-        Self {
-            kind: "system_alert",
-            request_id: None,
-            to: to_each(to),
-            reply_to: None,
-            subject,
-            text,
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        }
-    }
-}
-
-/// Builds outgoing messages with gatehouse's From, headers and Message-IDs.
-#[derive(Debug, Clone)]
-pub struct Composer {
-    config: Arc<Config>,
-}
-
-impl Composer {
-    pub fn new(config: Arc<Config>) -> Self {
-        Self { config }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// A new Message-ID (no angle brackets) in our own domain, so our own mail coming back
-    /// can be recognised.
-    pub fn new_message_id(&self) -> String {
-        let bytes: [u8; 12] = rand::rng().random();
-        format!(
-            "gatehouse.{}.{}@{}",
-            Utc::now().timestamp(),
-            hex::encode(bytes),
-            self.config.smtp.from.address.domain()
-        )
-    }
-
-    /// Renders `draft` into RFC 5322 bytes, ready for the outbox.
-    pub fn compose(&self, draft: &Draft) -> anyhow::Result<NewOutgoing> {
-        let from = &self.config.smtp.from;
-        let from_mailbox = Mailbox::new(
-            from.name.as_deref().map(one_line),
-            from.address.as_str().parse().context("Bad From address")?,
-        );
-        let message_id = self.new_message_id();
-        let mut builder = lettre::Message::builder()
-            .from(from_mailbox)
-            .subject(one_line(&draft.subject))
-            .message_id(Some(format!("<{message_id}>")))
-            .date_now();
-        let mut recipients = Vec::new();
-        for (name, address) in &draft.to {
-            let address: lettre::Address =
-                address.parse().with_context(|| format!("Bad recipient {address:?}"))?;
-            recipients.push(address.to_string().to_lowercase());
-            builder = builder.to(Mailbox::new(name.as_deref().map(one_line), address));
-        }
-        anyhow::ensure!(!recipients.is_empty(), "An email needs a recipient");
-        if let Some(reply_to) = &draft.reply_to {
-            builder = builder.reply_to(Mailbox::new(None, reply_to.parse().context("Bad Reply-To")?));
-        }
-        if let Some(parent) = &draft.in_reply_to {
-            builder = builder.in_reply_to(format!("<{}>", clean_id(parent)));
-        }
-        if !draft.references.is_empty() {
-            let refs: Vec<String> = draft.references.iter().map(|r| format!("<{}>", clean_id(r))).collect();
-            builder = builder.references(refs.join(" "));
-        }
-        let auto = match draft.auto_submitted {
-            AutoSubmitted::Replied => "auto-replied",
-            AutoSubmitted::Generated => "auto-generated",
-        };
-        builder = builder
-            .raw_header(raw_header("Auto-Submitted", auto))
-            .raw_header(raw_header("X-Auto-Response-Suppress", "All"))
-            .raw_header(raw_header("X-Gatehouse", draft.kind));
-        let text = || SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone());
-        let body = draft.html.as_ref().map(|html| {
-            MultiPart::alternative()
-                .singlepart(text())
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone()))
-        });
-        let message = if draft.attachments.is_empty() {
-            match body {
-                Some(alternative) => builder.multipart(alternative),
-                None => builder.singlepart(text()),
-            }
-        } else {
-            let mut mixed = match body {
-                Some(alternative) => MultiPart::mixed().multipart(alternative),
-                None => MultiPart::mixed().singlepart(text()),
-            };
-            for a in &draft.attachments {
-                let content_type = ContentType::parse(&a.content_type)
-                    .or_else(|_| ContentType::parse("application/octet-stream"))
-                    .unwrap_or(ContentType::TEXT_PLAIN);
-                mixed =
-                    mixed.singlepart(Attachment::new(one_line(&a.name)).body(a.bytes.clone(), content_type));
-            }
-            builder.multipart(mixed)
-        }
-        .context("Cannot build the email")?;
-        Ok(NewOutgoing {
-            kind: draft.kind.to_string(),
-            request_id: draft.request_id,
-            message_id,
-            envelope_from: from.address.to_string(),
-            recipients,
-            subject: one_line(&draft.subject),
-            raw: message.formatted(),
-        })
-    }
-}
-
-fn raw_header(name: &'static str, value: &str) -> HeaderValue {
-    HeaderValue::new(HeaderName::new_from_ascii_str(name), one_line(value))
-}
-
-/// Header values come partly from incoming mail; a CR or LF in them would let a sender
-/// inject headers into what we send.
-pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn clean_id(id: &str) -> String {
-    id.chars().filter(|c| !c.is_whitespace() && !c.is_control() && *c != '<' && *c != '>').collect()
-}
+use crate::store::{OutboxItem, SharedStore};
 
 /// How long a temporary failure is retried before the email is given up as failed.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(49);
@@ -544,13 +367,6 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_values_cannot_carry_new_lines() {
-        assert_eq!(one_line("Hello\r\nBcc: victim@example.org"), "Hello Bcc: victim@example.org");
-        assert_eq!(one_line("  a \t b  "), "a b");
-        assert_eq!(clean_id("<abc@x>\r\nX: y"), "abc@xX:y");
-    }
 
     #[test]
     fn retries_back_off_to_half_an_hour() {

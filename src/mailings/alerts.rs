@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{Composer, Draft};
+use crate::mailings::{Composer, Draft};
 use crate::store::{AlertRow, SharedStore, Tx};
 
 /// How long a problem that lasts goes before it is emailed again.
