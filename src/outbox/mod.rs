@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::{OutboxItem, SharedStore};
+use crate::templates::{DeliveryFailureAlert, OutboxFailingAlert, SmtpLoginAlert};
 
 /// How long a temporary failure is retried before the email is given up as failed.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(49);
@@ -56,7 +57,6 @@ pub struct Sender {
     store: SharedStore,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
-    composer: Composer,
     /// With `auth = "xoauth2"`: where SMTP's access tokens come from.
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
     alerts: Arc<alerts::Alerts>,
@@ -70,8 +70,7 @@ impl Sender {
         wake: Arc<Notify>,
         alerts: Arc<alerts::Alerts>,
     ) -> Self {
-        let composer = Composer::new(config.clone());
-        Self { config, store, clock, wake, composer, tokens: None, alerts }
+        Self { config, store, clock, wake, tokens: None, alerts }
     }
 
     pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
@@ -266,18 +265,15 @@ impl Sender {
         fix: &str,
     ) -> anyhow::Result<()> {
         let smtp = &self.config.smtp;
-        self.alerts
-            .raise_or_log(
-                SMTP_LOGIN,
-                format!("gatehouse cannot log in to the SMTP server {}", smtp.host),
-                format!(
-                    "gatehouse cannot log in to the SMTP server, so no email goes out: acknowledgements, the gatekeepers' notifications and outcomes wait in the outbox (nothing is lost).\n\nServer:  {}:{}\nUser:    {}\nError:   {error}\n\nFix: {fix}, then run `gatehouse check`. The waiting emails go out by themselves once the login works (this email waited with them).\n",
-                    smtp.host,
-                    smtp.port,
-                    smtp.username.as_deref().unwrap_or("(none)"),
-                ),
-            )
-            .await;
+        let alert = SmtpLoginAlert {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            user: smtp.username.clone().unwrap_or_else(|| "(none)".into()),
+            error: error.to_string(),
+            fix: fix.to_string(),
+        };
+        let subject = format!("gatehouse cannot log in to the SMTP server {}", smtp.host);
+        self.alerts.raise_with_or_log(SMTP_LOGIN, subject, "alert_smtp_login.txt", &alert).await;
         let error = format!("{error}; {fix}");
         self.note_smtp(crate::store::SmtpOutcome::Failed(&error)).await;
         self.retry_later(item, now, &error).await
@@ -294,16 +290,14 @@ impl Sender {
         self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
         if item.attempts >= FAILING_AFTER_ATTEMPTS {
             let smtp = &self.config.smtp;
-            self.alerts
-                .raise_or_log(
-                    OUTBOX_FAILING,
-                    "gatehouse cannot send email".to_string(),
-                    format!(
-                        "gatehouse has tried {} times to send an email and failed each time, so acknowledgements, the gatekeepers' notifications and outcomes are waiting in the outbox. It keeps retrying for two days; nothing is lost meanwhile.\n\nServer:  {}:{}\nLast error: {error}\n\n`gatehouse status` shows the outbox; `gatehouse check` tests the SMTP settings. The waiting emails go out by themselves once sending works (this email waited with them).\n",
-                        item.attempts, smtp.host, smtp.port
-                    ),
-                )
-                .await;
+            let alert = OutboxFailingAlert {
+                attempts: item.attempts,
+                host: smtp.host.clone(),
+                port: smtp.port,
+                error: error.to_string(),
+            };
+            let subject = "gatehouse cannot send email".to_string();
+            self.alerts.raise_with_or_log(OUTBOX_FAILING, subject, "alert_outbox_failing.txt", &alert).await;
         }
         self.retry_later(item, now, error).await
     }
@@ -325,42 +319,45 @@ impl Sender {
 
     /// Marks the entry failed and tells the gatekeepers and the operator (the recipient
     /// must be reached another way), unless the failure is itself such a report (which would
-    /// loop).
+    /// loop). Both in one transaction: the entry is never failed without its notice.
     async fn permanent(&self, item: &OutboxItem, error: &str) -> anyhow::Result<()> {
         tracing::error!("Gave up sending {} to {}: {error}", item.kind, item.recipients.join(", "));
-        self.store.mark_failed(item.id, error).await?;
-        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
-        if item.kind == "delivery_failure" {
-            return Ok(());
-        }
-        let draft = Draft {
-            kind: "delivery_failure",
-            request_id: item.request_id,
-            to: to_each(&self.config.alert_recipients()),
-            reply_to: None,
-            subject: format!("Could not deliver: {}", item.subject),
-            text: format!(
-                "gatehouse could not deliver an email and has given up.\n\nTo:      {}\nSubject: {}\nWhat:    {}\nError:   {error}\n\nThe recipient has not received it. You may want to contact them another way.\n",
-                item.recipients.join(", "),
-                item.subject,
-                item.kind
-            ),
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
+        let notice = match item.kind.as_str() {
+            "delivery_failure" => None,
+            _ => {
+                let alert = DeliveryFailureAlert {
+                    to: item.recipients.join(", "),
+                    subject: item.subject.clone(),
+                    what: item.kind.clone(),
+                    error: error.to_string(),
+                };
+                // Proved at start, so this cannot fail on a template; were it to, the entry
+                // is still given up rather than retried for ever.
+                match self.alerts.render("delivery_failure.txt", &alert) {
+                    Ok(text) => Some(
+                        Draft::to_all(
+                            "delivery_failure",
+                            &self.config.alert_recipients(),
+                            format!("Could not deliver: {}", item.subject),
+                            text,
+                        )
+                        .about(item.request_id),
+                    ),
+                    Err(e) => {
+                        tracing::error!("Cannot write the notice of a failed email: {e:#}");
+                        None
+                    }
+                }
+            }
         };
         let mut tx = self.store.begin().await?;
-        alerts::raise_in(
-            &mut *tx,
-            &self.composer,
-            self.clock.now(),
-            &format!("undeliverable:{}", item.id),
-            draft,
-        )
-        .await?;
-        tx.commit().await
+        tx.mark_failed(item.id, error).await?;
+        if let Some(draft) = notice {
+            self.alerts.raise_in(&mut *tx, &format!("undeliverable:{}", item.id), draft).await?;
+        }
+        tx.commit().await?;
+        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        Ok(())
     }
 }
 

@@ -22,8 +22,8 @@ use crate::config::Config;
 use crate::domain::{Decision, Status};
 use crate::mailings::{Composer, Draft};
 use crate::store::{RequestRow, SharedStore};
-pub use crate::templates::board::{
-    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar, sample_context,
+pub use crate::templates::{
+    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar,
 };
 use crate::templates::{Templates, decision_meaning, long_date, service_view};
 
