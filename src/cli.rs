@@ -607,7 +607,7 @@ async fn show_request(store: &SharedStore, r: &RequestRow, format: TextFormat) -
         }
         TextFormat::Text => {
             let mut out = std::io::stdout().lock();
-            let requester = crate::domain::requester_display(r.requester_name.as_deref(), &r.requester);
+            let requester = crate::mailings::requester_display(r.requester_name.as_deref(), &r.requester);
             writeln!(out, "{}  {}", r.reference, r.subject)?;
             writeln!(out, "Status:       {}", r.status)?;
             if let Some(d) = r.decision {

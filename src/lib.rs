@@ -31,6 +31,7 @@ pub mod intake;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
+pub mod mailings;
 pub mod oauth;
 pub mod outbox;
 pub mod progress;

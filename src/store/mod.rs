@@ -600,6 +600,8 @@ pub trait Tx: Send {
     ) -> anyhow::Result<()>;
     /// Writes an email to the outbox, together with whatever caused it.
     async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<i64>;
+    /// Gives outbox entry `id` up as failed, together with the notice that says so.
+    async fn mark_failed(&mut self, id: i64, error: &str) -> anyhow::Result<()>;
     /// Records that outbox entry `outbox_id` is an automatic answer to someone outside,
     /// keyed as the sending limits count it (see [`crate::outbox::recipients`]).
     async fn record_answered(

@@ -1453,6 +1453,16 @@ impl Tx for SqliteTx {
         Ok(id)
     }
 
+    async fn mark_failed(&mut self, id: i64, error: &str) -> anyhow::Result<()> {
+        exec(
+            &self.conn,
+            "UPDATE outbox SET status = 'failed', last_error = ?2 WHERE id = ?1",
+            params![id, error],
+            "Cannot record a failed email",
+        )
+        .map(drop)
+    }
+
     async fn record_answered(
         &mut self,
         outbox_id: i64,

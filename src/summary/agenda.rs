@@ -24,7 +24,7 @@ use super::{Meeting, Summaries, local_midnight};
 use crate::config::Config;
 use crate::domain::Decision;
 use crate::store::RequestRow;
-pub use crate::templates::board::{AgendaUpdateContext, Removed, sample_update_context};
+pub use crate::templates::{AgendaUpdateContext, Removed};
 use crate::templates::{BoardView, long_date, service_view};
 
 /// Changes are gathered this long after the first one before an update goes: the board

@@ -20,10 +20,10 @@ use chrono_tz::Tz;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Decision, Status};
-use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::mailings::{Composer, Draft};
 use crate::store::{RequestRow, SharedStore};
-pub use crate::templates::board::{
-    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar, sample_context,
+pub use crate::templates::{
+    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar,
 };
 use crate::templates::{Templates, decision_meaning, long_date, service_view};
 
@@ -119,12 +119,11 @@ impl Summaries {
         Item {
             reference: r.reference.clone(),
             subject: r.subject.clone(),
-            requester: match self.config.board.share_addresses {
-                true => crate::domain::requester_display(r.requester_name.as_deref(), &r.requester),
-                false => {
-                    r.requester_name.as_deref().and_then(crate::domain::display_name).unwrap_or_default()
-                }
-            },
+            requester: crate::mailings::views::board_requester(
+                &self.config,
+                r.requester_name.as_deref(),
+                &r.requester,
+            ),
             organisation: r.organisation.clone().unwrap_or_else(|| "(no organisation)".into()),
             received: r.received_at.with_timezone(&tz).format("%a %-d %b %H:%M").to_string(),
             decision: r.decision.map(|d| d.command().to_string()),
@@ -366,19 +365,7 @@ impl Summaries {
 
     /// A mailing to the board (summary, agenda, agenda update): the one shape they take.
     fn board_draft(&self, kind: &'static str, subject: String, text: String, html: String) -> Draft {
-        Draft {
-            kind,
-            request_id: None,
-            to: self.board_addresses().into_iter().map(|a| (None, a)).collect(),
-            reply_to: None,
-            subject,
-            text,
-            html: Some(html),
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        }
+        Draft::to_all(kind, &self.config.board.addresses, subject, text).with_html(html)
     }
 }
 

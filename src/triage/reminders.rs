@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::mailings::{Composer, Draft, requester_display};
 use crate::store::SharedStore;
 use crate::templates::{AutoReplyItem, ReminderContext, ReminderItem, Templates, service_view};
 
@@ -125,10 +125,7 @@ impl Reminders {
                 ReminderItem {
                     reference: r.reference.clone(),
                     subject: r.subject.clone(),
-                    requester_display: crate::domain::requester_display(
-                        r.requester_name.as_deref(),
-                        &r.requester,
-                    ),
+                    requester_display: requester_display(r.requester_name.as_deref(), &r.requester),
                     organisation: r.organisation.clone(),
                     waiting: format!("{waited} working day{}", if waited == 1 { "" } else { "s" }),
                     links: super::links::decision_links(
@@ -161,19 +158,9 @@ impl Reminders {
             (0, _) => filed_text,
             _ => format!("{waiting}; {filed_text}"),
         };
-        let mail = self.composer.compose(&Draft {
-            kind: "reminder",
-            request_id: None,
-            to: crate::outbox::to_each(&self.config.gatekeepers),
-            reply_to: None,
-            subject,
-            text: self.templates.render("reminder.txt", &context)?,
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        })?;
+        let text = self.templates.render("reminder.txt", &context)?;
+        let mail =
+            self.composer.compose(&Draft::to_all("reminder", &self.config.gatekeepers, subject, text))?;
         let mut tx = self.store.begin().await?;
         let outbox_id = tx.enqueue(&mail, now).await?;
         // Recorded in the same transaction: once per day even across restarts.
