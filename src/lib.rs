@@ -5,9 +5,12 @@
 //! - [`inbox`] watches the shared mailbox (IMAP IDLE) and stores every message raw, once;
 //! - [`classify`] works out what a message is (new, follow-up, forward, automated…);
 //! - [`requests`] turns messages into requests with references and an audit log;
+//! - [`mailings`] builds every email gatehouse sends (drafts, whom it may write to, request
+//!   views, the operator's alerts), in words from [`templates`]; [`outbox`] queues and
+//!   delivers them;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
-//! - [`schedule`] decides when time-driven mail is due; [`jobs`] are the daily checks apart
-//!   from the pipeline (a client secret about to lapse);
+//! - [`schedule`] decides when time-driven mail is due; [`jobs`] is every schedule the daemon
+//!   keeps, in one shape (summary, agendas, reminders, retention, a client secret's expiry);
 //! - [`store`] remembers everything (SQLite by default); [`retention`] says for how long;
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
 //!   disk; [`cli`] is the command line.
