@@ -367,16 +367,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_email_given_up_is_failed_with_its_notice_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = crate::config::tests::VALID
-            .replace("[board]", "[operator]\naddresses = [\"it@example.org\"]\n\n[board]");
-        let config =
-            Arc::new(Config::parse(&text, std::path::Path::new("/etc/gatehouse/gatehouse.toml")).unwrap());
-        let store = crate::store::open_sqlite_file(&dir.path().join("g.db")).await.unwrap();
-        store.migrate().await.unwrap();
-        let clock = Arc::new(crate::clock::ManualClock::new(Utc::now()));
-        let templates = Arc::new(crate::templates::Templates::load(&config).unwrap());
-        let alerts = Arc::new(alerts::Alerts::new(config.clone(), store.clone(), clock.clone(), templates));
+        let (_dir, config, store, clock) = alerts::testing::setup().await;
+        let alerts = Arc::new(alerts::testing::new_alerts(&config, &store, &clock));
         let sender = Sender::new(config.clone(), store.clone(), clock.clone(), Arc::default(), alerts);
         let to = [crate::domain::EmailAddress::parse("jo@example.org").unwrap()];
         let mail =
