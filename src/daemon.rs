@@ -16,9 +16,9 @@ use crate::disk::Disk;
 use crate::inbox::Inbox;
 use crate::inbox::status::StatusBoard;
 use crate::intake::Intake;
+use crate::mailings::alerts::Alerts;
 use crate::oauth::TokenProvider;
 use crate::outbox::Sender;
-use crate::outbox::alerts::Alerts;
 use crate::store::{self, SharedStore};
 use crate::templates::Templates;
 

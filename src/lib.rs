@@ -7,11 +7,13 @@
 //! - [`intake`] settles where each stored message goes ([`intake::route`], reading only) and
 //!   then writes what that causes ([`intake::act`]): requests with references, follow-ups,
 //!   a gatekeeper's decision ([`triage`]), an audit log;
-//! - [`outbox`] queues every email in the transaction that causes it and sends it;
+//! - [`mailings`] builds every email gatehouse sends (drafts, whom it may write to, request
+//!   views, the operator's alerts), in words from [`templates`]; [`outbox`] queues and
+//!   delivers them;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
-//! - [`schedule`] decides when time-driven mail is due; [`jobs`] are the daily checks apart
-//!   from the pipeline (a client secret about to lapse);
-//! - [`summary`] and [`templates`] write the board's mail and every email's words;
+//! - [`schedule`] decides when time-driven mail is due; [`jobs`] is every schedule the daemon
+//!   keeps, in one shape (summary, agendas, reminders, retention, a client secret's expiry);
+//! - [`summary`] writes the board's weekly summary and agendas;
 //! - [`store`] remembers everything (SQLite by default); [`retention`] says for how long;
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
 //!   disk; [`cli`] is the command line;

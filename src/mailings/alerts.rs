@@ -211,12 +211,14 @@ fn local(config: &Config, at: DateTime<Utc>) -> String {
     at.with_timezone(&config.service.timezone).format("%Y-%m-%d %H:%M %Z").to_string()
 }
 
+/// For tests: a config with an operator, a fresh database, a clock to move, and the
+/// alerts over them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::clock::ManualClock;
 
-    async fn setup() -> (tempfile::TempDir, Arc<Config>, SharedStore, Arc<ManualClock>) {
+    pub(crate) async fn setup() -> (tempfile::TempDir, Arc<Config>, SharedStore, Arc<ManualClock>) {
         let dir = tempfile::tempdir().unwrap();
         let text = crate::config::tests::VALID
             .replace("[board]", "[operator]\naddresses = [\"it@example.org\"]\n\n[board]");
@@ -228,10 +230,16 @@ mod tests {
         (dir, config, store, clock)
     }
 
-    fn new_alerts(config: &Arc<Config>, store: &SharedStore, clock: &Arc<ManualClock>) -> Alerts {
+    pub(crate) fn new_alerts(config: &Arc<Config>, store: &SharedStore, clock: &Arc<ManualClock>) -> Alerts {
         let templates = Arc::new(Templates::load(config).unwrap());
         Alerts::new(config.clone(), store.clone(), clock.clone(), templates)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{new_alerts, setup};
+    use super::*;
 
     #[tokio::test]
     async fn a_lasting_problem_goes_once_a_day_survives_a_restart_and_is_resolved_once() {

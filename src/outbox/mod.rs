@@ -366,6 +366,35 @@ impl Sender {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn an_email_given_up_is_failed_with_its_notice_once() {
+        let (_dir, config, store, clock) = alerts::testing::setup().await;
+        let alerts = Arc::new(alerts::testing::new_alerts(&config, &store, &clock));
+        let sender = Sender::new(config.clone(), store.clone(), clock.clone(), Arc::default(), alerts);
+        let to = [crate::domain::EmailAddress::parse("jo@example.org").unwrap()];
+        let mail =
+            Composer::new(config).compose(&Draft::to_all("acknowledgement", &to, "Hello", "Hi")).unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.enqueue(&mail, clock.now()).await.unwrap();
+        tx.commit().await.unwrap();
+        let item = store.claim_due(clock.now(), 10).await.unwrap().remove(0);
+
+        sender.permanent(&item, "550 5.1.1 No such user").await.unwrap();
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!((counts.failed, counts.pending), (1, 1), "failed, and its notice queued");
+        let notice = store.claim_due(clock.now(), 10).await.unwrap().remove(0);
+        assert_eq!(
+            (notice.kind.as_str(), notice.subject.as_str()),
+            ("delivery_failure", "Could not deliver: Hello")
+        );
+        let raw = String::from_utf8_lossy(&notice.raw).replace("=\r\n", "");
+        assert!(raw.contains("Error:   550 5.1.1 No such user"), "{raw}");
+        // A notice that cannot be delivered is failed without a notice of its own.
+        sender.permanent(&notice, "550 no").await.unwrap();
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!((counts.failed, counts.pending), (2, 0));
+    }
+
     #[test]
     fn retries_back_off_to_half_an_hour() {
         let base = Duration::from_secs(30);
