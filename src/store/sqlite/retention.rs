@@ -1,5 +1,5 @@
 //! Retention, subject access, erasure and backup on SQLite: kept apart from the pipeline's
-//! queries in `sqlite.rs`.
+//! queries in the aggregates' files.
 //!
 //! What a purge may take is written once, as SQL conditions shared by the preview and the
 //! purge, so `gatehouse purge --dry-run` counts exactly what `gatehouse purge` removes.
