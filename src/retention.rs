@@ -63,7 +63,7 @@ impl Retention {
 
     /// What a purge now would take.
     pub async fn preview(&self) -> anyhow::Result<PurgeCounts> {
-        self.store.purge_preview(cutoffs(&self.config.retention, self.clock.now())).await
+        Ok(self.store.purge_preview(cutoffs(&self.config.retention, self.clock.now())).await?)
     }
 
     /// Purges now, recorded as `actor`, and gives the space back when a lot went.

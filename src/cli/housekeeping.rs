@@ -287,7 +287,7 @@ pub(super) async fn backup(store: SharedStore, file: &Path, force: bool) -> anyh
         Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            return Err(e);
+            return Err(e.into());
         }
     };
     let placed = if force {

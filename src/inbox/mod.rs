@@ -368,13 +368,13 @@ impl Inbox {
                     old.uidvalidity
                 );
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: 0 };
-                self.store.reset_mailbox_state(mailbox, s).await?;
+                self.store.reset_mailbox_state(mailbox, s, Utc::now()).await?;
                 s
             }
             None => {
                 // First sight of this mailbox: what is already there is the backlog.
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: uid_next };
-                self.store.reset_mailbox_state(mailbox, s).await?;
+                self.store.reset_mailbox_state(mailbox, s, Utc::now()).await?;
                 tracing::info!(
                     "First start on {mailbox}: {} message(s) already there are the backlog",
                     uid_next.saturating_sub(1)
@@ -465,7 +465,7 @@ impl Inbox {
     /// Returns how many were new.
     ///
     /// Each group costs two commits, not two per message: first every raw message is
-    /// stored, then all of them are processed in one transaction, each inside a savepoint so
+    /// stored, then all of them are processed in one transaction, each in a step of its own (`Tx::begin_step`) so
     /// one message's failure undoes only its own effects. A message is marked on the server
     /// only once its group is committed. While one group is processed, the next is already
     /// stored and being parsed on the parser's thread.
@@ -551,7 +551,7 @@ impl Inbox {
             Ok(tx) => tx,
             Err(e) => {
                 self.uncount(&counted);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let mut new_uids = Vec::new();
@@ -601,7 +601,7 @@ impl Inbox {
                     Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid };
                 self.processor.advance(&mut *tx, &checkpoint).await?;
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         }
         .await;
         if let Err(e) = committed {
@@ -667,7 +667,7 @@ impl Inbox {
             Ok(tx) => tx,
             Err(e) => {
                 self.uncount(&[m.id]);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let taken = if attempts > MAX_ATTEMPTS {
@@ -685,7 +685,7 @@ impl Inbox {
                 if let Some(checkpoint) = checkpoint {
                     self.processor.advance(&mut *tx, checkpoint).await?;
                 }
-                tx.commit().await
+                Ok(tx.commit().await?)
             }
             .await
             .map_err(Failure::Storage),
@@ -853,7 +853,7 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Processes the stored message `id` in `tx`, in a savepoint of its own (the caller
+    /// Processes the stored message `id` in `tx`, in a step of its own (the caller
     /// moves the checkpoint). `attempts` is this attempt's number: when it fails and that was
     /// the last allowed, the message is quarantined instead, in `tx`.
     #[allow(clippy::too_many_arguments)]
@@ -867,16 +867,12 @@ impl Inbox {
         internal_date: Option<chrono::DateTime<Utc>>,
         attempts: u32,
     ) -> Result<(), Failure> {
-        tx.savepoint().await.map_err(Failure::Storage)?;
+        let step = tx.begin_step().await.map_err(|e| Failure::Storage(e.into()))?;
         let result = self.processor.process(tx, id, raw, parsed, log_only, internal_date).await;
-        let e = match result {
-            Ok(_) => {
-                tx.release_savepoint().await.map_err(Failure::Storage)?;
-                return Ok(());
-            }
-            Err(e) => e,
+        tx.end_step(step, result.is_ok()).await.map_err(|e| Failure::Storage(e.into()))?;
+        let Err(e) = result else {
+            return Ok(());
         };
-        tx.rollback_to_savepoint().await.map_err(Failure::Storage)?;
         if crate::store::is_storage_trouble(&e) {
             // Not this message's fault: keep it, and retry once the database is usable.
             return Err(Failure::Storage(e.context("The database cannot be written (is the disk full?)")));

@@ -96,7 +96,9 @@ impl Processor {
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
     /// UIDVALIDITY change).
     pub async fn advance(&self, tx: &mut dyn Tx, checkpoint: &Checkpoint) -> anyhow::Result<()> {
-        tx.set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now()).await
+        Ok(tx
+            .set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now())
+            .await?)
     }
 
     /// Sets aside a message that could not be processed (it failed, or stopped gatehouse,
@@ -163,12 +165,13 @@ impl Processor {
         } else {
             (format!("{QUARANTINE_KEY_PREFIX}more"), quarantine_digest(&self.config.alert_recipients()))
         };
-        tx.savepoint().await?;
-        match crate::outbox::alerts::raise_in(tx, &composer, now, &key, draft).await {
-            Ok(_) => tx.release_savepoint().await?,
+        let step = tx.begin_step().await?;
+        let raised = crate::outbox::alerts::raise_in(tx, &composer, now, &key, draft).await;
+        match raised {
+            Ok(_) => tx.end_step(step, true).await?,
             Err(e) if crate::store::is_storage_trouble(&e) => return Err(e),
             Err(e) => {
-                tx.rollback_to_savepoint().await?;
+                tx.end_step(step, false).await?;
                 tracing::error!("Cannot tell anyone that message {id} is quarantined: {e:#}");
             }
         }
@@ -587,23 +590,26 @@ impl Processor {
         let reference =
             Reference { prefix: self.config.service.reference_prefix.clone(), year, seq }.to_string();
         let request_id = tx
-            .insert_request(&NewRequest {
-                reference: reference.clone(),
-                ref_year: year,
-                ref_seq: seq,
-                requester: requester.to_string(),
-                requester_name: requester_name.clone(),
-                organisation: organisation.clone(),
-                via: via.as_ref().map(ToString::to_string),
-                subject: subject.clone(),
-                body: body.clone(),
-                fingerprint: fingerprint.to_bytes(),
-                received_at,
-                probable_duplicate_of: probable.map(|c| c.id),
-                token: token.clone(),
-                answer: !log_only,
-                requester_unverified: unverified,
-            })
+            .insert_request(
+                &NewRequest {
+                    reference: reference.clone(),
+                    ref_year: year,
+                    ref_seq: seq,
+                    requester: requester.to_string(),
+                    requester_name: requester_name.clone(),
+                    organisation: organisation.clone(),
+                    via: via.as_ref().map(ToString::to_string),
+                    subject: subject.clone(),
+                    body: body.clone(),
+                    fingerprint: fingerprint.to_bytes(),
+                    received_at,
+                    probable_duplicate_of: probable.map(|c| c.id),
+                    token: token.clone(),
+                    answer: !log_only,
+                    requester_unverified: unverified,
+                },
+                now,
+            )
             .await?;
         self.duplicates.remember(&token, &subject, fingerprint);
         let detail = match &via {

@@ -1,135 +1,140 @@
 //! The `Store` and `Tx` traits on SQLite: each method hands over to the aggregate's file
 //! (`requests`, `inbox`, `outbox`, `ledger`, `retention`).
 
+use super::error::classify;
 use super::*;
+use crate::store::{Step, StoreResult};
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn migrate(&self) -> anyhow::Result<usize> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || migrate_file(&path))
-            .await
-            .context("The database thread failed")?
+    async fn migrate(&self) -> StoreResult<usize> {
+        let result: anyhow::Result<_> = async {
+            let path = self.path.clone();
+            tokio::task::spawn_blocking(move || migrate_file(&path))
+                .await
+                .context("The database thread failed")?
+        }
+        .await;
+        result.map_err(classify)
     }
 
-    async fn ping(&self) -> anyhow::Result<()> {
-        self.read(|c| scalar::<i64>(c, "SELECT 1", [], "The database does not answer").map(drop)).await
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| scalar::<i64>(c, "SELECT 1", [], "The database does not answer").map(drop))
+            .await
+            .map_err(classify)
     }
 
     fn describe(&self) -> String {
         format!("SQLite {}", self.path.display())
     }
 
-    async fn list_requests(&self, filter: &RequestFilter) -> anyhow::Result<Vec<RequestRow>> {
-        SqliteStore::list_requests(self, filter).await
+    async fn list_requests(&self, filter: &RequestFilter) -> StoreResult<Vec<RequestRow>> {
+        SqliteStore::list_requests(self, filter).await.map_err(classify)
     }
 
-    async fn find_request(&self, reference: &str) -> anyhow::Result<Option<RequestRow>> {
-        SqliteStore::find_request(self, reference).await
+    async fn find_request(&self, reference: &str) -> StoreResult<Option<RequestRow>> {
+        SqliteStore::find_request(self, reference).await.map_err(classify)
     }
 
-    async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
-        SqliteStore::request_messages(self, request_id).await
+    async fn request_messages(&self, request_id: i64) -> StoreResult<Vec<MessageRow>> {
+        SqliteStore::request_messages(self, request_id).await.map_err(classify)
     }
 
-    async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>> {
-        SqliteStore::request_events(self, request_id).await
+    async fn request_events(&self, request_id: i64) -> StoreResult<Vec<EventRow>> {
+        SqliteStore::request_events(self, request_id).await.map_err(classify)
     }
 
-    async fn list_messages(&self) -> anyhow::Result<Vec<MessageRow>> {
-        SqliteStore::list_messages(self).await
+    async fn list_messages(&self) -> StoreResult<Vec<MessageRow>> {
+        SqliteStore::list_messages(self).await.map_err(classify)
     }
 
     async fn auto_replies_by_wording(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<MessageRow>> {
-        SqliteStore::auto_replies_by_wording(self, from, to).await
+    ) -> StoreResult<Vec<MessageRow>> {
+        SqliteStore::auto_replies_by_wording(self, from, to).await.map_err(classify)
     }
 
-    async fn get_meta(&self, key: &str) -> anyhow::Result<Option<String>> {
-        SqliteStore::get_meta(self, key).await
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+        SqliteStore::get_meta(self, key).await.map_err(classify)
     }
 
-    async fn init_meta(&self, key: &str, value: &str) -> anyhow::Result<String> {
-        SqliteStore::init_meta(self, key, value).await
+    async fn init_meta(&self, key: &str, value: &str) -> StoreResult<String> {
+        SqliteStore::init_meta(self, key, value).await.map_err(classify)
     }
 
-    async fn mailbox_state(&self, mailbox: &str) -> anyhow::Result<Option<MailboxState>> {
-        SqliteStore::mailbox_state(self, mailbox).await
+    async fn mailbox_state(&self, mailbox: &str) -> StoreResult<Option<MailboxState>> {
+        SqliteStore::mailbox_state(self, mailbox).await.map_err(classify)
     }
 
-    async fn reset_mailbox_state(&self, mailbox: &str, state: MailboxState) -> anyhow::Result<()> {
-        SqliteStore::reset_mailbox_state(self, mailbox, state).await
-    }
-
-    async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>> {
-        SqliteStore::raw_message(self, id).await
-    }
-
-    async fn count_attempt(&self, id: i64) -> anyhow::Result<u32> {
-        SqliteStore::count_attempt(self, id).await
-    }
-
-    async fn attempts(&self, id: i64) -> anyhow::Result<u32> {
-        SqliteStore::attempts(self, id).await
-    }
-
-    async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<RetryRequest> {
-        SqliteStore::request_retry(self, id, at).await
-    }
-
-    async fn retries_requested(&self) -> anyhow::Result<Vec<RetryMessage>> {
-        SqliteStore::retries_requested(self).await
-    }
-
-    async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>> {
-        SqliteStore::awaiting_triage(self).await
-    }
-
-    async fn received_between(
+    async fn reset_mailbox_state(
         &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<RequestRow>> {
-        SqliteStore::received_between(self, from, to).await
+        mailbox: &str,
+        state: MailboxState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        SqliteStore::reset_mailbox_state(self, mailbox, state, at).await.map_err(classify)
     }
 
-    async fn decided_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<RequestRow>> {
-        SqliteStore::decided_between(self, from, to).await
+    async fn raw_message(&self, id: i64) -> StoreResult<Vec<u8>> {
+        SqliteStore::raw_message(self, id).await.map_err(classify)
     }
 
-    async fn with_status(&self, status: Status, limit: i64) -> anyhow::Result<(Vec<RequestRow>, usize)> {
-        SqliteStore::with_status(self, status, limit).await
+    async fn count_attempt(&self, id: i64) -> StoreResult<u32> {
+        SqliteStore::count_attempt(self, id).await.map_err(classify)
     }
 
-    async fn agenda_for(&self, date: NaiveDate) -> anyhow::Result<Vec<RequestRow>> {
-        SqliteStore::agenda_for(self, date).await
+    async fn attempts(&self, id: i64) -> StoreResult<u32> {
+        SqliteStore::attempts(self, id).await.map_err(classify)
     }
 
-    async fn arrivals_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<DateTime<Utc>>> {
-        SqliteStore::arrivals_since(self, since).await
+    async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> StoreResult<RetryRequest> {
+        SqliteStore::request_retry(self, id, at).await.map_err(classify)
     }
 
-    async fn events_of_kind(&self, request_ids: &[i64], kind: &str) -> anyhow::Result<Vec<(i64, EventRow)>> {
-        SqliteStore::events_of_kind(self, request_ids, kind).await
+    async fn retries_requested(&self) -> StoreResult<Vec<RetryMessage>> {
+        SqliteStore::retries_requested(self).await.map_err(classify)
     }
 
-    async fn last_covered(&self, kind: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        SqliteStore::last_covered(self, kind).await
+    async fn awaiting_triage(&self) -> StoreResult<Vec<RequestRow>> {
+        SqliteStore::awaiting_triage(self).await.map_err(classify)
     }
 
-    async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool> {
-        SqliteStore::summary_sent(self, kind, period).await
+    async fn received_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RequestRow>> {
+        SqliteStore::received_between(self, from, to).await.map_err(classify)
     }
 
-    async fn agenda_told(&self, date: NaiveDate) -> anyhow::Result<Option<Vec<RequestRow>>> {
-        SqliteStore::agenda_told(self, date).await
+    async fn decided_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RequestRow>> {
+        SqliteStore::decided_between(self, from, to).await.map_err(classify)
+    }
+
+    async fn with_status(&self, status: Status, limit: i64) -> StoreResult<(Vec<RequestRow>, usize)> {
+        SqliteStore::with_status(self, status, limit).await.map_err(classify)
+    }
+
+    async fn agenda_for(&self, date: NaiveDate) -> StoreResult<Vec<RequestRow>> {
+        SqliteStore::agenda_for(self, date).await.map_err(classify)
+    }
+
+    async fn arrivals_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>> {
+        SqliteStore::arrivals_since(self, since).await.map_err(classify)
+    }
+
+    async fn events_of_kind(&self, request_ids: &[i64], kind: &str) -> StoreResult<Vec<(i64, EventRow)>> {
+        SqliteStore::events_of_kind(self, request_ids, kind).await.map_err(classify)
+    }
+
+    async fn last_covered(&self, kind: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        SqliteStore::last_covered(self, kind).await.map_err(classify)
+    }
+
+    async fn summary_sent(&self, kind: &str, period: &str) -> StoreResult<bool> {
+        SqliteStore::summary_sent(self, kind, period).await.map_err(classify)
+    }
+
+    async fn agenda_told(&self, date: NaiveDate) -> StoreResult<Option<Vec<RequestRow>>> {
+        SqliteStore::agenda_told(self, date).await.map_err(classify)
     }
 
     async fn set_daemon_status(
@@ -137,79 +142,91 @@ impl Store for SqliteStore {
         imap: &str,
         detail: Option<&str>,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        SqliteStore::set_daemon_status(self, imap, detail, now).await
+    ) -> StoreResult<()> {
+        SqliteStore::set_daemon_status(self, imap, detail, now).await.map_err(classify)
     }
 
-    async fn daemon_status(&self) -> anyhow::Result<Option<DaemonStatus>> {
-        SqliteStore::daemon_status(self).await
+    async fn daemon_status(&self) -> StoreResult<Option<DaemonStatus>> {
+        SqliteStore::daemon_status(self).await.map_err(classify)
     }
 
-    async fn set_smtp_status(&self, outcome: SmtpOutcome<'_>, at: DateTime<Utc>) -> anyhow::Result<()> {
-        SqliteStore::set_smtp_status(self, outcome, at).await
+    async fn set_smtp_status(&self, outcome: SmtpOutcome<'_>, at: DateTime<Utc>) -> StoreResult<()> {
+        SqliteStore::set_smtp_status(self, outcome, at).await.map_err(classify)
     }
 
-    async fn outbox_failing(&self, failing_after: i64) -> anyhow::Result<i64> {
-        SqliteStore::outbox_failing(self, failing_after).await
+    async fn outbox_failing(&self, failing_after: i64) -> StoreResult<i64> {
+        SqliteStore::outbox_failing(self, failing_after).await.map_err(classify)
     }
 
-    async fn metrics(&self, failing_after: i64) -> anyhow::Result<Metrics> {
-        SqliteStore::metrics(self, failing_after).await
+    async fn metrics(&self, failing_after: i64) -> StoreResult<Metrics> {
+        SqliteStore::metrics(self, failing_after).await.map_err(classify)
     }
 
-    async fn open_alerts(&self) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
-        SqliteStore::open_alerts(self).await
+    async fn open_alerts(&self) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
+        SqliteStore::open_alerts(self).await.map_err(classify)
     }
 
-    async fn outbox_counts(&self) -> anyhow::Result<OutboxCounts> {
-        SqliteStore::outbox_counts(self).await
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+        SqliteStore::outbox_counts(self).await.map_err(classify)
     }
 
-    async fn last_summary(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
-        SqliteStore::last_summary(self).await
+    async fn last_summary(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        SqliteStore::last_summary(self).await.map_err(classify)
     }
 
-    async fn requeue_interrupted(&self) -> anyhow::Result<u64> {
-        SqliteStore::requeue_interrupted(self).await
+    async fn requeue_interrupted(&self) -> StoreResult<u64> {
+        SqliteStore::requeue_interrupted(self).await.map_err(classify)
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxItem>> {
-        SqliteStore::claim_due(self, now, limit).await
+    async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<OutboxItem>> {
+        SqliteStore::claim_due(self, now, limit).await.map_err(classify)
     }
 
-    async fn mark_in_flight(&self, id: i64) -> anyhow::Result<()> {
-        SqliteStore::mark_in_flight(self, id).await
+    async fn mark_in_flight(&self, id: i64) -> StoreResult<()> {
+        SqliteStore::mark_in_flight(self, id).await.map_err(classify)
     }
 
-    async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()> {
-        SqliteStore::mark_sent(self, id, at).await
+    async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> StoreResult<()> {
+        SqliteStore::mark_sent(self, id, at).await.map_err(classify)
     }
 
-    async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> anyhow::Result<()> {
-        SqliteStore::mark_retry(self, id, next_attempt_at, error).await
+    async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> StoreResult<()> {
+        SqliteStore::mark_retry(self, id, next_attempt_at, error).await.map_err(classify)
     }
 
-    async fn mark_failed(&self, id: i64, error: &str) -> anyhow::Result<()> {
-        SqliteStore::mark_failed(self, id, error).await
+    async fn mark_failed(&self, id: i64, error: &str) -> StoreResult<()> {
+        SqliteStore::mark_failed(self, id, error).await.map_err(classify)
     }
 
-    async fn purge_preview(&self, cutoffs: Cutoffs) -> anyhow::Result<PurgeCounts> {
-        self.read(move |c| retention::preview(c, &cutoffs)).await
+    async fn purge_preview(&self, cutoffs: Cutoffs) -> StoreResult<PurgeCounts> {
+        self.read(move |c| retention::preview(c, &cutoffs)).await.map_err(classify)
     }
 
-    async fn purge(&self, cutoffs: Cutoffs, actor: &str, at: DateTime<Utc>) -> anyhow::Result<PurgeCounts> {
-        let actor = actor.to_string();
-        self.write(move |c| retention::purge(c, &cutoffs, &actor, at)).await
+    async fn purge(&self, cutoffs: Cutoffs, actor: &str, at: DateTime<Utc>) -> StoreResult<PurgeCounts> {
+        let result: anyhow::Result<_> = async {
+            let actor = actor.to_string();
+            self.write(move |c| retention::purge(c, &cutoffs, &actor, at)).await
+        }
+        .await;
+        result.map_err(classify)
     }
 
-    async fn reclaim_space(&self) -> anyhow::Result<Reclaimed> {
-        let path = self.path.clone();
-        self.write(move |c| retention::reclaim(c, &path)).await
+    async fn reclaim_space(&self) -> StoreResult<Reclaimed> {
+        let result: anyhow::Result<_> = async {
+            let path = self.path.clone();
+            self.write(move |c| retention::reclaim(c, &path)).await
+        }
+        .await;
+        result.map_err(classify)
     }
 
-    async fn person_data(&self, person: &EmailAddress) -> anyhow::Result<PersonData> {
-        let person = person.clone();
-        self.read(move |c| retention::person_data(c, &person)).await
+    async fn person_data(&self, person: &EmailAddress) -> StoreResult<PersonData> {
+        let result: anyhow::Result<_> = async {
+            let person = person.clone();
+            self.read(move |c| retention::person_data(c, &person)).await
+        }
+        .await;
+        result.map_err(classify)
     }
 
     async fn erase_request(
@@ -217,9 +234,13 @@ impl Store for SqliteStore {
         reference: &str,
         actor: &str,
         at: DateTime<Utc>,
-    ) -> anyhow::Result<Option<Erased>> {
-        let (reference, actor) = (reference.to_string(), actor.to_string());
-        self.write(move |c| retention::erase(c, &reference, &actor, at)).await
+    ) -> StoreResult<Option<Erased>> {
+        let result: anyhow::Result<_> = async {
+            let (reference, actor) = (reference.to_string(), actor.to_string());
+            self.write(move |c| retention::erase(c, &reference, &actor, at)).await
+        }
+        .await;
+        result.map_err(classify)
     }
 
     async fn add_service_event(
@@ -228,22 +249,31 @@ impl Store for SqliteStore {
         actor: &str,
         kind: &str,
         detail: &str,
-    ) -> anyhow::Result<()> {
-        let (actor, kind, detail) = (actor.to_string(), kind.to_string(), detail.to_string());
-        self.write(move |c| retention::insert_service_event(c, to_millis(at), &actor, &kind, &detail)).await
+    ) -> StoreResult<()> {
+        let result: anyhow::Result<_> = async {
+            let (actor, kind, detail) = (actor.to_string(), kind.to_string(), detail.to_string());
+            self.write(move |c| retention::insert_service_event(c, to_millis(at), &actor, &kind, &detail))
+                .await
+        }
+        .await;
+        result.map_err(classify)
     }
 
-    async fn service_events(&self) -> anyhow::Result<Vec<EventRow>> {
-        self.read(retention::service_events).await
+    async fn service_events(&self) -> StoreResult<Vec<EventRow>> {
+        self.read(retention::service_events).await.map_err(classify)
     }
 
-    async fn backup_to(&self, dest: &Path) -> anyhow::Result<BackupDone> {
-        let dest = dest.to_path_buf();
-        self.read(move |c| retention::backup(c, &dest)).await
+    async fn backup_to(&self, dest: &Path) -> StoreResult<BackupDone> {
+        let result: anyhow::Result<_> = async {
+            let dest = dest.to_path_buf();
+            self.read(move |c| retention::backup(c, &dest)).await
+        }
+        .await;
+        result.map_err(classify)
     }
 
-    async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
-        let conn = self.writer_lock().await?;
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+        let conn = self.writer_lock().await.map_err(classify)?;
         // Taking the write lock may wait (busy_timeout) for the CLI: on a blocking thread.
         let conn = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             end_abandoned_transaction(&conn);
@@ -251,19 +281,21 @@ impl Store for SqliteStore {
             Ok(conn)
         })
         .await
-        .context("The database thread failed")??;
+        .context("The database thread failed")
+        .and_then(|r| r)
+        .map_err(classify)?;
         Ok(Box::new(SqliteTx { conn, open: true, checkpoints: self.checkpoints.clone() }))
     }
 }
 
 #[async_trait]
 impl Tx for SqliteTx {
-    async fn next_reference_seq(&mut self, year: i32) -> anyhow::Result<i64> {
-        SqliteTx::next_reference_seq(self, year).await
+    async fn next_reference_seq(&mut self, year: i32) -> StoreResult<i64> {
+        SqliteTx::next_reference_seq(self, year).await.map_err(classify)
     }
 
-    async fn insert_request(&mut self, r: &NewRequest) -> anyhow::Result<i64> {
-        SqliteTx::insert_request(self, r).await
+    async fn insert_request(&mut self, r: &NewRequest, at: DateTime<Utc>) -> StoreResult<i64> {
+        SqliteTx::insert_request(self, r, at).await.map_err(classify)
     }
 
     async fn add_event(
@@ -273,21 +305,16 @@ impl Tx for SqliteTx {
         actor: &str,
         kind: &str,
         detail: Option<&str>,
-    ) -> anyhow::Result<()> {
-        SqliteTx::add_event(self, request_id, at, actor, kind, detail).await
+    ) -> StoreResult<()> {
+        SqliteTx::add_event(self, request_id, at, actor, kind, detail).await.map_err(classify)
     }
 
-    async fn add_thread_id(
-        &mut self,
-        message_id: &str,
-        request_id: i64,
-        direction: &str,
-    ) -> anyhow::Result<()> {
-        SqliteTx::add_thread_id(self, message_id, request_id, direction).await
+    async fn add_thread_id(&mut self, message_id: &str, request_id: i64, direction: &str) -> StoreResult<()> {
+        SqliteTx::add_thread_id(self, message_id, request_id, direction).await.map_err(classify)
     }
 
-    async fn finish_message(&mut self, id: i64, o: &MessageOutcome, at: DateTime<Utc>) -> anyhow::Result<()> {
-        SqliteTx::finish_message(self, id, o, at).await
+    async fn finish_message(&mut self, id: i64, o: &MessageOutcome, at: DateTime<Utc>) -> StoreResult<()> {
+        SqliteTx::finish_message(self, id, o, at).await.map_err(classify)
     }
 
     async fn set_checkpoint(
@@ -296,12 +323,12 @@ impl Tx for SqliteTx {
         uidvalidity: u32,
         last_uid: u32,
         at: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        SqliteTx::set_checkpoint(self, mailbox, uidvalidity, last_uid, at).await
+    ) -> StoreResult<()> {
+        SqliteTx::set_checkpoint(self, mailbox, uidvalidity, last_uid, at).await.map_err(classify)
     }
 
-    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<i64> {
-        SqliteTx::enqueue(self, mail, at).await
+    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> StoreResult<i64> {
+        SqliteTx::enqueue(self, mail, at).await.map_err(classify)
     }
 
     async fn record_answered(
@@ -310,8 +337,8 @@ impl Tx for SqliteTx {
         person: &str,
         domain: &str,
         at: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        SqliteTx::record_answered(self, outbox_id, person, domain, at).await
+    ) -> StoreResult<()> {
+        SqliteTx::record_answered(self, outbox_id, person, domain, at).await.map_err(classify)
     }
 
     async fn answered_counts(
@@ -320,16 +347,16 @@ impl Tx for SqliteTx {
         domain: &str,
         day: DateTime<Utc>,
         hour: DateTime<Utc>,
-    ) -> anyhow::Result<AnsweredCounts> {
-        SqliteTx::answered_counts(self, person, domain, day, hour).await
+    ) -> StoreResult<AnsweredCounts> {
+        SqliteTx::answered_counts(self, person, domain, day, hour).await.map_err(classify)
     }
 
-    async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool> {
-        SqliteTx::has_outgoing(self, request_id, kind).await
+    async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> StoreResult<bool> {
+        SqliteTx::has_outgoing(self, request_id, kind).await.map_err(classify)
     }
 
-    async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> anyhow::Result<()> {
-        SqliteTx::mark_bounced(self, outbox_id, detail).await
+    async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> StoreResult<()> {
+        SqliteTx::mark_bounced(self, outbox_id, detail).await.map_err(classify)
     }
 
     async fn record_decision(
@@ -340,32 +367,34 @@ impl Tx for SqliteTx {
         meeting_date: Option<NaiveDate>,
         duplicate_of: Option<i64>,
         at: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        SqliteTx::record_decision(self, request_id, decision, detail, meeting_date, duplicate_of, at).await
+    ) -> StoreResult<()> {
+        SqliteTx::record_decision(self, request_id, decision, detail, meeting_date, duplicate_of, at)
+            .await
+            .map_err(classify)
     }
 
-    async fn alert(&mut self, key: &str) -> anyhow::Result<Option<AlertRow>> {
-        SqliteTx::alert(self, key).await
+    async fn alert(&mut self, key: &str) -> StoreResult<Option<AlertRow>> {
+        SqliteTx::alert(self, key).await.map_err(classify)
     }
 
-    async fn put_alert(&mut self, a: &AlertRow) -> anyhow::Result<()> {
-        SqliteTx::put_alert(self, a).await
+    async fn put_alert(&mut self, a: &AlertRow) -> StoreResult<()> {
+        SqliteTx::put_alert(self, a).await.map_err(classify)
     }
 
-    async fn alerts_sent_since(&mut self, prefix: &str, since: DateTime<Utc>) -> anyhow::Result<i64> {
-        SqliteTx::alerts_sent_since(self, prefix, since).await
+    async fn alerts_sent_since(&mut self, prefix: &str, since: DateTime<Utc>) -> StoreResult<i64> {
+        SqliteTx::alerts_sent_since(self, prefix, since).await.map_err(classify)
     }
 
-    async fn set_meta(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
-        SqliteTx::set_meta(self, key, value).await
+    async fn set_meta(&mut self, key: &str, value: &str) -> StoreResult<()> {
+        SqliteTx::set_meta(self, key, value).await.map_err(classify)
     }
 
-    async fn add_priority(&mut self, request_id: i64, key: &str) -> anyhow::Result<()> {
-        SqliteTx::add_priority(self, request_id, key).await
+    async fn add_priority(&mut self, request_id: i64, key: &str) -> StoreResult<()> {
+        SqliteTx::add_priority(self, request_id, key).await.map_err(classify)
     }
 
-    async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> anyhow::Result<()> {
-        SqliteTx::set_status(self, request_id, status, at).await
+    async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> StoreResult<()> {
+        SqliteTx::set_status(self, request_id, status, at).await.map_err(classify)
     }
 
     async fn record_summary(
@@ -375,12 +404,12 @@ impl Tx for SqliteTx {
         covers: (DateTime<Utc>, DateTime<Utc>),
         outbox_id: Option<i64>,
         at: DateTime<Utc>,
-    ) -> anyhow::Result<bool> {
-        SqliteTx::record_summary(self, kind, period, covers, outbox_id, at).await
+    ) -> StoreResult<bool> {
+        SqliteTx::record_summary(self, kind, period, covers, outbox_id, at).await.map_err(classify)
     }
 
-    async fn agenda_told_ids(&mut self, date: NaiveDate) -> anyhow::Result<Option<Vec<i64>>> {
-        SqliteTx::agenda_told_ids(self, date).await
+    async fn agenda_told_ids(&mut self, date: NaiveDate) -> StoreResult<Option<Vec<i64>>> {
+        SqliteTx::agenda_told_ids(self, date).await.map_err(classify)
     }
 
     async fn record_agenda_told(
@@ -390,28 +419,28 @@ impl Tx for SqliteTx {
         off: &[i64],
         outbox_id: Option<i64>,
         at: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        SqliteTx::record_agenda_told(self, date, on, off, outbox_id, at).await
+    ) -> StoreResult<()> {
+        SqliteTx::record_agenda_told(self, date, on, off, outbox_id, at).await.map_err(classify)
     }
 
-    async fn find_request(&mut self, reference: &str) -> anyhow::Result<Option<RequestRow>> {
-        requests::find_request(&self.conn, reference)
+    async fn find_request(&mut self, reference: &str) -> StoreResult<Option<RequestRow>> {
+        requests::find_request(&self.conn, reference).map_err(classify)
     }
 
-    async fn save_raw(&mut self, m: &NewRawMessage<'_>) -> anyhow::Result<RawSaved> {
-        inbox::save_raw(&self.conn, m)
+    async fn save_raw(&mut self, m: &NewRawMessage<'_>) -> StoreResult<RawSaved> {
+        inbox::save_raw(&self.conn, m).map_err(classify)
     }
 
-    async fn request_for_thread(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
-        requests::request_for_thread(&self.conn, ids)
+    async fn request_for_thread(&mut self, ids: &[String]) -> StoreResult<Option<RequestRow>> {
+        requests::request_for_thread(&self.conn, ids).map_err(classify)
     }
 
-    async fn request_by_token(&mut self, token: &str) -> anyhow::Result<Option<RequestRow>> {
-        requests::request_by_token(&self.conn, token)
+    async fn request_by_token(&mut self, token: &str) -> StoreResult<Option<RequestRow>> {
+        requests::request_by_token(&self.conn, token).map_err(classify)
     }
 
-    async fn request_for_notification(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
-        requests::request_for_notification(&self.conn, ids)
+    async fn request_for_notification(&mut self, ids: &[String]) -> StoreResult<Option<RequestRow>> {
+        requests::request_for_notification(&self.conn, ids).map_err(classify)
     }
 
     async fn recent_requests(
@@ -419,39 +448,38 @@ impl Tx for SqliteTx {
         requester: &str,
         organisation: Option<&str>,
         since: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<(i64, String)>> {
-        requests::recent_requests(&self.conn, requester, organisation, since)
+    ) -> StoreResult<Vec<(i64, String)>> {
+        requests::recent_requests(&self.conn, requester, organisation, since).map_err(classify)
     }
 
-    async fn request_texts(&mut self, tokens: &[String]) -> anyhow::Result<Vec<RequestText>> {
-        requests::request_texts(&self.conn, tokens)
+    async fn request_texts(&mut self, tokens: &[String]) -> StoreResult<Vec<RequestText>> {
+        requests::request_texts(&self.conn, tokens).map_err(classify)
     }
 
-    async fn candidates(&mut self, ids: &[i64]) -> anyhow::Result<Vec<Candidate>> {
-        requests::candidates(&self.conn, ids)
+    async fn candidates(&mut self, ids: &[i64]) -> StoreResult<Vec<Candidate>> {
+        requests::candidates(&self.conn, ids).map_err(classify)
     }
 
     async fn outbox_for_message_ids(
         &mut self,
         ids: &[String],
-    ) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
-        outbox::outbox_for_message_ids(&self.conn, ids)
+    ) -> StoreResult<Option<(i64, Option<i64>, String)>> {
+        outbox::outbox_for_message_ids(&self.conn, ids).map_err(classify)
     }
 
-    async fn savepoint(&mut self) -> anyhow::Result<()> {
-        exec(&self.conn, "SAVEPOINT gatehouse_step", [], "Cannot start a savepoint").map(drop)
+    async fn begin_step(&mut self) -> StoreResult<Step> {
+        exec(&self.conn, "SAVEPOINT gatehouse_step", [], "Cannot start a step").map_err(classify)?;
+        Ok(Step::opened())
     }
 
-    async fn release_savepoint(&mut self) -> anyhow::Result<()> {
-        exec(&self.conn, "RELEASE gatehouse_step", [], "Cannot release a savepoint").map(drop)
+    async fn end_step(&mut self, _step: Step, keep: bool) -> StoreResult<()> {
+        if !keep {
+            exec(&self.conn, "ROLLBACK TO gatehouse_step", [], "Cannot undo a step").map_err(classify)?;
+        }
+        exec(&self.conn, "RELEASE gatehouse_step", [], "Cannot end a step").map(drop).map_err(classify)
     }
 
-    async fn rollback_to_savepoint(&mut self) -> anyhow::Result<()> {
-        exec(&self.conn, "ROLLBACK TO gatehouse_step", [], "Cannot roll back a step")?;
-        exec(&self.conn, "RELEASE gatehouse_step", [], "Cannot release a savepoint").map(drop)
-    }
-
-    async fn commit(mut self: Box<Self>) -> anyhow::Result<()> {
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
         self.open = false;
         let result = self.conn.execute_batch("COMMIT").context("Cannot commit");
         if result.is_err() {
@@ -459,6 +487,6 @@ impl Tx for SqliteTx {
             end_abandoned_transaction(&self.conn);
         }
         self.checkpoints.nudge();
-        result
+        result.map_err(classify)
     }
 }

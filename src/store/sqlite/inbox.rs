@@ -71,7 +71,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn reset_mailbox_state(&self, mailbox: &str, state: MailboxState) -> anyhow::Result<()> {
+    pub(super) async fn reset_mailbox_state(
+        &self,
+        mailbox: &str,
+        state: MailboxState,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let mailbox = mailbox.to_string();
         self.write(move |c| {
             exec(
@@ -85,13 +90,7 @@ impl SqliteStore {
                     backlog_below_uid = excluded.backlog_below_uid,
                     updated_at = excluded.updated_at
                 "#,
-                params![
-                    mailbox,
-                    state.uidvalidity,
-                    state.last_uid,
-                    state.backlog_below_uid,
-                    to_millis(Utc::now())
-                ],
+                params![mailbox, state.uidvalidity, state.last_uid, state.backlog_below_uid, to_millis(at)],
                 "Cannot write the mailbox state",
             )
             .map(drop)

@@ -32,6 +32,7 @@ use crate::clock::{from_millis, to_millis};
 use crate::domain::{Classification, Decision, EmailAddress, Status};
 
 mod api;
+mod error;
 mod inbox;
 mod ledger;
 mod migrate;

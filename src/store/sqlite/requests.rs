@@ -126,8 +126,8 @@ impl SqliteTx {
         )
     }
 
-    pub(super) async fn insert_request(&mut self, r: &NewRequest) -> anyhow::Result<i64> {
-        let now = to_millis(Utc::now());
+    pub(super) async fn insert_request(&mut self, r: &NewRequest, at: DateTime<Utc>) -> anyhow::Result<i64> {
+        let now = to_millis(at);
         let id: i64 = scalar(
             &self.conn,
             r#"
