@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::domain::Status;
-use crate::store::{self, EventRow, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore};
+use crate::store::{self, EventRow, MessageId, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore};
 
 /// gatehouse: the single point of access for local general practice.
 ///
@@ -208,7 +208,7 @@ pub enum MessagesCommand {
     /// daemon takes it within seconds, or the next one at start.
     Retry {
         /// The message's ID, as `messages list` and the gatekeepers' alert show it.
-        id: i64,
+        id: MessageId,
     },
 }
 
@@ -909,7 +909,7 @@ mod tests {
     #[test]
     fn csv_cells_keep_commas_quotes_and_line_breaks() {
         let row = RequestRow {
-            id: 1,
+            id: crate::store::RequestId(1),
             reference: "GP-2026-0042".into(),
             status: Status::AwaitingTriage,
             decision: None,

@@ -497,7 +497,7 @@ async fn seed(path: &Path) -> Vec<RequestRow> {
                 body: "Anytown ICB is inviting GP practices to host a community phlebotomy service \
                        for housebound patients from 1 January 2027."
                     .into(),
-                fingerprint: classify::Fingerprint::of(subject).to_bytes(),
+                fingerprint: classify::Fingerprint::of(subject),
                 received_at: at,
                 probable_duplicate_of: None,
                 token: token.into(),

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterProcessing, Backlog, Config};
 use crate::requests::{Checkpoint, ParseResult, ParsedGroup, Processor};
-use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
+use crate::store::{MailboxState, MessageId, NewRawMessage, RawSaved, SharedStore, Tx};
 use connection::{ConnectError, Connected, Session, timed};
 
 /// What the watcher is doing, as `gatehouse status` reports it.
@@ -127,7 +127,7 @@ pub struct Inbox {
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
     /// Messages whose last counted attempt never ran because the database failed (see
     /// `Inbox::uncount`).
-    not_run: Arc<std::sync::Mutex<HashSet<i64>>>,
+    not_run: Arc<std::sync::Mutex<HashSet<MessageId>>>,
     alerts: Arc<crate::outbox::alerts::Alerts>,
 }
 
@@ -545,7 +545,7 @@ impl Inbox {
             m.raw = raw;
         }
         // Every message new in this group had its first attempt counted when it was stored.
-        let counted: Vec<i64> =
+        let counted: Vec<MessageId> =
             saved.iter().filter_map(|s| if let RawSaved::New(id) = s { Some(*id) } else { None }).collect();
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
@@ -583,7 +583,7 @@ impl Inbox {
                 // The group up to this message is kept; this one is tried again (one by one,
                 // its attempts counted); those after it were not tried yet.
                 Err(Failure::Message(e)) => {
-                    let untried: Vec<i64> = saved
+                    let untried: Vec<MessageId> = saved
                         .get(i + 1..)
                         .unwrap_or_default()
                         .iter()
@@ -745,7 +745,7 @@ impl Inbox {
     /// the message's effects (a full disk) must not be asked to take more writes, which
     /// would crowd out the status that tells the operator why. A restart meanwhile costs
     /// such a message one attempt at most.
-    fn uncount(&self, ids: &[i64]) {
+    fn uncount(&self, ids: &[MessageId]) {
         if let Ok(mut not_run) = self.not_run.lock() {
             not_run.extend(ids.iter().copied());
         }
@@ -860,7 +860,7 @@ impl Inbox {
     async fn take(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         parsed: Option<&ParseResult>,
         log_only: bool,
@@ -965,7 +965,7 @@ struct Parsing {
 
 /// One stored message to process in a transaction of its own.
 struct Alone<'a> {
-    id: i64,
+    id: MessageId,
     raw: &'a [u8],
     log_only: bool,
     internal_date: Option<chrono::DateTime<Utc>>,
@@ -983,7 +983,7 @@ enum Failure {
 /// The context of a failure that was one message's, not the server's or the database's:
 /// the inbox retries it at once rather than backing off (see [`Inbox::run`]).
 #[derive(Debug)]
-struct MessageFailed(i64);
+struct MessageFailed(MessageId);
 
 impl std::fmt::Display for MessageFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

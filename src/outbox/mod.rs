@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::store::{NewOutgoing, OutboxItem, SharedStore};
+use crate::store::{NewOutgoing, OutboxItem, RequestId, SharedStore};
 
 /// RFC 3834: `auto-replied` for answers to a message (acknowledgements, outcomes),
 /// `auto-generated` for everything else (notifications, reminders, summaries).
@@ -45,7 +45,7 @@ pub fn to_each(addresses: &[EmailAddress]) -> Vec<(Option<String>, String)> {
 #[derive(Debug, Clone)]
 pub struct Draft {
     pub kind: &'static str,
-    pub request_id: Option<i64>,
+    pub request_id: Option<RequestId>,
     pub to: Vec<(Option<String>, String)>,
     pub reply_to: Option<String>,
     pub subject: String,

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Classification, EmailAddress, Reference, requester_display};
 use crate::outbox::recipients::{Allowance, Purpose, Recipients};
-use crate::store::{MessageOutcome, NewRequest, RequestRow, Tx};
+use crate::store::{MessageId, MessageOutcome, NewRequest, RequestId, RequestRow, Tx};
 use crate::templates::{AttachmentView, RequestView, Templates, human_size};
 use crate::triage::{Actor, Attempt, Triage};
 use replies::{Provenance, Replies, Thread};
@@ -108,7 +108,7 @@ impl Processor {
     pub async fn quarantine(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         parsed: Option<&ParseResult>,
         why: &str,
@@ -213,7 +213,7 @@ impl Processor {
     pub async fn process(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         parsed: Option<&ParseResult>,
         log_only: bool,
@@ -244,7 +244,7 @@ impl Processor {
     async fn oversized(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         received: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Classification> {
@@ -273,7 +273,7 @@ impl Processor {
     async fn unparseable(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         why: &str,
         received: Option<DateTime<Utc>>,
@@ -296,7 +296,7 @@ impl Processor {
     async fn not_logged(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         received: Option<DateTime<Utc>>,
         why: &str,
@@ -335,7 +335,7 @@ impl Processor {
     async fn apply(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         prepared: &Prepared,
         raw: &[u8],
         log_only: bool,
@@ -601,7 +601,7 @@ impl Processor {
                     via: via.as_ref().map(ToString::to_string),
                     subject: subject.clone(),
                     body: body.clone(),
-                    fingerprint: fingerprint.to_bytes(),
+                    fingerprint: fingerprint.clone(),
                     received_at,
                     probable_duplicate_of: probable.map(|c| c.id),
                     token: token.clone(),
@@ -740,7 +740,7 @@ impl Processor {
     async fn answer(
         &self,
         tx: &mut dyn Tx,
-        request_id: i64,
+        request_id: RequestId,
         view: &RequestView,
         parsed: &Parsed,
         forwarded: Option<&classify::Forwarded>,

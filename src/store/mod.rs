@@ -6,10 +6,14 @@
 //! the default backend ([`sqlite`]).
 
 mod error;
+mod ids;
 pub mod retention;
+mod rows;
 pub mod sqlite;
 
 pub use error::{StoreError, StoreResult, is_out_of_space, is_storage_trouble};
+pub use ids::{MessageId, OutboxId, RequestId};
+pub use rows::*;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,9 +22,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::classify::Fingerprint;
 use crate::config::Config;
-use crate::domain::{Classification, Decision, EmailAddress, Status};
+use crate::domain::{Decision, EmailAddress, Status};
 use retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 
 /// A shared handle to the store; cheap to clone.
@@ -46,281 +49,6 @@ pub async fn open_sqlite_file(path: &Path) -> anyhow::Result<SharedStore> {
     Ok(Arc::new(sqlite::SqliteStore::open_file(path).await.context("Cannot open the database")?))
 }
 
-/// One request as the CLI and templates see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestRow {
-    pub id: i64,
-    pub reference: String,
-    pub status: Status,
-    pub decision: Option<Decision>,
-    pub decision_detail: Option<String>,
-    pub requester: String,
-    pub requester_name: Option<String>,
-    pub organisation: Option<String>,
-    pub via: Option<String>,
-    pub subject: String,
-    pub body: String,
-    pub received_at: DateTime<Utc>,
-    pub decided_at: Option<DateTime<Utc>>,
-    pub meeting_date: Option<NaiveDate>,
-    pub priorities: Vec<String>,
-    pub duplicate_of: Option<String>,
-    pub probable_duplicate_of: Option<String>,
-    pub message_count: i64,
-    pub token: String,
-    pub answer: bool,
-    /// The intake could not stand behind the requester's address (an unverified forward):
-    /// only the forwarder may be written to about this request.
-    pub requester_unverified: bool,
-}
-
-impl RequestRow {
-    /// Whether its personal data was removed (by retention or `gatehouse erase`): the
-    /// requester is then empty, which it never is otherwise.
-    pub fn is_anonymised(&self) -> bool {
-        self.requester.is_empty()
-    }
-}
-
-/// One message taken from the inbox, as `gatehouse messages list` shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MessageRow {
-    pub id: i64,
-    pub message_id: Option<String>,
-    pub received_at: Option<DateTime<Utc>>,
-    pub from: Option<String>,
-    pub subject: Option<String>,
-    /// `None` while the message is stored but not yet processed.
-    pub classification: Option<Classification>,
-    pub reference: Option<String>,
-    pub detail: Option<String>,
-    /// Processing attempts counted so far (each counted before it starts).
-    pub attempts: u32,
-}
-
-/// One entry in a request's audit log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRow {
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    pub kind: String,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RequestFilter {
-    pub status: Option<Status>,
-}
-
-/// Where the inbox watcher has got to in one mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MailboxState {
-    pub uidvalidity: u32,
-    pub last_uid: u32,
-    pub backlog_below_uid: u32,
-}
-
-/// The exact bytes of a message just fetched, with where they came from.
-#[derive(Debug, Clone)]
-pub struct NewRawMessage<'a> {
-    pub mailbox: &'a str,
-    pub uidvalidity: u32,
-    pub uid: u32,
-    pub dedup_key: String,
-    pub message_id: Option<&'a str>,
-    pub content_hash: &'a str,
-    /// `inbox::dedup::core_hash`: tells a message seen again from another one that reuses
-    /// its Message-ID.
-    pub core_hash: &'a str,
-    pub raw: &'a [u8],
-    pub backlog: bool,
-    pub fetched_at: DateTime<Utc>,
-}
-
-/// What `gatehouse messages retry ID` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryRequest {
-    /// The message's attempts are reset; the daemon processes it again.
-    Requested,
-    /// No stored message has this id.
-    Missing,
-    /// The message is not quarantined (it was processed, or is waiting to be).
-    NotQuarantined(Option<Classification>),
-}
-
-/// A message whose retry was asked for, to be taken from the database rather than the
-/// mailbox (the inbox checkpoint has moved past it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryMessage {
-    pub id: i64,
-    pub uid: u32,
-    /// Part of the backlog found at first start (logged, not answered).
-    pub backlog: bool,
-    pub fetched_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawSaved {
-    /// Stored under this id; process it.
-    New(i64),
-    /// Already stored (the same Message-ID and the same message, or the same bytes) under
-    /// this id. `processed` says whether its effects were applied; if not, a crash came in
-    /// between and it must be processed now.
-    Known { id: i64, processed: bool },
-}
-
-/// What processing made of one message.
-#[derive(Debug, Clone)]
-pub struct MessageOutcome {
-    pub classification: Classification,
-    pub received_at: Option<DateTime<Utc>>,
-    pub from_address: Option<String>,
-    pub from_name: Option<String>,
-    pub subject: Option<String>,
-    /// JSON list of attachments (name, content_type, size).
-    pub attachments: Option<String>,
-    pub detail: Option<String>,
-    pub request_id: Option<i64>,
-}
-
-/// A request about to be created.
-#[derive(Debug, Clone)]
-pub struct NewRequest {
-    pub reference: String,
-    pub ref_year: i32,
-    pub ref_seq: i64,
-    pub requester: String,
-    pub requester_name: Option<String>,
-    pub organisation: Option<String>,
-    pub via: Option<String>,
-    pub subject: String,
-    pub body: String,
-    /// `classify::Fingerprint` of the body, for later duplicate detection.
-    pub fingerprint: Vec<u8>,
-    pub received_at: DateTime<Utc>,
-    pub probable_duplicate_of: Option<i64>,
-    pub token: String,
-    pub answer: bool,
-    /// See [`RequestRow::requester_unverified`].
-    pub requester_unverified: bool,
-}
-
-/// What a request is compared by for duplicate detection; never changes once written, so
-/// it can be kept in memory under the request's token (unique, never reused).
-#[derive(Debug, Clone)]
-pub struct RequestText {
-    pub token: String,
-    pub subject: String,
-    pub fingerprint: Fingerprint,
-}
-
-/// A request that may be the same as a new one (for duplicate detection).
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub id: i64,
-    pub reference: String,
-    pub requester: String,
-    pub organisation: Option<String>,
-    pub subject: String,
-    pub status: Status,
-    pub decision: Option<Decision>,
-}
-
-/// An email about to be put in the outbox: fully rendered, its Message-ID fixed.
-#[derive(Debug, Clone)]
-pub struct NewOutgoing {
-    /// acknowledgement, forward_confirmation, notification, delivery_failure, …
-    pub kind: String,
-    pub request_id: Option<i64>,
-    /// Without angle brackets.
-    pub message_id: String,
-    pub envelope_from: String,
-    pub recipients: Vec<String>,
-    pub subject: String,
-    pub raw: Vec<u8>,
-}
-
-/// An outbox entry claimed for delivery.
-#[derive(Debug, Clone)]
-pub struct OutboxItem {
-    pub id: i64,
-    pub kind: String,
-    pub request_id: Option<i64>,
-    pub message_id: String,
-    pub envelope_from: String,
-    pub recipients: Vec<String>,
-    pub subject: String,
-    pub raw: Vec<u8>,
-    /// Attempts including the one about to be made.
-    pub attempts: i64,
-    pub created_at: DateTime<Utc>,
-}
-
-/// What `gatehouse status` reads.
-#[derive(Debug, Clone)]
-pub struct DaemonStatus {
-    pub imap: String,
-    pub imap_detail: Option<String>,
-    pub last_seen: DateTime<Utc>,
-    pub started_at: DateTime<Utc>,
-    pub pid: Option<i64>,
-    /// When the outbox last handed an email to the SMTP server.
-    pub smtp_last_sent: Option<DateTime<Utc>>,
-    /// The last error the outbox met sending, and when.
-    pub smtp_last_error: Option<(String, DateTime<Utc>)>,
-}
-
-/// What the outbox's sender met on its last attempt, for `gatehouse status`.
-#[derive(Debug, Clone, Copy)]
-pub enum SmtpOutcome<'a> {
-    Sent,
-    Failed(&'a str),
-}
-
-/// Figures for `/metrics`, read from the database when it is scraped.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics {
-    /// Messages taken in, by classification (processed ones only).
-    pub messages: Vec<(String, i64)>,
-    pub requests_by_status: Vec<(String, i64)>,
-    /// Requests by the decision they carry now.
-    pub decisions: Vec<(String, i64)>,
-    pub outbox: OutboxCounts,
-    /// When the oldest email still waiting to go was queued.
-    pub outbox_oldest_pending: Option<DateTime<Utc>>,
-    /// Emails waiting to go that have failed at least the number of attempts asked for.
-    pub outbox_failing: i64,
-    /// Seconds from each request's arrival to its acknowledgement leaving.
-    pub ack_seconds: Vec<f64>,
-}
-
-/// One technical problem the operator was told about (`outbox::alerts`).
-#[derive(Debug, Clone)]
-pub struct AlertRow {
-    pub key: String,
-    pub subject: String,
-    pub first_raised: DateTime<Utc>,
-    pub last_sent: DateTime<Utc>,
-    pub resolved_at: Option<DateTime<Utc>>,
-}
-
-/// Automatic answers already on their way, as the sending limits count them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AnsweredCounts {
-    /// To the one person (any `+tag` of the address) since the day's start of the window.
-    pub person: i64,
-    /// To the one recipient domain in the same window.
-    pub domain: i64,
-    /// To anyone in the last hour.
-    pub hour: i64,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OutboxCounts {
-    pub pending: i64,
-    pub failed: i64,
-}
-
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies any migrations not yet applied; returns how many were.
@@ -332,8 +60,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn list_requests(&self, filter: &RequestFilter) -> StoreResult<Vec<RequestRow>>;
     async fn find_request(&self, reference: &str) -> StoreResult<Option<RequestRow>>;
-    async fn request_messages(&self, request_id: i64) -> StoreResult<Vec<MessageRow>>;
-    async fn request_events(&self, request_id: i64) -> StoreResult<Vec<EventRow>>;
+    async fn request_messages(&self, request_id: RequestId) -> StoreResult<Vec<MessageRow>>;
+    async fn request_events(&self, request_id: RequestId) -> StoreResult<Vec<EventRow>>;
     async fn list_messages(&self) -> StoreResult<Vec<MessageRow>>;
     /// Messages filed in [from, to) as auto-replies recognised by their wording alone
     /// (`classify::BY_WORDING`), oldest first: the daily digest lists them in case a person
@@ -358,17 +86,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
 
-    async fn raw_message(&self, id: i64) -> StoreResult<Vec<u8>>;
+    async fn raw_message(&self, id: MessageId) -> StoreResult<Vec<u8>>;
 
     /// Counts one more attempt at processing the stored message `id` and commits it at once,
     /// before the attempt starts, so that an attempt which kills the process still counts.
     /// Returns the count, this attempt included.
-    async fn count_attempt(&self, id: i64) -> StoreResult<u32>;
+    async fn count_attempt(&self, id: MessageId) -> StoreResult<u32>;
     /// The attempts counted so far for the stored message `id`.
-    async fn attempts(&self, id: i64) -> StoreResult<u32>;
+    async fn attempts(&self, id: MessageId) -> StoreResult<u32>;
     /// `gatehouse messages retry ID`: a quarantined message's attempts go back to none and it
     /// is marked for the daemon to process again.
-    async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> StoreResult<RetryRequest>;
+    async fn request_retry(&self, id: MessageId, at: DateTime<Utc>) -> StoreResult<RetryRequest>;
     /// Messages whose retry was asked for and that are not yet processed, oldest first.
     async fn retries_requested(&self) -> StoreResult<Vec<RetryMessage>>;
 
@@ -385,7 +113,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Arrival times of every request received since `since` (for the trend chart).
     async fn arrivals_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
     /// The `kind` events (e.g. notes) of these requests, by request id.
-    async fn events_of_kind(&self, request_ids: &[i64], kind: &str) -> StoreResult<Vec<(i64, EventRow)>>;
+    async fn events_of_kind(&self, request_ids: &[RequestId], kind: &str) -> StoreResult<Vec<(RequestId, EventRow)>>;
     /// When the last mailing of `kind` ended its period, if any.
     async fn last_covered(&self, kind: &str) -> StoreResult<Option<DateTime<Utc>>>;
     /// Whether a once-only mailing (`kind`, `period`) went already.
@@ -420,10 +148,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Claims up to `limit` entries due at `now`, marking them `claimed`.
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<OutboxItem>>;
     /// Marks a claimed entry as handed to SMTP (so a crash now may mean it went).
-    async fn mark_in_flight(&self, id: i64) -> StoreResult<()>;
-    async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> StoreResult<()>;
-    async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> StoreResult<()>;
-    async fn mark_failed(&self, id: i64, error: &str) -> StoreResult<()>;
+    async fn mark_in_flight(&self, id: OutboxId) -> StoreResult<()>;
+    async fn mark_sent(&self, id: OutboxId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn mark_retry(&self, id: OutboxId, next_attempt_at: DateTime<Utc>, error: &str) -> StoreResult<()>;
+    async fn mark_failed(&self, id: OutboxId, error: &str) -> StoreResult<()>;
 
     /// What a purge with these cutoffs would take, without taking it (`purge --dry-run`).
     async fn purge_preview(&self, cutoffs: Cutoffs) -> StoreResult<PurgeCounts>;
@@ -490,17 +218,17 @@ pub trait Tx: Send {
         requester: &str,
         organisation: Option<&str>,
         since: DateTime<Utc>,
-    ) -> StoreResult<Vec<(i64, String)>>;
+    ) -> StoreResult<Vec<(RequestId, String)>>;
     /// What the requests with these tokens are compared by.
     async fn request_texts(&mut self, tokens: &[String]) -> StoreResult<Vec<RequestText>>;
     /// The requests with these ids as the gatekeeper sees them, newest first.
-    async fn candidates(&mut self, ids: &[i64]) -> StoreResult<Vec<Candidate>>;
+    async fn candidates(&mut self, ids: &[RequestId]) -> StoreResult<Vec<Candidate>>;
     /// The outbox entry that sent the message with one of these Message-IDs (to link a
     /// bounce to what bounced): (outbox id, request id, kind).
     async fn outbox_for_message_ids(
         &mut self,
         ids: &[String],
-    ) -> StoreResult<Option<(i64, Option<i64>, String)>>;
+    ) -> StoreResult<Option<(OutboxId, Option<RequestId>, String)>>;
     /// Opens a step of this transaction (one message's work inside a larger transaction)
     /// that can be undone alone; steps do not nest.
     async fn begin_step(&mut self) -> StoreResult<Step>;
@@ -511,19 +239,19 @@ pub trait Tx: Send {
     /// The next counter for `year`'s references (1, 2, …), never repeated.
     async fn next_reference_seq(&mut self, year: i32) -> StoreResult<i64>;
     /// Creates the request, logged at `at`.
-    async fn insert_request(&mut self, request: &NewRequest, at: DateTime<Utc>) -> StoreResult<i64>;
+    async fn insert_request(&mut self, request: &NewRequest, at: DateTime<Utc>) -> StoreResult<RequestId>;
     async fn add_event(
         &mut self,
-        request_id: i64,
+        request_id: RequestId,
         at: DateTime<Utc>,
         actor: &str,
         kind: &str,
         detail: Option<&str>,
     ) -> StoreResult<()>;
-    async fn add_thread_id(&mut self, message_id: &str, request_id: i64, direction: &str) -> StoreResult<()>;
+    async fn add_thread_id(&mut self, message_id: &str, request_id: RequestId, direction: &str) -> StoreResult<()>;
     async fn finish_message(
         &mut self,
-        id: i64,
+        id: MessageId,
         outcome: &MessageOutcome,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
@@ -535,12 +263,12 @@ pub trait Tx: Send {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// Writes an email to the outbox, together with whatever caused it.
-    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> StoreResult<i64>;
+    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> StoreResult<OutboxId>;
     /// Records that outbox entry `outbox_id` is an automatic answer to someone outside,
     /// keyed as the sending limits count it (see [`crate::outbox::recipients`]).
     async fn record_answered(
         &mut self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         person: &str,
         domain: &str,
         at: DateTime<Utc>,
@@ -555,20 +283,20 @@ pub trait Tx: Send {
         hour: DateTime<Utc>,
     ) -> StoreResult<AnsweredCounts>;
     /// Whether the request already has an email of `kind` (at most one acknowledgement).
-    async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> StoreResult<bool>;
-    async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> StoreResult<()>;
+    async fn has_outgoing(&mut self, request_id: RequestId, kind: &str) -> StoreResult<bool>;
+    async fn mark_bounced(&mut self, outbox_id: OutboxId, detail: &str) -> StoreResult<()>;
     /// Records a decision: status follows from it (PRODUCT.md), replacing any earlier one.
     #[allow(clippy::too_many_arguments)]
     async fn record_decision(
         &mut self,
-        request_id: i64,
+        request_id: RequestId,
         decision: Decision,
         detail: Option<&str>,
         meeting_date: Option<NaiveDate>,
-        duplicate_of: Option<i64>,
+        duplicate_of: Option<RequestId>,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    async fn add_priority(&mut self, request_id: i64, key: &str) -> StoreResult<()>;
+    async fn add_priority(&mut self, request_id: RequestId, key: &str) -> StoreResult<()>;
     /// Sets `key` whatever it held (e.g. when a daily warning last went, written in the
     /// same transaction as the warning itself).
     async fn set_meta(&mut self, key: &str, value: &str) -> StoreResult<()>;
@@ -579,18 +307,18 @@ pub trait Tx: Send {
     /// How many problems whose key starts with `prefix` were emailed at or after `since`
     /// (resolved or not): for a cap on alerts an attacker's mail can cause.
     async fn alerts_sent_since(&mut self, prefix: &str, since: DateTime<Utc>) -> StoreResult<i64>;
-    async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn set_status(&mut self, request_id: RequestId, status: Status, at: DateTime<Utc>) -> StoreResult<()>;
     /// Records a once-only mailing; false if it was already recorded (nothing written).
     async fn record_summary(
         &mut self,
         kind: &str,
         period: &str,
         covers: (DateTime<Utc>, DateTime<Utc>),
-        outbox_id: Option<i64>,
+        outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
     /// As [`Store::agenda_told`], as this transaction sees it: the request ids only.
-    async fn agenda_told_ids(&mut self, date: NaiveDate) -> StoreResult<Option<Vec<i64>>>;
+    async fn agenda_told_ids(&mut self, date: NaiveDate) -> StoreResult<Option<Vec<RequestId>>>;
     /// Records what the board has just been told about the agenda for `date` (the agenda or
     /// an update, outbox entry `outbox_id`): the `on` requests are on it, the `off` ones no
     /// longer. Written with the outbox entry, so the next update is the difference from
@@ -598,9 +326,9 @@ pub trait Tx: Send {
     async fn record_agenda_told(
         &mut self,
         date: NaiveDate,
-        on: &[i64],
-        off: &[i64],
-        outbox_id: Option<i64>,
+        on: &[RequestId],
+        off: &[RequestId],
+        outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;

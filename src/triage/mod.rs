@@ -640,7 +640,7 @@ mod tests {
         );
         let templates = Arc::new(Templates::load(&config).unwrap());
         let request = RequestRow {
-            id: 1,
+            id: crate::store::RequestId(1),
             reference: "GP-2026-0001".into(),
             status: Status::AwaitingTriage,
             decision: None,

@@ -36,11 +36,11 @@ impl Store for SqliteStore {
         SqliteStore::find_request(self, reference).await.map_err(classify)
     }
 
-    async fn request_messages(&self, request_id: i64) -> StoreResult<Vec<MessageRow>> {
+    async fn request_messages(&self, request_id: RequestId) -> StoreResult<Vec<MessageRow>> {
         SqliteStore::request_messages(self, request_id).await.map_err(classify)
     }
 
-    async fn request_events(&self, request_id: i64) -> StoreResult<Vec<EventRow>> {
+    async fn request_events(&self, request_id: RequestId) -> StoreResult<Vec<EventRow>> {
         SqliteStore::request_events(self, request_id).await.map_err(classify)
     }
 
@@ -77,19 +77,19 @@ impl Store for SqliteStore {
         SqliteStore::reset_mailbox_state(self, mailbox, state, at).await.map_err(classify)
     }
 
-    async fn raw_message(&self, id: i64) -> StoreResult<Vec<u8>> {
+    async fn raw_message(&self, id: MessageId) -> StoreResult<Vec<u8>> {
         SqliteStore::raw_message(self, id).await.map_err(classify)
     }
 
-    async fn count_attempt(&self, id: i64) -> StoreResult<u32> {
+    async fn count_attempt(&self, id: MessageId) -> StoreResult<u32> {
         SqliteStore::count_attempt(self, id).await.map_err(classify)
     }
 
-    async fn attempts(&self, id: i64) -> StoreResult<u32> {
+    async fn attempts(&self, id: MessageId) -> StoreResult<u32> {
         SqliteStore::attempts(self, id).await.map_err(classify)
     }
 
-    async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> StoreResult<RetryRequest> {
+    async fn request_retry(&self, id: MessageId, at: DateTime<Utc>) -> StoreResult<RetryRequest> {
         SqliteStore::request_retry(self, id, at).await.map_err(classify)
     }
 
@@ -121,7 +121,7 @@ impl Store for SqliteStore {
         SqliteStore::arrivals_since(self, since).await.map_err(classify)
     }
 
-    async fn events_of_kind(&self, request_ids: &[i64], kind: &str) -> StoreResult<Vec<(i64, EventRow)>> {
+    async fn events_of_kind(&self, request_ids: &[RequestId], kind: &str) -> StoreResult<Vec<(RequestId, EventRow)>> {
         SqliteStore::events_of_kind(self, request_ids, kind).await.map_err(classify)
     }
 
@@ -182,19 +182,19 @@ impl Store for SqliteStore {
         SqliteStore::claim_due(self, now, limit).await.map_err(classify)
     }
 
-    async fn mark_in_flight(&self, id: i64) -> StoreResult<()> {
+    async fn mark_in_flight(&self, id: OutboxId) -> StoreResult<()> {
         SqliteStore::mark_in_flight(self, id).await.map_err(classify)
     }
 
-    async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn mark_sent(&self, id: OutboxId, at: DateTime<Utc>) -> StoreResult<()> {
         SqliteStore::mark_sent(self, id, at).await.map_err(classify)
     }
 
-    async fn mark_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> StoreResult<()> {
+    async fn mark_retry(&self, id: OutboxId, next_attempt_at: DateTime<Utc>, error: &str) -> StoreResult<()> {
         SqliteStore::mark_retry(self, id, next_attempt_at, error).await.map_err(classify)
     }
 
-    async fn mark_failed(&self, id: i64, error: &str) -> StoreResult<()> {
+    async fn mark_failed(&self, id: OutboxId, error: &str) -> StoreResult<()> {
         SqliteStore::mark_failed(self, id, error).await.map_err(classify)
     }
 
@@ -294,13 +294,13 @@ impl Tx for SqliteTx {
         SqliteTx::next_reference_seq(self, year).await.map_err(classify)
     }
 
-    async fn insert_request(&mut self, r: &NewRequest, at: DateTime<Utc>) -> StoreResult<i64> {
+    async fn insert_request(&mut self, r: &NewRequest, at: DateTime<Utc>) -> StoreResult<RequestId> {
         SqliteTx::insert_request(self, r, at).await.map_err(classify)
     }
 
     async fn add_event(
         &mut self,
-        request_id: i64,
+        request_id: RequestId,
         at: DateTime<Utc>,
         actor: &str,
         kind: &str,
@@ -309,11 +309,11 @@ impl Tx for SqliteTx {
         SqliteTx::add_event(self, request_id, at, actor, kind, detail).await.map_err(classify)
     }
 
-    async fn add_thread_id(&mut self, message_id: &str, request_id: i64, direction: &str) -> StoreResult<()> {
+    async fn add_thread_id(&mut self, message_id: &str, request_id: RequestId, direction: &str) -> StoreResult<()> {
         SqliteTx::add_thread_id(self, message_id, request_id, direction).await.map_err(classify)
     }
 
-    async fn finish_message(&mut self, id: i64, o: &MessageOutcome, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn finish_message(&mut self, id: MessageId, o: &MessageOutcome, at: DateTime<Utc>) -> StoreResult<()> {
         SqliteTx::finish_message(self, id, o, at).await.map_err(classify)
     }
 
@@ -327,13 +327,13 @@ impl Tx for SqliteTx {
         SqliteTx::set_checkpoint(self, mailbox, uidvalidity, last_uid, at).await.map_err(classify)
     }
 
-    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> StoreResult<i64> {
+    async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> StoreResult<OutboxId> {
         SqliteTx::enqueue(self, mail, at).await.map_err(classify)
     }
 
     async fn record_answered(
         &mut self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         person: &str,
         domain: &str,
         at: DateTime<Utc>,
@@ -351,21 +351,21 @@ impl Tx for SqliteTx {
         SqliteTx::answered_counts(self, person, domain, day, hour).await.map_err(classify)
     }
 
-    async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> StoreResult<bool> {
+    async fn has_outgoing(&mut self, request_id: RequestId, kind: &str) -> StoreResult<bool> {
         SqliteTx::has_outgoing(self, request_id, kind).await.map_err(classify)
     }
 
-    async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> StoreResult<()> {
+    async fn mark_bounced(&mut self, outbox_id: OutboxId, detail: &str) -> StoreResult<()> {
         SqliteTx::mark_bounced(self, outbox_id, detail).await.map_err(classify)
     }
 
     async fn record_decision(
         &mut self,
-        request_id: i64,
+        request_id: RequestId,
         decision: Decision,
         detail: Option<&str>,
         meeting_date: Option<NaiveDate>,
-        duplicate_of: Option<i64>,
+        duplicate_of: Option<RequestId>,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         SqliteTx::record_decision(self, request_id, decision, detail, meeting_date, duplicate_of, at)
@@ -389,11 +389,11 @@ impl Tx for SqliteTx {
         SqliteTx::set_meta(self, key, value).await.map_err(classify)
     }
 
-    async fn add_priority(&mut self, request_id: i64, key: &str) -> StoreResult<()> {
+    async fn add_priority(&mut self, request_id: RequestId, key: &str) -> StoreResult<()> {
         SqliteTx::add_priority(self, request_id, key).await.map_err(classify)
     }
 
-    async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn set_status(&mut self, request_id: RequestId, status: Status, at: DateTime<Utc>) -> StoreResult<()> {
         SqliteTx::set_status(self, request_id, status, at).await.map_err(classify)
     }
 
@@ -402,22 +402,22 @@ impl Tx for SqliteTx {
         kind: &str,
         period: &str,
         covers: (DateTime<Utc>, DateTime<Utc>),
-        outbox_id: Option<i64>,
+        outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         SqliteTx::record_summary(self, kind, period, covers, outbox_id, at).await.map_err(classify)
     }
 
-    async fn agenda_told_ids(&mut self, date: NaiveDate) -> StoreResult<Option<Vec<i64>>> {
+    async fn agenda_told_ids(&mut self, date: NaiveDate) -> StoreResult<Option<Vec<RequestId>>> {
         SqliteTx::agenda_told_ids(self, date).await.map_err(classify)
     }
 
     async fn record_agenda_told(
         &mut self,
         date: NaiveDate,
-        on: &[i64],
-        off: &[i64],
-        outbox_id: Option<i64>,
+        on: &[RequestId],
+        off: &[RequestId],
+        outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         SqliteTx::record_agenda_told(self, date, on, off, outbox_id, at).await.map_err(classify)
@@ -448,7 +448,7 @@ impl Tx for SqliteTx {
         requester: &str,
         organisation: Option<&str>,
         since: DateTime<Utc>,
-    ) -> StoreResult<Vec<(i64, String)>> {
+    ) -> StoreResult<Vec<(RequestId, String)>> {
         requests::recent_requests(&self.conn, requester, organisation, since).map_err(classify)
     }
 
@@ -456,14 +456,14 @@ impl Tx for SqliteTx {
         requests::request_texts(&self.conn, tokens).map_err(classify)
     }
 
-    async fn candidates(&mut self, ids: &[i64]) -> StoreResult<Vec<Candidate>> {
+    async fn candidates(&mut self, ids: &[RequestId]) -> StoreResult<Vec<Candidate>> {
         requests::candidates(&self.conn, ids).map_err(classify)
     }
 
     async fn outbox_for_message_ids(
         &mut self,
         ids: &[String],
-    ) -> StoreResult<Option<(i64, Option<i64>, String)>> {
+    ) -> StoreResult<Option<(OutboxId, Option<RequestId>, String)>> {
         outbox::outbox_for_message_ids(&self.conn, ids).map_err(classify)
     }
 

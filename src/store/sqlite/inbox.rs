@@ -12,7 +12,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
+    pub(super) async fn request_messages(&self, request_id: RequestId) -> anyhow::Result<Vec<MessageRow>> {
         self.read(move |c| {
             let sql =
                 format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.request_id = ?1 ORDER BY m.id");
@@ -98,14 +98,14 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn raw_message(&self, id: i64) -> anyhow::Result<Vec<u8>> {
+    pub(super) async fn raw_message(&self, id: MessageId) -> anyhow::Result<Vec<u8>> {
         self.read(move |c| {
             scalar(c, "SELECT raw FROM raw_messages WHERE id = ?1", [id], "Cannot read the raw message")
         })
         .await
     }
 
-    pub(super) async fn count_attempt(&self, id: i64) -> anyhow::Result<u32> {
+    pub(super) async fn count_attempt(&self, id: MessageId) -> anyhow::Result<u32> {
         self.write(move |c| {
             let n: i64 = scalar(
                 c,
@@ -118,7 +118,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn attempts(&self, id: i64) -> anyhow::Result<u32> {
+    pub(super) async fn attempts(&self, id: MessageId) -> anyhow::Result<u32> {
         self.read(move |c| {
             let n: i64 =
                 scalar(c, "SELECT attempts FROM messages WHERE id = ?1", [id], "Cannot read the message")?;
@@ -127,7 +127,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn request_retry(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<RetryRequest> {
+    pub(super) async fn request_retry(&self, id: MessageId, at: DateTime<Utc>) -> anyhow::Result<RetryRequest> {
         self.write(move |c| {
             let changed = exec(
                 c,
@@ -188,7 +188,7 @@ impl SqliteStore {
 impl SqliteTx {
     pub(super) async fn finish_message(
         &mut self,
-        id: i64,
+        id: MessageId,
         o: &MessageOutcome,
         at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
@@ -286,8 +286,8 @@ pub(super) fn save_raw(conn: &Connection, m: &NewRawMessage<'_>) -> anyhow::Resu
 
 /// Stores the message under `key`, unless a message is already stored under it, with its
 /// first processing attempt counted (see `Tx::save_raw`).
-fn insert_raw(conn: &Connection, m: &NewRawMessage<'_>, key: &str) -> anyhow::Result<Option<i64>> {
-    let inserted: Option<i64> = one(
+fn insert_raw(conn: &Connection, m: &NewRawMessage<'_>, key: &str) -> anyhow::Result<Option<MessageId>> {
+    let inserted: Option<MessageId> = one(
         conn,
         r#"
         INSERT INTO messages

@@ -4,7 +4,7 @@
 use super::*;
 
 impl SqliteStore {
-    pub(super) async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>> {
+    pub(super) async fn request_events(&self, request_id: RequestId) -> anyhow::Result<Vec<EventRow>> {
         self.read(move |c| {
             all(
                 c,
@@ -24,9 +24,9 @@ impl SqliteStore {
 
     pub(super) async fn events_of_kind(
         &self,
-        request_ids: &[i64],
+        request_ids: &[RequestId],
         kind: &str,
-    ) -> anyhow::Result<Vec<(i64, EventRow)>> {
+    ) -> anyhow::Result<Vec<(RequestId, EventRow)>> {
         if request_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -284,13 +284,13 @@ impl SqliteStore {
 impl SqliteTx {
     pub(super) async fn add_event(
         &mut self,
-        request_id: i64,
+        request_id: RequestId,
         at: DateTime<Utc>,
         actor: &str,
         kind: &str,
         detail: Option<&str>,
     ) -> anyhow::Result<()> {
-        insert_event(&self.conn, request_id, to_millis(at), actor, kind, detail)
+        insert_event(&self.conn, request_id.0, to_millis(at), actor, kind, detail)
     }
 
     pub(super) async fn alert(&mut self, key: &str) -> anyhow::Result<Option<AlertRow>> {
@@ -364,7 +364,7 @@ impl SqliteTx {
         kind: &str,
         period: &str,
         covers: (DateTime<Utc>, DateTime<Utc>),
-        outbox_id: Option<i64>,
+        outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
         let inserted = exec(
@@ -380,7 +380,7 @@ impl SqliteTx {
         Ok(inserted == 1)
     }
 
-    pub(super) async fn agenda_told_ids(&mut self, date: NaiveDate) -> anyhow::Result<Option<Vec<i64>>> {
+    pub(super) async fn agenda_told_ids(&mut self, date: NaiveDate) -> anyhow::Result<Option<Vec<RequestId>>> {
         let date = date.format("%Y-%m-%d").to_string();
         if !agenda_sent(&self.conn, &date)? {
             return Ok(None);
@@ -398,9 +398,9 @@ impl SqliteTx {
     pub(super) async fn record_agenda_told(
         &mut self,
         date: NaiveDate,
-        on: &[i64],
-        off: &[i64],
-        outbox_id: Option<i64>,
+        on: &[RequestId],
+        off: &[RequestId],
+        outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let date = date.format("%Y-%m-%d").to_string();

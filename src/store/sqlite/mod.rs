@@ -24,7 +24,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 use super::{
     AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow,
-    Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter,
+    MessageId, Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxId, OutboxItem, RawSaved, RequestFilter, RequestId,
     RequestRow, RequestText, RetryMessage, RetryRequest, SmtpOutcome, Store, Tx,
 };
 use crate::classify::Fingerprint;

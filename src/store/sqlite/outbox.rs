@@ -66,7 +66,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn mark_in_flight(&self, id: i64) -> anyhow::Result<()> {
+    pub(super) async fn mark_in_flight(&self, id: OutboxId) -> anyhow::Result<()> {
         self.write(move |c| {
             exec(
                 c,
@@ -79,12 +79,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> anyhow::Result<()> {
+    pub(super) async fn mark_sent(&self, id: OutboxId, at: DateTime<Utc>) -> anyhow::Result<()> {
         self.write(move |c| {
             exec(
                 c,
                 "UPDATE outbox SET status = 'sent', sent_at = ?2, last_error = NULL WHERE id = ?1",
-                [id, to_millis(at)],
+                params![id, to_millis(at)],
                 "Cannot record a sent email",
             )
             .map(drop)
@@ -94,7 +94,7 @@ impl SqliteStore {
 
     pub(super) async fn mark_retry(
         &self,
-        id: i64,
+        id: OutboxId,
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> anyhow::Result<()> {
@@ -111,7 +111,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn mark_failed(&self, id: i64, error: &str) -> anyhow::Result<()> {
+    pub(super) async fn mark_failed(&self, id: OutboxId, error: &str) -> anyhow::Result<()> {
         let error = error.to_string();
         self.write(move |c| {
             exec(
@@ -161,7 +161,7 @@ impl SqliteStore {
 }
 
 impl SqliteTx {
-    pub(super) async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<i64> {
+    pub(super) async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<OutboxId> {
         let id = scalar(
             &self.conn,
             r#"
@@ -191,7 +191,7 @@ impl SqliteTx {
 
     pub(super) async fn record_answered(
         &mut self,
-        outbox_id: i64,
+        outbox_id: OutboxId,
         person: &str,
         domain: &str,
         at: DateTime<Utc>,
@@ -235,7 +235,7 @@ impl SqliteTx {
         })
     }
 
-    pub(super) async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool> {
+    pub(super) async fn has_outgoing(&mut self, request_id: RequestId, kind: &str) -> anyhow::Result<bool> {
         let n: i64 = scalar(
             &self.conn,
             "SELECT COUNT(*) FROM outbox WHERE request_id = ?1 AND kind = ?2",
@@ -245,7 +245,7 @@ impl SqliteTx {
         Ok(n > 0)
     }
 
-    pub(super) async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> anyhow::Result<()> {
+    pub(super) async fn mark_bounced(&mut self, outbox_id: OutboxId, detail: &str) -> anyhow::Result<()> {
         exec(
             &self.conn,
             "UPDATE outbox SET status = 'bounced', last_error = ?2 WHERE id = ?1",
@@ -259,7 +259,7 @@ impl SqliteTx {
 pub(super) fn outbox_for_message_ids(
     conn: &Connection,
     ids: &[String],
-) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
+) -> anyhow::Result<Option<(OutboxId, Option<RequestId>, String)>> {
     if ids.is_empty() {
         return Ok(None);
     }

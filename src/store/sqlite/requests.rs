@@ -126,9 +126,9 @@ impl SqliteTx {
         )
     }
 
-    pub(super) async fn insert_request(&mut self, r: &NewRequest, at: DateTime<Utc>) -> anyhow::Result<i64> {
+    pub(super) async fn insert_request(&mut self, r: &NewRequest, at: DateTime<Utc>) -> anyhow::Result<RequestId> {
         let now = to_millis(at);
-        let id: i64 = scalar(
+        let id: RequestId = scalar(
             &self.conn,
             r#"
             INSERT INTO requests
@@ -163,7 +163,7 @@ impl SqliteTx {
             INSERT INTO request_fingerprints (request_id, fingerprint)
             VALUES (?1, ?2)
             "#,
-            params![id, r.fingerprint],
+            params![id, r.fingerprint.to_bytes()],
             "Cannot store the request's fingerprint",
         )?;
         Ok(id)
@@ -172,7 +172,7 @@ impl SqliteTx {
     pub(super) async fn add_thread_id(
         &mut self,
         message_id: &str,
-        request_id: i64,
+        request_id: RequestId,
         direction: &str,
     ) -> anyhow::Result<()> {
         exec(
@@ -190,11 +190,11 @@ impl SqliteTx {
 
     pub(super) async fn record_decision(
         &mut self,
-        request_id: i64,
+        request_id: RequestId,
         decision: Decision,
         detail: Option<&str>,
         meeting_date: Option<NaiveDate>,
-        duplicate_of: Option<i64>,
+        duplicate_of: Option<RequestId>,
         at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         exec(
@@ -219,7 +219,7 @@ impl SqliteTx {
         .map(drop)
     }
 
-    pub(super) async fn add_priority(&mut self, request_id: i64, key: &str) -> anyhow::Result<()> {
+    pub(super) async fn add_priority(&mut self, request_id: RequestId, key: &str) -> anyhow::Result<()> {
         exec(
             &self.conn,
             r#"
@@ -234,7 +234,7 @@ impl SqliteTx {
 
     pub(super) async fn set_status(
         &mut self,
-        request_id: i64,
+        request_id: RequestId,
         status: Status,
         at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
@@ -311,7 +311,7 @@ pub(super) fn recent_requests(
     requester: &str,
     organisation: Option<&str>,
     since: DateTime<Utc>,
-) -> anyhow::Result<Vec<(i64, String)>> {
+) -> anyhow::Result<Vec<(RequestId, String)>> {
     // Two walks of covering indexes ordered by id, each stopping at the limit, merged
     // here: an OR scans every request, and a UNION in SQL sorts both lists again. The
     // token comes from the index, never from the row (where it sits after the body's
@@ -362,7 +362,7 @@ pub(super) fn request_texts(conn: &Connection, tokens: &[String]) -> anyhow::Res
     )
 }
 
-pub(super) fn candidates(conn: &Connection, ids: &[i64]) -> anyhow::Result<Vec<Candidate>> {
+pub(super) fn candidates(conn: &Connection, ids: &[RequestId]) -> anyhow::Result<Vec<Candidate>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -394,7 +394,7 @@ pub(super) fn candidates(conn: &Connection, ids: &[i64]) -> anyhow::Result<Vec<C
 
 /// Two lists ordered by id, newest first, merged into one without repeats, at most
 /// `limit` long.
-pub(super) fn newest_first(a: Vec<(i64, String)>, b: Vec<(i64, String)>, limit: usize) -> Vec<(i64, String)> {
+pub(super) fn newest_first(a: Vec<(RequestId, String)>, b: Vec<(RequestId, String)>, limit: usize) -> Vec<(RequestId, String)> {
     let mut merged = Vec::with_capacity(limit.min(a.len() + b.len()));
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     while merged.len() < limit {

@@ -151,3 +151,22 @@ pub(super) fn u32_col(row: &Row<'_>, name: &str) -> anyhow::Result<u32> {
     let v: i64 = row.get(name)?;
     u32::try_from(v).with_context(|| format!("{name} out of range: {v}"))
 }
+
+/// The typed ids are stored as their numbers.
+macro_rules! sql_id {
+    ($($name:ident),*) => {$(
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                i64::column_result(value).map($name)
+            }
+        }
+    )*};
+}
+
+sql_id!(RequestId, MessageId, OutboxId);

@@ -2,11 +2,11 @@ use super::*;
 
 #[test]
 fn candidate_lists_merge_newest_first_without_repeats() {
-    let list = |ids: &[i64]| ids.iter().map(|i| (*i, format!("t{i}"))).collect::<Vec<_>>();
+    let list = |ids: &[i64]| ids.iter().map(|i| (RequestId(*i), format!("t{i}"))).collect::<Vec<_>>();
     let merged = requests::newest_first(list(&[9, 7, 4, 2]), list(&[8, 7, 3]), 10);
-    assert_eq!(merged.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [9, 8, 7, 4, 3, 2]);
+    assert_eq!(merged.iter().map(|(i, _)| i.0).collect::<Vec<_>>(), [9, 8, 7, 4, 3, 2]);
     let capped = requests::newest_first(list(&[9, 7, 4, 2]), list(&[8, 7, 3]), 3);
-    assert_eq!(capped.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [9, 8, 7]);
+    assert_eq!(capped.iter().map(|(i, _)| i.0).collect::<Vec<_>>(), [9, 8, 7]);
     assert!(requests::newest_first(Vec::new(), Vec::new(), 5).is_empty());
     assert_eq!(requests::newest_first(list(&[5]), Vec::new(), 5), list(&[5]));
 }
@@ -86,7 +86,7 @@ async fn attempts_are_counted_when_stored_and_before_each_retry_and_survive_a_re
         backlog: false,
         fetched_at: Utc::now(),
     };
-    let attempts = |store: &SqliteStore, id: i64| {
+    let attempts = |store: &SqliteStore, id: MessageId| {
         let store = store.clone();
         async move { store.list_messages().await.unwrap().into_iter().find(|m| m.id == id).unwrap().attempts }
     };
@@ -103,7 +103,7 @@ async fn attempts_are_counted_when_stored_and_before_each_retry_and_survive_a_re
     assert_eq!(store.count_attempt(id).await.unwrap(), 2);
     assert_eq!(store.count_attempt(id).await.unwrap(), 3);
     assert_eq!(store.attempts(id).await.unwrap(), 3);
-    assert!(store.count_attempt(id + 100).await.is_err(), "no such message");
+    assert!(store.count_attempt(MessageId(id.0 + 100)).await.is_err(), "no such message");
     // Committed counts survive the process: a new store on the same file sees them.
     drop(store);
     let store = SqliteStore::open_in(dir.path()).await.unwrap();
@@ -111,7 +111,7 @@ async fn attempts_are_counted_when_stored_and_before_each_retry_and_survive_a_re
 
     // Only a quarantined message can be retried.
     assert_eq!(store.request_retry(id, Utc::now()).await.unwrap(), RetryRequest::NotQuarantined(None));
-    assert_eq!(store.request_retry(id + 100, Utc::now()).await.unwrap(), RetryRequest::Missing);
+    assert_eq!(store.request_retry(MessageId(id.0 + 100), Utc::now()).await.unwrap(), RetryRequest::Missing);
     let outcome = |classification| MessageOutcome {
         classification,
         received_at: None,
