@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::domain::Status;
-use crate::store::{self, EventRow, MessageId, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore};
+use crate::store::{
+    self, EventRow, MessageId, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore,
+};
 
 /// gatehouse: the single point of access for local general practice.
 ///
@@ -538,7 +540,7 @@ pub fn message_json(m: &MessageRow) -> Value {
 }
 
 fn event_json(e: &EventRow) -> Value {
-    json!({ "at": rfc3339(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail })
+    json!({ "at": rfc3339(e.at), "actor": e.actor, "kind": e.kind.as_str(), "detail": e.detail })
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {

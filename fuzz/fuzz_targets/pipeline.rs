@@ -36,7 +36,7 @@ use gatehouse::config::Config;
 use gatehouse::domain::EmailAddress;
 use gatehouse::requests::Processor;
 use gatehouse::store::{
-    NewOutgoing, NewRawMessage, NewRequest, OutboxItem, RawSaved, RequestRow, SharedStore,
+    NewOutgoing, NewRawMessage, NewRequest, OutboxItem, RawSaved, RequestRow, SharedStore, ThreadDirection,
 };
 use gatehouse::templates::Templates;
 use libfuzzer_sys::fuzz_target;
@@ -511,7 +511,7 @@ async fn seed(path: &Path) -> Vec<RequestRow> {
     tx.record_decision(ids[0], gatehouse::domain::Decision::Paper, None, None, None, at)
         .await
         .expect("decide GP-2026-0041");
-    tx.add_thread_id(APPROACH_ID, ids[1], "in").await.expect("thread");
+    tx.add_thread_id(APPROACH_ID, ids[1], ThreadDirection::In).await.expect("thread");
     for (kind, message_id, to) in [
         ("acknowledgement", ACK_ID, "jo.bloggs@icb.test"),
         ("notification", NOTIFICATION_ID, "gatekeeper@gatehouse.test"),

@@ -16,7 +16,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Classification, EmailAddress, Reference, requester_display};
 use crate::outbox::recipients::{Allowance, Purpose, Recipients};
-use crate::store::{MessageId, MessageOutcome, NewRequest, RequestId, RequestRow, Tx};
+use crate::store::{
+    self, EventKind, MessageId, MessageOutcome, NewRequest, RequestId, RequestRow, ThreadDirection, Tx,
+};
 use crate::templates::{AttachmentView, RequestView, Templates, human_size};
 use crate::triage::{Actor, Attempt, Triage};
 use replies::{Provenance, Replies, Thread};
@@ -374,7 +376,8 @@ impl Processor {
                 let detail = format!("bounce of outbox #{outbox_id} ({kind} to {failed}): {why}");
                 tx.mark_bounced(outbox_id, &detail).await?;
                 if let Some(request_id) = request_id {
-                    tx.add_event(request_id, now, "gatehouse", "bounced", Some(&detail)).await?;
+                    tx.add_event(request_id, now, store::Actor::Gatehouse, EventKind::Bounced, Some(&detail))
+                        .await?;
                 }
                 outcome.detail = Some(format!("{}; {detail}", auto.reason));
             }
@@ -413,8 +416,8 @@ impl Processor {
                         tx.add_event(
                             request.id,
                             now,
-                            from.as_str(),
-                            "triage_not_understood",
+                            store::Actor::Address(from.clone()),
+                            EventKind::TriageNotUnderstood,
                             Some(&e.to_string()),
                         )
                         .await?;
@@ -437,7 +440,14 @@ impl Processor {
                 outcome.detail = Some(format!("refused: {reason}"));
                 outcome.request_id = request.as_ref().map(|r| r.id);
                 if let Some(r) = &request {
-                    tx.add_event(r.id, now, from.as_str(), "triage_refused", Some(&reason)).await?;
+                    tx.add_event(
+                        r.id,
+                        now,
+                        store::Actor::Address(from.clone()),
+                        EventKind::TriageRefused,
+                        Some(&reason),
+                    )
+                    .await?;
                 }
                 // A gatekeeper hears why; anyone else's attempt is reported to the
                 // gatekeepers rather than answered (the From may be forged).
@@ -485,9 +495,16 @@ impl Processor {
             } else {
                 format!("Message from {from}: {}", parsed.subject)
             };
-            tx.add_event(request.id, now, from.as_str(), "follow_up", Some(&detail)).await?;
+            tx.add_event(
+                request.id,
+                now,
+                store::Actor::Address(from.clone()),
+                EventKind::FollowUp,
+                Some(&detail),
+            )
+            .await?;
             if let Some(mid) = &parsed.message_id {
-                tx.add_thread_id(mid, request.id, "in").await?;
+                tx.add_thread_id(mid, request.id, ThreadDirection::In).await?;
             }
             if !log_only {
                 let mut view = request_view(&self.config, &RequestFields::from_row(&request), parsed);
@@ -513,8 +530,8 @@ impl Processor {
                 tx.add_event(
                     request.id,
                     now,
-                    "gatehouse",
-                    "gatekeeper_notified",
+                    store::Actor::Gatehouse,
+                    EventKind::GatekeeperNotified,
                     Some("Follow-up sent to the gatekeeper"),
                 )
                 .await?;
@@ -616,13 +633,20 @@ impl Processor {
             Some(v) => format!("Approach from {requester}, forwarded by {v}"),
             None => format!("Approach from {requester}"),
         };
-        tx.add_event(request_id, now, from.as_str(), "received", Some(&detail)).await?;
+        tx.add_event(
+            request_id,
+            now,
+            store::Actor::Address(from.clone()),
+            EventKind::Received,
+            Some(&detail),
+        )
+        .await?;
         if log_only {
             tx.add_event(
                 request_id,
                 now,
-                "gatehouse",
-                "backlog",
+                store::Actor::Gatehouse,
+                EventKind::Backlog,
                 Some("Already in the mailbox at first start: logged, not answered"),
             )
             .await?;
@@ -631,19 +655,19 @@ impl Processor {
             tx.add_event(
                 request_id,
                 now,
-                "gatehouse",
-                "probable_duplicate",
+                store::Actor::Gatehouse,
+                EventKind::ProbableDuplicate,
                 Some(&format!("Looks like {}", earlier.reference)),
             )
             .await?;
         }
         if let Some(mid) = &parsed.message_id {
-            tx.add_thread_id(mid, request_id, "in").await?;
+            tx.add_thread_id(mid, request_id, ThreadDirection::In).await?;
         }
         if let Some((f, _)) = &forwarded
             && let Some(mid) = &f.message_id
         {
-            tx.add_thread_id(mid, request_id, "in").await?;
+            tx.add_thread_id(mid, request_id, ThreadDirection::In).await?;
         }
         if !log_only {
             let fields = RequestFields {
@@ -698,8 +722,8 @@ impl Processor {
             tx.add_event(
                 request_id,
                 now,
-                "gatehouse",
-                "gatekeeper_notified",
+                store::Actor::Gatehouse,
+                EventKind::GatekeeperNotified,
                 Some(&format!("Notification sent to {}", join(&self.config.gatekeepers))),
             )
             .await?;
@@ -753,7 +777,8 @@ impl Processor {
         if let Some(why) = &parsed.from_ambiguous {
             let why = format!("{why}, so gatehouse cannot tell who sent it: nobody was answered");
             warnings.push(format!("Not answered: {why}."));
-            tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
+            tx.add_event(request_id, now, store::Actor::Gatehouse, EventKind::NotAcknowledged, Some(&why))
+                .await?;
             return Ok(warnings);
         }
         let mut allowance = Allowance::per_message();
@@ -791,15 +816,22 @@ impl Processor {
                 tx.add_event(
                     request_id,
                     now,
-                    "gatehouse",
-                    "acknowledged",
+                    store::Actor::Gatehouse,
+                    EventKind::Acknowledged,
                     Some(&format!("Acknowledgement sent to {requester}")),
                 )
                 .await?;
                 acknowledged = true;
             }
             Err(why) => {
-                tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
+                tx.add_event(
+                    request_id,
+                    now,
+                    store::Actor::Gatehouse,
+                    EventKind::NotAcknowledged,
+                    Some(&why),
+                )
+                .await?;
             }
         }
         if let Some(forwarder) = via {
@@ -822,15 +854,22 @@ impl Processor {
                     tx.add_event(
                         request_id,
                         now,
-                        "gatehouse",
-                        "forward_confirmed",
+                        store::Actor::Gatehouse,
+                        EventKind::ForwardConfirmed,
                         Some(&format!("Confirmation sent to {forwarder}")),
                     )
                     .await?;
                 }
                 Err(why) => {
                     warnings.push(format!("{forwarder} was not sent a confirmation: {why}."));
-                    tx.add_event(request_id, now, "gatehouse", "forward_not_confirmed", Some(&why)).await?
+                    tx.add_event(
+                        request_id,
+                        now,
+                        store::Actor::Gatehouse,
+                        EventKind::ForwardNotConfirmed,
+                        Some(&why),
+                    )
+                    .await?
                 }
             }
         }

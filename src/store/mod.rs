@@ -7,12 +7,14 @@
 
 mod error;
 mod ids;
+mod kinds;
 pub mod retention;
 mod rows;
 pub mod sqlite;
 
 pub use error::{StoreError, StoreResult, is_out_of_space, is_storage_trouble};
 pub use ids::{MessageId, OutboxId, RequestId};
+pub use kinds::{Actor, EventKind, ThreadDirection};
 pub use rows::*;
 
 use std::path::Path;
@@ -113,7 +115,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Arrival times of every request received since `since` (for the trend chart).
     async fn arrivals_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>>;
     /// The `kind` events (e.g. notes) of these requests, by request id.
-    async fn events_of_kind(&self, request_ids: &[RequestId], kind: &str) -> StoreResult<Vec<(RequestId, EventRow)>>;
+    async fn events_of_kind(
+        &self,
+        request_ids: &[RequestId],
+        kind: EventKind,
+    ) -> StoreResult<Vec<(RequestId, EventRow)>>;
     /// When the last mailing of `kind` ended its period, if any.
     async fn last_covered(&self, kind: &str) -> StoreResult<Option<DateTime<Utc>>>;
     /// Whether a once-only mailing (`kind`, `period`) went already.
@@ -159,7 +165,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// counts as a `purge` service event by `actor`. Never what is still needed: messages not
     /// yet processed or waiting for a retry, messages of requests still open, mail not yet
     /// sent, requests still open.
-    async fn purge(&self, cutoffs: Cutoffs, actor: &str, at: DateTime<Utc>) -> StoreResult<PurgeCounts>;
+    async fn purge(&self, cutoffs: Cutoffs, actor: Actor, at: DateTime<Utc>) -> StoreResult<PurgeCounts>;
     /// Gives the space freed by a purge back to the file system when there is enough of it.
     async fn reclaim_space(&self) -> StoreResult<Reclaimed>;
     /// Everything held about one person (case and any `+tag` folded, as
@@ -171,7 +177,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn erase_request(
         &self,
         reference: &str,
-        actor: &str,
+        actor: Actor,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Erased>>;
     /// Records housekeeping that concerns no single request (an export, a backup): counts,
@@ -179,8 +185,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_service_event(
         &self,
         at: DateTime<Utc>,
-        actor: &str,
-        kind: &str,
+        actor: Actor,
+        kind: EventKind,
         detail: &str,
     ) -> StoreResult<()>;
     /// The housekeeping log, oldest first.
@@ -244,11 +250,16 @@ pub trait Tx: Send {
         &mut self,
         request_id: RequestId,
         at: DateTime<Utc>,
-        actor: &str,
-        kind: &str,
+        actor: Actor,
+        kind: EventKind,
         detail: Option<&str>,
     ) -> StoreResult<()>;
-    async fn add_thread_id(&mut self, message_id: &str, request_id: RequestId, direction: &str) -> StoreResult<()>;
+    async fn add_thread_id(
+        &mut self,
+        message_id: &str,
+        request_id: RequestId,
+        direction: ThreadDirection,
+    ) -> StoreResult<()>;
     async fn finish_message(
         &mut self,
         id: MessageId,
@@ -307,7 +318,12 @@ pub trait Tx: Send {
     /// How many problems whose key starts with `prefix` were emailed at or after `since`
     /// (resolved or not): for a cap on alerts an attacker's mail can cause.
     async fn alerts_sent_since(&mut self, prefix: &str, since: DateTime<Utc>) -> StoreResult<i64>;
-    async fn set_status(&mut self, request_id: RequestId, status: Status, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn set_status(
+        &mut self,
+        request_id: RequestId,
+        status: Status,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Records a once-only mailing; false if it was already recorded (nothing written).
     async fn record_summary(
         &mut self,

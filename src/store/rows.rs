@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{MessageId, OutboxId, RequestId};
+use super::{EventKind, MessageId, OutboxId, RequestId};
 use crate::classify::Fingerprint;
 use crate::domain::{Classification, Decision, Status};
 
@@ -63,8 +63,10 @@ pub struct MessageRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub at: DateTime<Utc>,
+    /// As written: an [`Actor`](super::Actor)'s text (emptied when the request's personal
+    /// data was removed).
     pub actor: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub detail: Option<String>,
 }
 

@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Decision, Status};
 use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::store::{RequestId, RequestRow, SharedStore};
+use crate::store::{EventKind, RequestId, RequestRow, SharedStore};
 pub use crate::templates::board::{
     AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar, sample_context,
 };
@@ -142,7 +142,7 @@ impl Summaries {
             return Ok(notes);
         }
         let ids: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
-        for (id, e) in self.store.events_of_kind(&ids, "note").await? {
+        for (id, e) in self.store.events_of_kind(&ids, EventKind::Note).await? {
             notes.entry(id).or_default().extend(e.detail);
         }
         Ok(notes)

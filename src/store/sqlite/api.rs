@@ -121,8 +121,12 @@ impl Store for SqliteStore {
         SqliteStore::arrivals_since(self, since).await.map_err(classify)
     }
 
-    async fn events_of_kind(&self, request_ids: &[RequestId], kind: &str) -> StoreResult<Vec<(RequestId, EventRow)>> {
-        SqliteStore::events_of_kind(self, request_ids, kind).await.map_err(classify)
+    async fn events_of_kind(
+        &self,
+        request_ids: &[RequestId],
+        kind: EventKind,
+    ) -> StoreResult<Vec<(RequestId, EventRow)>> {
+        SqliteStore::events_of_kind(self, request_ids, kind.as_str()).await.map_err(classify)
     }
 
     async fn last_covered(&self, kind: &str) -> StoreResult<Option<DateTime<Utc>>> {
@@ -202,7 +206,7 @@ impl Store for SqliteStore {
         self.read(move |c| retention::preview(c, &cutoffs)).await.map_err(classify)
     }
 
-    async fn purge(&self, cutoffs: Cutoffs, actor: &str, at: DateTime<Utc>) -> StoreResult<PurgeCounts> {
+    async fn purge(&self, cutoffs: Cutoffs, actor: Actor, at: DateTime<Utc>) -> StoreResult<PurgeCounts> {
         let result: anyhow::Result<_> = async {
             let actor = actor.to_string();
             self.write(move |c| retention::purge(c, &cutoffs, &actor, at)).await
@@ -232,7 +236,7 @@ impl Store for SqliteStore {
     async fn erase_request(
         &self,
         reference: &str,
-        actor: &str,
+        actor: Actor,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Erased>> {
         let result: anyhow::Result<_> = async {
@@ -246,13 +250,13 @@ impl Store for SqliteStore {
     async fn add_service_event(
         &self,
         at: DateTime<Utc>,
-        actor: &str,
-        kind: &str,
+        actor: Actor,
+        kind: EventKind,
         detail: &str,
     ) -> StoreResult<()> {
         let result: anyhow::Result<_> = async {
-            let (actor, kind, detail) = (actor.to_string(), kind.to_string(), detail.to_string());
-            self.write(move |c| retention::insert_service_event(c, to_millis(at), &actor, &kind, &detail))
+            let (actor, kind, detail) = (actor.to_string(), kind.as_str(), detail.to_string());
+            self.write(move |c| retention::insert_service_event(c, to_millis(at), &actor, kind, &detail))
                 .await
         }
         .await;
@@ -302,18 +306,30 @@ impl Tx for SqliteTx {
         &mut self,
         request_id: RequestId,
         at: DateTime<Utc>,
-        actor: &str,
-        kind: &str,
+        actor: Actor,
+        kind: EventKind,
         detail: Option<&str>,
     ) -> StoreResult<()> {
-        SqliteTx::add_event(self, request_id, at, actor, kind, detail).await.map_err(classify)
+        SqliteTx::add_event(self, request_id, at, &actor.to_string(), kind.as_str(), detail)
+            .await
+            .map_err(classify)
     }
 
-    async fn add_thread_id(&mut self, message_id: &str, request_id: RequestId, direction: &str) -> StoreResult<()> {
-        SqliteTx::add_thread_id(self, message_id, request_id, direction).await.map_err(classify)
+    async fn add_thread_id(
+        &mut self,
+        message_id: &str,
+        request_id: RequestId,
+        direction: ThreadDirection,
+    ) -> StoreResult<()> {
+        SqliteTx::add_thread_id(self, message_id, request_id, &direction.to_string()).await.map_err(classify)
     }
 
-    async fn finish_message(&mut self, id: MessageId, o: &MessageOutcome, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn finish_message(
+        &mut self,
+        id: MessageId,
+        o: &MessageOutcome,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
         SqliteTx::finish_message(self, id, o, at).await.map_err(classify)
     }
 
@@ -393,7 +409,12 @@ impl Tx for SqliteTx {
         SqliteTx::add_priority(self, request_id, key).await.map_err(classify)
     }
 
-    async fn set_status(&mut self, request_id: RequestId, status: Status, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn set_status(
+        &mut self,
+        request_id: RequestId,
+        status: Status,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
         SqliteTx::set_status(self, request_id, status, at).await.map_err(classify)
     }
 

@@ -127,7 +127,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn request_retry(&self, id: MessageId, at: DateTime<Utc>) -> anyhow::Result<RetryRequest> {
+    pub(super) async fn request_retry(
+        &self,
+        id: MessageId,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<RetryRequest> {
         self.write(move |c| {
             let changed = exec(
                 c,

@@ -380,7 +380,10 @@ impl SqliteTx {
         Ok(inserted == 1)
     }
 
-    pub(super) async fn agenda_told_ids(&mut self, date: NaiveDate) -> anyhow::Result<Option<Vec<RequestId>>> {
+    pub(super) async fn agenda_told_ids(
+        &mut self,
+        date: NaiveDate,
+    ) -> anyhow::Result<Option<Vec<RequestId>>> {
         let date = date.format("%Y-%m-%d").to_string();
         if !agenda_sent(&self.conn, &date)? {
             return Ok(None);

@@ -161,7 +161,11 @@ impl SqliteStore {
 }
 
 impl SqliteTx {
-    pub(super) async fn enqueue(&mut self, mail: &NewOutgoing, at: DateTime<Utc>) -> anyhow::Result<OutboxId> {
+    pub(super) async fn enqueue(
+        &mut self,
+        mail: &NewOutgoing,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<OutboxId> {
         let id = scalar(
             &self.conn,
             r#"

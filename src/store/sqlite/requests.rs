@@ -126,7 +126,11 @@ impl SqliteTx {
         )
     }
 
-    pub(super) async fn insert_request(&mut self, r: &NewRequest, at: DateTime<Utc>) -> anyhow::Result<RequestId> {
+    pub(super) async fn insert_request(
+        &mut self,
+        r: &NewRequest,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<RequestId> {
         let now = to_millis(at);
         let id: RequestId = scalar(
             &self.conn,
@@ -394,7 +398,11 @@ pub(super) fn candidates(conn: &Connection, ids: &[RequestId]) -> anyhow::Result
 
 /// Two lists ordered by id, newest first, merged into one without repeats, at most
 /// `limit` long.
-pub(super) fn newest_first(a: Vec<(RequestId, String)>, b: Vec<(RequestId, String)>, limit: usize) -> Vec<(RequestId, String)> {
+pub(super) fn newest_first(
+    a: Vec<(RequestId, String)>,
+    b: Vec<(RequestId, String)>,
+    limit: usize,
+) -> Vec<(RequestId, String)> {
     let mut merged = Vec::with_capacity(limit.min(a.len() + b.len()));
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     while merged.len() < limit {

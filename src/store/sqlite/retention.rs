@@ -586,7 +586,7 @@ mod tests {
         }
         tx.commit().await.unwrap();
         let cut = Cutoffs { raw_messages: old, sent_mail: now - Duration::days(30), closed_requests: old };
-        store.purge(cut, "test", now).await.unwrap();
+        store.purge(cut, crate::store::Actor::Retention, now).await.unwrap();
         let keys: Vec<String> = store.open_alerts().await.unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["imap_login_refused", "quarantined:2", "quarantinedX1"]);
     }

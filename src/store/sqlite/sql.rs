@@ -142,7 +142,10 @@ pub(super) fn event_from_row(row: &Row<'_>) -> anyhow::Result<EventRow> {
     Ok(EventRow {
         at: from_millis(row.get("at")?),
         actor: row.get("actor")?,
-        kind: row.get("kind")?,
+        kind: {
+            let kind: String = row.get("kind")?;
+            EventKind::parse(&kind).with_context(|| format!("Unknown event kind {kind:?}"))?
+        },
         detail: row.get("detail")?,
     })
 }
