@@ -1,4 +1,10 @@
 //! The SQLite schema: `migrations/sqlite`, applied by sqlx's migrator, one process at a time.
+//!
+//! sqlx is here only for its migrator (and `migrate!`, which needs its `macros` feature,
+//! embeds the files in the binary); the queries run on rusqlite. The migrator works on one
+//! sqlx connection of its own, on a runtime of its own, and nothing of it leaves this file:
+//! a backend on sqlx itself (PostgreSQL, `migrations/postgres`) runs its own migrator on
+//! its own pool, sharing nothing with this one.
 
 use super::*;
 

@@ -9,6 +9,12 @@
 //! switches per message when a backlog is taken in. Only what can wait for another process
 //! (taking the write lock, reads and single writes outside a transaction) runs on a blocking
 //! thread.
+//!
+//! The files: this one opens the database and holds its connections and the WAL
+//! checkpointer; `migrate` applies `migrations/sqlite`; `sql` runs statements and maps
+//! rows; `api` implements the `Store` and `Tx` traits by handing each method to its
+//! aggregate's file (`requests`, `inbox`, `outbox`, `ledger`, `retention`) and sorting
+//! failures into `StoreError` (`error`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
