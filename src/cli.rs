@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock as _, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::domain::Status;
-use crate::store::{self, EventRow, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore};
+use crate::store::{
+    self, EventRow, MessageId, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore,
+};
 
 /// gatehouse: the single point of access for local general practice.
 ///
@@ -208,7 +210,7 @@ pub enum MessagesCommand {
     /// daemon takes it within seconds, or the next one at start.
     Retry {
         /// The message's ID, as `messages list` and the gatekeepers' alert show it.
-        id: i64,
+        id: MessageId,
     },
 }
 
@@ -538,7 +540,7 @@ pub fn message_json(m: &MessageRow) -> Value {
 }
 
 fn event_json(e: &EventRow) -> Value {
-    json!({ "at": rfc3339(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail })
+    json!({ "at": rfc3339(e.at), "actor": e.actor, "kind": e.kind.as_str(), "detail": e.detail })
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -909,7 +911,7 @@ mod tests {
     #[test]
     fn csv_cells_keep_commas_quotes_and_line_breaks() {
         let row = RequestRow {
-            id: 1,
+            id: crate::store::RequestId(1),
             reference: "GP-2026-0042".into(),
             status: Status::AwaitingTriage,
             decision: None,

@@ -1,7 +1,7 @@
 //! The whole pipeline for one message: raw bytes as they arrive in the shared inbox →
 //! `Intake::parse_group` (parse and classify, on the parser's own thread) →
 //! `Intake::process` against a real SQLite store, the way `inbox::take` calls it (raw
-//! bytes saved first, a savepoint, the message given up when processing fails) → every email
+//! bytes saved first, a step of its own, the message given up when processing fails) → every email
 //! that lands in the outbox, read back as the sender task would claim it and parsed again.
 //!
 //! Each input starts from the same store: a copy of a template database holding two
@@ -36,7 +36,7 @@ use gatehouse::config::Config;
 use gatehouse::domain::EmailAddress;
 use gatehouse::intake::Intake;
 use gatehouse::store::{
-    NewOutgoing, NewRawMessage, NewRequest, OutboxItem, RawSaved, RequestRow, SharedStore,
+    NewOutgoing, NewRawMessage, NewRequest, OutboxItem, RawSaved, RequestRow, SharedStore, ThreadDirection,
 };
 use gatehouse::templates::Templates;
 use libfuzzer_sys::fuzz_target;
@@ -223,7 +223,7 @@ impl Harness {
     }
 
     /// What the inbox does with one message: store it raw, parse it, process it in a
-    /// savepoint, and give it up (logged as unparseable) when processing fails. Returns
+    /// step of its own, and give it up (logged as unparseable) when processing fails. Returns
     /// whether it was kept (false: given up), and the sender and forwarded sender as parsed.
     async fn process(&self, store: &SharedStore, data: &[u8]) -> (bool, Option<String>, Option<String>) {
         let message_id = gatehouse::inbox::dedup::message_id(data);
@@ -257,11 +257,11 @@ impl Harness {
         let sender = read.and_then(|p| p.from.as_ref()).and_then(|m| address(&m.address));
         let forwarded_from = read.and_then(|p| p.forwarded.as_ref()).and_then(|f| address(&f.from.address));
         let mut tx = store.begin().await.expect("begin");
-        tx.savepoint().await.expect("savepoint");
+        let step = tx.begin_step().await.expect("begin a step");
         let result = self.intake.process(&mut *tx, id, &raws[0], parsed[0].as_ref(), false, None).await;
         let kept = match result {
             Ok(_) => {
-                tx.release_savepoint().await.expect("release the savepoint");
+                tx.end_step(step, true).await.expect("keep the step");
                 true
             }
             Err(e) => {
@@ -271,7 +271,7 @@ impl Harness {
                 if *self.given_up.borrow() < 5 {
                     eprintln!("pipeline: given up: {e:#}");
                 }
-                tx.rollback_to_savepoint().await.expect("roll back to the savepoint");
+                tx.end_step(step, false).await.expect("undo the step");
                 self.intake
                     .quarantine(&mut *tx, id, &raws[0], parsed[0].as_ref(), &format!("{e:#}"))
                     .await
@@ -497,13 +497,13 @@ async fn seed(path: &Path) -> Vec<RequestRow> {
                 body: "Anytown ICB is inviting GP practices to host a community phlebotomy service \
                        for housebound patients from 1 January 2027."
                     .into(),
-                fingerprint: classify::Fingerprint::of(subject).to_bytes(),
+                fingerprint: classify::Fingerprint::of(subject),
                 received_at: at,
                 probable_duplicate_of: None,
                 token: token.into(),
                 answer: true,
                 requester_unverified: false,
-            })
+            }, at)
             .await
             .expect("insert a request");
         ids.push(id);
@@ -511,7 +511,7 @@ async fn seed(path: &Path) -> Vec<RequestRow> {
     tx.record_decision(ids[0], gatehouse::domain::Decision::Paper, None, None, None, at)
         .await
         .expect("decide GP-2026-0041");
-    tx.add_thread_id(APPROACH_ID, ids[1], "in").await.expect("thread");
+    tx.add_thread_id(APPROACH_ID, ids[1], ThreadDirection::In).await.expect("thread");
     for (kind, message_id, to) in [
         ("acknowledgement", ACK_ID, "jo.bloggs@icb.test"),
         ("notification", NOTIFICATION_ID, "gatekeeper@gatehouse.test"),

@@ -36,7 +36,7 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{AfterProcessing, Backlog, Config};
 use crate::intake::{Checkpoint, Intake, ParseResult, ParsedGroup};
-use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
+use crate::store::{MailboxState, MessageId, NewRawMessage, RawSaved, SharedStore, Tx};
 use connection::{ConnectError, Connected, Session, timed};
 
 /// What the watcher is doing, as `gatehouse status` reports it.
@@ -103,7 +103,7 @@ pub struct Inbox {
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
     /// Messages whose last counted attempt never ran because the database failed (see
     /// `Inbox::uncount`).
-    not_run: Arc<std::sync::Mutex<HashSet<i64>>>,
+    not_run: Arc<std::sync::Mutex<HashSet<MessageId>>>,
     alerts: Arc<crate::outbox::alerts::Alerts>,
 }
 
@@ -345,13 +345,13 @@ impl Inbox {
                     old.uidvalidity
                 );
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: 0 };
-                self.store.reset_mailbox_state(mailbox, s).await?;
+                self.store.reset_mailbox_state(mailbox, s, Utc::now()).await?;
                 s
             }
             None => {
                 // First sight of this mailbox: what is already there is the backlog.
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: uid_next };
-                self.store.reset_mailbox_state(mailbox, s).await?;
+                self.store.reset_mailbox_state(mailbox, s, Utc::now()).await?;
                 tracing::info!(
                     "First start on {mailbox}: {} message(s) already there are the backlog",
                     uid_next.saturating_sub(1)
@@ -442,7 +442,7 @@ impl Inbox {
     /// Returns how many were new.
     ///
     /// Each group costs two commits, not two per message: first every raw message is
-    /// stored, then all of them are processed in one transaction, each inside a savepoint so
+    /// stored, then all of them are processed in one transaction, each in a step of its own (`Tx::begin_step`) so
     /// one message's failure undoes only its own effects. A message is marked on the server
     /// only once its group is committed. While one group is processed, the next is already
     /// stored and being parsed on the parser's thread.
@@ -522,13 +522,13 @@ impl Inbox {
             m.raw = raw;
         }
         // Every message new in this group had its first attempt counted when it was stored.
-        let counted: Vec<i64> =
+        let counted: Vec<MessageId> =
             saved.iter().filter_map(|s| if let RawSaved::New(id) = s { Some(*id) } else { None }).collect();
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
             Err(e) => {
                 self.uncount(&counted);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let mut new_uids = Vec::new();
@@ -560,7 +560,7 @@ impl Inbox {
                 // The group up to this message is kept; this one is tried again (one by one,
                 // its attempts counted); those after it were not tried yet.
                 Err(Failure::Message(e)) => {
-                    let untried: Vec<i64> = saved
+                    let untried: Vec<MessageId> = saved
                         .get(i + 1..)
                         .unwrap_or_default()
                         .iter()
@@ -578,7 +578,7 @@ impl Inbox {
                     Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid };
                 self.intake.advance(&mut *tx, &checkpoint).await?;
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         }
         .await;
         if let Err(e) = committed {
@@ -644,7 +644,7 @@ impl Inbox {
             Ok(tx) => tx,
             Err(e) => {
                 self.uncount(&[m.id]);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let taken = if attempts > MAX_ATTEMPTS {
@@ -662,7 +662,7 @@ impl Inbox {
                 if let Some(checkpoint) = checkpoint {
                     self.intake.advance(&mut *tx, checkpoint).await?;
                 }
-                tx.commit().await
+                Ok(tx.commit().await?)
             }
             .await
             .map_err(Failure::Storage),
@@ -722,7 +722,7 @@ impl Inbox {
     /// the message's effects (a full disk) must not be asked to take more writes, which
     /// would crowd out the status that tells the operator why. A restart meanwhile costs
     /// such a message one attempt at most.
-    fn uncount(&self, ids: &[i64]) {
+    fn uncount(&self, ids: &[MessageId]) {
         if let Ok(mut not_run) = self.not_run.lock() {
             not_run.extend(ids.iter().copied());
         }
@@ -830,30 +830,26 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Processes the stored message `id` in `tx`, in a savepoint of its own (the caller
+    /// Processes the stored message `id` in `tx`, in a step of its own (the caller
     /// moves the checkpoint). `attempts` is this attempt's number: when it fails and that was
     /// the last allowed, the message is quarantined instead, in `tx`.
     #[allow(clippy::too_many_arguments)]
     async fn take(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         parsed: Option<&ParseResult>,
         log_only: bool,
         internal_date: Option<chrono::DateTime<Utc>>,
         attempts: u32,
     ) -> Result<(), Failure> {
-        tx.savepoint().await.map_err(Failure::Storage)?;
+        let step = tx.begin_step().await.map_err(|e| Failure::Storage(e.into()))?;
         let result = self.intake.process(tx, id, raw, parsed, log_only, internal_date).await;
-        let e = match result {
-            Ok(_) => {
-                tx.release_savepoint().await.map_err(Failure::Storage)?;
-                return Ok(());
-            }
-            Err(e) => e,
+        tx.end_step(step, result.is_ok()).await.map_err(|e| Failure::Storage(e.into()))?;
+        let Err(e) = result else {
+            return Ok(());
         };
-        tx.rollback_to_savepoint().await.map_err(Failure::Storage)?;
         if crate::store::is_storage_trouble(&e) {
             // Not this message's fault: keep it, and retry once the database is usable.
             return Err(Failure::Storage(e.context("The database cannot be written (is the disk full?)")));
@@ -946,7 +942,7 @@ struct Parsing {
 
 /// One stored message to process in a transaction of its own.
 struct Alone<'a> {
-    id: i64,
+    id: MessageId,
     raw: &'a [u8],
     log_only: bool,
     internal_date: Option<chrono::DateTime<Utc>>,
@@ -964,7 +960,7 @@ enum Failure {
 /// The context of a failure that was one message's, not the server's or the database's:
 /// the inbox retries it at once rather than backing off (see [`Inbox::run`]).
 #[derive(Debug)]
-struct MessageFailed(i64);
+struct MessageFailed(MessageId);
 
 impl std::fmt::Display for MessageFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -106,8 +106,9 @@ impl StatusBoard {
             return;
         };
         // Out of space: the ballast, released now, leaves room to say so.
+        let e = anyhow::Error::from(e);
         let retried = if self.disk.note_failure(&e) {
-            self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await
+            self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await.map_err(Into::into)
         } else {
             Err(e)
         };

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::Classification;
 use crate::outbox::recipients::Recipients;
-use crate::store::Tx;
+use crate::store::{MessageId, Tx};
 use crate::templates::Templates;
 use crate::triage::Triage;
 use replies::Replies;
@@ -101,7 +101,9 @@ impl Intake {
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
     /// UIDVALIDITY change).
     pub async fn advance(&self, tx: &mut dyn Tx, checkpoint: &Checkpoint) -> anyhow::Result<()> {
-        tx.set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now()).await
+        Ok(tx
+            .set_checkpoint(&checkpoint.mailbox, checkpoint.uidvalidity, checkpoint.uid, self.clock.now())
+            .await?)
     }
 
     /// Parses a group of messages, on a thread of its own (CPU work, off the async workers;
@@ -142,7 +144,7 @@ impl Intake {
     pub async fn process(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         parsed: Option<&ParseResult>,
         log_only: bool,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::classify::subject::{capped, reply_subject};
 use crate::config::Config;
 use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::store::{Candidate, NewOutgoing};
+use crate::store::{Candidate, NewOutgoing, RequestId};
 use crate::templates::{
     AcknowledgementContext, EarlierView, ForwardConfirmationContext, NotificationContext, PriorityView,
     RequestView, Templates, service_view,
@@ -53,7 +53,7 @@ impl Replies {
 
     pub fn acknowledgement(
         &self,
-        request_id: i64,
+        request_id: RequestId,
         request: &RequestView,
         original_subject: &str,
         thread: &Thread,
@@ -82,7 +82,7 @@ impl Replies {
     #[allow(clippy::too_many_arguments)]
     pub fn forward_confirmation(
         &self,
-        request_id: i64,
+        request_id: RequestId,
         request: &RequestView,
         forwarder: &str,
         acknowledged: bool,
@@ -114,7 +114,7 @@ impl Replies {
     #[allow(clippy::too_many_arguments)]
     pub fn notification(
         &self,
-        request_id: i64,
+        request_id: RequestId,
         request: &RequestView,
         token: &str,
         kind: &str,

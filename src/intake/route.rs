@@ -12,7 +12,7 @@ use crate::classify::{self, Parsed};
 use crate::config::Config;
 use crate::domain::EmailAddress;
 use crate::outbox::recipients::Recipients;
-use crate::store::{RequestRow, Tx};
+use crate::store::{OutboxId, RequestId, RequestRow, Tx};
 use crate::triage::{Attempt, Triage};
 
 /// Where one message goes.
@@ -52,9 +52,9 @@ pub enum Unlogged {
 /// The outbox entry a bounce reports, as the store knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bounce {
-    pub outbox_id: i64,
+    pub outbox_id: OutboxId,
     /// The request the bounced email was about, if any.
-    pub request_id: Option<i64>,
+    pub request_id: Option<RequestId>,
     /// What the bounced email was (`acknowledgement`, `outcome`…).
     pub kind: String,
 }
@@ -283,7 +283,7 @@ mod tests {
 
     fn request(requester: &str) -> RequestRow {
         RequestRow {
-            id: 7,
+            id: RequestId(7),
             reference: "GP-2026-0007".into(),
             status: Status::AwaitingTriage,
             decision: None,
@@ -347,7 +347,8 @@ mod tests {
     fn machine_mail_is_logged_only_and_a_bounce_of_ours_reaches_its_entry() {
         let raw = "From: MAILER-DAEMON@mx.test\r\nTo: gp-access@nhs.net\r\nSubject: Undeliverable\r\n\r\nIt failed\r\n";
         assert!(matches!(route(raw, Known::default()), Route::Automated { .. }));
-        let bounce = Bounce { outbox_id: 3, request_id: Some(7), kind: "acknowledgement".into() };
+        let bounce =
+            Bounce { outbox_id: OutboxId(3), request_id: Some(RequestId(7)), kind: "acknowledgement".into() };
         let known = Known { bounced: Some(bounce.clone()), ..Known::default() };
         assert!(matches!(route(raw, known), Route::Bounce { bounce: b, .. } if b == bounce));
     }

@@ -47,7 +47,7 @@ pub fn to_each(addresses: &[EmailAddress]) -> Vec<(Option<String>, String)> {
 #[derive(Debug, Clone)]
 pub struct Draft {
     pub kind: &'static str,
-    pub request_id: Option<i64>,
+    pub request_id: Option<crate::store::RequestId>,
     pub to: Vec<(Option<String>, String)>,
     pub reply_to: Option<String>,
     pub subject: String,
@@ -107,7 +107,7 @@ impl Draft {
 
     /// About request `id` (kept with the outbox entry, for the request's history).
     #[must_use]
-    pub fn about(mut self, request_id: Option<i64>) -> Self {
+    pub fn about(mut self, request_id: Option<crate::store::RequestId>) -> Self {
         self.request_id = request_id;
         self
     }
@@ -275,8 +275,14 @@ mod tests {
         assert_eq!(d.to, [(None, "g@example.org".to_string())]);
         assert_eq!(d.auto_submitted, AutoSubmitted::Generated);
         assert!(d.html.is_none() && d.in_reply_to.is_none() && d.request_id.is_none());
-        let d = d.about(Some(7)).answering(Some("a@b".into()), vec!["a@b".into()]).with_html("<p>".into());
-        assert_eq!((d.request_id, d.auto_submitted), (Some(7), AutoSubmitted::Replied));
+        let d = d
+            .about(Some(crate::store::RequestId(7)))
+            .answering(Some("a@b".into()), vec!["a@b".into()])
+            .with_html("<p>".into());
+        assert_eq!(
+            (d.request_id, d.auto_submitted),
+            (Some(crate::store::RequestId(7)), AutoSubmitted::Replied)
+        );
         assert_eq!(d.references, ["a@b"]);
     }
 }

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::store::{NewOutgoing, Tx};
+use crate::store::{NewOutgoing, OutboxId, Tx};
 
 /// The most emails to anyone but the gatekeepers that one incoming message may cause (an
 /// acknowledgement and a forward confirmation).
@@ -180,7 +180,7 @@ impl Recipients {
         mail: &NewOutgoing,
         allowance: &mut Allowance,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<OutboxId> {
         anyhow::ensure!(
             mail.recipients.len() == 1
                 && mail.recipients.iter().all(|r| r.eq_ignore_ascii_case(cleared.to.as_str())),

@@ -315,7 +315,7 @@ impl Sender {
             item.recipients.join(", "),
             item.attempts
         );
-        self.store.mark_retry(item.id, next, error).await
+        Ok(self.store.mark_retry(item.id, next, error).await?)
     }
 
     /// Marks the entry failed and tells the gatekeepers and the operator (the recipient

@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Decision, Status};
 use crate::mailings::{Composer, Draft};
-use crate::store::{RequestRow, SharedStore};
+use crate::store::{EventKind, RequestId, RequestRow, SharedStore};
 pub use crate::templates::{
     AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar,
 };
@@ -114,7 +114,7 @@ impl Summaries {
         self.config.service.timezone
     }
 
-    fn item(&self, r: &RequestRow, now: DateTime<Utc>, notes: &BTreeMap<i64, Vec<String>>) -> Item {
+    fn item(&self, r: &RequestRow, now: DateTime<Utc>, notes: &BTreeMap<RequestId, Vec<String>>) -> Item {
         let tz = self.tz();
         Item {
             reference: r.reference.clone(),
@@ -135,13 +135,13 @@ impl Summaries {
     }
 
     /// The gatekeepers' notes on `rows`, for the board only when `[board] share_notes` says so.
-    async fn notes(&self, rows: &[&RequestRow]) -> anyhow::Result<BTreeMap<i64, Vec<String>>> {
-        let mut notes: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    async fn notes(&self, rows: &[&RequestRow]) -> anyhow::Result<BTreeMap<RequestId, Vec<String>>> {
+        let mut notes: BTreeMap<RequestId, Vec<String>> = BTreeMap::new();
         if !self.config.board.share_notes {
             return Ok(notes);
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        for (id, e) in self.store.events_of_kind(&ids, "note").await? {
+        let ids: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
+        for (id, e) in self.store.events_of_kind(&ids, EventKind::Note).await? {
             notes.entry(id).or_default().extend(e.detail);
         }
         Ok(notes)

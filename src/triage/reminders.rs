@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::mailings::{Composer, Draft, requester_display};
-use crate::store::SharedStore;
+use crate::store::{Actor, EventKind, SharedStore};
 use crate::templates::{AutoReplyItem, ReminderContext, ReminderItem, Templates, service_view};
 
 fn is_working_day(d: NaiveDate) -> bool {
@@ -168,8 +168,14 @@ impl Reminders {
             return Ok(0);
         }
         for r in &overdue {
-            tx.add_event(r.id, now, "gatehouse", "reminder", Some("In the gatekeepers' daily reminder"))
-                .await?;
+            tx.add_event(
+                r.id,
+                now,
+                Actor::Gatehouse,
+                EventKind::Reminder,
+                Some("In the gatekeepers' daily reminder"),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(count + filed)

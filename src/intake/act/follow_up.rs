@@ -8,7 +8,7 @@ use crate::classify::{self, Parsed};
 use crate::domain::{Classification, EmailAddress};
 use crate::intake::Intake;
 use crate::intake::replies::Provenance;
-use crate::store::{RequestRow, Tx};
+use crate::store::{self, EventKind, RequestRow, ThreadDirection, Tx};
 
 impl Intake {
     /// Logs `parsed` as a follow-up on `request` and, unless `log_only`, tells the
@@ -37,9 +37,16 @@ impl Intake {
         } else {
             format!("Message from {from}: {}", parsed.subject)
         };
-        tx.add_event(request.id, now, from.as_str(), "follow_up", Some(&detail)).await?;
+        tx.add_event(
+            request.id,
+            now,
+            store::Actor::Address(from.clone()),
+            EventKind::FollowUp,
+            Some(&detail),
+        )
+        .await?;
         if let Some(mid) = &parsed.message_id {
-            tx.add_thread_id(mid, request.id, "in").await?;
+            tx.add_thread_id(mid, request.id, ThreadDirection::In).await?;
         }
         if !message.log_only {
             self.notify_follow_up(tx, message, parsed, request, from, stranger).await?;
@@ -80,6 +87,8 @@ impl Intake {
         )?;
         tx.enqueue(&mail, now).await?;
         let detail = Some("Follow-up sent to the gatekeeper");
-        tx.add_event(request.id, now, "gatehouse", "gatekeeper_notified", detail).await
+        Ok(tx
+            .add_event(request.id, now, store::Actor::Gatehouse, EventKind::GatekeeperNotified, detail)
+            .await?)
     }
 }

@@ -7,7 +7,7 @@ use crate::classify::{Parsed, headers};
 use crate::domain::{Classification, EmailAddress};
 use crate::intake::Intake;
 use crate::intake::route::{Bounce, Unlogged};
-use crate::store::{MessageOutcome, Tx};
+use crate::store::{self, EventKind, MessageOutcome, Tx};
 
 impl Intake {
     /// Machine mail: logged as automated with `reason`. A bounce of something we sent also
@@ -31,7 +31,8 @@ impl Intake {
                 format!("bounce of outbox #{} ({} to {failed}): {why}", bounce.outbox_id, bounce.kind);
             tx.mark_bounced(bounce.outbox_id, &detail).await?;
             if let Some(request_id) = bounce.request_id {
-                tx.add_event(request_id, now, "gatehouse", "bounced", Some(&detail)).await?;
+                tx.add_event(request_id, now, store::Actor::Gatehouse, EventKind::Bounced, Some(&detail))
+                    .await?;
             }
             outcome.detail = Some(format!("{reason}; {detail}"));
         }

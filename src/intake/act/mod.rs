@@ -10,7 +10,7 @@ use super::{Intake, Prepared};
 use crate::classify::Parsed;
 use crate::config::Config;
 use crate::domain::{Classification, EmailAddress, requester_display};
-use crate::store::{MessageOutcome, RequestRow, Tx};
+use crate::store::{MessageId, MessageOutcome, RequestRow, Tx};
 use crate::templates::{AttachmentView, RequestView, human_size};
 
 mod follow_up;
@@ -23,7 +23,7 @@ mod triage;
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
     /// Its id in the store.
-    pub id: i64,
+    pub id: MessageId,
     pub raw: &'a [u8],
     /// The backlog found at first start: logged as requests, never answered.
     pub log_only: bool,

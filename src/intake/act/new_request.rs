@@ -14,7 +14,7 @@ use crate::intake::replies::{Provenance, Thread};
 use crate::intake::route::Approach;
 use crate::intake::{Intake, Prepared};
 use crate::outbox::recipients::{Allowance, Purpose};
-use crate::store::{NewRequest, Tx};
+use crate::store::{self, EventKind, NewRequest, RequestId, ThreadDirection, Tx};
 use crate::templates::RequestView;
 
 /// How far back a closed request still counts as "recent" for duplicate detection.
@@ -22,7 +22,7 @@ const DUPLICATE_LOOKBACK_DAYS: i64 = 180;
 
 /// A request just inserted.
 struct Inserted {
-    id: i64,
+    id: RequestId,
     reference: String,
     token: String,
     subject: String,
@@ -83,23 +83,26 @@ impl Intake {
         let reference =
             Reference { prefix: self.config.service.reference_prefix.clone(), year, seq }.to_string();
         let id = tx
-            .insert_request(&NewRequest {
-                reference: reference.clone(),
-                ref_year: year,
-                ref_seq: seq,
-                requester: approach.requester.to_string(),
-                requester_name: approach.requester_name.clone(),
-                organisation,
-                via: approach.via.as_ref().map(ToString::to_string),
-                subject: subject.clone(),
-                body: approach.body.clone(),
-                fingerprint: fingerprint.to_bytes(),
-                received_at,
-                probable_duplicate_of: found.probable.as_ref().map(|c| c.id),
-                token: token.clone(),
-                answer: !log_only,
-                requester_unverified: approach.unverified,
-            })
+            .insert_request(
+                &NewRequest {
+                    reference: reference.clone(),
+                    ref_year: year,
+                    ref_seq: seq,
+                    requester: approach.requester.to_string(),
+                    requester_name: approach.requester_name.clone(),
+                    organisation,
+                    via: approach.via.as_ref().map(ToString::to_string),
+                    subject: subject.clone(),
+                    body: approach.body.clone(),
+                    fingerprint: fingerprint.clone(),
+                    received_at,
+                    probable_duplicate_of: found.probable.as_ref().map(|c| c.id),
+                    token: token.clone(),
+                    answer: !log_only,
+                    requester_unverified: approach.unverified,
+                },
+                message.now,
+            )
             .await?;
         self.duplicates.remember(&token, &subject, fingerprint);
         Ok(Inserted { id, reference, token, subject, found })
@@ -120,17 +123,25 @@ impl Intake {
             Some(v) => format!("Approach from {}, forwarded by {v}", approach.requester),
             None => format!("Approach from {}", approach.requester),
         };
-        tx.add_event(id, now, approach.from.as_str(), "received", Some(&detail)).await?;
+        tx.add_event(
+            id,
+            now,
+            store::Actor::Address(approach.from.clone()),
+            EventKind::Received,
+            Some(&detail),
+        )
+        .await?;
         if message.log_only {
             let detail = "Already in the mailbox at first start: logged, not answered";
-            tx.add_event(id, now, "gatehouse", "backlog", Some(detail)).await?;
+            tx.add_event(id, now, store::Actor::Gatehouse, EventKind::Backlog, Some(detail)).await?;
         }
         if let Some(earlier) = &request.found.probable {
             let detail = format!("Looks like {}", earlier.reference);
-            tx.add_event(id, now, "gatehouse", "probable_duplicate", Some(&detail)).await?;
+            tx.add_event(id, now, store::Actor::Gatehouse, EventKind::ProbableDuplicate, Some(&detail))
+                .await?;
         }
         for mid in parsed.message_id.iter().chain(forwarded.and_then(|f| f.message_id.as_ref())) {
-            tx.add_thread_id(mid, id, "in").await?;
+            tx.add_thread_id(mid, id, ThreadDirection::In).await?;
         }
         Ok(())
     }
@@ -179,7 +190,9 @@ impl Intake {
         )?;
         tx.enqueue(&mail, now).await?;
         let detail = format!("Notification sent to {}", join(&self.config.gatekeepers));
-        tx.add_event(request.id, now, "gatehouse", "gatekeeper_notified", Some(&detail)).await
+        Ok(tx
+            .add_event(request.id, now, store::Actor::Gatehouse, EventKind::GatekeeperNotified, Some(&detail))
+            .await?)
     }
 
     /// The acknowledgement to the requester and, for a forward, the confirmation to the
@@ -190,7 +203,7 @@ impl Intake {
     async fn answer(
         &self,
         tx: &mut dyn Tx,
-        request_id: i64,
+        request_id: RequestId,
         view: &RequestView,
         parsed: &Parsed,
         forwarded: Option<&Forwarded>,
@@ -201,7 +214,8 @@ impl Intake {
         if let Some(why) = &parsed.from_ambiguous {
             let why = format!("{why}, so gatehouse cannot tell who sent it: nobody was answered");
             warnings.push(format!("Not answered: {why}."));
-            tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
+            tx.add_event(request_id, now, store::Actor::Gatehouse, EventKind::NotAcknowledged, Some(&why))
+                .await?;
             return Ok(warnings);
         }
         let mut allowance = Allowance::per_message();
@@ -220,11 +234,25 @@ impl Intake {
                 let mail = self.replies.acknowledgement(request_id, view, &original_subject, &thread, now)?;
                 self.recipients.send(tx, cleared, &mail, &mut allowance, now).await?;
                 let detail = format!("Acknowledgement sent to {requester}");
-                tx.add_event(request_id, now, "gatehouse", "acknowledged", Some(&detail)).await?;
+                tx.add_event(
+                    request_id,
+                    now,
+                    store::Actor::Gatehouse,
+                    EventKind::Acknowledged,
+                    Some(&detail),
+                )
+                .await?;
                 true
             }
             Err(why) => {
-                tx.add_event(request_id, now, "gatehouse", "not_acknowledged", Some(&why)).await?;
+                tx.add_event(
+                    request_id,
+                    now,
+                    store::Actor::Gatehouse,
+                    EventKind::NotAcknowledged,
+                    Some(&why),
+                )
+                .await?;
                 false
             }
         };
@@ -292,11 +320,27 @@ impl Intake {
                 )?;
                 self.recipients.send(tx, cleared, &mail, allowance, now).await?;
                 let detail = format!("Confirmation sent to {forwarder}");
-                tx.add_event(request_id, now, "gatehouse", "forward_confirmed", Some(&detail)).await
+                Ok(tx
+                    .add_event(
+                        request_id,
+                        now,
+                        store::Actor::Gatehouse,
+                        EventKind::ForwardConfirmed,
+                        Some(&detail),
+                    )
+                    .await?)
             }
             Err(why) => {
                 warnings.push(format!("{forwarder} was not sent a confirmation: {why}."));
-                tx.add_event(request_id, now, "gatehouse", "forward_not_confirmed", Some(&why)).await
+                Ok(tx
+                    .add_event(
+                        request_id,
+                        now,
+                        store::Actor::Gatehouse,
+                        EventKind::ForwardNotConfirmed,
+                        Some(&why),
+                    )
+                    .await?)
             }
         }
     }
@@ -304,7 +348,7 @@ impl Intake {
 
 /// What a forward confirmation is about.
 struct Confirm<'a> {
-    request_id: i64,
+    request_id: RequestId,
     view: &'a RequestView,
     parsed: &'a Parsed,
     forwarder: &'a EmailAddress,

@@ -6,7 +6,7 @@ use super::logged::{clean_line, raw_from};
 use crate::classify::headers;
 use crate::domain::{Classification, EmailAddress};
 use crate::intake::{Intake, ParseResult};
-use crate::store::{MessageOutcome, Tx};
+use crate::store::{MessageId, MessageOutcome, Tx};
 
 impl Intake {
     /// Sets aside a message that could not be processed (it failed, or stopped gatehouse,
@@ -16,7 +16,7 @@ impl Intake {
     pub async fn quarantine(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         parsed: Option<&ParseResult>,
         why: &str,
@@ -73,12 +73,12 @@ impl Intake {
         } else {
             (format!("{QUARANTINE_KEY_PREFIX}more"), quarantine_digest(&self.config.alert_recipients()))
         };
-        tx.savepoint().await?;
+        let step = tx.begin_step().await?;
         match crate::outbox::alerts::raise_in(tx, &composer, now, &key, draft).await {
-            Ok(_) => tx.release_savepoint().await?,
+            Ok(_) => tx.end_step(step, true).await?,
             Err(e) if crate::store::is_storage_trouble(&e) => return Err(e),
             Err(e) => {
-                tx.rollback_to_savepoint().await?;
+                tx.end_step(step, false).await?;
                 tracing::error!("Cannot tell anyone that message {id} is quarantined: {e:#}");
             }
         }

@@ -7,7 +7,7 @@ use super::{Message, outcome};
 use crate::classify::Parsed;
 use crate::domain::{Classification, EmailAddress};
 use crate::intake::Intake;
-use crate::store::{RequestRow, Tx};
+use crate::store::{self, EventKind, RequestRow, Tx};
 use crate::triage::Actor;
 
 impl Intake {
@@ -39,7 +39,14 @@ impl Intake {
                 outcome.classification = Classification::Rejected;
                 outcome.detail = Some(format!("not understood: {e}"));
                 let e = e.to_string();
-                tx.add_event(request.id, now, from.as_str(), "triage_not_understood", Some(&e)).await?;
+                tx.add_event(
+                    request.id,
+                    now,
+                    store::Actor::Address(from.clone()),
+                    EventKind::TriageNotUnderstood,
+                    Some(&e),
+                )
+                .await?;
                 let mail = self.triage.error_reply(
                     std::slice::from_ref(from),
                     Some(&request.reference),
@@ -71,7 +78,14 @@ impl Intake {
         outcome.detail = Some(format!("refused: {reason}"));
         outcome.request_id = request.map(|r| r.id);
         if let Some(r) = request {
-            tx.add_event(r.id, now, from.as_str(), "triage_refused", Some(reason)).await?;
+            tx.add_event(
+                r.id,
+                now,
+                store::Actor::Address(from.clone()),
+                EventKind::TriageRefused,
+                Some(reason),
+            )
+            .await?;
         }
         let (to, error) = if self.config.is_gatekeeper(from) {
             (vec![from.clone()], reason.to_string())
