@@ -345,13 +345,13 @@ impl Inbox {
                     old.uidvalidity
                 );
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: 0 };
-                self.store.reset_mailbox_state(mailbox, s, Utc::now()).await?;
+                self.store.reset_mailbox_state(mailbox, s, self.clock.now()).await?;
                 s
             }
             None => {
                 // First sight of this mailbox: what is already there is the backlog.
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: uid_next };
-                self.store.reset_mailbox_state(mailbox, s, Utc::now()).await?;
+                self.store.reset_mailbox_state(mailbox, s, self.clock.now()).await?;
                 tracing::info!(
                     "First start on {mailbox}: {} message(s) already there are the backlog",
                     uid_next.saturating_sub(1)
