@@ -15,10 +15,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::rfc3339;
+use crate::clock::{Clock as _, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::domain::Status;
-use crate::store::{self, EventRow, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore};
+use crate::store::{
+    self, EventRow, MessageId, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore,
+};
 
 /// gatehouse: the single point of access for local general practice.
 ///
@@ -208,7 +210,7 @@ pub enum MessagesCommand {
     /// daemon takes it within seconds, or the next one at start.
     Retry {
         /// The message's ID, as `messages list` and the gatekeepers' alert show it.
-        id: i64,
+        id: MessageId,
     },
 }
 
@@ -287,7 +289,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Messages { command: MessagesCommand::Retry { id } } => {
             let store = open_migrated(&config).await?;
-            match store.request_retry(id, chrono::Utc::now()).await? {
+            match store.request_retry(id, SystemClock.now()).await? {
                 RetryRequest::Requested => {
                     println!(
                         "message {id} will be processed again: by the running daemon within seconds, or at its next start"
@@ -358,7 +360,7 @@ async fn check(config: &Config) -> ExitCode {
         match tokens.token().await {
             Ok(t) => {
                 let valid = match t.expires_at {
-                    Some(e) => format!("token valid for {} min", (e - chrono::Utc::now()).num_minutes()),
+                    Some(e) => format!("token valid for {} min", (e - SystemClock.now()).num_minutes()),
                     None => "token obtained".to_string(),
                 };
                 println!("OAuth2 OK ({what}: {valid})");
@@ -369,7 +371,7 @@ async fn check(config: &Config) -> ExitCode {
             }
         }
     }
-    let today = chrono::Utc::now().with_timezone(&config.service.timezone).date_naive();
+    let today = SystemClock.now().with_timezone(&config.service.timezone).date_naive();
     for due in crate::jobs::secret_expiry::due(config, today) {
         if due.days_left < 0 {
             failed = true;
@@ -538,7 +540,7 @@ pub fn message_json(m: &MessageRow) -> Value {
 }
 
 fn event_json(e: &EventRow) -> Value {
-    json!({ "at": rfc3339(e.at), "actor": e.actor, "kind": e.kind, "detail": e.detail })
+    json!({ "at": rfc3339(e.at), "actor": e.actor, "kind": e.kind.as_str(), "detail": e.detail })
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -607,7 +609,7 @@ async fn show_request(store: &SharedStore, r: &RequestRow, format: TextFormat) -
         }
         TextFormat::Text => {
             let mut out = std::io::stdout().lock();
-            let requester = crate::domain::requester_display(r.requester_name.as_deref(), &r.requester);
+            let requester = crate::mailings::requester_display(r.requester_name.as_deref(), &r.requester);
             writeln!(out, "{}  {}", r.reference, r.subject)?;
             writeln!(out, "Status:       {}", r.status)?;
             if let Some(d) = r.decision {
@@ -666,7 +668,7 @@ async fn summary(config: &Config, command: SummaryCommand) -> anyhow::Result<Exi
                     .with_context(|| format!("--week {w:?} is not a date: write YYYY-MM-DD"))?,
                 tz,
             ),
-            None => Period::seven_days_to(chrono::Utc::now(), tz),
+            None => Period::seven_days_to(SystemClock.now(), tz),
         })
     };
     let summaries = summaries(config).await?;
@@ -764,7 +766,7 @@ async fn triage(
     let triage = crate::triage::Triage::new(std::sync::Arc::new(config.clone()), templates);
     let mut tx = store.begin().await?;
     match triage
-        .decide(&mut *tx, &request, &reply, &crate::triage::Actor::Operator, chrono::Utc::now())
+        .decide(&mut *tx, &request, &reply, &crate::triage::Actor::Operator, SystemClock.now())
         .await?
     {
         Ok(summary) => {
@@ -787,7 +789,7 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
     let daemon = store.daemon_status().await?;
     let outbox = store.outbox_counts().await?;
     let last_summary = store.last_summary().await?;
-    let now = chrono::Utc::now();
+    let now = SystemClock.now();
     let alive = daemon.as_ref().is_some_and(|d| (now - d.last_seen).num_seconds() <= HEARTBEAT_LIMIT_SECS);
     let imap = match &daemon {
         Some(d) if alive => d.imap.clone(),
@@ -909,7 +911,7 @@ mod tests {
     #[test]
     fn csv_cells_keep_commas_quotes_and_line_breaks() {
         let row = RequestRow {
-            id: 1,
+            id: crate::store::RequestId(1),
             reference: "GP-2026-0042".into(),
             status: Status::AwaitingTriage,
             decision: None,

@@ -5,137 +5,28 @@
 pub mod health;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-
-use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Auth, Config};
 use crate::disk::Disk;
-use crate::inbox::{ImapState, Inbox};
+use crate::inbox::Inbox;
+use crate::inbox::status::StatusBoard;
+use crate::intake::Intake;
+use crate::mailings::alerts::Alerts;
 use crate::oauth::TokenProvider;
 use crate::outbox::Sender;
-use crate::outbox::alerts::Alerts;
-use crate::requests::Processor;
 use crate::store::{self, SharedStore};
-use crate::summary::agenda::AgendaMail;
-use crate::summary::{Sent, Summaries};
 use crate::templates::Templates;
-use crate::triage::reminders::Reminders;
 
 /// How often the daemon proves it is alive in the database (read by `gatehouse status`).
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long tasks get to finish their current step after a stop signal. `run` must exit
 /// within 10 s of SIGTERM, and an IMAP logout or a transaction commit takes far less.
 const GRACE: Duration = Duration::from_secs(7);
-
-/// The watcher's state, shared with the heartbeat and written to the database on change.
-#[derive(Debug, Clone)]
-pub struct StatusBoard {
-    store: SharedStore,
-    clock: Arc<dyn Clock>,
-    state: Arc<Mutex<(ImapState, Option<String>)>>,
-    /// The data directory's ballast and full-disk state.
-    disk: Arc<Disk>,
-    /// When the inbox was last read to the end (for `/metrics`).
-    last_sync: Arc<Mutex<Option<DateTime<Utc>>>>,
-    /// Whether the last status write reached the database (for `/readyz`): the heartbeat
-    /// writes every few seconds, so this answers "does the database take writes?" without
-    /// a write of its own.
-    written: Arc<AtomicBool>,
-}
-
-impl StatusBoard {
-    pub fn new(store: SharedStore, clock: Arc<dyn Clock>, disk: Arc<Disk>) -> Self {
-        Self {
-            store,
-            clock,
-            state: Arc::new(Mutex::new((ImapState::Connecting, None))),
-            disk,
-            last_sync: Arc::default(),
-            written: Arc::new(AtomicBool::new(true)),
-        }
-    }
-
-    /// What the watcher is doing now, and why when it is not watching.
-    pub async fn imap(&self) -> (ImapState, Option<String>) {
-        self.state.lock().await.clone()
-    }
-
-    /// The inbox has read the mailbox to the end.
-    pub async fn synced(&self) {
-        *self.last_sync.lock().await = Some(self.clock.now());
-    }
-
-    pub async fn last_sync(&self) -> Option<DateTime<Utc>> {
-        *self.last_sync.lock().await
-    }
-
-    /// `Ok` while the database takes writes; otherwise why not.
-    pub fn database_writable(&self) -> Result<(), String> {
-        if self.disk.is_full() {
-            return Err(self.disk.full_detail());
-        }
-        if !self.written.load(Ordering::SeqCst) {
-            return Err("the database does not take writes (see the log)".into());
-        }
-        Ok(())
-    }
-
-    /// Tells the board about a failure the inbox met: a write that failed for lack of
-    /// space marks the disk full (and releases the ballast) even when the status write that
-    /// follows happens to succeed.
-    pub fn note_failure(&self, e: &anyhow::Error) {
-        self.disk.note_failure(e);
-    }
-
-    /// While the disk is full: says so in the status and returns once there is room again
-    /// (or at shutdown). The inbox calls it before each connection, so intake pauses.
-    pub async fn wait_while_disk_full(&self, shutdown: &CancellationToken) {
-        if self.disk.is_full() {
-            self.set(ImapState::Down, Some(self.disk.full_detail())).await;
-            self.disk.wait_while_full(shutdown).await;
-        }
-    }
-
-    pub async fn set(&self, state: ImapState, detail: Option<String>) {
-        let mut current = self.state.lock().await;
-        if current.0 == state && current.1 == detail {
-            return;
-        }
-        *current = (state, detail);
-        let (s, d) = current.clone();
-        drop(current);
-        self.write(s, d.as_deref()).await;
-    }
-
-    async fn beat(&self) {
-        let (s, d) = self.state.lock().await.clone();
-        self.write(s, d.as_deref()).await;
-    }
-
-    async fn write(&self, state: ImapState, detail: Option<&str>) {
-        let Err(e) = self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await else {
-            self.written.store(true, Ordering::SeqCst);
-            return;
-        };
-        // Out of space: the ballast, released now, leaves room to say so.
-        let retried = if self.disk.note_failure(&e) {
-            self.store.set_daemon_status(state.as_str(), detail, self.clock.now()).await
-        } else {
-            Err(e)
-        };
-        self.written.store(retried.is_ok(), Ordering::SeqCst);
-        if let Err(e) = retried {
-            tracing::warn!("Cannot record the daemon's status: {e:#}");
-        }
-    }
-}
 
 /// Everything the tasks share.
 #[derive(Debug, Clone)]
@@ -166,7 +57,12 @@ impl App {
             Some(listen) => Some(health::bind(listen).await?),
             None => None,
         };
-        let alerts = Arc::new(Alerts::new(self.config.clone(), self.store.clone(), self.clock.clone()));
+        let alerts = Arc::new(Alerts::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.templates.clone(),
+        ));
         let disk = Arc::new(Disk::new(self.config.clone(), alerts.clone()));
         // The ballast is laid before any task writes, so a disk that fills later has room
         // to say so.
@@ -209,7 +105,7 @@ impl App {
         shutdown: &CancellationToken,
     ) {
         let wake = Arc::new(tokio::sync::Notify::new());
-        let processor = Arc::new(Processor::new(
+        let intake = Arc::new(Intake::new(
             self.config.clone(),
             self.clock.clone(),
             self.templates.clone(),
@@ -218,49 +114,34 @@ impl App {
         let sender =
             Sender::new(self.config.clone(), self.store.clone(), self.clock.clone(), wake, alerts.clone())
                 .with_tokens(tokens.smtp.clone());
-        let inbox =
-            Inbox::new(self.config.clone(), self.store.clone(), processor, status.clone(), alerts.clone())
-                .with_tokens(tokens.imap.clone());
+        let inbox = Inbox::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            intake,
+            status.clone(),
+            alerts.clone(),
+        )
+        .with_tokens(tokens.imap.clone());
         tasks.spawn(inbox.run(shutdown.clone()));
         tasks.spawn(sender.run(shutdown.clone()));
     }
 
-    /// Time-driven mail: the weekly summary and agendas, the gatekeepers' daily reminder,
-    /// and (when OAuth2 is used) the client secret's expiry warning. Each checks once a
-    /// minute whether it is due; what was sent is in the database, so nothing goes twice.
+    /// Time-driven work ([`crate::jobs`]): the weekly summary and agendas, the gatekeepers'
+    /// daily reminder, the retention periods and (when OAuth2 is used) the client secret's
+    /// expiry warning. Each checks once a minute whether it is due; what was done is in the
+    /// database, so nothing goes twice.
     fn spawn_schedules(&self, tasks: &mut JoinSet<()>, alerts: &Arc<Alerts>, shutdown: &CancellationToken) {
-        let summaries = Summaries::new(
-            self.config.clone(),
-            self.store.clone(),
-            self.clock.clone(),
-            self.templates.clone(),
-        );
-        tasks.spawn(every_minute(shutdown.clone(), move || send_summary_and_agendas(summaries.clone())));
-        let reminders = Reminders::new(
-            self.config.clone(),
-            self.store.clone(),
-            self.clock.clone(),
-            self.templates.clone(),
-        );
-        tasks.spawn(every_minute(shutdown.clone(), move || send_reminders(reminders.clone())));
-        if !self.config.oauth_sections().is_empty() {
-            let (config, alerts, clock) = (self.config.clone(), alerts.clone(), self.clock.clone());
-            tasks.spawn(every_minute(shutdown.clone(), move || {
-                warn_secret_expiry(config.clone(), alerts.clone(), clock.clone())
-            }));
+        for job in crate::jobs::schedules(&self.config, &self.store, &self.clock, &self.templates, alerts) {
+            tasks.spawn(crate::jobs::run_every_minute(job, shutdown.clone()));
         }
     }
 
-    /// Keeping the data directory in shape: the retention periods, applied once a day, and
-    /// the watch on free space.
+    /// Keeping the data directory in shape: the watch on free space.
     fn spawn_housekeeping(&self, tasks: &mut JoinSet<()>, disk: Arc<Disk>, shutdown: &CancellationToken) {
-        let retention =
-            crate::retention::Retention::new(self.config.clone(), self.store.clone(), self.clock.clone());
-        tasks.spawn(every_minute(shutdown.clone(), move || apply_retention(retention.clone())));
         tasks.spawn(disk.watch(shutdown.clone()));
     }
 
-    /// `/metrics`, `/healthz` and `/readyz` on the listener bound at start.
     fn spawn_health(
         &self,
         tasks: &mut JoinSet<()>,
@@ -330,86 +211,9 @@ async fn stop(mut tasks: JoinSet<()>) {
     tracing::info!("Stopped");
 }
 
-/// One minute's check of the weekly summary and the meeting agendas. A failure is logged
-/// and tried again next minute: one bad week must not stop the daemon.
-async fn send_summary_and_agendas(summaries: Summaries) {
-    match summaries.run_schedule().await {
-        Ok(Some(Sent::Sent { period, .. })) => {
-            tracing::info!("Weekly summary for the week of {period} sent to the board")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::error!("Cannot send the weekly summary: {e:#}"),
-    }
-    match summaries.run_agendas().await {
-        Ok(mailings) => {
-            for m in mailings {
-                match m {
-                    AgendaMail::Agenda(d) => {
-                        tracing::info!("Agenda for the meeting on {d} sent to the board")
-                    }
-                    AgendaMail::Update(d) => {
-                        tracing::info!("Agenda update for the meeting on {d} sent to the board")
-                    }
-                }
-            }
-        }
-        Err(e) => tracing::error!("Cannot send a meeting agenda: {e:#}"),
-    }
-}
-
-/// One minute's check of the gatekeepers' daily reminder.
-async fn send_reminders(reminders: Reminders) {
-    match reminders.run_once().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("Sent the gatekeepers' daily digest ({n} item(s))"),
-        Err(e) => tracing::error!("Cannot send the daily reminder: {e:#}"),
-    }
-}
-
-/// One minute's check of the OAuth2 client secret's expiry (it warns at most once a day).
-async fn warn_secret_expiry(config: Arc<Config>, alerts: Arc<Alerts>, clock: Arc<dyn Clock>) {
-    if let Err(e) = crate::jobs::secret_expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await {
-        tracing::error!("Cannot warn about the OAuth2 client secret's expiry: {e:#}");
-    }
-}
-
-/// One minute's check of the retention periods (they are applied once a day).
-async fn apply_retention(retention: crate::retention::Retention) {
-    match retention.run_daily().await {
-        Ok(Some(p)) if !p.counts.is_empty() => tracing::info!(
-            "Retention: removed the bytes of {} message(s) and {} sent email(s), {} answer record(s), anonymised {} closed request(s); database {} -> {} bytes ({})",
-            p.counts.raw_messages.count,
-            p.counts.sent_mail.count,
-            p.counts.answer_records.count,
-            p.counts.closed_requests.count,
-            p.reclaimed.bytes_before,
-            p.reclaimed.bytes_after,
-            p.reclaimed.how
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::error!("Cannot apply the retention periods: {e:#}"),
-    }
-}
-
 /// `gatehouse run`: open, migrate, run until told to stop.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     App::open(config).await?.run(shutdown).await
-}
-
-/// Runs `work` once a minute (and once at start) until shutdown: for time-driven mail,
-/// whose state lives in the database, so a missed minute is simply caught up.
-async fn every_minute<F, Fut>(shutdown: CancellationToken, work: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    loop {
-        work().await;
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
 }
 
 async fn heartbeat(status: StatusBoard, shutdown: CancellationToken) {

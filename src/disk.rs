@@ -19,7 +19,8 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::outbox::alerts::Alerts;
+use crate::mailings::alerts::Alerts;
+use crate::templates::DiskAlert;
 
 /// The ballast's file name in the data directory.
 pub const BALLAST_FILE: &str = "gatehouse.ballast";
@@ -245,11 +246,8 @@ impl Disk {
             mib(space.available),
             mib(space.total)
         );
-        let text = format!(
-            "{what}.\n\nWhen it fills, gatehouse stops taking approaches from the shared mailbox {mailbox} until space is freed (nothing is lost: they wait in the mailbox).\n\nPlease free space on that disk or give it more. An email follows when there is enough room again.\n",
-            mailbox = self.config.imap.username,
-        );
-        match self.alerts.raise(DISK_LOW, "gatehouse is running out of disk space".into(), text).await {
+        let subject = "gatehouse is running out of disk space".to_string();
+        match self.alerts.raise_with(DISK_LOW, subject, "alert_disk_low.txt", &self.alert(space)).await {
             Ok(true) => tracing::warn!("{what}: free some space before it fills"),
             Ok(false) => {}
             Err(e) => tracing::error!("Cannot send the low disk space warning: {e:#}"),
@@ -258,16 +256,18 @@ impl Disk {
 
     /// The full-disk alert: at most one a day, however often the disk fills.
     async fn alert_full(&self, space: Space) {
-        let dir = self.config.service.data_dir.display();
-        let text = format!(
-            "The disk holding {dir} is full ({} of {} free). gatehouse has paused taking approaches from the shared mailbox {mailbox}; they wait there and nothing is lost. It resumes by itself within seconds once space is freed.\n\nPlease free space on that disk or give it more. `gatehouse status` shows the state; an email follows when intake resumes.\n",
-            mib(space.available),
-            mib(space.total),
-            mailbox = self.config.imap.username,
-        );
-        self.alerts
-            .raise_or_log(DISK_FULL, "gatehouse's disk is full: approaches are not being logged".into(), text)
-            .await;
+        let subject = "gatehouse's disk is full: approaches are not being logged".to_string();
+        self.alerts.raise_with_or_log(DISK_FULL, subject, "alert_disk_full.txt", &self.alert(space)).await;
+    }
+
+    /// What the disk alerts say of `space`.
+    fn alert(&self, space: Space) -> DiskAlert {
+        DiskAlert {
+            dir: self.config.service.data_dir.display().to_string(),
+            available: mib(space.available),
+            total: mib(space.total),
+            mailbox: self.config.imap.username.clone(),
+        }
     }
 }
 

@@ -132,15 +132,9 @@ pub fn display_name(raw: &str) -> Option<String> {
     Some(format!("{}…", cut.trim_end()))
 }
 
-/// How a requester (or any sender) is named wherever gatehouse shows one: "Jo Bloggs
-/// <jo@icb.test>", or the bare address when there is no usable name. The name goes through
-/// [`display_name`] here too, so rows stored before names were cleaned show safely.
-pub fn requester_display(name: Option<&str>, address: &str) -> String {
-    match name.and_then(display_name) {
-        Some(name) => format!("{name} <{address}>"),
-        None => address.to_string(),
-    }
-}
+// Transitional: how a requester is named moved to `crate::mailings::views`; re-exported here
+// until requests and triage import it from there.
+pub use crate::mailings::requester_display;
 
 impl fmt::Display for EmailAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -409,9 +403,6 @@ mod tests {
         let long = display_name(&"x".repeat(500)).unwrap();
         assert_eq!(long.chars().count(), MAX_DISPLAY_NAME_CHARS);
         assert!(long.ends_with('…'));
-        assert_eq!(requester_display(Some("Jo"), "jo@x.org"), "Jo <jo@x.org>");
-        assert_eq!(requester_display(Some(" \" "), "jo@x.org"), "jo@x.org");
-        assert_eq!(requester_display(Some("boss@nhs.net"), "jo@x.org"), "jo@x.org");
     }
 
     #[test]

@@ -4,14 +4,23 @@
 //!
 //! - [`inbox`] watches the shared mailbox (IMAP IDLE) and stores every message raw, once;
 //! - [`classify`] works out what a message is (new, follow-up, forward, automated…);
-//! - [`requests`] turns messages into requests with references and an audit log;
+//! - [`intake`] settles where each stored message goes ([`intake::route`], reading only) and
+//!   then writes what that causes ([`intake::act`]): requests with references, follow-ups,
+//!   a gatekeeper's decision ([`triage`]), an audit log;
+//! - [`mailings`] builds every email gatehouse sends (drafts, whom it may write to, request
+//!   views, the operator's alerts), in words from [`templates`]; [`outbox`] queues and
+//!   delivers them;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
-//! - [`schedule`] decides when time-driven mail is due; [`jobs`] are the daily checks apart
-//!   from the pipeline (a client secret about to lapse);
+//! - [`schedule`] decides when time-driven mail is due; [`jobs`] is every schedule the daemon
+//!   keeps, in one shape (summary, agendas, reminders, retention, a client secret's expiry);
+//! - [`summary`] writes the board's weekly summary and agendas;
 //! - [`store`] remembers everything (SQLite by default); [`retention`] says for how long;
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
-//!   disk; [`cli`] is the command line.
+//!   disk; [`cli`] is the command line;
+//! - [`clock`], [`backoff`], [`domain`], [`config`], [`secret`], [`tls`], [`logging`],
+//!   [`progress`] serve them all.
 
+pub mod backoff;
 pub mod classify;
 pub mod cli;
 pub mod clock;
@@ -20,13 +29,14 @@ pub mod daemon;
 pub mod disk;
 pub mod domain;
 pub mod inbox;
+pub mod intake;
 pub mod jobs;
 pub mod logging;
 pub mod mail;
+pub mod mailings;
 pub mod oauth;
 pub mod outbox;
 pub mod progress;
-pub mod requests;
 pub mod retention;
 pub mod schedule;
 pub mod secret;

@@ -12,11 +12,11 @@ use chrono::{DateTime, Months, Utc};
 
 use crate::clock::Clock;
 use crate::config::{Config, RetentionSettings};
-use crate::store::SharedStore;
 use crate::store::retention::{Cutoffs, PurgeCounts, Reclaimed};
+use crate::store::{Actor, SharedStore};
 
 /// The actor the daemon's daily purge is recorded as.
-pub const DAILY_ACTOR: &str = "gatehouse (daily retention)";
+pub const DAILY_ACTOR: Actor = Actor::Retention;
 
 /// Where the local date of the last daily purge is kept.
 const LAST_RUN_KEY: &str = "retention_last_run";
@@ -34,10 +34,10 @@ pub fn cutoffs(settings: &RetentionSettings, now: DateTime<Utc>) -> Cutoffs {
 }
 
 /// The person at the keyboard, for the event log: `operator (USER)`.
-pub fn operator_actor() -> String {
+pub fn operator_actor() -> Actor {
     match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        Ok(user) if !user.trim().is_empty() => format!("operator ({})", user.trim()),
-        _ => "operator".into(),
+        Ok(user) if !user.trim().is_empty() => Actor::Operator(Some(user.trim().to_string())),
+        _ => Actor::Operator(None),
     }
 }
 
@@ -63,11 +63,11 @@ impl Retention {
 
     /// What a purge now would take.
     pub async fn preview(&self) -> anyhow::Result<PurgeCounts> {
-        self.store.purge_preview(cutoffs(&self.config.retention, self.clock.now())).await
+        Ok(self.store.purge_preview(cutoffs(&self.config.retention, self.clock.now())).await?)
     }
 
     /// Purges now, recorded as `actor`, and gives the space back when a lot went.
-    pub async fn purge(&self, actor: &str) -> anyhow::Result<Purged> {
+    pub async fn purge(&self, actor: Actor) -> anyhow::Result<Purged> {
         let now = self.clock.now();
         let counts = self
             .store

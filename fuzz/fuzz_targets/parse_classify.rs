@@ -1,5 +1,5 @@
 //! Raw bytes as they arrive in the shared inbox → `classify::parse`, then everything the
-//! daemon does with the result (src/requests/mod.rs). Nothing here may panic, hang or
+//! daemon does with the result (src/intake/). Nothing here may panic, hang or
 //! blow up memory, whatever the bytes.
 #![no_main]
 

@@ -1,7 +1,7 @@
 //! The whole pipeline for one message: raw bytes as they arrive in the shared inbox →
-//! `Processor::parse_group` (parse and classify, on the parser's own thread) →
-//! `Processor::process` against a real SQLite store, the way `inbox::take` calls it (raw
-//! bytes saved first, a savepoint, the message given up when processing fails) → every email
+//! `Intake::parse_group` (parse and classify, on the parser's own thread) →
+//! `Intake::process` against a real SQLite store, the way `inbox::take` calls it (raw
+//! bytes saved first, a step of its own, the message given up when processing fails) → every email
 //! that lands in the outbox, read back as the sender task would claim it and parsed again.
 //!
 //! Each input starts from the same store: a copy of a template database holding two
@@ -34,9 +34,9 @@ use gatehouse::classify;
 use gatehouse::clock::ManualClock;
 use gatehouse::config::Config;
 use gatehouse::domain::EmailAddress;
-use gatehouse::requests::Processor;
+use gatehouse::intake::Intake;
 use gatehouse::store::{
-    NewOutgoing, NewRawMessage, NewRequest, OutboxItem, RawSaved, RequestRow, SharedStore,
+    NewOutgoing, NewRawMessage, NewRequest, OutboxItem, RawSaved, RequestRow, SharedStore, ThreadDirection,
 };
 use gatehouse::templates::Templates;
 use libfuzzer_sys::fuzz_target;
@@ -53,7 +53,7 @@ const ACK_ID: &str = "ack.GP-2026-0042.1@gatehouse.test";
 const APPROACH_ID: &str = "LO2P265MB1234ABCD5678EF90@LO2P265MB1234.GBRP265.PROD.OUTLOOK.COM";
 /// Inputs are processed at this moment (a Friday, before the configured meetings).
 const NOW: (i32, u32, u32, u32) = (2026, 11, 20, 10);
-/// tokio's worker threads' stack, which `Processor::process` runs on in the daemon.
+/// tokio's worker threads' stack, which `Intake::process` runs on in the daemon.
 const WORKER_STACK: usize = 2 << 20;
 
 /// The daemon's config, on addresses the seeds use. `max_message_bytes` is small so that
@@ -153,7 +153,7 @@ impl Worker {
 struct Harness {
     runtime: tokio::runtime::Runtime,
     config: Arc<Config>,
-    processor: Processor,
+    intake: Intake,
     /// Private to this process; removed by the next process once this one has gone.
     dir: PathBuf,
     /// The store every input starts from, and the requests it holds.
@@ -171,8 +171,8 @@ impl Harness {
         let config = Arc::new(Config::parse(CONFIG, &dir.join("gatehouse.toml")).expect("the fuzz config"));
         let templates = Arc::new(Templates::load(&config).expect("the built-in templates"));
         let clock = Arc::new(ManualClock::new(now()));
-        let processor =
-            Processor::new(config.clone(), clock, templates, Arc::new(tokio::sync::Notify::new()));
+        let intake =
+            Intake::new(config.clone(), clock, templates, Arc::new(tokio::sync::Notify::new()));
         let template = dir.join("template.db");
         let seeded = runtime.block_on(seed(&template));
         // Copied whole only once the last connection has closed and folded the WAL in.
@@ -185,7 +185,7 @@ impl Harness {
         Self {
             runtime,
             config,
-            processor,
+            intake,
             dir,
             template,
             seeded,
@@ -223,7 +223,7 @@ impl Harness {
     }
 
     /// What the inbox does with one message: store it raw, parse it, process it in a
-    /// savepoint, and give it up (logged as unparseable) when processing fails. Returns
+    /// step of its own, and give it up (logged as unparseable) when processing fails. Returns
     /// whether it was kept (false: given up), and the sender and forwarded sender as parsed.
     async fn process(&self, store: &SharedStore, data: &[u8]) -> (bool, Option<String>, Option<String>) {
         let message_id = gatehouse::inbox::dedup::message_id(data);
@@ -250,18 +250,18 @@ impl Harness {
         };
         tx.commit().await.expect("commit the raw message");
 
-        let (raws, parsed) = self.processor.parse_group(vec![data.to_vec()]).await;
+        let (raws, parsed) = self.intake.parse_group(vec![data.to_vec()]).await;
         assert_eq!((raws.len(), parsed.len()), (1, 1), "parse_group hands back what it was given");
         let read = parsed[0].as_ref().and_then(|r| r.as_ref().ok()).map(|p| &p.parsed);
         let address = |a: &str| EmailAddress::parse(a).ok().map(|a| a.to_string());
         let sender = read.and_then(|p| p.from.as_ref()).and_then(|m| address(&m.address));
         let forwarded_from = read.and_then(|p| p.forwarded.as_ref()).and_then(|f| address(&f.from.address));
         let mut tx = store.begin().await.expect("begin");
-        tx.savepoint().await.expect("savepoint");
-        let result = self.processor.process(&mut *tx, id, &raws[0], parsed[0].as_ref(), false, None).await;
+        let step = tx.begin_step().await.expect("begin a step");
+        let result = self.intake.process(&mut *tx, id, &raws[0], parsed[0].as_ref(), false, None).await;
         let kept = match result {
             Ok(_) => {
-                tx.release_savepoint().await.expect("release the savepoint");
+                tx.end_step(step, true).await.expect("keep the step");
                 true
             }
             Err(e) => {
@@ -271,8 +271,8 @@ impl Harness {
                 if *self.given_up.borrow() < 5 {
                     eprintln!("pipeline: given up: {e:#}");
                 }
-                tx.rollback_to_savepoint().await.expect("roll back to the savepoint");
-                self.processor
+                tx.end_step(step, false).await.expect("undo the step");
+                self.intake
                     .quarantine(&mut *tx, id, &raws[0], parsed[0].as_ref(), &format!("{e:#}"))
                     .await
                     .expect("quarantine");
@@ -497,13 +497,13 @@ async fn seed(path: &Path) -> Vec<RequestRow> {
                 body: "Anytown ICB is inviting GP practices to host a community phlebotomy service \
                        for housebound patients from 1 January 2027."
                     .into(),
-                fingerprint: classify::Fingerprint::of(subject).to_bytes(),
+                fingerprint: classify::Fingerprint::of(subject),
                 received_at: at,
                 probable_duplicate_of: None,
                 token: token.into(),
                 answer: true,
                 requester_unverified: false,
-            })
+            }, at)
             .await
             .expect("insert a request");
         ids.push(id);
@@ -511,7 +511,7 @@ async fn seed(path: &Path) -> Vec<RequestRow> {
     tx.record_decision(ids[0], gatehouse::domain::Decision::Paper, None, None, None, at)
         .await
         .expect("decide GP-2026-0041");
-    tx.add_thread_id(APPROACH_ID, ids[1], "in").await.expect("thread");
+    tx.add_thread_id(APPROACH_ID, ids[1], ThreadDirection::In).await.expect("thread");
     for (kind, message_id, to) in [
         ("acknowledgement", ACK_ID, "jo.bloggs@icb.test"),
         ("notification", NOTIFICATION_ID, "gatekeeper@gatehouse.test"),

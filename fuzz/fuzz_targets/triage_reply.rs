@@ -1,5 +1,5 @@
 //! A gatekeeper's whole reply email, as it arrives → `classify::parse` → `strip_quoted` on
-//! its text → the triage grammar: the path `Processor::process` takes for an authorised
+//! its text → the triage grammar: the path `Intake::process` takes for an authorised
 //! reply, without the store. Seeds are replies from Outlook, Gmail, Thunderbird and Apple
 //! Mail with commands, text, notes and quoted notifications in every order. Never panics.
 #![no_main]

@@ -322,8 +322,7 @@ fn bounce(mail: &Extracted) -> Option<Automated> {
         return found(AutomatedKind::Bounce, reason);
     }
     let from = mail.from.as_ref()?;
-    let local = from.address.split('@').next().unwrap_or("").to_ascii_lowercase();
-    if local == "mailer-daemon" || local == "postmaster" {
+    if robot(&from.address) == Some(Robot::MailSystem) {
         return found(AutomatedKind::Bounce, format!("From: {}", from.address));
     }
     None
@@ -680,6 +679,40 @@ fn plain_text_failures(text: &str) -> impl Iterator<Item = ReportRecipient> + '_
             diagnostic: (!diagnostic.is_empty()).then(|| diagnostic.to_string()),
         })
     })
+}
+
+/// Whose machine an address is, by its local part: see [`robot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Robot {
+    /// The mail system itself (`mailer-daemon`, `postmaster`): what it sends is a bounce.
+    MailSystem,
+    /// A sender nobody reads replies to (`noreply`, `bounces`…).
+    NoReply,
+}
+
+/// Local parts of the mail system's own addresses.
+const MAIL_SYSTEM: &[&str] = &["mailer-daemon", "postmaster"];
+/// Local parts that belong to other machines: nobody reads what goes there, and the machine
+/// may answer back.
+const NO_REPLY: &[&str] =
+    &["noreply", "no-reply", "no_reply", "donotreply", "do-not-reply", "do_not_reply", "bounce", "bounces"];
+
+/// The one rule for machines' addresses, for filing their mail and for never writing to
+/// them: the local part (any `+tag` dropped, any case) is a known machine's name, whole or
+/// as the first or last word (`bounces-list`, `ops.noreply`).
+pub fn robot(address: &str) -> Option<Robot> {
+    let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+    let local = local.split_once('+').map_or(local, |(base, _)| base).to_ascii_lowercase();
+    let named = |r: &&str| {
+        local == *r
+            || local.strip_prefix(r).is_some_and(|rest| rest.starts_with(['-', '.', '_']))
+            || local.strip_suffix(r).is_some_and(|rest| rest.ends_with(['-', '.', '_']))
+    };
+    if MAIL_SYSTEM.iter().any(named) {
+        Some(Robot::MailSystem)
+    } else {
+        NO_REPLY.iter().any(named).then_some(Robot::NoReply)
+    }
 }
 
 #[cfg(test)]

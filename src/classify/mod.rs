@@ -11,15 +11,17 @@
 //! nested message trees, see `mime`), and the parse runs on its own thread
 //! with a roomy stack, which also turns any panic into an `Err`.
 //!
-//! Layout: `mime` wraps mail-parser, `text` holds HTML-to-text and the
-//! subject/quote helpers, `forward` finds forwarded approaches,
+//! Layout: `headers` reads headers from raw bytes without parsing, `mime` wraps mail-parser, `text` holds HTML-to-text and the
+//! quote helpers, `subject` the one rule for reply/forward prefixes, `forward` finds forwarded approaches,
 //! `automated` recognises machine mail and reads bounces, `similarity`
 //! scores probable duplicates.
 
 mod automated;
 mod forward;
+pub mod headers;
 mod mime;
 mod similarity;
+pub mod subject;
 mod text;
 
 #[cfg(test)]
@@ -29,7 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use automated::{Automated, AutomatedKind, BY_WORDING, Report, ReportRecipient};
+pub use automated::{Automated, AutomatedKind, BY_WORDING, Report, ReportRecipient, Robot, robot};
 pub use forward::{ForwardSource, Forwarded, forwarded_chain};
 pub use similarity::{Fingerprint, similarity};
 pub use text::{find_reference, html_to_text, normalise_subject, reply_text, strip_quoted};

@@ -846,10 +846,6 @@ pub fn reply_text(body_text: &str, body_html: Option<&str>) -> String {
 // Subjects and references
 // ---------------------------------------------------------------------------
 
-/// Reply/forward prefixes in the languages our partners' clients use.
-const SUBJECT_PREFIXES: &[&str] =
-    &["re", "fw", "fwd", "aw", "wg", "sv", "vs", "antw", "tr", "rv", "réf", "ref"];
-
 /// Bracketed tags that mail gateways stamp on subjects.
 const GATEWAY_TAGS: &[&str] = &[
     "external",
@@ -913,20 +909,7 @@ fn strip_one_prefix(s: &str) -> Option<&str> {
         }
     }
     // A prefix word, optionally a counter ("Re[2]", "Re(2)"), then ':'.
-    let word_end = s.char_indices().find(|(_, c)| !c.is_alphabetic()).map_or(s.len(), |(i, _)| i);
-    let word = s.get(..word_end)?.to_lowercase();
-    if !SUBJECT_PREFIXES.contains(&word.as_str()) {
-        return None;
-    }
-    let mut after = s.get(word_end..)?;
-    if let Some(open) = after.strip_prefix(['[', '(']) {
-        let close = open.find([']', ')'])?;
-        if !open.get(..close)?.chars().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        after = open.get(close + 1..)?;
-    }
-    after.trim_start().strip_prefix(':')
+    super::subject::strip_prefix_word(s)
 }
 
 /// Removes bracketed tags shaped like our references ("[GP-2026-0042]"),

@@ -15,8 +15,8 @@ use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::domain::EmailAddress;
 use crate::retention::{Purged, Retention, operator_actor};
-use crate::store::SharedStore;
 use crate::store::retention::{Affected, PersonData, PurgeCounts};
+use crate::store::{EventKind, SharedStore};
 
 /// The kinds a purge takes, in the order shown, with how each is named and its JSON key.
 fn kinds(c: &PurgeCounts) -> [(&'static str, &'static str, Affected); 4] {
@@ -43,7 +43,7 @@ pub(super) async fn purge(
     let (counts, purged) = if dry_run {
         (retention.preview().await?, None)
     } else {
-        let p: Purged = retention.purge(&operator_actor()).await?;
+        let p: Purged = retention.purge(operator_actor()).await?;
         (p.counts, Some(p))
     };
     match format {
@@ -91,7 +91,7 @@ pub(super) async fn purge(
 
 /// `gatehouse erase REF`.
 pub(super) async fn erase(store: SharedStore, reference: &str) -> anyhow::Result<ExitCode> {
-    let Some(e) = store.erase_request(reference, &operator_actor(), SystemClock.now()).await? else {
+    let Some(e) = store.erase_request(reference, operator_actor(), SystemClock.now()).await? else {
         eprintln!("gatehouse: no request {reference}");
         return Ok(ExitCode::FAILURE);
     };
@@ -161,8 +161,8 @@ pub(super) async fn export(
     store
         .add_service_event(
             SystemClock.now(),
-            &operator_actor(),
-            "export",
+            operator_actor(),
+            EventKind::Export,
             &format!(
                 "subject access export: {} request(s), {} incoming message(s) ({held} with bytes), {} sent email(s)",
                 data.requests.len(),
@@ -287,7 +287,7 @@ pub(super) async fn backup(store: SharedStore, file: &Path, force: bool) -> anyh
         Ok(done) => done,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            return Err(e);
+            return Err(e.into());
         }
     };
     let placed = if force {
@@ -304,8 +304,8 @@ pub(super) async fn backup(store: SharedStore, file: &Path, force: bool) -> anyh
     store
         .add_service_event(
             SystemClock.now(),
-            &operator_actor(),
-            "backup",
+            operator_actor(),
+            EventKind::Backup,
             &format!("{} bytes ({} pages), integrity_check ok", done.bytes, done.pages),
         )
         .await?;

@@ -2,7 +2,7 @@
 //! `/healthz` and `/readyz`, for a monitoring system to read instead of the logs.
 //!
 //! The figures are read when scraped, from what the daemon already records (the database
-//! and the [`StatusBoard`]), rather than counted as things happen: they survive restarts,
+//! and the [`StatusBoard`](crate::inbox::status::StatusBoard)), rather than counted as things happen: they survive restarts,
 //! agree with `gatehouse status`, and the pipeline carries no metrics code.
 
 use std::convert::Infallible;
@@ -23,11 +23,11 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::StatusBoard;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Classification, Decision, Status};
 use crate::inbox::ImapState;
+use crate::inbox::status::StatusBoard;
 use crate::oauth::TokenProvider;
 use crate::outbox::FAILING_AFTER_ATTEMPTS;
 use crate::store::SharedStore;

@@ -1,12 +1,15 @@
-//! Headers read from raw bytes before any real parsing. The Message-ID it decides whether a message
+//! Recognising a message seen before, from its raw bytes before any real parsing (headers
+//! through [`crate::classify::headers`]). The Message-ID it decides whether a message
 //! was seen before, and must be known before the bytes are stored, so this reader is
 //! deliberately tiny and cannot fail (a message without a readable Message-ID is recognised
 //! by the hash of its bytes instead).
 
+use crate::classify::headers;
+
 /// The first `Message-ID:` header's value without angle brackets, if any. Only the header
 /// section is read (up to the first empty line), folded lines included.
 pub fn message_id(raw: &[u8]) -> Option<String> {
-    let text = first_header(raw, "message-id")?;
+    let text = headers::first(raw, "message-id")?;
     let id = text.trim().trim_start_matches('<');
     let id = id.split('>').next().unwrap_or_default().trim();
     (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
@@ -21,7 +24,7 @@ pub fn core_hash(raw: &[u8]) -> String {
     use sha2::{Digest as _, Sha256};
     let mut hash = Sha256::new();
     for name in ["from", "subject", "date"] {
-        hash.update(first_header(raw, name).unwrap_or_default().as_bytes());
+        hash.update(headers::first(raw, name).unwrap_or_default().as_bytes());
         hash.update(b"\n");
     }
     let body = body_start(raw).map_or(&[][..], |at| &raw[at..]);
@@ -41,35 +44,6 @@ fn body_start(raw: &[u8]) -> Option<usize> {
         if matches!(line, b"\n" | b"\r\n") {
             return Some(at);
         }
-    }
-    None
-}
-
-/// The first `name:` header's raw value (unfolded, undecoded, lossy UTF-8), read without
-/// parsing the message: for messages too large or too broken to parse.
-pub fn first_header(raw: &[u8], wanted: &str) -> Option<String> {
-    let mut lines = raw.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).peekable();
-    while let Some(line) = lines.next() {
-        if line.is_empty() {
-            return None;
-        }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let (name, value) = line.split_at(colon);
-        if !name.trim_ascii().eq_ignore_ascii_case(wanted.as_bytes()) {
-            continue;
-        }
-        let mut value = value.get(1..).unwrap_or_default().to_vec();
-        while let Some(next) = lines.peek() {
-            if next.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-                value.extend_from_slice(next);
-                lines.next();
-            } else {
-                break;
-            }
-        }
-        return Some(String::from_utf8_lossy(&value).trim().to_string());
     }
     None
 }

@@ -19,6 +19,7 @@
 
 pub mod connection;
 pub mod dedup;
+pub mod status;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -27,14 +28,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::TryStreamExt as _;
-use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::config::{AfterProcessing, Backlog, Config};
-use crate::requests::{Checkpoint, ParseResult, ParsedGroup, Processor};
-use crate::store::{MailboxState, NewRawMessage, RawSaved, SharedStore, Tx};
+use crate::intake::{Checkpoint, Intake, ParseResult, ParsedGroup};
+use crate::store::{MailboxState, MessageId, NewRawMessage, RawSaved, SharedStore, Tx};
 use connection::{ConnectError, Connected, Session, timed};
 
 /// What the watcher is doing, as `gatehouse status` reports it.
@@ -81,33 +83,6 @@ const MAX_ATTEMPTS: u32 = 3;
 /// have processed again (`gatehouse messages retry`).
 const RETRY_POLL: Duration = Duration::from_secs(5);
 
-/// Exponential backoff with full jitter.
-#[derive(Debug)]
-struct Backoff {
-    attempt: u32,
-    base: Duration,
-    cap: Duration,
-}
-
-impl Backoff {
-    fn new(base: Duration, cap: Duration) -> Self {
-        Self { attempt: 0, base, cap }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
-        self.attempt = self.attempt.saturating_add(1);
-        let ceiling = exp.min(self.cap);
-        // Half fixed, half random: spreads reconnects without ever retrying instantly.
-        let half = ceiling / 2;
-        half + Duration::from_millis(rand::rng().random_range(0..=half.as_millis().max(1) as u64))
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 /// Why a connected session ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SessionEnd {
@@ -121,13 +96,14 @@ enum SessionEnd {
 pub struct Inbox {
     config: Arc<Config>,
     store: SharedStore,
-    processor: Arc<Processor>,
-    status: crate::daemon::StatusBoard,
+    clock: Arc<dyn Clock>,
+    intake: Arc<Intake>,
+    status: status::StatusBoard,
     /// With `auth = "xoauth2"`: where IMAP's access tokens come from.
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
     /// Messages whose last counted attempt never ran because the database failed (see
     /// `Inbox::uncount`).
-    not_run: Arc<std::sync::Mutex<HashSet<i64>>>,
+    not_run: Arc<std::sync::Mutex<HashSet<MessageId>>>,
     alerts: Arc<crate::outbox::alerts::Alerts>,
 }
 
@@ -138,11 +114,12 @@ impl Inbox {
     pub fn new(
         config: Arc<Config>,
         store: SharedStore,
-        processor: Arc<Processor>,
-        status: crate::daemon::StatusBoard,
+        clock: Arc<dyn Clock>,
+        intake: Arc<Intake>,
+        status: status::StatusBoard,
         alerts: Arc<crate::outbox::alerts::Alerts>,
     ) -> Self {
-        Self { config, store, processor, status, tokens: None, not_run: Arc::default(), alerts }
+        Self { config, store, clock, intake, status, tokens: None, not_run: Arc::default(), alerts }
     }
 
     pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
@@ -167,7 +144,7 @@ impl Inbox {
                 Ok(Connected { session, idle, token }) => {
                     auth_backoff.reset();
                     self.alerts.resolve_or_log(LOGIN_REFUSED).await;
-                    let renew_at = token.and_then(|t| t.session_deadline(Utc::now()));
+                    let renew_at = token.and_then(|t| t.session_deadline(self.clock.now()));
                     match self.session(session, idle, renew_at, &shutdown, &mut backoff).await {
                         Ok(SessionEnd::Shutdown) => break,
                         Ok(SessionEnd::RenewToken) => {
@@ -257,7 +234,7 @@ impl Inbox {
         backoff: &mut Backoff,
     ) -> anyhow::Result<SessionEnd> {
         // How long this session may still wait for news before its token is due.
-        let left = || renew_at.map(|r| (r - Utc::now()).to_std().unwrap_or_default());
+        let left = || renew_at.map(|r| (r - self.clock.now()).to_std().unwrap_or_default());
         let imap = &self.config.imap;
         let use_idle = imap.idle && server_idle;
         if imap.idle && !server_idle {
@@ -368,13 +345,13 @@ impl Inbox {
                     old.uidvalidity
                 );
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: 0 };
-                self.store.reset_mailbox_state(mailbox, s).await?;
+                self.store.reset_mailbox_state(mailbox, s, self.clock.now()).await?;
                 s
             }
             None => {
                 // First sight of this mailbox: what is already there is the backlog.
                 let s = MailboxState { uidvalidity, last_uid: 0, backlog_below_uid: uid_next };
-                self.store.reset_mailbox_state(mailbox, s).await?;
+                self.store.reset_mailbox_state(mailbox, s, self.clock.now()).await?;
                 tracing::info!(
                     "First start on {mailbox}: {} message(s) already there are the backlog",
                     uid_next.saturating_sub(1)
@@ -465,7 +442,7 @@ impl Inbox {
     /// Returns how many were new.
     ///
     /// Each group costs two commits, not two per message: first every raw message is
-    /// stored, then all of them are processed in one transaction, each inside a savepoint so
+    /// stored, then all of them are processed in one transaction, each in a step of its own (`Tx::begin_step`) so
     /// one message's failure undoes only its own effects. A message is marked on the server
     /// only once its group is committed. While one group is processed, the next is already
     /// stored and being parsed on the parser's thread.
@@ -524,8 +501,8 @@ impl Inbox {
             return Ok(Parsing { group, saved, parsed: None });
         }
         let raws = group.iter_mut().map(|m| std::mem::take(&mut m.raw)).collect();
-        let processor = self.processor.clone();
-        let parsed = tokio::spawn(async move { processor.parse_group(raws).await });
+        let intake = self.intake.clone();
+        let parsed = tokio::spawn(async move { intake.parse_group(raws).await });
         Ok(Parsing { group, saved, parsed: Some(parsed) })
     }
 
@@ -545,13 +522,13 @@ impl Inbox {
             m.raw = raw;
         }
         // Every message new in this group had its first attempt counted when it was stored.
-        let counted: Vec<i64> =
+        let counted: Vec<MessageId> =
             saved.iter().filter_map(|s| if let RawSaved::New(id) = s { Some(*id) } else { None }).collect();
         let mut tx = match self.store.begin().await {
             Ok(tx) => tx,
             Err(e) => {
                 self.uncount(&counted);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let mut new_uids = Vec::new();
@@ -583,7 +560,7 @@ impl Inbox {
                 // The group up to this message is kept; this one is tried again (one by one,
                 // its attempts counted); those after it were not tried yet.
                 Err(Failure::Message(e)) => {
-                    let untried: Vec<i64> = saved
+                    let untried: Vec<MessageId> = saved
                         .get(i + 1..)
                         .unwrap_or_default()
                         .iter()
@@ -599,16 +576,16 @@ impl Inbox {
             if let Some(uid) = last_taken {
                 let checkpoint =
                     Checkpoint { mailbox: job.mailbox.clone(), uidvalidity: job.uidvalidity, uid };
-                self.processor.advance(&mut *tx, &checkpoint).await?;
+                self.intake.advance(&mut *tx, &checkpoint).await?;
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         }
         .await;
         if let Err(e) = committed {
             self.uncount(&counted);
             return Err(e);
         }
-        self.processor.committed();
+        self.intake.committed();
         let new = new_uids.len();
         for uid in new_uids {
             // The fetching side marks it between batches (or `sync` after them).
@@ -636,7 +613,7 @@ impl Inbox {
             let (id, counted) = match *saved {
                 RawSaved::Known { processed: true, .. } => {
                     let mut tx = self.store.begin().await?;
-                    self.processor.advance(&mut *tx, &checkpoint).await?;
+                    self.intake.advance(&mut *tx, &checkpoint).await?;
                     tx.commit().await?;
                     continue;
                 }
@@ -667,7 +644,7 @@ impl Inbox {
             Ok(tx) => tx,
             Err(e) => {
                 self.uncount(&[m.id]);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let taken = if attempts > MAX_ATTEMPTS {
@@ -675,17 +652,17 @@ impl Inbox {
                 "gatehouse stopped while processing it, {} times (it may be what stops it)",
                 attempts - 1
             );
-            self.processor.quarantine(&mut *tx, m.id, m.raw, None, &why).await.map_err(Failure::Storage)
+            self.intake.quarantine(&mut *tx, m.id, m.raw, None, &why).await.map_err(Failure::Storage)
         } else {
-            let parsed = self.processor.parse_group(vec![m.raw.to_vec()]).await.1.pop().flatten();
+            let parsed = self.intake.parse_group(vec![m.raw.to_vec()]).await.1.pop().flatten();
             self.take(&mut *tx, m.id, m.raw, parsed.as_ref(), m.log_only, m.internal_date, attempts).await
         };
         let committed = match taken {
             Ok(()) => async {
                 if let Some(checkpoint) = checkpoint {
-                    self.processor.advance(&mut *tx, checkpoint).await?;
+                    self.intake.advance(&mut *tx, checkpoint).await?;
                 }
-                tx.commit().await
+                Ok(tx.commit().await?)
             }
             .await
             .map_err(Failure::Storage),
@@ -693,7 +670,7 @@ impl Inbox {
         };
         match committed {
             Ok(()) => {
-                self.processor.committed();
+                self.intake.committed();
                 Ok(())
             }
             Err(Failure::Storage(e)) => {
@@ -745,7 +722,7 @@ impl Inbox {
     /// the message's effects (a full disk) must not be asked to take more writes, which
     /// would crowd out the status that tells the operator why. A restart meanwhile costs
     /// such a message one attempt at most.
-    fn uncount(&self, ids: &[i64]) {
+    fn uncount(&self, ids: &[MessageId]) {
         if let Ok(mut not_run) = self.not_run.lock() {
             not_run.extend(ids.iter().copied());
         }
@@ -780,7 +757,7 @@ impl Inbox {
                 core_hash: &m.core_hash,
                 raw: &m.raw,
                 backlog: m.uid < job.backlog_below_uid && !job.answer_backlog,
-                fetched_at: Utc::now(),
+                fetched_at: self.clock.now(),
             };
             saved.push(tx.save_raw(&raw).await?);
         }
@@ -853,37 +830,33 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Processes the stored message `id` in `tx`, in a savepoint of its own (the caller
+    /// Processes the stored message `id` in `tx`, in a step of its own (the caller
     /// moves the checkpoint). `attempts` is this attempt's number: when it fails and that was
     /// the last allowed, the message is quarantined instead, in `tx`.
     #[allow(clippy::too_many_arguments)]
     async fn take(
         &self,
         tx: &mut dyn Tx,
-        id: i64,
+        id: MessageId,
         raw: &[u8],
         parsed: Option<&ParseResult>,
         log_only: bool,
         internal_date: Option<chrono::DateTime<Utc>>,
         attempts: u32,
     ) -> Result<(), Failure> {
-        tx.savepoint().await.map_err(Failure::Storage)?;
-        let result = self.processor.process(tx, id, raw, parsed, log_only, internal_date).await;
-        let e = match result {
-            Ok(_) => {
-                tx.release_savepoint().await.map_err(Failure::Storage)?;
-                return Ok(());
-            }
-            Err(e) => e,
+        let step = tx.begin_step().await.map_err(|e| Failure::Storage(e.into()))?;
+        let result = self.intake.process(tx, id, raw, parsed, log_only, internal_date).await;
+        tx.end_step(step, result.is_ok()).await.map_err(|e| Failure::Storage(e.into()))?;
+        let Err(e) = result else {
+            return Ok(());
         };
-        tx.rollback_to_savepoint().await.map_err(Failure::Storage)?;
         if crate::store::is_storage_trouble(&e) {
             // Not this message's fault: keep it, and retry once the database is usable.
             return Err(Failure::Storage(e.context("The database cannot be written (is the disk full?)")));
         }
         if attempts >= MAX_ATTEMPTS {
             let why = format!("processing failed {attempts} times: {e:#}");
-            self.processor.quarantine(tx, id, raw, parsed, &why).await.map_err(Failure::Storage)?;
+            self.intake.quarantine(tx, id, raw, parsed, &why).await.map_err(Failure::Storage)?;
             Ok(())
         } else {
             tracing::warn!("Message {id}: attempt {attempts} of {MAX_ATTEMPTS} failed: {e:#}");
@@ -969,7 +942,7 @@ struct Parsing {
 
 /// One stored message to process in a transaction of its own.
 struct Alone<'a> {
-    id: i64,
+    id: MessageId,
     raw: &'a [u8],
     log_only: bool,
     internal_date: Option<chrono::DateTime<Utc>>,
@@ -987,7 +960,7 @@ enum Failure {
 /// The context of a failure that was one message's, not the server's or the database's:
 /// the inbox retries it at once rather than backing off (see [`Inbox::run`]).
 #[derive(Debug)]
-struct MessageFailed(i64);
+struct MessageFailed(MessageId);
 
 impl std::fmt::Display for MessageFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -6,11 +6,15 @@
 //! log and the operator are told ([`Alerts`]), which keeps when the last warning went in the
 //! database, so restarts neither repeat it the same day nor skip a day.
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use chrono::NaiveDate;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::alerts::Alerts;
+use crate::mailings::alerts::Alerts;
+use crate::templates::SecretExpiryAlert;
 
 /// A secret that is due a warning today.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,13 +80,13 @@ pub async fn warn_once_a_day(config: &Config, alerts: &Alerts, clock: &dyn Clock
         } else {
             format!("gatehouse's access to the shared mailbox expires in {} day(s)", d.days_left.max(0))
         };
-        let text = format!(
-            "{what}.\n\nWithout it gatehouse cannot read the shared mailbox {mailbox} or send mail, so approaches would go unlogged and unanswered.\n\nPlease:\n  1. In the Microsoft Entra admin centre, App registrations → {client} → Certificates & secrets: add a new client secret.\n  2. Put its Value where the config's client_secret_env / client_secret_file says, and set secret_expires = \"<the new expiry date>\" in [{section}].\n  3. Restart gatehouse and run `gatehouse check`.\n\nThis reminder comes once a day until then.\n",
-            mailbox = config.imap.username,
-            client = d.client_id,
-            section = d.section,
-        );
-        if !alerts.raise(&alert_key(d.section), subject, text).await? {
+        let alert = SecretExpiryAlert {
+            what: what.clone(),
+            mailbox: config.imap.username.clone(),
+            client_id: d.client_id.clone(),
+            section: d.section.to_string(),
+        };
+        if !alerts.raise_with(&alert_key(d.section), subject, "alert_secret_expiry.txt", &alert).await? {
             continue;
         }
         if d.days_left < 0 {
@@ -95,6 +99,30 @@ pub async fn warn_once_a_day(config: &Config, alerts: &Alerts, clock: &dyn Clock
         sent += 1;
     }
     Ok(sent)
+}
+
+/// The daily warning as a [`super::Job`].
+pub struct SecretExpiry {
+    config: Arc<Config>,
+    alerts: Arc<Alerts>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SecretExpiry {
+    pub fn new(config: Arc<Config>, alerts: Arc<Alerts>, clock: Arc<dyn Clock>) -> Self {
+        Self { config, alerts, clock }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Job for SecretExpiry {
+    async fn run_due(&self) -> anyhow::Result<Vec<String>> {
+        // The warnings log themselves (as warnings and errors, not information).
+        warn_once_a_day(&self.config, &self.alerts, self.clock.as_ref())
+            .await
+            .context("Cannot warn about the OAuth2 client secret's expiry")?;
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

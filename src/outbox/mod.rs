@@ -1,12 +1,15 @@
-//! The durable outbox: every email gatehouse sends is rendered, given its Message-ID and
-//! written to the database in the same transaction as the event that causes it; the
-//! [`Sender`] task then delivers it over SMTP, retrying temporary failures for two days.
+//! The durable outbox: every email gatehouse sends is built by [`crate::mailings`], given
+//! its Message-ID and written to the database in the same transaction as the event that
+//! causes it; the [`Sender`] task here then delivers it over SMTP, retrying temporary
+//! failures for two days. The outbox only delivers: what an email says and whom it may go
+//! to are the mailings' business (its own failure notices and alerts included).
 //!
 //! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
 //! the crash left half-sent goes again at the next start (the only way one can go twice).
 
-pub mod alerts;
-pub mod recipients;
+// Transitional re-exports: these moved to `crate::mailings`; they stay reachable here until
+// the callers not yet moved (requests, triage, inbox) import them from there.
+pub use crate::mailings::{AutoSubmitted, Composer, Draft, alerts, one_line, recipients, to_each};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,192 +19,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use lettre::AsyncTransport as _;
 use lettre::address::Envelope;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use rand::Rng as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::EmailAddress;
-use crate::store::{NewOutgoing, OutboxItem, SharedStore};
-
-/// RFC 3834: `auto-replied` for answers to a message (acknowledgements, outcomes),
-/// `auto-generated` for everything else (notifications, reminders, summaries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AutoSubmitted {
-    Replied,
-    Generated,
-}
-
-/// `addresses` as a [`Draft`]'s recipients, without display names (the gatekeepers, the
-/// board, the operator).
-pub fn to_each(addresses: &[EmailAddress]) -> Vec<(Option<String>, String)> {
-    addresses.iter().map(|a| (None, a.to_string())).collect()
-}
-
-/// One email to build.
-#[derive(Debug, Clone)]
-pub struct Draft {
-    pub kind: &'static str,
-    pub request_id: Option<i64>,
-    pub to: Vec<(Option<String>, String)>,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    /// Message-IDs (no angle brackets) this answers.
-    pub in_reply_to: Option<String>,
-    pub references: Vec<String>,
-    pub auto_submitted: AutoSubmitted,
-    /// Files to attach (the approach's own attachments, for the gatekeeper).
-    pub attachments: Vec<crate::classify::AttachmentBody>,
-}
-
-impl Draft {
-    /// An alert (a message set aside, a refused login, an expiring secret, a full disk, an
-    /// email that cannot be delivered) to `to` (see [`Config::operator_recipients`] and
-    /// [`Config::alert_recipients`]): the one shape every such alert takes.
-    pub fn system_alert(to: &[EmailAddress], subject: String, text: String) -> Self {
-        Self {
-            kind: "system_alert",
-            request_id: None,
-            to: to_each(to),
-            reply_to: None,
-            subject,
-            text,
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        }
-    }
-}
-
-/// Builds outgoing messages with gatehouse's From, headers and Message-IDs.
-#[derive(Debug, Clone)]
-pub struct Composer {
-    config: Arc<Config>,
-}
-
-impl Composer {
-    pub fn new(config: Arc<Config>) -> Self {
-        Self { config }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// A new Message-ID (no angle brackets) in our own domain, so our own mail coming back
-    /// can be recognised.
-    pub fn new_message_id(&self) -> String {
-        let bytes: [u8; 12] = rand::rng().random();
-        format!(
-            "gatehouse.{}.{}@{}",
-            Utc::now().timestamp(),
-            hex::encode(bytes),
-            self.config.smtp.from.address.domain()
-        )
-    }
-
-    /// Renders `draft` into RFC 5322 bytes, ready for the outbox.
-    pub fn compose(&self, draft: &Draft) -> anyhow::Result<NewOutgoing> {
-        let from = &self.config.smtp.from;
-        let from_mailbox = Mailbox::new(
-            from.name.as_deref().map(one_line),
-            from.address.as_str().parse().context("Bad From address")?,
-        );
-        let message_id = self.new_message_id();
-        let mut builder = lettre::Message::builder()
-            .from(from_mailbox)
-            .subject(one_line(&draft.subject))
-            .message_id(Some(format!("<{message_id}>")))
-            .date_now();
-        let mut recipients = Vec::new();
-        for (name, address) in &draft.to {
-            let address: lettre::Address =
-                address.parse().with_context(|| format!("Bad recipient {address:?}"))?;
-            recipients.push(address.to_string().to_lowercase());
-            builder = builder.to(Mailbox::new(name.as_deref().map(one_line), address));
-        }
-        anyhow::ensure!(!recipients.is_empty(), "An email needs a recipient");
-        if let Some(reply_to) = &draft.reply_to {
-            builder = builder.reply_to(Mailbox::new(None, reply_to.parse().context("Bad Reply-To")?));
-        }
-        if let Some(parent) = &draft.in_reply_to {
-            builder = builder.in_reply_to(format!("<{}>", clean_id(parent)));
-        }
-        if !draft.references.is_empty() {
-            let refs: Vec<String> = draft.references.iter().map(|r| format!("<{}>", clean_id(r))).collect();
-            builder = builder.references(refs.join(" "));
-        }
-        let auto = match draft.auto_submitted {
-            AutoSubmitted::Replied => "auto-replied",
-            AutoSubmitted::Generated => "auto-generated",
-        };
-        builder = builder
-            .raw_header(raw_header("Auto-Submitted", auto))
-            .raw_header(raw_header("X-Auto-Response-Suppress", "All"))
-            .raw_header(raw_header("X-Gatehouse", draft.kind));
-        let text = || SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone());
-        let body = draft.html.as_ref().map(|html| {
-            MultiPart::alternative()
-                .singlepart(text())
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone()))
-        });
-        let message = if draft.attachments.is_empty() {
-            match body {
-                Some(alternative) => builder.multipart(alternative),
-                None => builder.singlepart(text()),
-            }
-        } else {
-            let mut mixed = match body {
-                Some(alternative) => MultiPart::mixed().multipart(alternative),
-                None => MultiPart::mixed().singlepart(text()),
-            };
-            for a in &draft.attachments {
-                let content_type = ContentType::parse(&a.content_type)
-                    .or_else(|_| ContentType::parse("application/octet-stream"))
-                    .unwrap_or(ContentType::TEXT_PLAIN);
-                mixed =
-                    mixed.singlepart(Attachment::new(one_line(&a.name)).body(a.bytes.clone(), content_type));
-            }
-            builder.multipart(mixed)
-        }
-        .context("Cannot build the email")?;
-        Ok(NewOutgoing {
-            kind: draft.kind.to_string(),
-            request_id: draft.request_id,
-            message_id,
-            envelope_from: from.address.to_string(),
-            recipients,
-            subject: one_line(&draft.subject),
-            raw: message.formatted(),
-        })
-    }
-}
-
-fn raw_header(name: &'static str, value: &str) -> HeaderValue {
-    HeaderValue::new(HeaderName::new_from_ascii_str(name), one_line(value))
-}
-
-/// Header values come partly from incoming mail; a CR or LF in them would let a sender
-/// inject headers into what we send.
-pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn clean_id(id: &str) -> String {
-    id.chars().filter(|c| !c.is_whitespace() && !c.is_control() && *c != '<' && *c != '>').collect()
-}
+use crate::store::{OutboxItem, SharedStore};
+use crate::templates::{DeliveryFailureAlert, OutboxFailingAlert, SmtpLoginAlert};
 
 /// How long a temporary failure is retried before the email is given up as failed.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(49);
@@ -219,8 +43,9 @@ const OUTBOX_FAILING: &str = "outbox_failing";
 /// The delay before attempt `attempts + 1`: `initial` doubling to a 30-minute ceiling.
 pub fn retry_delay(initial: Duration, attempts: i64) -> chrono::Duration {
     let exp = u32::try_from(attempts.clamp(1, 12) - 1).unwrap_or(0);
-    let secs = i64::try_from(initial.as_secs()).unwrap_or(30).max(1).saturating_mul(1i64 << exp).min(30 * 60);
-    chrono::Duration::seconds(secs)
+    let base = Duration::from_secs(initial.as_secs().max(1));
+    let delay = crate::backoff::exponential(base, Duration::from_secs(30 * 60), exp);
+    chrono::Duration::seconds(i64::try_from(delay.as_secs()).unwrap_or(30 * 60))
 }
 
 /// The pooled transport, and the serial of the OAuth2 token it logs in with.
@@ -233,7 +58,6 @@ pub struct Sender {
     store: SharedStore,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
-    composer: Composer,
     /// With `auth = "xoauth2"`: where SMTP's access tokens come from.
     tokens: Option<Arc<crate::oauth::TokenProvider>>,
     alerts: Arc<alerts::Alerts>,
@@ -247,8 +71,7 @@ impl Sender {
         wake: Arc<Notify>,
         alerts: Arc<alerts::Alerts>,
     ) -> Self {
-        let composer = Composer::new(config.clone());
-        Self { config, store, clock, wake, composer, tokens: None, alerts }
+        Self { config, store, clock, wake, tokens: None, alerts }
     }
 
     pub fn with_tokens(mut self, tokens: Option<Arc<crate::oauth::TokenProvider>>) -> Self {
@@ -443,18 +266,15 @@ impl Sender {
         fix: &str,
     ) -> anyhow::Result<()> {
         let smtp = &self.config.smtp;
-        self.alerts
-            .raise_or_log(
-                SMTP_LOGIN,
-                format!("gatehouse cannot log in to the SMTP server {}", smtp.host),
-                format!(
-                    "gatehouse cannot log in to the SMTP server, so no email goes out: acknowledgements, the gatekeepers' notifications and outcomes wait in the outbox (nothing is lost).\n\nServer:  {}:{}\nUser:    {}\nError:   {error}\n\nFix: {fix}, then run `gatehouse check`. The waiting emails go out by themselves once the login works (this email waited with them).\n",
-                    smtp.host,
-                    smtp.port,
-                    smtp.username.as_deref().unwrap_or("(none)"),
-                ),
-            )
-            .await;
+        let alert = SmtpLoginAlert {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            user: smtp.username.clone().unwrap_or_else(|| "(none)".into()),
+            error: error.to_string(),
+            fix: fix.to_string(),
+        };
+        let subject = format!("gatehouse cannot log in to the SMTP server {}", smtp.host);
+        self.alerts.raise_with_or_log(SMTP_LOGIN, subject, "alert_smtp_login.txt", &alert).await;
         let error = format!("{error}; {fix}");
         self.note_smtp(crate::store::SmtpOutcome::Failed(&error)).await;
         self.retry_later(item, now, &error).await
@@ -471,16 +291,14 @@ impl Sender {
         self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
         if item.attempts >= FAILING_AFTER_ATTEMPTS {
             let smtp = &self.config.smtp;
-            self.alerts
-                .raise_or_log(
-                    OUTBOX_FAILING,
-                    "gatehouse cannot send email".to_string(),
-                    format!(
-                        "gatehouse has tried {} times to send an email and failed each time, so acknowledgements, the gatekeepers' notifications and outcomes are waiting in the outbox. It keeps retrying for two days; nothing is lost meanwhile.\n\nServer:  {}:{}\nLast error: {error}\n\n`gatehouse status` shows the outbox; `gatehouse check` tests the SMTP settings. The waiting emails go out by themselves once sending works (this email waited with them).\n",
-                        item.attempts, smtp.host, smtp.port
-                    ),
-                )
-                .await;
+            let alert = OutboxFailingAlert {
+                attempts: item.attempts,
+                host: smtp.host.clone(),
+                port: smtp.port,
+                error: error.to_string(),
+            };
+            let subject = "gatehouse cannot send email".to_string();
+            self.alerts.raise_with_or_log(OUTBOX_FAILING, subject, "alert_outbox_failing.txt", &alert).await;
         }
         self.retry_later(item, now, error).await
     }
@@ -497,47 +315,50 @@ impl Sender {
             item.recipients.join(", "),
             item.attempts
         );
-        self.store.mark_retry(item.id, next, error).await
+        Ok(self.store.mark_retry(item.id, next, error).await?)
     }
 
     /// Marks the entry failed and tells the gatekeepers and the operator (the recipient
     /// must be reached another way), unless the failure is itself such a report (which would
-    /// loop).
+    /// loop). Both in one transaction: the entry is never failed without its notice.
     async fn permanent(&self, item: &OutboxItem, error: &str) -> anyhow::Result<()> {
         tracing::error!("Gave up sending {} to {}: {error}", item.kind, item.recipients.join(", "));
-        self.store.mark_failed(item.id, error).await?;
-        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
-        if item.kind == "delivery_failure" {
-            return Ok(());
-        }
-        let draft = Draft {
-            kind: "delivery_failure",
-            request_id: item.request_id,
-            to: to_each(&self.config.alert_recipients()),
-            reply_to: None,
-            subject: format!("Could not deliver: {}", item.subject),
-            text: format!(
-                "gatehouse could not deliver an email and has given up.\n\nTo:      {}\nSubject: {}\nWhat:    {}\nError:   {error}\n\nThe recipient has not received it. You may want to contact them another way.\n",
-                item.recipients.join(", "),
-                item.subject,
-                item.kind
-            ),
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
+        let notice = match item.kind.as_str() {
+            "delivery_failure" => None,
+            _ => {
+                let alert = DeliveryFailureAlert {
+                    to: item.recipients.join(", "),
+                    subject: item.subject.clone(),
+                    what: item.kind.clone(),
+                    error: error.to_string(),
+                };
+                // Proved at start, so this cannot fail on a template; were it to, the entry
+                // is still given up rather than retried for ever.
+                match self.alerts.render("delivery_failure.txt", &alert) {
+                    Ok(text) => Some(
+                        Draft::to_all(
+                            "delivery_failure",
+                            &self.config.alert_recipients(),
+                            format!("Could not deliver: {}", item.subject),
+                            text,
+                        )
+                        .about(item.request_id),
+                    ),
+                    Err(e) => {
+                        tracing::error!("Cannot write the notice of a failed email: {e:#}");
+                        None
+                    }
+                }
+            }
         };
         let mut tx = self.store.begin().await?;
-        alerts::raise_in(
-            &mut *tx,
-            &self.composer,
-            self.clock.now(),
-            &format!("undeliverable:{}", item.id),
-            draft,
-        )
-        .await?;
-        tx.commit().await
+        tx.mark_failed(item.id, error).await?;
+        if let Some(draft) = notice {
+            self.alerts.raise_in(&mut *tx, &format!("undeliverable:{}", item.id), draft).await?;
+        }
+        tx.commit().await?;
+        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        Ok(())
     }
 }
 
@@ -545,11 +366,33 @@ impl Sender {
 mod tests {
     use super::*;
 
-    #[test]
-    fn header_values_cannot_carry_new_lines() {
-        assert_eq!(one_line("Hello\r\nBcc: victim@example.org"), "Hello Bcc: victim@example.org");
-        assert_eq!(one_line("  a \t b  "), "a b");
-        assert_eq!(clean_id("<abc@x>\r\nX: y"), "abc@xX:y");
+    #[tokio::test]
+    async fn an_email_given_up_is_failed_with_its_notice_once() {
+        let (_dir, config, store, clock) = alerts::testing::setup().await;
+        let alerts = Arc::new(alerts::testing::new_alerts(&config, &store, &clock));
+        let sender = Sender::new(config.clone(), store.clone(), clock.clone(), Arc::default(), alerts);
+        let to = [crate::domain::EmailAddress::parse("jo@example.org").unwrap()];
+        let mail =
+            Composer::new(config).compose(&Draft::to_all("acknowledgement", &to, "Hello", "Hi")).unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.enqueue(&mail, clock.now()).await.unwrap();
+        tx.commit().await.unwrap();
+        let item = store.claim_due(clock.now(), 10).await.unwrap().remove(0);
+
+        sender.permanent(&item, "550 5.1.1 No such user").await.unwrap();
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!((counts.failed, counts.pending), (1, 1), "failed, and its notice queued");
+        let notice = store.claim_due(clock.now(), 10).await.unwrap().remove(0);
+        assert_eq!(
+            (notice.kind.as_str(), notice.subject.as_str()),
+            ("delivery_failure", "Could not deliver: Hello")
+        );
+        let raw = String::from_utf8_lossy(&notice.raw).replace("=\r\n", "");
+        assert!(raw.contains("Error:   550 5.1.1 No such user"), "{raw}");
+        // A notice that cannot be delivered is failed without a notice of its own.
+        sender.permanent(&notice, "550 no").await.unwrap();
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!((counts.failed, counts.pending), (2, 0));
     }
 
     #[test]

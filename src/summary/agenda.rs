@@ -23,8 +23,8 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone as _, Utc};
 use super::{Meeting, Summaries, local_midnight};
 use crate::config::Config;
 use crate::domain::Decision;
-use crate::store::RequestRow;
-pub use crate::templates::board::{AgendaUpdateContext, Removed, sample_update_context};
+use crate::store::{RequestId, RequestRow};
+pub use crate::templates::{AgendaUpdateContext, Removed};
 use crate::templates::{BoardView, long_date, service_view};
 
 /// Changes are gathered this long after the first one before an update goes: the board
@@ -221,8 +221,8 @@ impl Summaries {
             return Ok(AgendaSent::AlreadySent);
         }
         // A resent agenda replaces whatever the board was told before.
-        let on: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let off: Vec<i64> = tx
+        let on: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
+        let off: Vec<RequestId> = tx
             .agenda_told_ids(date)
             .await?
             .unwrap_or_default()
@@ -241,8 +241,8 @@ impl Summaries {
         let now = self.clock.now();
         let last_call = last_call(&self.config, date);
         let current = self.store.agenda_for(date).await?;
-        let told_ids: BTreeSet<i64> = told.iter().map(|r| r.id).collect();
-        let current_ids: BTreeSet<i64> = current.iter().map(|r| r.id).collect();
+        let told_ids: BTreeSet<RequestId> = told.iter().map(|r| r.id).collect();
+        let current_ids: BTreeSet<RequestId> = current.iter().map(|r| r.id).collect();
         let changed_at = |r: &RequestRow| r.decided_at.unwrap_or(now);
         let added: Vec<&RequestRow> =
             current.iter().filter(|r| !told_ids.contains(&r.id) && changed_at(r) < last_call).collect();
@@ -254,11 +254,11 @@ impl Summaries {
         if now < (first + UPDATE_BATCH).min(last_call) {
             return Ok(false);
         }
-        let removed_ids: BTreeSet<i64> = removed.iter().map(|r| r.id).collect();
+        let removed_ids: BTreeSet<RequestId> = removed.iter().map(|r| r.id).collect();
         let on_agenda: Vec<&RequestRow> =
             told.iter().filter(|r| !removed_ids.contains(&r.id)).chain(added.iter().copied()).collect();
         let all: Vec<&RequestRow> = on_agenda.iter().chain(&removed).copied().collect();
-        let notes: BTreeMap<i64, Vec<String>> = self.notes(&all).await?;
+        let notes: BTreeMap<RequestId, Vec<String>> = self.notes(&all).await?;
         let item = |r: &RequestRow| self.item(r, now, &notes);
         let context = AgendaUpdateContext {
             service: service_view(&self.config, now.with_timezone(&self.tz()).date_naive()),
@@ -292,8 +292,8 @@ impl Summaries {
             return Ok(false);
         }
         let outbox_id = tx.enqueue(&mail, now).await?;
-        let on: Vec<i64> = added.iter().map(|r| r.id).collect();
-        let off: Vec<i64> = removed_ids.into_iter().collect();
+        let on: Vec<RequestId> = added.iter().map(|r| r.id).collect();
+        let off: Vec<RequestId> = removed_ids.into_iter().collect();
         tx.record_agenda_told(date, &on, &off, Some(outbox_id), now).await?;
         tx.commit().await.context("Cannot record the agenda update")?;
         Ok(true)

@@ -20,10 +20,10 @@ use chrono_tz::Tz;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Decision, Status};
-use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::store::{RequestRow, SharedStore};
-pub use crate::templates::board::{
-    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar, sample_context,
+use crate::mailings::{Composer, Draft};
+use crate::store::{EventKind, RequestId, RequestRow, SharedStore};
+pub use crate::templates::{
+    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar,
 };
 use crate::templates::{Templates, decision_meaning, long_date, service_view};
 
@@ -114,17 +114,16 @@ impl Summaries {
         self.config.service.timezone
     }
 
-    fn item(&self, r: &RequestRow, now: DateTime<Utc>, notes: &BTreeMap<i64, Vec<String>>) -> Item {
+    fn item(&self, r: &RequestRow, now: DateTime<Utc>, notes: &BTreeMap<RequestId, Vec<String>>) -> Item {
         let tz = self.tz();
         Item {
             reference: r.reference.clone(),
             subject: r.subject.clone(),
-            requester: match self.config.board.share_addresses {
-                true => crate::domain::requester_display(r.requester_name.as_deref(), &r.requester),
-                false => {
-                    r.requester_name.as_deref().and_then(crate::domain::display_name).unwrap_or_default()
-                }
-            },
+            requester: crate::mailings::views::board_requester(
+                &self.config,
+                r.requester_name.as_deref(),
+                &r.requester,
+            ),
             organisation: r.organisation.clone().unwrap_or_else(|| "(no organisation)".into()),
             received: r.received_at.with_timezone(&tz).format("%a %-d %b %H:%M").to_string(),
             decision: r.decision.map(|d| d.command().to_string()),
@@ -136,13 +135,13 @@ impl Summaries {
     }
 
     /// The gatekeepers' notes on `rows`, for the board only when `[board] share_notes` says so.
-    async fn notes(&self, rows: &[&RequestRow]) -> anyhow::Result<BTreeMap<i64, Vec<String>>> {
-        let mut notes: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    async fn notes(&self, rows: &[&RequestRow]) -> anyhow::Result<BTreeMap<RequestId, Vec<String>>> {
+        let mut notes: BTreeMap<RequestId, Vec<String>> = BTreeMap::new();
         if !self.config.board.share_notes {
             return Ok(notes);
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        for (id, e) in self.store.events_of_kind(&ids, "note").await? {
+        let ids: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
+        for (id, e) in self.store.events_of_kind(&ids, EventKind::Note).await? {
             notes.entry(id).or_default().extend(e.detail);
         }
         Ok(notes)
@@ -366,19 +365,7 @@ impl Summaries {
 
     /// A mailing to the board (summary, agenda, agenda update): the one shape they take.
     fn board_draft(&self, kind: &'static str, subject: String, text: String, html: String) -> Draft {
-        Draft {
-            kind,
-            request_id: None,
-            to: self.board_addresses().into_iter().map(|a| (None, a)).collect(),
-            reply_to: None,
-            subject,
-            text,
-            html: Some(html),
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        }
+        Draft::to_all(kind, &self.config.board.addresses, subject, text).with_html(html)
     }
 }
 

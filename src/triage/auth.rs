@@ -67,7 +67,7 @@ fn server_name(authserv: &str) -> String {
 
 /// The trusted server's verdict on the message `raw` whose From domain is `from_domain`.
 pub fn verdict(authserv: &str, raw: &[u8], from_domain: &str) -> Verdict {
-    let values = header_values(raw, "authentication-results");
+    let values: Vec<String> = crate::classify::headers::all(raw, "authentication-results").collect();
     let results = if authserv.eq_ignore_ascii_case(EXCHANGE_ONLINE) {
         values.first().filter(|v| authserv_id(v).is_none()).map(String::as_str)
     } else {
@@ -162,34 +162,6 @@ fn without_comments(s: &str) -> String {
     out
 }
 
-/// The unfolded values of every `name` header in the raw header section, topmost first.
-pub fn header_values(raw: &[u8], name: &str) -> Vec<String> {
-    let head_end =
-        raw.windows(4).position(|w| w == b"\r\n\r\n").or_else(|| raw.windows(2).position(|w| w == b"\n\n"));
-    let head = String::from_utf8_lossy(raw.get(..head_end.unwrap_or(raw.len())).unwrap_or_default());
-    let mut values: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some(c) = current.as_mut() {
-                c.push(' ');
-                c.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some(c) = current.take() {
-            values.push(c);
-        }
-        if let Some((n, v)) = line.split_once(':')
-            && n.trim().eq_ignore_ascii_case(name)
-        {
-            current = Some(v.trim().to_string());
-        }
-    }
-    values.extend(current);
-    values
-}
-
 /// What `gatehouse check` says about the recent mail from gatekeepers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Survey {
@@ -240,15 +212,6 @@ mod tests {
     fn with(headers: &str) -> Vec<u8> {
         format!("{headers}From: Jane <jane.doe@nhs.net>\r\nSubject: Re: x\r\n\r\nAuthentication-Results: mx.nhs.net; dmarc=pass\r\n")
             .into_bytes()
-    }
-
-    #[test]
-    fn header_values_are_unfolded() {
-        let raw = b"Authentication-Results: mx.nhs.net;\r\n dmarc=fail header.from=nhs.net\r\nSubject: x\r\n\r\nAuthentication-Results: body";
-        assert_eq!(
-            header_values(raw, "authentication-results"),
-            ["mx.nhs.net; dmarc=fail header.from=nhs.net"]
-        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod grammar;
+pub mod links;
 pub mod reminders;
 
 use std::sync::Arc;
@@ -23,12 +24,12 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::classify::Parsed;
+use crate::classify::subject::reply_subject;
 use crate::config::Config;
 use crate::domain::{Decision, EmailAddress, Status, requester_display};
 use crate::outbox::recipients::Recipients;
 use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::requests::replies::reply_subject;
-use crate::store::{RequestRow, Tx};
+use crate::store::{self, EventKind, RequestRow, Tx};
 use crate::templates::{
     BoardView, EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates,
     TriageConfirmationContext, TriageErrorContext, long_date, service_view,
@@ -54,6 +55,14 @@ impl Actor {
         match self {
             Actor::Gatekeeper(a) => a.to_string(),
             Actor::Operator => "operator".into(),
+        }
+    }
+
+    /// Who the request's log says did it.
+    fn author(&self) -> store::Actor {
+        match self {
+            Actor::Gatekeeper(a) => store::Actor::Address(a.clone()),
+            Actor::Operator => store::Actor::Operator(None),
         }
     }
 }
@@ -255,7 +264,7 @@ impl Triage {
             None => None,
         };
 
-        let who = actor.name();
+        let who = actor.author();
         let mut summary = Vec::new();
         let mut requester_told = false;
         let mut board = None;
@@ -276,7 +285,7 @@ impl Triage {
                 Some(previous) => format!("{what} (was {previous})"),
                 None => what.clone(),
             };
-            tx.add_event(request.id, now, &who, "decision", Some(&event)).await?;
+            tx.add_event(request.id, now, who.clone(), EventKind::Decision, Some(&event)).await?;
             summary.push(format!("decided: {what}"));
             if let (Decision::Meeting, Some(date)) = (decision, meeting_date) {
                 let told = tx.agenda_told_ids(date).await?.map(|ids| ids.contains(&request.id));
@@ -288,15 +297,22 @@ impl Triage {
                     tx.add_event(
                         request.id,
                         now,
-                        "gatehouse",
-                        "outcome_sent",
+                        store::Actor::Gatehouse,
+                        EventKind::OutcomeSent,
                         Some(&format!("Outcome sent to {to}")),
                     )
                     .await?;
                     requester_told = true;
                 }
                 Some(OutcomeMail::NotSent(why)) => {
-                    tx.add_event(request.id, now, "gatehouse", "outcome_not_sent", Some(&why)).await?;
+                    tx.add_event(
+                        request.id,
+                        now,
+                        store::Actor::Gatehouse,
+                        EventKind::OutcomeNotSent,
+                        Some(&why),
+                    )
+                    .await?;
                     summary.push(format!("outcome not sent: {why}"));
                 }
                 None => {}
@@ -304,11 +320,11 @@ impl Triage {
         }
         for key in &reply.priorities {
             tx.add_priority(request.id, key).await?;
-            tx.add_event(request.id, now, &who, "priority", Some(key)).await?;
+            tx.add_event(request.id, now, who.clone(), EventKind::Priority, Some(key)).await?;
             summary.push(format!("priority {key}"));
         }
         for note in &reply.notes {
-            tx.add_event(request.id, now, &who, "note", Some(note)).await?;
+            tx.add_event(request.id, now, who.clone(), EventKind::Note, Some(note)).await?;
             summary.push("note added".into());
         }
         let summary = summary.join("; ");
@@ -497,8 +513,8 @@ impl Triage {
         tx.add_event(
             request.id,
             now,
-            from.as_str(),
-            "reopened",
+            store::Actor::Address(from.clone()),
+            EventKind::Reopened,
             Some("The requester replied to more-work; back to the gatekeeper"),
         )
         .await?;
@@ -640,7 +656,7 @@ mod tests {
         );
         let templates = Arc::new(Templates::load(&config).unwrap());
         let request = RequestRow {
-            id: 1,
+            id: crate::store::RequestId(1),
             reference: "GP-2026-0001".into(),
             status: Status::AwaitingTriage,
             decision: None,

@@ -14,9 +14,8 @@ use chrono_tz::Tz;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::requests::replies::Replies;
-use crate::store::SharedStore;
+use crate::mailings::{Composer, Draft, requester_display};
+use crate::store::{Actor, EventKind, SharedStore};
 use crate::templates::{AutoReplyItem, ReminderContext, ReminderItem, Templates, service_view};
 
 fn is_working_day(d: NaiveDate) -> bool {
@@ -57,7 +56,6 @@ pub struct Reminders {
     store: SharedStore,
     clock: Arc<dyn Clock>,
     templates: Arc<Templates>,
-    replies: Arc<Replies>,
     composer: Composer,
 }
 
@@ -68,9 +66,8 @@ impl Reminders {
         clock: Arc<dyn Clock>,
         templates: Arc<Templates>,
     ) -> Self {
-        let replies = Arc::new(Replies::new(config.clone(), templates.clone()));
         let composer = Composer::new(config.clone());
-        Self { config, store, clock, templates, replies, composer }
+        Self { config, store, clock, templates, composer }
     }
 
     /// Sends today's digest if it is due and not sent yet. Returns how many requests and
@@ -128,15 +125,14 @@ impl Reminders {
                 ReminderItem {
                     reference: r.reference.clone(),
                     subject: r.subject.clone(),
-                    requester_display: crate::domain::requester_display(
-                        r.requester_name.as_deref(),
-                        &r.requester,
-                    ),
+                    requester_display: requester_display(r.requester_name.as_deref(), &r.requester),
                     organisation: r.organisation.clone(),
                     waiting: format!("{waited} working day{}", if waited == 1 { "" } else { "s" }),
-                    links: self
-                        .replies
-                        .decision_links(&r.token, &format!("Re: [{}] {}", r.reference, r.subject)),
+                    links: super::links::decision_links(
+                        &self.config,
+                        &r.token,
+                        &format!("Re: [{}] {}", r.reference, r.subject),
+                    ),
                 }
             })
             .collect::<Vec<_>>();
@@ -162,19 +158,9 @@ impl Reminders {
             (0, _) => filed_text,
             _ => format!("{waiting}; {filed_text}"),
         };
-        let mail = self.composer.compose(&Draft {
-            kind: "reminder",
-            request_id: None,
-            to: crate::outbox::to_each(&self.config.gatekeepers),
-            reply_to: None,
-            subject,
-            text: self.templates.render("reminder.txt", &context)?,
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        })?;
+        let text = self.templates.render("reminder.txt", &context)?;
+        let mail =
+            self.composer.compose(&Draft::to_all("reminder", &self.config.gatekeepers, subject, text))?;
         let mut tx = self.store.begin().await?;
         let outbox_id = tx.enqueue(&mail, now).await?;
         // Recorded in the same transaction: once per day even across restarts.
@@ -182,8 +168,14 @@ impl Reminders {
             return Ok(0);
         }
         for r in &overdue {
-            tx.add_event(r.id, now, "gatehouse", "reminder", Some("In the gatekeepers' daily reminder"))
-                .await?;
+            tx.add_event(
+                r.id,
+                now,
+                Actor::Gatehouse,
+                EventKind::Reminder,
+                Some("In the gatekeepers' daily reminder"),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(count + filed)

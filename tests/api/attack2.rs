@@ -25,7 +25,7 @@ fn subjects_with(app: &TestApp, address: &str, part: &str) -> usize {
 
 #[tokio::test]
 async fn a_flood_of_poison_messages_makes_a_few_alerts_and_one_digest_not_one_each() {
-    let cap = usize::try_from(gatehouse::requests::QUARANTINE_ALERTS_PER_DAY).unwrap();
+    let cap = usize::try_from(gatehouse::intake::QUARANTINE_ALERTS_PER_DAY).unwrap();
     let flood = cap + 1;
     let app = TestApp::spawn().await;
     let partner = app.stack.user("flood", "icb.test");

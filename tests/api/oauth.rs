@@ -472,7 +472,9 @@ async fn a_client_secret_near_expiry_is_warned_about_once_a_day() {
     let config = std::sync::Arc::new(app.config());
     let clock: std::sync::Arc<dyn gatehouse::clock::Clock> =
         std::sync::Arc::new(gatehouse::clock::SystemClock);
-    let alerts = gatehouse::outbox::alerts::Alerts::new(config.clone(), app.store.clone(), clock.clone());
+    let templates = std::sync::Arc::new(gatehouse::templates::Templates::load(&config).unwrap());
+    let alerts =
+        gatehouse::mailings::alerts::Alerts::new(config.clone(), app.store.clone(), clock.clone(), templates);
     let first =
         gatehouse::jobs::secret_expiry::warn_once_a_day(&config, &alerts, clock.as_ref()).await.unwrap();
     let again =

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gatehouse::domain::Classification;
-use gatehouse::requests::fault_injection;
+use gatehouse::intake::fault_injection;
 use gatehouse::store::MessageRow;
 
 use crate::helpers::{Options, TestApp, header, rand_suffix, readable, wait_until};
@@ -194,7 +194,7 @@ async fn a_message_failing_every_time_is_quarantined_after_three_attempts_across
     assert_eq!(row.from.as_deref(), Some(partner.as_str()));
     assert!(row.reference.is_none());
     let json = app.cli_json(&["messages", "list", "--format", "json"]);
-    let listed = json.as_array().unwrap().iter().find(|m| m["id"] == row.id).unwrap().clone();
+    let listed = json.as_array().unwrap().iter().find(|m| m["id"] == row.id.0).unwrap().clone();
     assert_eq!(listed["classification"], "quarantined");
     let kept = app.store.raw_message(row.id).await.unwrap();
     let fault = format!("X-Gatehouse-Test-Fault: fail {token}");

@@ -198,7 +198,7 @@ async fn the_daily_job_purges_once_a_local_day_by_the_clock_it_is_given() {
         let events = app.store.service_events().await.unwrap();
         events
             .into_iter()
-            .filter(|e| e.kind == "purge" && e.actor == gatehouse::retention::DAILY_ACTOR)
+            .filter(|e| e.kind == "purge" && e.actor == gatehouse::retention::DAILY_ACTOR.to_string())
             .count()
     };
     let at_start = daily_purges().await;
@@ -357,7 +357,7 @@ async fn export_writes_everything_about_one_person_and_erase_removes_one_request
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .filter(|k| k != "purge")
         .collect();
     assert_eq!(kinds, ["export", "export"]);

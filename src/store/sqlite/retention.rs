@@ -1,5 +1,5 @@
 //! Retention, subject access, erasure and backup on SQLite: kept apart from the pipeline's
-//! queries in `sqlite.rs`.
+//! queries in the aggregates' files.
 //!
 //! What a purge may take is written once, as SQL conditions shared by the preview and the
 //! purge, so `gatehouse purge --dry-run` counts exactly what `gatehouse purge` removes.
@@ -586,7 +586,7 @@ mod tests {
         }
         tx.commit().await.unwrap();
         let cut = Cutoffs { raw_messages: old, sent_mail: now - Duration::days(30), closed_requests: old };
-        store.purge(cut, "test", now).await.unwrap();
+        store.purge(cut, crate::store::Actor::Retention, now).await.unwrap();
         let keys: Vec<String> = store.open_alerts().await.unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["imap_login_refused", "quarantined:2", "quarantinedX1"]);
     }

@@ -22,27 +22,11 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::store::{NewOutgoing, Tx};
+use crate::store::{NewOutgoing, OutboxId, Tx};
 
 /// The most emails to anyone but the gatekeepers that one incoming message may cause (an
 /// acknowledgement and a forward confirmation).
 pub const PER_MESSAGE: usize = 2;
-
-/// Local parts (any `+tag` dropped) that belong to machines: nobody reads what goes there,
-/// and the machine may answer back. Matched whole or as the first or last word of the
-/// local part (`bounces-list`, `ops.noreply`).
-const ROBOTS: &[&str] = &[
-    "noreply",
-    "no-reply",
-    "no_reply",
-    "donotreply",
-    "do-not-reply",
-    "do_not_reply",
-    "mailer-daemon",
-    "postmaster",
-    "bounce",
-    "bounces",
-];
 
 /// What an automatic email to someone outside is, for the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +180,7 @@ impl Recipients {
         mail: &NewOutgoing,
         allowance: &mut Allowance,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<OutboxId> {
         anyhow::ensure!(
             mail.recipients.len() == 1
                 && mail.recipients.iter().all(|r| r.eq_ignore_ascii_case(cleared.to.as_str())),
@@ -214,14 +198,9 @@ impl Recipients {
     }
 }
 
-/// A machine's address: see [`ROBOTS`].
+/// A machine's address: the one rule, [`crate::classify::robot`].
 fn is_robot(address: &EmailAddress) -> bool {
-    let local = address.local_base();
-    ROBOTS.iter().any(|r| {
-        local == *r
-            || local.strip_prefix(r).is_some_and(|rest| rest.starts_with(['-', '.', '_']))
-            || local.strip_suffix(r).is_some_and(|rest| rest.ends_with(['-', '.', '_']))
-    })
+    crate::classify::robot(address.as_str()).is_some()
 }
 
 #[cfg(test)]

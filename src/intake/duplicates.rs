@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 
 use crate::classify::{self, Fingerprint};
-use crate::store::{Candidate, Tx};
+use crate::store::{Candidate, RequestId, Tx};
 
 /// How similar two approaches must be to be shown to the gatekeeper as probably the same.
 const THRESHOLD: f64 = 0.6;
@@ -112,7 +112,7 @@ impl Duplicates {
         }
 
         let subject_key = classify::normalise_subject(subject);
-        let mut best: Option<(f64, i64)> = None;
+        let mut best: Option<(f64, RequestId)> = None;
         for ((id, _), text) in recent.iter().zip(&texts) {
             // Ties go to the newest (the list is newest first): only a higher score wins, so
             // the floor rises with the best so far and nothing beats a perfect match.
@@ -132,7 +132,7 @@ impl Duplicates {
         }
         let best = best.map(|(_, id)| id);
         let shown = if with_earlier { EARLIER_SHOWN } else { 0 };
-        let mut wanted: Vec<i64> =
+        let mut wanted: Vec<RequestId> =
             recent.iter().map(|(id, _)| *id).filter(|id| Some(*id) != best).take(shown).collect();
         wanted.extend(best);
         let mut shown = tx.candidates(&wanted).await?;

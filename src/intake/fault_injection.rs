@@ -12,7 +12,7 @@ static RUNS: LazyLock<Mutex<HashMap<String, u32>>> = LazyLock::new(Mutex::defaul
 
 /// Fails (or panics) as the message's fault header asks, unless its token was fixed.
 pub fn check(raw: &[u8]) -> anyhow::Result<()> {
-    let Some(value) = crate::inbox::dedup::first_header(raw, "x-gatehouse-test-fault") else {
+    let Some(value) = crate::classify::headers::first(raw, "x-gatehouse-test-fault") else {
         return Ok(());
     };
     let Some((kind, token)) = value.trim().split_once(' ') else { return Ok(()) };

@@ -4,6 +4,9 @@
 //! was sent when is kept in the database (`alerts`), so a restart neither repeats an alert
 //! within the day nor forgets to say that a problem has gone.
 //!
+//! Each alert's words are an overridable template (`alert_*.txt`, `delivery_failure.txt`,
+//! `alert_resolved.txt`) like every other email's; [`Alerts::raise_with`] renders one.
+//!
 //! The alert goes through the outbox like every other email: an alert about the outbox
 //! itself waits there until SMTP works again, which is why `/readyz` and `/metrics` exist.
 
@@ -11,11 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::outbox::{Composer, Draft};
+use crate::mailings::{Composer, Draft};
 use crate::store::{AlertRow, SharedStore, Tx};
+use crate::templates::{ResolvedAlert, Templates};
 
 /// How long a problem that lasts goes before it is emailed again.
 pub const REPEAT_AFTER: chrono::Duration = chrono::Duration::hours(24);
@@ -27,6 +32,7 @@ pub struct Alerts {
     store: SharedStore,
     clock: Arc<dyn Clock>,
     composer: Composer,
+    templates: Arc<Templates>,
     /// The problems raised and not resolved (key → when last sent), read from the database
     /// at first use. `resolve` is called after every success (each email sent, each login)
     /// and `raise` at every failure (every few seconds while a disk is full): neither may
@@ -36,9 +42,51 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub fn new(config: Arc<Config>, store: SharedStore, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        templates: Arc<Templates>,
+    ) -> Self {
         let composer = Composer::new(config.clone());
-        Self { config, store, clock, composer, open: tokio::sync::Mutex::new(None) }
+        Self { config, store, clock, composer, templates, open: tokio::sync::Mutex::new(None) }
+    }
+
+    /// An alert's text: `template` (an `alert_*.txt`) rendered with `context`.
+    pub fn render(&self, template: &str, context: &impl Serialize) -> anyhow::Result<String> {
+        self.templates.render(template, context)
+    }
+
+    /// [`Alerts::raise`] with the text of `template` rendered with `context`.
+    pub async fn raise_with(
+        &self,
+        key: &str,
+        subject: String,
+        template: &str,
+        context: &impl Serialize,
+    ) -> anyhow::Result<bool> {
+        let text = self.render(template, context)?;
+        self.raise(key, subject, text).await
+    }
+
+    /// [`Alerts::raise_with`], logging rather than returning a failure (see
+    /// [`Alerts::raise_or_log`]).
+    pub async fn raise_with_or_log(
+        &self,
+        key: &str,
+        subject: String,
+        template: &str,
+        context: &impl Serialize,
+    ) {
+        if let Err(e) = self.raise_with(key, subject, template, context).await {
+            tracing::error!("Cannot queue the alert {key:?}: {e:#}");
+        }
+    }
+
+    /// [`raise_in`] with this service's composer: for an alert that must land in the
+    /// caller's transaction.
+    pub async fn raise_in(&self, tx: &mut dyn Tx, key: &str, draft: Draft) -> anyhow::Result<bool> {
+        raise_in(tx, &self.composer, self.clock.now(), key, draft).await
     }
 
     /// Emails the operator about problem `key`, unless it was emailed in the last day and
@@ -84,15 +132,18 @@ impl Alerts {
             open.remove(key);
             return Ok(false);
         };
+        let text = self.render(
+            "alert_resolved.txt",
+            &ResolvedAlert {
+                subject: alert.subject.clone(),
+                first_reported: local(&self.config, alert.first_raised),
+                cleared: local(&self.config, now),
+            },
+        )?;
         let draft = Draft::system_alert(
             &self.config.operator_recipients(),
             format!("Resolved: {}", alert.subject),
-            format!(
-                "This problem has cleared; nothing more needs doing:\n\n  {}\n\nFirst reported: {}\nCleared:        {}\n",
-                alert.subject,
-                local(&self.config, alert.first_raised),
-                local(&self.config, now),
-            ),
+            text,
         );
         let mail = self.composer.compose(&draft)?;
         tx.enqueue(&mail, now).await?;
@@ -160,12 +211,14 @@ fn local(config: &Config, at: DateTime<Utc>) -> String {
     at.with_timezone(&config.service.timezone).format("%Y-%m-%d %H:%M %Z").to_string()
 }
 
+/// For tests: a config with an operator, a fresh database, a clock to move, and the
+/// alerts over them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::clock::ManualClock;
 
-    async fn setup() -> (tempfile::TempDir, Arc<Config>, SharedStore, Arc<ManualClock>) {
+    pub(crate) async fn setup() -> (tempfile::TempDir, Arc<Config>, SharedStore, Arc<ManualClock>) {
         let dir = tempfile::tempdir().unwrap();
         let text = crate::config::tests::VALID
             .replace("[board]", "[operator]\naddresses = [\"it@example.org\"]\n\n[board]");
@@ -177,10 +230,21 @@ mod tests {
         (dir, config, store, clock)
     }
 
+    pub(crate) fn new_alerts(config: &Arc<Config>, store: &SharedStore, clock: &Arc<ManualClock>) -> Alerts {
+        let templates = Arc::new(Templates::load(config).unwrap());
+        Alerts::new(config.clone(), store.clone(), clock.clone(), templates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{new_alerts, setup};
+    use super::*;
+
     #[tokio::test]
     async fn a_lasting_problem_goes_once_a_day_survives_a_restart_and_is_resolved_once() {
         let (_dir, config, store, clock) = setup().await;
-        let alerts = Alerts::new(config.clone(), store.clone(), clock.clone());
+        let alerts = new_alerts(&config, &store, &clock);
         async fn raise(a: &Alerts) -> anyhow::Result<bool> {
             a.raise("imap_login_refused", "Cannot log in".into(), "Fix it.\n".into()).await
         }
@@ -188,7 +252,7 @@ mod tests {
         clock.advance(chrono::Duration::hours(23));
         assert!(!raise(&alerts).await.unwrap(), "twice within a day");
         // A restart (a new Alerts, same database) remembers it.
-        let restarted = Alerts::new(config.clone(), store.clone(), clock.clone());
+        let restarted = new_alerts(&config, &store, &clock);
         assert!(!raise(&restarted).await.unwrap(), "repeated after a restart");
         clock.advance(chrono::Duration::hours(2));
         assert!(raise(&restarted).await.unwrap(), "not repeated the next day");

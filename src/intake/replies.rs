@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::classify::subject::{capped, reply_subject};
 use crate::config::Config;
-use crate::domain::Decision;
 use crate::outbox::{AutoSubmitted, Composer, Draft};
-use crate::store::{Candidate, NewOutgoing};
+use crate::store::{Candidate, NewOutgoing, RequestId};
 use crate::templates::{
-    AcknowledgementContext, EarlierView, ForwardConfirmationContext, LinkView, NotificationContext,
-    PriorityView, RequestView, Templates, service_view,
+    AcknowledgementContext, EarlierView, ForwardConfirmationContext, NotificationContext, PriorityView,
+    RequestView, Templates, service_view,
 };
 
 #[derive(Debug)]
@@ -53,7 +53,7 @@ impl Replies {
 
     pub fn acknowledgement(
         &self,
-        request_id: i64,
+        request_id: RequestId,
         request: &RequestView,
         original_subject: &str,
         thread: &Thread,
@@ -82,7 +82,7 @@ impl Replies {
     #[allow(clippy::too_many_arguments)]
     pub fn forward_confirmation(
         &self,
-        request_id: i64,
+        request_id: RequestId,
         request: &RequestView,
         forwarder: &str,
         acknowledged: bool,
@@ -114,7 +114,7 @@ impl Replies {
     #[allow(clippy::too_many_arguments)]
     pub fn notification(
         &self,
-        request_id: i64,
+        request_id: RequestId,
         request: &RequestView,
         token: &str,
         kind: &str,
@@ -125,7 +125,7 @@ impl Replies {
         attachments: Vec<crate::classify::AttachmentBody>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<NewOutgoing> {
-        let reply_to = self.reply_address(token);
+        let reply_to = crate::triage::links::reply_address(&self.config, token);
         let subject = match kind {
             // A stranger's follow-up is named as theirs, not the requester's.
             "follow_up" if about.stranger => format!(
@@ -145,7 +145,7 @@ impl Replies {
             ),
         };
         let reply_subject = format!("Re: {subject}");
-        let links = self.decision_links(token, &reply_subject);
+        let links = crate::triage::links::decision_links(&self.config, token, &reply_subject);
         let view = |c: &Candidate| EarlierView {
             reference: c.reference.clone(),
             subject: c.subject.clone(),
@@ -187,36 +187,6 @@ impl Replies {
         })
     }
 
-    /// One `mailto:` link per decision, each opening a reply that carries the token.
-    pub fn decision_links(&self, token: &str, reply_subject: &str) -> Vec<LinkView> {
-        let reply_to = self.reply_address(token);
-        Decision::ALL
-            .iter()
-            .map(|d| {
-                let body = match d {
-                    Decision::Meeting | Decision::Paper | Decision::Message => d.command().to_string(),
-                    Decision::Duplicate => "duplicate GP-YYYY-NNNN".to_string(),
-                    other => format!("{}: ", other.command()),
-                };
-                let label = match d {
-                    Decision::MoreWork => "More work".to_string(),
-                    other => capitalise(other.command()),
-                };
-                LinkView { label, href: mailto(&reply_to, reply_subject, &format!("{body}\n\n")) }
-            })
-            .collect()
-    }
-
-    /// The shared address with the request's token as a sub-address
-    /// (`gp-access+TOKEN@nhs.net`): a plain reply carries it back.
-    pub fn reply_address(&self, token: &str) -> String {
-        let address = self.config.smtp.from.address.as_str();
-        match address.split_once('@') {
-            Some((local, domain)) => format!("{local}+{token}@{domain}"),
-            None => address.to_string(),
-        }
-    }
-
     fn today(&self, now: DateTime<Utc>) -> chrono::NaiveDate {
         now.with_timezone(&self.config.service.timezone).date_naive()
     }
@@ -244,97 +214,4 @@ fn who(request: &RequestView) -> String {
         .clone()
         .or_else(|| request.requester_name.as_deref().and_then(crate::domain::display_name))
         .unwrap_or_else(|| request.requester.clone())
-}
-
-/// The most characters of a sender's subject repeated in the subject of an email gatehouse
-/// sends: enough to recognise it, too few to carry a message of the sender's own.
-pub const MAX_SUBJECT_CHARS: usize = 120;
-
-/// A sender's subject as it may appear in one of ours: single line, cut to
-/// [`MAX_SUBJECT_CHARS`].
-fn capped(subject: &str) -> String {
-    let line = crate::outbox::one_line(subject);
-    if line.chars().count() <= MAX_SUBJECT_CHARS {
-        return line;
-    }
-    let cut: String = line.chars().take(MAX_SUBJECT_CHARS - 1).collect();
-    format!("{}…", cut.trim_end())
-}
-
-/// The subject of an answer to a requester or forwarder: "Re: SUBJECT [GP-2026-0042]", the
-/// sender's subject without stacked prefixes and capped, so the reference (which threads
-/// the reply) always survives.
-pub fn reply_subject(original: &str, reference: &str) -> String {
-    format!("Re: {} [{reference}]", capped(&strip_reply_prefixes(original)))
-}
-
-fn capitalise(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// A `mailto:` link with subject and body filled in (RFC 6068 percent-encoding).
-pub fn mailto(to: &str, subject: &str, body: &str) -> String {
-    format!("mailto:{}?subject={}&body={}", to, percent(subject), percent(body))
-}
-
-fn percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// "RE: Fwd: Re: Subject" → "Subject", so our replies do not stack prefixes.
-pub fn strip_reply_prefixes(subject: &str) -> String {
-    let mut s = subject.trim();
-    loop {
-        let lower = s.to_ascii_lowercase();
-        let cut = ["re:", "fw:", "fwd:", "aw:", "wg:", "re :", "fw :", "fwd :"]
-            .iter()
-            .find(|p| lower.starts_with(*p))
-            .map(|p| p.len());
-        match cut {
-            Some(n) => s = s.get(n..).unwrap_or_default().trim_start(),
-            None => return if s.is_empty() { "(no subject)".to_string() } else { s.to_string() },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mailto_links_are_percent_encoded() {
-        assert_eq!(
-            mailto("a+t@x.org", "Re: [GP-2026-0001] A & B", "decline: \n"),
-            "mailto:a+t@x.org?subject=Re%3A%20%5BGP-2026-0001%5D%20A%20%26%20B&body=decline%3A%20%0A"
-        );
-    }
-
-    #[test]
-    fn a_long_subject_is_capped_and_keeps_the_reference() {
-        let subject = reply_subject(&format!("RE: {}", "word ".repeat(200)), "GP-2026-0042");
-        assert!(subject.ends_with("… [GP-2026-0042]"), "{subject}");
-        assert!(subject.chars().count() <= MAX_SUBJECT_CHARS + 20, "{subject}");
-        assert_eq!(
-            reply_subject("Fwd: Rota\r\nBcc: x@y.z", "GP-2026-0001"),
-            "Re: Rota Bcc: x@y.z [GP-2026-0001]"
-        );
-    }
-
-    #[test]
-    fn reply_prefixes_do_not_stack() {
-        assert_eq!(strip_reply_prefixes("RE: Fwd: re: Phlebotomy"), "Phlebotomy");
-        assert_eq!(strip_reply_prefixes("  "), "(no subject)");
-    }
 }
