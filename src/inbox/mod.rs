@@ -104,7 +104,7 @@ pub struct Inbox {
     /// Messages whose last counted attempt never ran because the database failed (see
     /// `Inbox::uncount`).
     not_run: Arc<std::sync::Mutex<HashSet<MessageId>>>,
-    alerts: Arc<crate::outbox::alerts::Alerts>,
+    alerts: Arc<crate::mailings::alerts::Alerts>,
 }
 
 /// The operator's alert key for a refused mailbox login.
@@ -117,7 +117,7 @@ impl Inbox {
         clock: Arc<dyn Clock>,
         intake: Arc<Intake>,
         status: status::StatusBoard,
-        alerts: Arc<crate::outbox::alerts::Alerts>,
+        alerts: Arc<crate::mailings::alerts::Alerts>,
     ) -> Self {
         Self { config, store, clock, intake, status, tokens: None, not_run: Arc::default(), alerts }
     }

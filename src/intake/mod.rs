@@ -18,7 +18,7 @@ use crate::classify::{self, Parsed};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::Classification;
-use crate::outbox::recipients::Recipients;
+use crate::mailings::recipients::Recipients;
 use crate::store::{MessageId, Tx};
 use crate::templates::Templates;
 use crate::triage::Triage;

@@ -51,7 +51,7 @@ impl Intake {
         };
         let subject = subject.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "(no subject)".into());
         let from = from.unwrap_or_else(|| "(unknown)".into());
-        let draft = crate::outbox::Draft::system_alert(
+        let draft = crate::mailings::Draft::system_alert(
             &self.config.alert_recipients(),
             format!("A message could not be processed and is set aside: {subject}"),
             format!(
@@ -63,18 +63,18 @@ impl Intake {
         // aside again the same day tells nobody twice. Setting the message aside must not
         // fail with the alert: without it the message is still kept and listed as
         // quarantined (a failed write, though, fails the transaction, as it must).
-        let composer = crate::outbox::Composer::new(self.config.clone());
+        let composer = crate::mailings::Composer::new(self.config.clone());
         // Each message set aside is one alert, up to a cap a day: past it, a flood of poison
         // messages (anyone can send them) makes one "and more" alert a day, not one each.
         let told =
-            tx.alerts_sent_since(QUARANTINE_KEY_PREFIX, now - crate::outbox::alerts::REPEAT_AFTER).await?;
+            tx.alerts_sent_since(QUARANTINE_KEY_PREFIX, now - crate::mailings::alerts::REPEAT_AFTER).await?;
         let (key, draft) = if told < QUARANTINE_ALERTS_PER_DAY {
             (format!("{QUARANTINE_KEY_PREFIX}{id}"), draft)
         } else {
             (format!("{QUARANTINE_KEY_PREFIX}more"), quarantine_digest(&self.config.alert_recipients()))
         };
         let step = tx.begin_step().await?;
-        match crate::outbox::alerts::raise_in(tx, &composer, now, &key, draft).await {
+        match crate::mailings::alerts::raise_in(tx, &composer, now, &key, draft).await {
             Ok(_) => tx.end_step(step, true).await?,
             Err(e) if crate::store::is_storage_trouble(&e) => return Err(e),
             Err(e) => {
@@ -94,8 +94,8 @@ pub const QUARANTINE_ALERTS_PER_DAY: i64 = 5;
 
 /// The one alert a day for the messages set aside past [`QUARANTINE_ALERTS_PER_DAY`]: it
 /// names none of them (their senders' words stay out of it) and says where they are listed.
-fn quarantine_digest(recipients: &[crate::domain::EmailAddress]) -> crate::outbox::Draft {
-    crate::outbox::Draft::system_alert(
+fn quarantine_digest(recipients: &[crate::domain::EmailAddress]) -> crate::mailings::Draft {
+    crate::mailings::Draft::system_alert(
         recipients,
         "More messages could not be processed and are set aside".into(),
         format!(
