@@ -11,7 +11,7 @@ use super::Prepared;
 use crate::classify::{self, Parsed};
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::outbox::recipients::Recipients;
+use crate::mailings::recipients::Recipients;
 use crate::store::{OutboxId, RequestId, RequestRow, Tx};
 use crate::triage::{Attempt, Triage};
 

@@ -14,12 +14,11 @@ pub mod alerts;
 pub mod recipients;
 pub mod views;
 
-pub use views::{request_view, requester_display, requester_name};
+pub use views::{request_view, requester_display, requester_name, row_view};
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use chrono::Utc;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use rand::Rng as _;
@@ -43,22 +42,22 @@ pub fn to_each(addresses: &[EmailAddress]) -> Vec<(Option<String>, String)> {
 }
 
 /// One email to build. Start from [`Draft::new`] (or [`Draft::to_all`]) and set only what
-/// differs; the fields stay public for the literals not yet converted.
+/// differs; the fields are private so every email starts from the same defaults.
 #[derive(Debug, Clone)]
 pub struct Draft {
-    pub kind: &'static str,
-    pub request_id: Option<crate::store::RequestId>,
-    pub to: Vec<(Option<String>, String)>,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
+    kind: &'static str,
+    request_id: Option<crate::store::RequestId>,
+    to: Vec<(Option<String>, String)>,
+    reply_to: Option<String>,
+    subject: String,
+    text: String,
+    html: Option<String>,
     /// Message-IDs (no angle brackets) this answers.
-    pub in_reply_to: Option<String>,
-    pub references: Vec<String>,
-    pub auto_submitted: AutoSubmitted,
+    in_reply_to: Option<String>,
+    references: Vec<String>,
+    auto_submitted: AutoSubmitted,
     /// Files to attach (the approach's own attachments, for the gatekeeper).
-    pub attachments: Vec<crate::classify::AttachmentBody>,
+    attachments: Vec<crate::classify::AttachmentBody>,
 }
 
 impl Draft {
@@ -159,15 +158,11 @@ impl Composer {
     }
 
     /// A new Message-ID (no angle brackets) in our own domain, so our own mail coming back
-    /// can be recognised.
+    /// can be recognised (by the domain alone: nothing reads the part before the `@`).
+    /// Random, not timed: 128 random bits are unique without a clock.
     pub fn new_message_id(&self) -> String {
-        let bytes: [u8; 12] = rand::rng().random();
-        format!(
-            "gatehouse.{}.{}@{}",
-            Utc::now().timestamp(),
-            hex::encode(bytes),
-            self.config.smtp.from.address.domain()
-        )
+        let bytes: [u8; 16] = rand::rng().random();
+        format!("gatehouse.{}@{}", hex::encode(bytes), self.config.smtp.from.address.domain())
     }
 
     /// Renders `draft` into RFC 5322 bytes, ready for the outbox.

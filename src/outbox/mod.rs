@@ -7,10 +7,6 @@
 //! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
 //! the crash left half-sent goes again at the next start (the only way one can go twice).
 
-// Transitional re-exports: these moved to `crate::mailings`; they stay reachable here until
-// the callers not yet moved (requests, triage, inbox) import them from there.
-pub use crate::mailings::{AutoSubmitted, Composer, Draft, alerts, one_line, recipients, to_each};
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::mailings::{Draft, alerts};
 use crate::store::{OutboxItem, SharedStore};
 use crate::templates::{DeliveryFailureAlert, OutboxFailingAlert, SmtpLoginAlert};
 
@@ -365,6 +362,7 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailings::Composer;
 
     #[tokio::test]
     async fn an_email_given_up_is_failed_with_its_notice_once() {

@@ -369,7 +369,7 @@ pub trait Tx: Send {
     async fn mark_failed(&mut self, id: OutboxId, error: &str) -> StoreResult<()>;
 
     /// Records that outbox entry `outbox_id` is an automatic answer to someone outside,
-    /// keyed as the sending limits count it (see [`crate::outbox::recipients`]).
+    /// keyed as the sending limits count it (see [`crate::mailings::recipients`]).
     async fn record_answered(
         &mut self,
         outbox_id: OutboxId,

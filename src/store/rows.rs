@@ -257,7 +257,7 @@ pub struct Metrics {
     pub ack_seconds: Vec<f64>,
 }
 
-/// One technical problem the operator was told about (`outbox::alerts`).
+/// One technical problem the operator was told about (`mailings::alerts`).
 #[derive(Debug, Clone)]
 pub struct AlertRow {
     pub key: String,

@@ -374,6 +374,62 @@ pub struct DiskAlert {
     pub mailbox: String,
 }
 
+/// `alert_imap_login.txt`: gatehouse cannot log in to the shared mailbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImapLoginAlert {
+    /// The IMAP username (the shared mailbox).
+    pub mailbox: String,
+    pub host: String,
+    pub port: u16,
+    pub error: String,
+    /// What to check ("Please check the mailbox password.", or how OAuth2 signs in).
+    pub fix: String,
+}
+
+/// `alert_quarantined.txt`: one message set aside (to the gatekeepers and the operator).
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantinedAlert {
+    /// The stored message's id (for `gatehouse messages retry`).
+    pub id: String,
+    /// Its sender as far as known, or "(unknown)".
+    pub from: String,
+    /// Its subject, or "(no subject)".
+    pub subject: String,
+    /// Why it could not be processed.
+    pub why: String,
+}
+
+/// `alert_quarantined_more.txt`: the one alert a day once more messages are set aside than
+/// are alerted one by one. It names none of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantinedMoreAlert {
+    /// How many are alerted one by one in a day.
+    pub per_day: i64,
+}
+
+/// `alert_unlogged.txt`: a message that was not logged as a request (not an email
+/// gatehouse can read, or one it would not answer), to the gatekeepers and the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnloggedAlert {
+    /// Why it was not logged.
+    pub why: String,
+    /// The stored message's id.
+    pub id: String,
+    /// Its sender as far as a header scan finds, or "(unknown)".
+    pub from: String,
+    pub subject: String,
+    /// What to do if it is an approach ("log it by forwarding it to the shared mailbox").
+    pub advice: String,
+}
+
+/// `alert_repeated.txt`: the lines added to an alert repeated because its problem has
+/// not cleared.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepeatedAlert {
+    /// "2026-11-30 09:12 GMT", in the service timezone.
+    pub first_reported: String,
+}
+
 /// `alert_resolved.txt`: a problem alerted about has cleared.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedAlert {

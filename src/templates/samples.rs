@@ -302,6 +302,37 @@ fn alerts() -> Vec<Sample> {
         sample("alert_disk_low.txt", &disk),
         sample("alert_disk_full.txt", &disk),
         sample(
+            "alert_imap_login.txt",
+            &ImapLoginAlert {
+                mailbox: "gp-access@example.org".into(),
+                host: "imap.example.org".into(),
+                port: 993,
+                error: "NO [AUTHENTICATIONFAILED] Invalid credentials".into(),
+                fix: "Please check the mailbox password.".into(),
+            },
+        ),
+        sample(
+            "alert_quarantined.txt",
+            &QuarantinedAlert {
+                id: "42".into(),
+                from: "Jo Bloggs <jo@example.org>".into(),
+                subject: "Sample".into(),
+                why: "processing failed 3 times".into(),
+            },
+        ),
+        sample("alert_quarantined_more.txt", &QuarantinedMoreAlert { per_day: 5 }),
+        sample(
+            "alert_unlogged.txt",
+            &UnloggedAlert {
+                why: "it is not an email gatehouse can read".into(),
+                id: "42".into(),
+                from: "jo@example.org".into(),
+                subject: "Sample".into(),
+                advice: "log it by forwarding it to the shared mailbox".into(),
+            },
+        ),
+        sample("alert_repeated.txt", &RepeatedAlert { first_reported: "2026-11-30 09:12 GMT".into() }),
+        sample(
             "alert_resolved.txt",
             &ResolvedAlert {
                 subject: "gatehouse cannot send email".into(),

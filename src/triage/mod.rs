@@ -26,13 +26,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::classify::Parsed;
 use crate::classify::subject::reply_subject;
 use crate::config::Config;
-use crate::domain::{Decision, EmailAddress, Status, requester_display};
-use crate::outbox::recipients::Recipients;
-use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::domain::{Decision, EmailAddress, Status};
+use crate::mailings::recipients::Recipients;
+use crate::mailings::{Composer, Draft, row_view};
 use crate::store::{self, EventKind, RequestRow, Tx};
 use crate::templates::{
-    BoardView, EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates,
-    TriageConfirmationContext, TriageErrorContext, long_date, service_view,
+    BoardView, EarlierView, OutcomeContext, OutcomeHtmlContext, Templates, TriageConfirmationContext,
+    TriageErrorContext, long_date, service_view,
 };
 use grammar::{Command, Reply, TriageError};
 
@@ -334,7 +334,7 @@ impl Triage {
     }
 
     /// The outcome email and whom it goes to, or why it may not go (see
-    /// [`crate::outbox::recipients`]): to the requester, or, when an outsider's forward named
+    /// [`crate::mailings::recipients`]): to the requester, or, when an outsider's forward named
     /// them, to the forwarder alone. A decision sends at most this one email outside. A
     /// `TriageError` when its text holds something internal (see [`Self::internal_text_in`]):
     /// then the decision is refused.
@@ -348,7 +348,7 @@ impl Triage {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Result<OutcomeMail, TriageError>> {
         let via = request.via.as_deref().and_then(|v| EmailAddress::parse(v).ok());
-        let mut view = view_of(&self.config, request);
+        let mut view = row_view(&self.config, request);
         // The intake's judgment stands: a forward it could not verify (an outsider's, or a
         // member's address the receiving server did not vouch for) named the requester, and
         // only the forwarder may hear the outcome.
@@ -397,19 +397,14 @@ impl Triage {
         let paragraphs = text.split("\n\n").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
         let html =
             self.templates.render("outcome.html", &OutcomeHtmlContext { request: view, paragraphs })?;
-        let mail = self.composer.compose(&Draft {
-            kind: "outcome",
-            request_id: Some(request.id),
-            to: vec![(name, to.to_string())],
-            reply_to: None,
-            subject: reply_subject(&request.subject, &request.reference),
-            text,
-            html: Some(html),
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Replied,
-            attachments: Vec::new(),
-        })?;
+        let subject = reply_subject(&request.subject, &request.reference);
+        // An answer to the requester's approach (auto-replied), though not threaded under it.
+        let mail = self.composer.compose(
+            &Draft::new("outcome", vec![(name, to.to_string())], subject, text)
+                .about(Some(request.id))
+                .with_html(html)
+                .answering(None, Vec::new()),
+        )?;
         Ok(Ok(OutcomeMail::Send { mail, to: to.to_string() }))
     }
 
@@ -430,7 +425,7 @@ impl Triage {
                 &self.config,
                 now.with_timezone(&self.config.service.timezone).date_naive(),
             ),
-            request: view_of(&self.config, request),
+            request: row_view(&self.config, request),
             summary: summary.to_string(),
             actor: actor.name(),
             requester_told,
@@ -445,19 +440,9 @@ impl Triage {
                 to.push((None, g.to_string()));
             }
         }
-        self.composer.compose(&Draft {
-            kind: "triage_confirmation",
-            request_id: Some(request.id),
-            to,
-            reply_to: None,
-            subject: format!("[{}] {summary}", request.reference),
-            text: self.templates.render("triage_confirmation.txt", &context)?,
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        })
+        let subject = format!("[{}] {summary}", request.reference);
+        let text = self.templates.render("triage_confirmation.txt", &context)?;
+        self.composer.compose(&Draft::new("triage_confirmation", to, subject, text).about(Some(request.id)))
     }
 
     /// The short error email for a reply that changed nothing.
@@ -478,22 +463,16 @@ impl Triage {
             error: error.to_string(),
             help: grammar::HELP.to_string(),
         };
-        self.composer.compose(&Draft {
-            kind: "triage_error",
-            request_id: None,
-            to: to.iter().map(|a| (None, a.to_string())).collect(),
-            reply_to: None,
-            subject: match reference {
-                Some(r) => format!("[{r}] Not acted on: {error}"),
-                None => format!("Not acted on: {error}"),
-            },
-            text: self.templates.render("triage_error.txt", &context)?,
-            html: None,
-            in_reply_to: in_reply_to.map(str::to_string),
-            references: in_reply_to.map(|i| vec![i.to_string()]).unwrap_or_default(),
-            auto_submitted: AutoSubmitted::Replied,
-            attachments: Vec::new(),
-        })
+        let subject = match reference {
+            Some(r) => format!("[{r}] Not acted on: {error}"),
+            None => format!("Not acted on: {error}"),
+        };
+        let text = self.templates.render("triage_error.txt", &context)?;
+        let references = in_reply_to.map(|i| vec![i.to_string()]).unwrap_or_default();
+        self.composer.compose(
+            &Draft::to_all("triage_error", to, subject, text)
+                .answering(in_reply_to.map(str::to_string), references),
+        )
     }
 
     /// A requester answered a `more-work` decision: back to the gatekeeper.
@@ -616,29 +595,6 @@ pub fn describe(decision: Decision, detail: Option<&str>, meeting: Option<NaiveD
         (Decision::Meeting, _, Some(d)) => format!("meeting on {}", long_date(d)),
         (d, Some(detail), _) => format!("{} ({detail})", d.command()),
         (d, None, _) => d.command().to_string(),
-    }
-}
-
-fn view_of(config: &Config, r: &RequestRow) -> RequestView {
-    let requester_display = requester_display(r.requester_name.as_deref(), &r.requester);
-    RequestView {
-        reference: r.reference.clone(),
-        subject: r.subject.clone(),
-        requester: r.requester.clone(),
-        requester_name: r.requester_name.clone(),
-        requester_display,
-        organisation: r.organisation.clone(),
-        via: r.via.clone(),
-        received: r
-            .received_at
-            .with_timezone(&config.service.timezone)
-            .format("%A %-d %B %Y, %H:%M")
-            .to_string(),
-        status: r.status.to_string(),
-        decision: r.decision.map(|d| d.to_string()),
-        body: r.body.clone(),
-        attachments: Vec::new(),
-        message_count: r.message_count,
     }
 }
 

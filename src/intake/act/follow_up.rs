@@ -3,11 +3,12 @@
 //! more work, from a stranger it changes nothing and its files stay out of the gatekeepers'
 //! inbox.
 
-use super::{Message, RequestFields, outcome, request_view, sender_display};
+use super::{Message, outcome, sender_display};
 use crate::classify::{self, Parsed};
 use crate::domain::{Classification, EmailAddress};
 use crate::intake::Intake;
 use crate::intake::replies::Provenance;
+use crate::mailings::views::{RequestFacts, request_view};
 use crate::store::{self, EventKind, RequestRow, ThreadDirection, Tx};
 
 impl Intake {
@@ -66,7 +67,7 @@ impl Intake {
         stranger: bool,
     ) -> anyhow::Result<()> {
         let now = message.now;
-        let mut view = request_view(&self.config, &RequestFields::from_row(request), parsed);
+        let mut view = request_view(&self.config, &RequestFacts::from_row(request), &parsed.attachments);
         view.message_count = request.message_count + 1;
         let text = classify::reply_text(&parsed.body_text, parsed.body_html.as_deref());
         let about = Provenance { sender: sender_display(parsed, from), stranger, ..Provenance::default() };

@@ -6,14 +6,15 @@
 use chrono::Datelike as _;
 use rand::Rng as _;
 
-use super::{Message, RequestFields, outcome, request_view, sender_display};
+use super::{Message, outcome, sender_display};
 use crate::classify::{Fingerprint, Forwarded, Parsed};
 use crate::domain::{Classification, EmailAddress, Reference};
 use crate::intake::duplicates::Found;
 use crate::intake::replies::{Provenance, Thread};
 use crate::intake::route::Approach;
 use crate::intake::{Intake, Prepared};
-use crate::outbox::recipients::{Allowance, Purpose};
+use crate::mailings::recipients::{Allowance, Purpose};
+use crate::mailings::views::{RequestFacts, request_view};
 use crate::store::{self, EventKind, NewRequest, RequestId, ThreadDirection, Tx};
 use crate::templates::RequestView;
 
@@ -159,7 +160,7 @@ impl Intake {
     ) -> anyhow::Result<()> {
         let now = message.now;
         let organisation = self.config.organisation_for(&approach.requester);
-        let fields = RequestFields {
+        let fields = RequestFacts {
             reference: &request.reference,
             subject: &request.subject,
             requester: approach.requester.as_str(),
@@ -172,7 +173,7 @@ impl Intake {
             body: &approach.body,
             message_count: 1,
         };
-        let view = request_view(&self.config, &fields, parsed);
+        let view = request_view(&self.config, &fields, &parsed.attachments);
         let warnings = self.answer(tx, request.id, &view, parsed, forwarded, approach, now).await?;
         let sender = sender_display(parsed, &approach.from);
         let about = Provenance { sender, stranger: false, unverified: approach.unverified, warnings };
@@ -197,7 +198,7 @@ impl Intake {
 
     /// The acknowledgement to the requester and, for a forward, the confirmation to the
     /// forwarder — each only where the recipient rule allows (see
-    /// [`crate::outbox::recipients`]). Returns what the gatekeeper should be told about who
+    /// [`crate::mailings::recipients`]). Returns what the gatekeeper should be told about who
     /// was not answered, and why.
     #[allow(clippy::too_many_arguments)]
     async fn answer(
@@ -272,7 +273,7 @@ impl Intake {
         allowance: &Allowance,
         warnings: &mut Vec<String>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> anyhow::Result<Result<crate::outbox::recipients::Cleared, String>> {
+    ) -> anyhow::Result<Result<crate::mailings::recipients::Cleared, String>> {
         let requester = &approach.requester;
         Ok(match &approach.via {
             Some(v) if !self.recipients.stands_behind_requester(Some(v)) => Err(format!(
