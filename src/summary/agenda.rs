@@ -66,9 +66,9 @@ pub fn agenda_opens(config: &Config, date: NaiveDate) -> DateTime<Utc> {
 }
 
 /// From when a change to the meeting's items is too late for the board: [`LAST_CALL`]
-/// before `[meetings] time`, or the start of the meeting day when no time is set.
+/// before the meeting's time (its own, or `[meetings] time`), or the start of the meeting day when no time is set.
 pub fn last_call(config: &Config, date: NaiveDate) -> DateTime<Utc> {
-    match config.meetings.time {
+    match config.meetings.slot(date).time {
         Some(time) => local_at(date, time, config) - LAST_CALL,
         None => local_midnight(date, config.service.timezone),
     }
@@ -77,7 +77,7 @@ pub fn last_call(config: &Config, date: NaiveDate) -> DateTime<Utc> {
 /// When the meeting starts (the end of its day when no time is set): nothing about it is
 /// sent from then on.
 pub fn starts(config: &Config, date: NaiveDate) -> DateTime<Utc> {
-    match config.meetings.time {
+    match config.meetings.slot(date).time {
         Some(time) => local_at(date, time, config),
         None => local_midnight(date + Duration::days(1), config.service.timezone),
     }
