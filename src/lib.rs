@@ -5,6 +5,7 @@
 //! - [`inbox`] watches the shared mailbox (IMAP IDLE) and stores every message raw, once;
 //! - [`classify`] works out what a message is (new, follow-up, forward, automated…);
 //! - [`requests`] turns messages into requests with references and an audit log;
+//!   [`calendar`] writes the invitation a `meeting` decision sends;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
 //! - [`schedule`] decides when time-driven mail is due; [`jobs`] are the daily checks apart
 //!   from the pipeline (a client secret about to lapse);
@@ -12,6 +13,7 @@
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
 //!   disk; [`cli`] is the command line.
 
+pub mod calendar;
 pub mod classify;
 pub mod cli;
 pub mod clock;

@@ -227,7 +227,11 @@ fn each_config_error_names_the_file_and_key() {
         ),
         ("agenda_days_before = 3", "agenda_days_before = 3\nsend_empty = true", "meetings.send_empty"),
         ("agenda_days_before = 3", "agenda_days_before = 3\nlength_minutes = 0", "meetings.length_minutes"),
-        ("agenda_days_before = 3", "agenda_days_before = 3\nlength_minutes = \"90\"", "meetings.length_minutes"),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\nlength_minutes = \"90\"",
+            "meetings.length_minutes",
+        ),
         ("agenda_days_before = 3", "agenda_days_before = 3\nplace = \"\"", "meetings.place"),
         ("agenda_days_before = 3", "agenda_days_before = 3\nplace = \"Room 2\\nBcc: x\"", "meetings.place"),
         (
