@@ -14,7 +14,8 @@
 use chrono::{DateTime, Duration, NaiveDate, TimeZone as _, Utc};
 use chrono_tz::Tz;
 
-use crate::config::MeetingSlot;
+use crate::classify::AttachmentBody;
+use crate::config::{Config, MeetingSlot};
 use crate::domain::EmailAddress;
 
 /// The MIME type of the invitation: `method` must match the calendar's METHOD, or Outlook
@@ -143,6 +144,37 @@ pub fn invitation(i: &Invitation<'_>) -> String {
         "END:VCALENDAR".into(),
     ]);
     lines.iter().map(|l| fold(l)).collect()
+}
+
+/// The invitation to `attendee` for the meeting on `date` that request `reference`
+/// (`subject`) was given, decided at `decided`: an attachment entry the outbox makes the
+/// email's calendar part (see [`CONTENT_TYPE`]).
+pub fn for_request(
+    config: &Config,
+    reference: &str,
+    subject: &str,
+    date: NaiveDate,
+    attendee: Person<'_>,
+    decided: DateTime<Utc>,
+) -> AttachmentBody {
+    let slot = config.meetings.slot(date);
+    let from = &config.smtp.from;
+    let ics = invitation(&Invitation {
+        reference,
+        subject,
+        service: &config.service.name,
+        slot: &slot,
+        timezone: config.service.timezone,
+        organizer: Person { name: from.name.as_deref(), address: &from.address },
+        attendee,
+        decided,
+    });
+    AttachmentBody { name: FILE_NAME.into(), content_type: CONTENT_TYPE.into(), bytes: ics.into_bytes() }
+}
+
+/// Whether an attachment entry is an invitation built here (the outbox places it).
+pub fn is_invitation(content_type: &str) -> bool {
+    content_type.to_ascii_lowercase().starts_with("text/calendar")
 }
 
 fn utc(t: DateTime<Utc>) -> String {

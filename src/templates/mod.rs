@@ -162,6 +162,10 @@ pub struct OutcomeContext {
     pub detail: Option<String>,
     /// "Thursday 3 December 2026" for meetings.
     pub meeting_date: Option<String>,
+    /// "13:00 to 14:30" for a meeting whose time is configured.
+    pub meeting_time: Option<String>,
+    /// Where the meeting is held (`[meetings] place`), if configured.
+    pub meeting_place: Option<String>,
     /// The earlier request, named only when it came from the same requester or
     /// organisation; none otherwise (the template then must not name it).
     pub duplicate_of: Option<EarlierView>,
@@ -339,6 +343,8 @@ impl Templates {
                 decision: decision.as_str().into(),
                 detail: Some("Sample reason".into()),
                 meeting_date: Some("Thursday 3 December 2026".into()),
+                meeting_time: Some("13:00 to 14:30".into()),
+                meeting_place: Some("Room 2".into()),
                 duplicate_of: Some(EarlierView {
                     reference: "GP-2026-0000".into(),
                     subject: "Earlier".into(),
