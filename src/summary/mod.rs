@@ -23,7 +23,8 @@ use crate::domain::{Decision, Status};
 use crate::outbox::{AutoSubmitted, Composer, Draft};
 use crate::store::{RequestRow, SharedStore};
 pub use crate::templates::board::{
-    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar, sample_context,
+    AgendaContext, Duplicate, Group, Item, Meeting, Paper, PriorityCount, SummaryContext, TrendBar,
+    sample_context,
 };
 use crate::templates::{Templates, decision_meaning, long_date, service_view};
 
@@ -132,6 +133,7 @@ impl Summaries {
             priorities: r.priorities.clone(),
             waiting: human_duration(now - r.received_at),
             notes: notes.get(&r.id).cloned().unwrap_or_default(),
+            papers: Vec::new(),
         }
     }
 

@@ -23,6 +23,20 @@ pub struct Item {
     pub waiting: String,
     /// The gatekeepers' internal notes; empty unless `[board] share_notes` is set.
     pub notes: Vec<String>,
+    /// The files that came with the approach and the requester's later emails; filled for
+    /// the agenda only.
+    pub papers: Vec<Paper>,
+}
+
+/// One of an agenda item's papers: attached to the agenda email, or listed by name and
+/// size when it would take the email over `[meetings] agenda_attachments_max_mb`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paper {
+    /// The file's name as attached: the item's reference, then its own name.
+    pub name: String,
+    /// "240 KB".
+    pub size: String,
+    pub attached: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +143,11 @@ pub fn sample_context(service: ServiceView) -> SummaryContext {
         priorities: vec!["workforce".into()],
         waiting: "3 days".into(),
         notes: vec!["Sample note".into()],
+        papers: vec![Paper {
+            name: "GP-2026-0001 costings.xlsx".into(),
+            size: "24 KB".into(),
+            attached: false,
+        }],
     };
     let group = Group { name: "Anytown ICB".into(), count: 1, items: vec![item.clone()] };
     SummaryContext {
