@@ -229,6 +229,15 @@ pub struct MeetingSlot {
     pub place: Option<String>,
 }
 
+impl MeetingSlot {
+    /// "13:00 to 14:30", when the meeting's time is known.
+    pub fn hours(&self) -> Option<String> {
+        let start = self.time?;
+        let end = start + chrono::Duration::minutes(i64::from(self.length_minutes));
+        Some(format!("{} to {}", start.format("%H:%M"), end.format("%H:%M")))
+    }
+}
+
 impl MeetingSettings {
     /// The meeting on `date`: that date's own settings where given, else the defaults.
     pub fn slot(&self, date: NaiveDate) -> MeetingSlot {

@@ -182,6 +182,7 @@ fn each_meeting_takes_its_date_s_own_time_length_and_place_or_the_defaults() {
     assert_eq!(december.time, NaiveTime::from_hms_opt(13, 0, 0));
     assert_eq!(december.length_minutes, 90);
     assert_eq!(december.place.as_deref(), Some("Anytown Federation, Room 2"));
+    assert_eq!(december.hours().as_deref(), Some("13:00 to 14:30"));
     let january = m.slot(date("2027-01-07"));
     assert_eq!(january.time, NaiveTime::from_hms_opt(10, 30, 0));
     assert_eq!(january.length_minutes, 90, "the default length where the date gives none");

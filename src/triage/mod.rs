@@ -360,7 +360,7 @@ impl Triage {
             decision: decision.as_str().into(),
             detail: command.detail(),
             meeting_date: meeting_date.map(long_date),
-            meeting_time: meeting_date.and_then(|d| meeting_time(&self.config, d)),
+            meeting_time: meeting_date.and_then(|d| self.config.meetings.slot(d).hours()),
             meeting_place: meeting_date.and_then(|d| self.config.meetings.slot(d).place),
             // Another requester's approach is named only to the same requester or
             // organisation; anyone else hears that it duplicates an earlier approach.
@@ -618,14 +618,6 @@ pub fn describe(decision: Decision, detail: Option<&str>, meeting: Option<NaiveD
         (d, Some(detail), _) => format!("{} ({detail})", d.command()),
         (d, None, _) => d.command().to_string(),
     }
-}
-
-/// "13:00 to 14:30" for the meeting on `date`, when its time is known.
-fn meeting_time(config: &Config, date: NaiveDate) -> Option<String> {
-    let slot = config.meetings.slot(date);
-    let start = slot.time?;
-    let end = start + chrono::Duration::minutes(i64::from(slot.length_minutes));
-    Some(format!("{} to {}", start.format("%H:%M"), end.format("%H:%M")))
 }
 
 fn view_of(config: &Config, r: &RequestRow) -> RequestView {
