@@ -164,6 +164,31 @@ fn debug_output_never_contains_a_secret_value() {
     assert!(!format!("{c:?} {secret:?}").contains("pw-that-must-not-leak"));
 }
 
+#[test]
+fn each_meeting_takes_its_date_s_own_time_length_and_place_or_the_defaults() {
+    let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    // Without any of them: no time or place, an hour long, papers attached up to 10 MB.
+    let plain = load(VALID).unwrap().meetings;
+    let slot = plain.slot(date("2026-12-03"));
+    assert_eq!((slot.time, slot.length_minutes, slot.place), (None, 60, None));
+    assert_eq!(plain.agenda_attachments_max_bytes, 10 * 1024 * 1024);
+    let text = VALID.replace(
+        "agenda_days_before = 3",
+        "agenda_days_before = 3\ntime = \"13:00\"\nlength_minutes = 90\nplace = \"Anytown Federation, Room 2\"\nagenda_attachments_max_mb = 0\n\n[meetings.on.\"2027-01-07\"]\ntime = \"10:30\"\nplace = \"https://teams.example/l/meetup-join/19%3ameeting?context=%7b%7d\"",
+    );
+    let m = load(&text).unwrap().meetings;
+    assert_eq!(m.agenda_attachments_max_bytes, 0);
+    let december = m.slot(date("2026-12-03"));
+    assert_eq!(december.time, NaiveTime::from_hms_opt(13, 0, 0));
+    assert_eq!(december.length_minutes, 90);
+    assert_eq!(december.place.as_deref(), Some("Anytown Federation, Room 2"));
+    assert_eq!(december.hours().as_deref(), Some("13:00 to 14:30"));
+    let january = m.slot(date("2027-01-07"));
+    assert_eq!(january.time, NaiveTime::from_hms_opt(10, 30, 0));
+    assert_eq!(january.length_minutes, 90, "the default length where the date gives none");
+    assert!(january.place.unwrap().starts_with("https://teams.example/"));
+}
+
 /// Each bad config must be refused with a message naming the file and the key.
 #[test]
 fn each_config_error_names_the_file_and_key() {
@@ -202,6 +227,40 @@ fn each_config_error_names_the_file_and_key() {
             "meetings.send_empty_agenda",
         ),
         ("agenda_days_before = 3", "agenda_days_before = 3\nsend_empty = true", "meetings.send_empty"),
+        ("agenda_days_before = 3", "agenda_days_before = 3\nlength_minutes = 0", "meetings.length_minutes"),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\nlength_minutes = \"90\"",
+            "meetings.length_minutes",
+        ),
+        ("agenda_days_before = 3", "agenda_days_before = 3\nplace = \"\"", "meetings.place"),
+        ("agenda_days_before = 3", "agenda_days_before = 3\nplace = \"Room 2\\nBcc: x\"", "meetings.place"),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\nagenda_attachments_max_mb = 100",
+            "meetings.agenda_attachments_max_mb",
+        ),
+        ("agenda_days_before = 3", "agenda_days_before = 3\non = 1", "meetings.on"),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"2027-01-07\"]\nplase = \"Room 3\"",
+            "meetings.on.\"2027-01-07\".plase",
+        ),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"2027-01-08\"]\nplace = \"Room 3\"",
+            "meetings.on.\"2027-01-08\"",
+        ),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"7 Jan\"]\nplace = \"Room 3\"",
+            "meetings.on.\"7 Jan\"",
+        ),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"2027-01-07\"]\ntime = \"9am\"",
+            "meetings.on.\"2027-01-07\".time",
+        ),
         ("port = 993", "port = \"nine\"", "imap.port"),
         ("name = \"Anytown General Practice Leadership Group\"\n", "", "service.name"),
         ("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "", "imap.password_env"),

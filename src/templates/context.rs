@@ -119,6 +119,10 @@ pub struct OutcomeContext {
     pub detail: Option<String>,
     /// "Thursday 3 December 2026" for meetings.
     pub meeting_date: Option<String>,
+    /// "13:00 to 14:30" for a meeting whose time is configured.
+    pub meeting_time: Option<String>,
+    /// Where the meeting is held (`[meetings] place`), if configured.
+    pub meeting_place: Option<String>,
     /// The earlier request, named only when it came from the same requester or
     /// organisation; none otherwise (the template then must not name it).
     pub duplicate_of: Option<EarlierView>,
@@ -222,6 +226,20 @@ pub struct Item {
     pub waiting: String,
     /// The gatekeepers' internal notes; empty unless `[board] share_notes` is set.
     pub notes: Vec<String>,
+    /// The files that came with the approach and the requester's later emails; filled for
+    /// the agenda only.
+    pub papers: Vec<Paper>,
+}
+
+/// One of an agenda item's papers: attached to the agenda email, or listed by name and
+/// size when it would take the email over `[meetings] agenda_attachments_max_mb`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paper {
+    /// The file's name as attached: the item's reference, then its own name.
+    pub name: String,
+    /// "240 KB".
+    pub size: String,
+    pub attached: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -158,6 +158,8 @@ fn outcome(service: ServiceView, decision: Decision) -> OutcomeContext {
         decision: decision.as_str().into(),
         detail: Some("Sample reason".into()),
         meeting_date: Some("Thursday 3 December 2026".into()),
+        meeting_time: Some("13:00 to 14:30".into()),
+        meeting_place: Some("Room 2".into()),
         duplicate_of: Some(EarlierView {
             reference: "GP-2026-0000".into(),
             subject: "Earlier".into(),
@@ -202,6 +204,11 @@ fn item() -> Item {
         priorities: vec!["workforce".into()],
         waiting: "3 days".into(),
         notes: vec!["Sample note".into()],
+        papers: vec![Paper {
+            name: "GP-2026-0001 costings.xlsx".into(),
+            size: "24 KB".into(),
+            attached: false,
+        }],
     }
 }
 

@@ -376,6 +376,8 @@ impl Triage {
             decision: decision.as_str().into(),
             detail: command.detail(),
             meeting_date: meeting_date.map(long_date),
+            meeting_time: meeting_date.and_then(|d| self.config.meetings.slot(d).hours()),
+            meeting_place: meeting_date.and_then(|d| self.config.meetings.slot(d).place),
             // Another requester's approach is named only to the same requester or
             // organisation; anyone else hears that it duplicates an earlier approach.
             duplicate_of: duplicate.filter(|d| same_source(request, d)).map(|d| EarlierView {
@@ -394,6 +396,21 @@ impl Triage {
                 "the outcome for the requester would contain {what}, which is for the gatekeepers only; nothing was sent or changed. Reply again with only your commands and the words meant for the requester"
             ))));
         }
+        // A meeting's outcome carries the calendar invitation for the slot.
+        let attachments = match meeting_date.filter(|_| decision == Decision::Meeting) {
+            Some(date) => {
+                let attendee = crate::calendar::Person { name: name.as_deref(), address: &to };
+                vec![crate::calendar::for_request(
+                    &self.config,
+                    &request.reference,
+                    &request.subject,
+                    date,
+                    attendee,
+                    now,
+                )]
+            }
+            None => Vec::new(),
+        };
         let paragraphs = text.split("\n\n").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
         let html =
             self.templates.render("outcome.html", &OutcomeHtmlContext { request: view, paragraphs })?;
@@ -408,7 +425,7 @@ impl Triage {
             in_reply_to: None,
             references: Vec::new(),
             auto_submitted: AutoSubmitted::Replied,
-            attachments: Vec::new(),
+            attachments,
         })?;
         Ok(Ok(OutcomeMail::Send { mail, to: to.to_string() }))
     }

@@ -12,6 +12,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod inbox;
+mod meetings;
 mod monitoring;
 mod oauth;
 mod outbox;
