@@ -243,6 +243,13 @@ impl App {
             self.templates.clone(),
         );
         tasks.spawn(every_minute(shutdown.clone(), move || send_reminders(reminders.clone())));
+        let nudges = crate::triage::nudge::Nudges::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.templates.clone(),
+        );
+        tasks.spawn(every_minute(shutdown.clone(), move || send_nudges(nudges.clone())));
         if !self.config.oauth_sections().is_empty() {
             let (config, alerts, clock) = (self.config.clone(), alerts.clone(), self.clock.clone());
             tasks.spawn(every_minute(shutdown.clone(), move || {
@@ -363,6 +370,15 @@ async fn send_reminders(reminders: Reminders) {
         Ok(0) => {}
         Ok(n) => tracing::info!("Sent the gatekeepers' daily digest ({n} item(s))"),
         Err(e) => tracing::error!("Cannot send the daily reminder: {e:#}"),
+    }
+}
+
+/// One minute's check for requesters asked for more work who have not replied.
+async fn send_nudges(nudges: crate::triage::nudge::Nudges) {
+    match nudges.run_once().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("Reminded {n} requester(s) of the more work asked of them"),
+        Err(e) => tracing::error!("Cannot send the more-work reminders: {e:#}"),
     }
 }
 

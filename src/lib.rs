@@ -12,6 +12,7 @@
 //! - [`daemon`] runs those as tasks until told to stop, [`disk`] keeps room to report a full
 //!   disk; [`cli`] is the command line.
 
+pub mod channel;
 pub mod classify;
 pub mod cli;
 pub mod clock;

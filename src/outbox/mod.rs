@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod recipients;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -320,6 +321,9 @@ impl Sender {
         shared: &SharedTransport,
         bookkeeping: &tokio::sync::Mutex<()>,
     ) -> anyhow::Result<()> {
+        if item.kind == webhook::KIND {
+            return self.post_to_webhook(item, bookkeeping).await;
+        }
         let now = self.clock.now();
         let envelope = Envelope::new(
             Some(item.envelope_from.parse().context("Bad envelope sender")?),

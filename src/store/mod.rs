@@ -299,6 +299,18 @@ pub struct NewOutgoing {
     pub raw: Vec<u8>,
 }
 
+/// The latest email of one kind about a request: whom it went to and its Message-ID, so a
+/// later email can thread on it and go to the same people.
+#[derive(Debug, Clone)]
+pub struct LastOutgoing {
+    /// Without angle brackets.
+    pub message_id: String,
+    pub recipients: Vec<String>,
+    /// `pending`, `sent`, `failed`, `bounced`, …
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// An outbox entry claimed for delivery.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
@@ -393,6 +405,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn find_request(&self, reference: &str) -> anyhow::Result<Option<RequestRow>>;
     async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>>;
     async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>>;
+    /// The latest email of `kind` about a request (what a follow-up threads on), if any.
+    async fn last_outgoing(&self, request_id: i64, kind: &str) -> anyhow::Result<Option<LastOutgoing>>;
     async fn list_messages(&self) -> anyhow::Result<Vec<MessageRow>>;
     /// Messages filed in [from, to) as auto-replies recognised by their wording alone
     /// (`classify::BY_WORDING`), oldest first: the daily digest lists them in case a person

@@ -23,9 +23,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 use super::{
-    AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventRow, MailboxState, MessageOutcome, MessageRow,
-    Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved, RequestFilter,
-    RequestRow, RequestText, RetryMessage, RetryRequest, SmtpOutcome, Store, Tx,
+    AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventRow, LastOutgoing, MailboxState, MessageOutcome,
+    MessageRow, Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxItem, RawSaved,
+    RequestFilter, RequestRow, RequestText, RetryMessage, RetryRequest, SmtpOutcome, Store, Tx,
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
@@ -549,6 +549,34 @@ impl Store for SqliteStore {
                 [request_id],
                 event_from_row,
                 "Cannot read the request's events",
+            )
+        })
+        .await
+    }
+
+    async fn last_outgoing(&self, request_id: i64, kind: &str) -> anyhow::Result<Option<LastOutgoing>> {
+        let kind = kind.to_string();
+        self.read(move |c| {
+            one(
+                c,
+                r#"
+                SELECT message_id, recipients, status, created_at FROM outbox
+                WHERE request_id = ?1 AND kind = ?2
+                ORDER BY id DESC
+                LIMIT 1
+                "#,
+                params![request_id, kind],
+                |row| {
+                    let recipients: String = row.get("recipients")?;
+                    Ok(LastOutgoing {
+                        message_id: row.get("message_id")?,
+                        recipients: serde_json::from_str(&recipients)
+                            .context("Bad recipients in the outbox")?,
+                        status: row.get("status")?,
+                        created_at: from_millis(row.get("created_at")?),
+                    })
+                },
+                "Cannot read the outbox",
             )
         })
         .await

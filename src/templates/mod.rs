@@ -7,6 +7,7 @@
 //! everything that came from an email.
 
 pub mod board;
+pub mod channel;
 
 use std::path::Path;
 
@@ -41,6 +42,9 @@ const BUILTIN: &[(&str, &str)] = &[
     ("agenda.html", include_str!("builtin/agenda.html")),
     ("agenda_update.txt", include_str!("builtin/agenda_update.txt")),
     ("agenda_update.html", include_str!("builtin/agenda_update.html")),
+    ("channel_message.txt", include_str!("builtin/channel_message.txt")),
+    ("channel_draft.txt", include_str!("builtin/channel_draft.txt")),
+    ("more_work_nudge.txt", include_str!("builtin/more_work_nudge.txt")),
 ];
 
 #[derive(Debug)]
@@ -245,6 +249,8 @@ pub struct ReminderContext {
     pub auto_replies: Vec<AutoReplyItem>,
     /// "in the last day", or "since Friday 27 November, 10:00" after a weekend.
     pub auto_replies_period: String,
+    /// Requests decided `more-work` still waiting on their requester, longest first.
+    pub waiting_on_requester: Vec<channel::WaitingItem>,
 }
 
 impl Templates {
@@ -414,8 +420,19 @@ impl Templates {
                         received: "Monday 30 November, 09:12".into(),
                     }],
                     auto_replies_period: "in the last day".into(),
+                    waiting_on_requester: vec![channel::sample_waiting()],
                 },
             ),
+        ));
+        let service = service_view(config, chrono::Utc::now().date_naive());
+        checks.push(("channel_message", self.render("channel_message.txt", &channel::sample_message())));
+        checks.push((
+            "channel_draft",
+            self.render("channel_draft.txt", &channel::sample_draft(service.clone())),
+        ));
+        checks.push((
+            "more_work_nudge",
+            self.render("more_work_nudge.txt", &channel::sample_nudge(service, sample_request())),
         ));
         let summary = board::sample_context(service_view(config, chrono::Utc::now().date_naive()));
         checks.push(("summary", self.render_pair("summary", &summary)));
