@@ -221,6 +221,67 @@ mod tests {
         assert_eq!(safe("[click](https://evil.example)"), "[click] (https://evil.example)");
     }
 
+    fn channel() -> Channel {
+        let config = Arc::new(
+            crate::config::Config::parse(
+                crate::config::tests::VALID,
+                std::path::Path::new("/etc/gatehouse/gatehouse.toml"),
+            )
+            .unwrap(),
+        );
+        let templates = Arc::new(Templates::load(&config).unwrap());
+        Channel::new(config, templates)
+    }
+
+    fn request(subject: &str, name: Option<&str>) -> RequestRow {
+        RequestRow {
+            id: 1,
+            reference: "GP-2026-0042".into(),
+            status: crate::domain::Status::Scheduled,
+            decision: Some(crate::domain::Decision::Message),
+            decision_detail: None,
+            requester: "jo@icb.example".into(),
+            requester_name: name.map(str::to_string),
+            organisation: Some("Anytown ICB".into()),
+            via: None,
+            subject: subject.into(),
+            body: "Hello\nCould the group look at this by Friday 18 December?".into(),
+            received_at: Utc::now(),
+            decided_at: None,
+            meeting_date: None,
+            priorities: Vec::new(),
+            duplicate_of: None,
+            probable_duplicate_of: None,
+            message_count: 1,
+            token: "00112233445566778899aabbccddeeff".into(),
+            answer: true,
+            requester_unverified: false,
+        }
+    }
+
+    #[test]
+    fn the_text_names_who_what_when_and_the_reference_within_600_characters() {
+        let c = channel();
+        let text = c.text(&request("RE: Fwd: Phlebotomy in practices", Some("Jo Bloggs")), "").unwrap();
+        assert_eq!(
+            text,
+            "GP-2026-0042: Jo Bloggs, Anytown ICB asks the group: Phlebotomy in practices\nBy: Friday 18 December"
+        );
+        // Both the subject and the decision's words are long: each is cut, the reference
+        // and the deadline stay, and the subject keeps the larger share.
+        let long = format!("Phlebotomy {}", "very long words ".repeat(100));
+        let message = format!("We will share it. {}", "more words ".repeat(100));
+        let text = c.text(&request(&long, Some("@here Jo\u{202E}")), &message).unwrap();
+        assert!(text.chars().count() <= MAX_CHARS, "{} chars", text.chars().count());
+        assert!(text.starts_with("GP-2026-0042: "), "{text}");
+        assert!(text.contains("By: Friday 18 December"), "{text}");
+        assert!(text.contains("We will share it."), "{text}");
+        assert_eq!(text.matches('…').count(), 2, "{text}");
+        assert!(!text.contains("@here") && !text.contains('\u{202E}'), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].chars().count() > lines[2].chars().count(), "{text}");
+    }
+
     #[test]
     fn long_values_are_cut_at_a_word_with_an_ellipsis() {
         assert_eq!(cut("short", 10), "short");

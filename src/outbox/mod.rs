@@ -510,7 +510,10 @@ impl Sender {
     async fn permanent(&self, item: &OutboxItem, error: &str) -> anyhow::Result<()> {
         tracing::error!("Gave up sending {} to {}: {error}", item.kind, item.recipients.join(", "));
         self.store.mark_failed(item.id, error).await?;
-        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        // A webhook's refusal says nothing about SMTP.
+        if item.kind != webhook::KIND {
+            self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        }
         if item.kind == "delivery_failure" {
             return Ok(());
         }

@@ -20,14 +20,15 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::helpers::{Options, TestApp, header, readable, wait_until};
 use crate::triage::{approach, gmail_reply, send};
 
-/// A real HTTP/1.1 server on loopback that answers every POST with 200 and keeps the bodies.
+/// A real HTTP/1.1 server on loopback that answers every POST with `status` (e.g. "200 OK")
+/// and keeps the bodies.
 struct Receiver {
     bodies: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start(listener: tokio::net::TcpListener) -> Receiver {
+    async fn start(listener: tokio::net::TcpListener, status: &'static str) -> Receiver {
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let kept = bodies.clone();
         let task = tokio::spawn(async move {
@@ -56,9 +57,9 @@ impl Receiver {
                         }
                     };
                     kept.lock().unwrap().push(body);
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                        .await;
+                    let answer =
+                        format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno");
+                    let _ = stream.write_all(answer.as_bytes()).await;
                 });
             }
         });
@@ -151,7 +152,7 @@ fn decoded_text(mail: &[u8]) -> String {
 async fn a_message_decision_drafts_the_channel_text_for_the_gatekeeper_and_posts_it_to_the_webhook() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks/secret-path", listener.local_addr().unwrap());
-    let receiver = Receiver::start(listener).await;
+    let receiver = Receiver::start(listener, "200 OK").await;
     let app = app_with_webhook("GATEHOUSE_TEST_WEBHOOK_MESSAGE", &url).await;
     let a = approach(&app, "Phlebotomy in practices by 18 December").await;
     let commands = "message\nnote: SECRET-NOTE do not share\nThanks, we will share this with the group.";
@@ -244,12 +245,39 @@ async fn a_hostile_subject_reaches_the_channel_safe_and_a_down_receiver_gets_it_
     })
     .await;
     assert!(error.contains("127.0.0.1") && !error.contains("/hook"), "{error}");
-    let receiver = Receiver::start(tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+    let receiver = Receiver::start(tokio::net::TcpListener::bind(addr).await.unwrap(), "202 Accepted").await;
     let body = receiver.wait_for_body().await;
     let posted = body["text"].as_str().unwrap();
     assert!(posted.contains("&lt;script&gt;") && !posted.contains("<script>"), "{posted}");
     assert_eq!(posted, text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
     safe(&text);
+}
+
+#[tokio::test]
+async fn a_webhook_that_refuses_the_post_is_given_up_at_once_and_the_gatekeepers_told() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/deleted-secret", listener.local_addr().unwrap());
+    let receiver = Receiver::start(listener, "404 Not Found").await;
+    let app = app_with_webhook("GATEHOUSE_TEST_WEBHOOK_GONE", &url).await;
+    let a = approach(&app, "Shared care protocol").await;
+    let out = app.cli(&["triage", &a.reference, "message"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    receiver.wait_for_body().await;
+    let alert = wait_until("the delivery failure alert", || async {
+        app.stack.mailbox(&app.gatekeeper).into_iter().find(|m| {
+            header(m, "X-Gatehouse").as_deref() == Some("delivery_failure")
+                && header(m, "Subject").is_some_and(|s| s.contains(&a.reference))
+        })
+    })
+    .await;
+    let text = readable(&alert);
+    assert!(text.contains("404") && text.contains("channel_post"), "{text}");
+    assert!(!text.contains("deleted-secret"), "the webhook's URL is in the alert: {text}");
+    // Given up after the one refusal: no retry reached the receiver.
+    app.wait_for_outbox_drain().await;
+    assert_eq!(receiver.bodies.lock().unwrap().len(), 1);
+    // The draft still reached the gatekeeper, to paste by hand.
+    draft(&app, &a.reference).await;
 }
 
 fn london(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
