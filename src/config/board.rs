@@ -167,5 +167,6 @@ pub(super) fn triage(raw: RawTriage, src: &Source) -> Result<TriageSettings, Con
         authserv_id: raw.authserv_id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
         remind_after_working_days: raw.remind_after_working_days,
         reminder_hour: raw.reminder_hour,
+        more_work_nudge_days: raw.more_work_nudge_days,
     })
 }

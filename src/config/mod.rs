@@ -283,6 +283,8 @@ pub struct Config {
     /// (the default) serves nothing.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub retention: RetentionSettings,
+    /// `[channel]`: the group's messaging channel.
+    pub channel: ChannelSettings,
 }
 
 /// How long personal data is kept (`[retention]`; README "Retention" says why the defaults).
@@ -310,6 +312,9 @@ pub struct TriageSettings {
     pub remind_after_working_days: u32,
     /// The local hour (0-23) on working days after which the daily reminder goes.
     pub reminder_hour: u32,
+    /// A requester asked for more work who has not replied after this many working days
+    /// gets one polite reminder; 0 turns it off.
+    pub more_work_nudge_days: u32,
 }
 
 /// When the requester is answered.
@@ -385,6 +390,7 @@ impl Config {
         let triage = board::triage(raw.triage, &src)?;
         let retention = service::retention(&raw.retention, &src)?;
         let templates_dir = service::templates_dir(&raw.templates, &src)?;
+        let channel = channel::channel(raw.channel, &src)?;
         Ok(Config {
             path: path.to_path_buf(),
             service,
@@ -403,6 +409,7 @@ impl Config {
             attach_max_bytes: raw.notifications.attach_max_bytes,
             metrics_listen,
             retention,
+            channel,
         })
     }
 
@@ -497,12 +504,14 @@ impl<'a> Source<'a> {
 }
 
 mod board;
+mod channel;
 mod mail;
 mod oauth2;
 mod people;
 mod raw;
 mod service;
 
+pub use channel::ChannelSettings;
 pub use mail::is_loopback;
 pub use oauth2::{
     DEFAULT_APP_SCOPE, DEFAULT_DELEGATED_SCOPE, Flow, MICROSOFT_DEVICE_CODE_ENDPOINT,

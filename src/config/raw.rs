@@ -88,7 +88,8 @@ pub(super) const KNOWN_KEYS: &[(&str, &[&str])] = &[
         &["rate_limit_per_day", "domain_limit_per_day", "limit_per_hour", "acknowledge_forwarded"],
     ),
     ("members", &["domains", "addresses"]),
-    ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour"]),
+    ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour", "more_work_nudge_days"]),
+    ("channel", &["webhook_url_env", "webhook_url_file", "timeout_secs"]),
     ("notifications", &["attach_max_bytes"]),
     ("retention", &["raw_messages_days", "sent_mail_days", "closed_requests_months"]),
     // Free-form tables: any key, string values.
@@ -174,6 +175,15 @@ pub(super) struct RawConfig {
     pub(super) retention: RawRetention,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) channel: RawChannel,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawChannel {
+    pub(super) webhook_url_env: Option<String>,
+    pub(super) webhook_url_file: Option<String>,
+    pub(super) timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -236,6 +246,8 @@ pub(super) struct RawTriage {
     pub(super) remind_after_working_days: u32,
     #[serde(default = "default_reminder_hour")]
     pub(super) reminder_hour: u32,
+    #[serde(default = "default_nudge_days")]
+    pub(super) more_work_nudge_days: u32,
 }
 
 impl Default for RawTriage {
@@ -244,6 +256,7 @@ impl Default for RawTriage {
             authserv_id: None,
             remind_after_working_days: default_remind_days(),
             reminder_hour: default_reminder_hour(),
+            more_work_nudge_days: default_nudge_days(),
         }
     }
 }
@@ -254,6 +267,10 @@ fn default_remind_days() -> u32 {
 
 fn default_reminder_hour() -> u32 {
     8
+}
+
+fn default_nudge_days() -> u32 {
+    5
 }
 
 #[derive(Deserialize)]

@@ -408,3 +408,38 @@ fn plain_is_allowed_to_loopback() {
     assert!(is_loopback("localhost") && is_loopback("::1") && is_loopback("127.0.0.2"));
     assert!(!is_loopback("10.0.0.1") && !is_loopback("mail.example.org"));
 }
+
+#[test]
+fn the_channel_webhook_is_named_never_written_and_the_nudge_defaults_to_five_days() {
+    let c = load(VALID).unwrap();
+    assert!(c.channel.webhook_url.is_none());
+    assert_eq!(c.channel.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.triage.more_work_nudge_days, 5);
+    let set = |extra: &str| VALID.replace("[board]", &format!("{extra}\n\n[board]"));
+    // SAFETY of the test: the variable name is unique to this test.
+    unsafe { std::env::set_var("GATEHOUSE_CHANNEL_DEBUG_TEST", "https://hooks.example/secret-path-xyz") };
+    let c = load(&set("[channel]\nwebhook_url_env = \"GATEHOUSE_CHANNEL_DEBUG_TEST\"\ntimeout_secs = 10"))
+        .unwrap();
+    let source = c.channel.webhook_url.clone().unwrap();
+    assert_eq!(source.load().unwrap().expose(), "https://hooks.example/secret-path-xyz");
+    assert!(!format!("{c:?}").contains("secret-path-xyz"), "the URL is in the config's Debug");
+    assert_eq!(c.channel.timeout, std::time::Duration::from_secs(10));
+    let c = load(&set("[channel]\nwebhook_url_file = \"channel.url\"")).unwrap();
+    assert_eq!(
+        c.channel.webhook_url,
+        Some(crate::secret::SecretSource::File(PathBuf::from("/etc/gatehouse/channel.url")))
+    );
+    let off = load(&set("[triage]\nmore_work_nudge_days = 0")).unwrap();
+    assert_eq!(off.triage.more_work_nudge_days, 0);
+    for (extra, key) in [
+        ("[channel]\nwebhook_url = \"https://hooks.example/x\"", "channel.webhook_url"),
+        ("[channel]\nwebhook_url_env = \"A\"\nwebhook_url_file = \"b\"", "channel.webhook_url_file"),
+        ("[channel]\nwebhook_url_env = \"https://hooks.example/x?a=b\"", "channel.webhook_url_env"),
+        ("[channel]\ntimeout_secs = 0", "channel.timeout_secs"),
+        ("[triage]\nmore_work_nudge_days = -1", "triage.more_work_nudge_days"),
+    ] {
+        let e = load(&set(extra)).unwrap_err();
+        assert_eq!(e.key, key, "{extra}: {e}");
+        assert!(!e.to_string().contains("hooks.example/x?a=b"), "a URL given as a name is echoed: {e}");
+    }
+}

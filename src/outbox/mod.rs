@@ -11,6 +11,8 @@
 // the callers not yet moved (requests, triage, inbox) import them from there.
 pub use crate::mailings::{AutoSubmitted, Composer, Draft, alerts, one_line, recipients, to_each};
 
+pub mod webhook;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,6 +145,9 @@ impl Sender {
         shared: &SharedTransport,
         bookkeeping: &tokio::sync::Mutex<()>,
     ) -> anyhow::Result<()> {
+        if item.kind == webhook::KIND {
+            return self.post_to_webhook(item, bookkeeping).await;
+        }
         let now = self.clock.now();
         let envelope = Envelope::new(
             Some(item.envelope_from.parse().context("Bad envelope sender")?),
@@ -357,7 +362,10 @@ impl Sender {
             self.alerts.raise_in(&mut *tx, &format!("undeliverable:{}", item.id), draft).await?;
         }
         tx.commit().await?;
-        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        // A webhook's refusal says nothing about SMTP.
+        if item.kind != webhook::KIND {
+            self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        }
         Ok(())
     }
 }

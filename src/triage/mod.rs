@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod grammar;
 pub mod links;
+pub mod nudge;
 pub mod reminders;
 
 use std::sync::Arc;
@@ -84,13 +85,15 @@ pub struct Triage {
     templates: Arc<Templates>,
     composer: Composer,
     recipients: Recipients,
+    channel: crate::channel::Channel,
 }
 
 impl Triage {
     pub fn new(config: Arc<Config>, templates: Arc<Templates>) -> Self {
         let composer = Composer::new(config.clone());
         let recipients = Recipients::new(config.clone());
-        Self { config, templates, composer, recipients }
+        let channel = crate::channel::Channel::new(config.clone(), templates.clone());
+        Self { config, templates, composer, recipients, channel }
     }
 
     /// Decides whether `parsed` is a gatekeeper's reply and whether it may act. `quoted_keys`
@@ -263,6 +266,11 @@ impl Triage {
             }
             None => None,
         };
+        // A `message` decision's text for the group's channel (and its webhook post).
+        let channel = match &reply.decision {
+            Some(Command::Message) => self.channel.mailings(request, &reply.message, now)?,
+            _ => Vec::new(),
+        };
 
         let who = actor.author();
         let mut summary = Vec::new();
@@ -316,6 +324,10 @@ impl Triage {
                     summary.push(format!("outcome not sent: {why}"));
                 }
                 None => {}
+            }
+            for (kind, mail) in &channel {
+                tx.enqueue(mail, now).await?;
+                tx.add_event(request.id, now, store::Actor::Gatehouse, *kind, Some(&mail.subject)).await?;
             }
         }
         for key in &reply.priorities {

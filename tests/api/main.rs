@@ -6,6 +6,7 @@ mod agenda;
 mod attack;
 mod attack2;
 mod bench;
+mod channel;
 mod classify;
 mod cli;
 mod faults;
