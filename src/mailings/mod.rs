@@ -134,6 +134,15 @@ impl Draft {
         self
     }
 
+    /// Threaded on `parent` (one of our own emails) without answering anything the
+    /// recipient sent: it stays `auto-generated` (unlike [`Draft::answering`]).
+    #[must_use]
+    pub fn threaded_on(mut self, parent: String) -> Self {
+        self.references = vec![parent.clone()];
+        self.in_reply_to = Some(parent);
+        self
+    }
+
     /// With files attached.
     #[must_use]
     pub fn with_attachments(mut self, attachments: Vec<crate::classify::AttachmentBody>) -> Self {
@@ -205,10 +214,25 @@ impl Composer {
             .raw_header(raw_header("X-Auto-Response-Suppress", "All"))
             .raw_header(raw_header("X-Gatehouse", draft.kind));
         let text = || SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone());
-        let body = draft.html.as_ref().map(|html| {
-            MultiPart::alternative()
-                .singlepart(text())
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone()))
+        // A calendar invitation is one more alternative of the body, as iMIP (RFC 6047) and
+        // Outlook expect, and is also attached as a file below for clients that show only
+        // attachments.
+        let invitation = draft.attachments.iter().find(|a| crate::calendar::is_invitation(&a.content_type));
+        let body = (draft.html.is_some() || invitation.is_some()).then(|| {
+            let mut alternative = MultiPart::alternative().singlepart(text());
+            if let Some(html) = &draft.html {
+                alternative = alternative
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone()));
+            }
+            if let Some(ics) = invitation {
+                let content_type = ContentType::parse(&ics.content_type).unwrap_or(ContentType::TEXT_PLAIN);
+                alternative = alternative.singlepart(
+                    SinglePart::builder()
+                        .header(content_type)
+                        .body(String::from_utf8_lossy(&ics.bytes).into_owned()),
+                );
+            }
+            alternative
         });
         let message = if draft.attachments.is_empty() {
             match body {
@@ -221,7 +245,14 @@ impl Composer {
                 None => MultiPart::mixed().singlepart(text()),
             };
             for a in &draft.attachments {
-                let content_type = ContentType::parse(&a.content_type)
+                // The invitation's file copy: application/ics, so no client takes it for a
+                // second invitation.
+                let kind = if crate::calendar::is_invitation(&a.content_type) {
+                    "application/ics"
+                } else {
+                    a.content_type.as_str()
+                };
+                let content_type = ContentType::parse(kind)
                     .or_else(|_| ContentType::parse("application/octet-stream"))
                     .unwrap_or(ContentType::TEXT_PLAIN);
                 mixed =

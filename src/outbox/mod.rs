@@ -7,6 +7,8 @@
 //! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
 //! the crash left half-sent goes again at the next start (the only way one can go twice).
 
+pub mod webhook;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,6 +142,9 @@ impl Sender {
         shared: &SharedTransport,
         bookkeeping: &tokio::sync::Mutex<()>,
     ) -> anyhow::Result<()> {
+        if item.kind == webhook::KIND {
+            return self.post_to_webhook(item, bookkeeping).await;
+        }
         let now = self.clock.now();
         let envelope = Envelope::new(
             Some(item.envelope_from.parse().context("Bad envelope sender")?),
@@ -354,7 +359,10 @@ impl Sender {
             self.alerts.raise_in(&mut *tx, &format!("undeliverable:{}", item.id), draft).await?;
         }
         tx.commit().await?;
-        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        // A webhook's refusal says nothing about SMTP.
+        if item.kind != webhook::KIND {
+            self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        }
         Ok(())
     }
 }

@@ -70,6 +70,12 @@ kinds!(
         OutcomeNotSent = "outcome_not_sent",
         Reopened = "reopened",
         Reminder = "reminder",
+        /// The one more-work reminder to a requester who has not replied.
+        MoreWorkNudge = "more_work_nudge",
+        /// A `message` decision's text, emailed to the gatekeepers for the group's channel.
+        ChannelDraft = "channel_draft",
+        /// A `message` decision's text, queued for the channel's webhook.
+        ChannelPost = "channel_post",
         TriageRefused = "triage_refused",
         TriageNotUnderstood = "triage_not_understood",
         /// Retention removed the personal data of a closed request.

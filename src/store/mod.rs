@@ -164,6 +164,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Emails waiting to be sent that have failed at least `failing_after` attempts.
     async fn outbox_failing(&self, failing_after: i64) -> StoreResult<i64>;
 
+    /// The latest email of `kind` about a request (what a follow-up threads on), if any.
+    async fn last_outgoing(&self, request_id: RequestId, kind: &str) -> StoreResult<Option<LastOutgoing>>;
+
     // Ledger: events, meta values, the daemon's status, alerts, figures, mailings sent.
 
     async fn request_events(&self, request_id: RequestId) -> StoreResult<Vec<EventRow>>;

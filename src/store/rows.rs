@@ -189,6 +189,18 @@ pub struct Candidate {
     pub decision: Option<Decision>,
 }
 
+/// The latest email of one kind about a request: whom it went to and its Message-ID, so a
+/// later email can thread on it and go to the same people.
+#[derive(Debug, Clone)]
+pub struct LastOutgoing {
+    /// Without angle brackets.
+    pub message_id: String,
+    pub recipients: Vec<String>,
+    /// `pending`, `sent`, `failed`, `bounced`, …
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// An email about to be put in the outbox: fully rendered, its Message-ID fixed.
 #[derive(Debug, Clone)]
 pub struct NewOutgoing {

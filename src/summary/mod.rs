@@ -23,7 +23,7 @@ use crate::domain::{Decision, Status};
 use crate::mailings::{Composer, Draft};
 use crate::store::{EventKind, RequestId, RequestRow, SharedStore};
 pub use crate::templates::{
-    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar,
+    AgendaContext, Duplicate, Group, Item, Meeting, Paper, PriorityCount, SummaryContext, TrendBar,
 };
 use crate::templates::{Templates, decision_meaning, long_date, service_view};
 
@@ -131,6 +131,7 @@ impl Summaries {
             priorities: r.priorities.clone(),
             waiting: human_duration(now - r.received_at),
             notes: notes.get(&r.id).cloned().unwrap_or_default(),
+            papers: Vec::new(),
         }
     }
 

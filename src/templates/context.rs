@@ -119,6 +119,10 @@ pub struct OutcomeContext {
     pub detail: Option<String>,
     /// "Thursday 3 December 2026" for meetings.
     pub meeting_date: Option<String>,
+    /// "13:00 to 14:30" for a meeting whose time is configured.
+    pub meeting_time: Option<String>,
+    /// Where the meeting is held (`[meetings] place`), if configured.
+    pub meeting_place: Option<String>,
     /// The earlier request, named only when it came from the same requester or
     /// organisation; none otherwise (the template then must not name it).
     pub duplicate_of: Option<EarlierView>,
@@ -202,6 +206,8 @@ pub struct ReminderContext {
     pub auto_replies: Vec<AutoReplyItem>,
     /// "in the last day", or "since Friday 27 November, 10:00" after a weekend.
     pub auto_replies_period: String,
+    /// Requests decided `more-work` still waiting on their requester, longest first.
+    pub waiting_on_requester: Vec<WaitingItem>,
 }
 
 // The board's emails: the weekly summary, a meeting's agenda, an agenda update.
@@ -222,6 +228,20 @@ pub struct Item {
     pub waiting: String,
     /// The gatekeepers' internal notes; empty unless `[board] share_notes` is set.
     pub notes: Vec<String>,
+    /// The files that came with the approach and the requester's later emails; filled for
+    /// the agenda only.
+    pub papers: Vec<Paper>,
+}
+
+/// One of an agenda item's papers: attached to the agenda email, or listed by name and
+/// size when it would take the email over `[meetings] agenda_attachments_max_mb`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paper {
+    /// The file's name as attached: the item's reference, then its own name.
+    pub name: String,
+    /// "240 KB".
+    pub size: String,
+    pub attached: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -438,4 +458,57 @@ pub struct ResolvedAlert {
     /// "2026-11-30 09:12 GMT", in the service timezone.
     pub first_reported: String,
     pub cleared: String,
+}
+
+// The `message` decision's channel text, and the more-work reminder to a silent requester.
+
+/// `channel_message.txt`: the short text for the group's channel. Every value is already
+/// made safe by [`crate::channel`] (one line each, no mentions, cut to fit), and the
+/// rendered text is cleaned and capped again whatever an override writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelMessageContext {
+    pub reference: String,
+    /// "Jo Bloggs, Anytown ICB".
+    pub who: String,
+    /// The requester's subject (or first line), cleaned.
+    pub what: String,
+    /// "Friday 18 December 2026" when the requester named a date.
+    pub by_when: Option<String>,
+    /// The decision's words for the requester, if any (never the gatekeepers' notes).
+    pub message: Option<String>,
+}
+
+/// `channel_draft.txt`: the gatekeeper's email with the text ready to paste.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelDraftContext {
+    pub service: ServiceView,
+    pub reference: String,
+    /// The channel text as it is to be pasted.
+    pub text: String,
+    /// Whether the same text is also posted to the channel's webhook.
+    pub posted: bool,
+}
+
+/// `more_work_nudge.txt`: the one reminder to a requester asked for more work.
+#[derive(Debug, Clone, Serialize)]
+pub struct NudgeContext {
+    pub service: ServiceView,
+    pub request: RequestView,
+    /// What the gatekeeper asked for (as the outcome already told the requester).
+    pub detail: Option<String>,
+    /// "Monday 30 November 2026": when the outcome went.
+    pub asked_on: String,
+}
+
+/// A request waiting on its requester, in the gatekeepers' daily digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingItem {
+    pub reference: String,
+    pub subject: String,
+    pub requester_display: String,
+    pub organisation: Option<String>,
+    /// "6 working days" since the more-work decision.
+    pub waiting: String,
+    /// Whether the requester has had the reminder.
+    pub nudged: bool,
 }

@@ -84,6 +84,9 @@ pub fn all(config: &Config) -> Vec<Sample> {
         },
     ));
     samples.push(sample("reminder.txt", &reminder(service.clone())));
+    samples.push(sample("channel_message.txt", &channel_message()));
+    samples.push(sample("channel_draft.txt", &channel_draft(service.clone())));
+    samples.push(sample("more_work_nudge.txt", &more_work_nudge(service.clone(), self::request())));
     let summary = summary(service.clone());
     samples.extend(pair("summary", &summary));
     let meeting = summary.next_meeting.clone().unwrap_or(Meeting { date: String::new(), items: Vec::new() });
@@ -158,6 +161,8 @@ fn outcome(service: ServiceView, decision: Decision) -> OutcomeContext {
         decision: decision.as_str().into(),
         detail: Some("Sample reason".into()),
         meeting_date: Some("Thursday 3 December 2026".into()),
+        meeting_time: Some("13:00 to 14:30".into()),
+        meeting_place: Some("Room 2".into()),
         duplicate_of: Some(EarlierView {
             reference: "GP-2026-0000".into(),
             subject: "Earlier".into(),
@@ -187,6 +192,7 @@ fn reminder(service: ServiceView) -> ReminderContext {
             received: "Monday 30 November, 09:12".into(),
         }],
         auto_replies_period: "in the last day".into(),
+        waiting_on_requester: vec![waiting()],
     }
 }
 
@@ -202,6 +208,11 @@ fn item() -> Item {
         priorities: vec!["workforce".into()],
         waiting: "3 days".into(),
         notes: vec!["Sample note".into()],
+        papers: vec![Paper {
+            name: "GP-2026-0001 costings.xlsx".into(),
+            size: "24 KB".into(),
+            attached: false,
+        }],
     }
 }
 
@@ -341,4 +352,43 @@ fn alerts() -> Vec<Sample> {
             },
         ),
     ]
+}
+
+fn channel_message() -> ChannelMessageContext {
+    ChannelMessageContext {
+        reference: "GP-2026-0001".into(),
+        who: "Jo Bloggs, Anytown ICB".into(),
+        what: "Sample subject".into(),
+        by_when: Some("Friday 18 December 2026".into()),
+        message: Some("Sample message".into()),
+    }
+}
+
+fn channel_draft(service: ServiceView) -> ChannelDraftContext {
+    ChannelDraftContext {
+        service,
+        reference: "GP-2026-0001".into(),
+        text: "GP-2026-0001: Jo Bloggs, Anytown ICB asks: Sample".into(),
+        posted: true,
+    }
+}
+
+fn more_work_nudge(service: ServiceView, request: RequestView) -> NudgeContext {
+    NudgeContext {
+        service,
+        request,
+        detail: Some("Sample work".into()),
+        asked_on: "Monday 30 November 2026".into(),
+    }
+}
+
+fn waiting() -> WaitingItem {
+    WaitingItem {
+        reference: "GP-2026-0002".into(),
+        subject: "Sample".into(),
+        requester_display: "Jo <jo@example.org>".into(),
+        organisation: Some("Anytown ICB".into()),
+        waiting: "6 working days".into(),
+        nudged: true,
+    }
 }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod grammar;
 pub mod links;
+pub mod nudge;
 pub mod reminders;
 
 use std::sync::Arc;
@@ -84,13 +85,15 @@ pub struct Triage {
     templates: Arc<Templates>,
     composer: Composer,
     recipients: Recipients,
+    channel: crate::channel::Channel,
 }
 
 impl Triage {
     pub fn new(config: Arc<Config>, templates: Arc<Templates>) -> Self {
         let composer = Composer::new(config.clone());
         let recipients = Recipients::new(config.clone());
-        Self { config, templates, composer, recipients }
+        let channel = crate::channel::Channel::new(config.clone(), templates.clone());
+        Self { config, templates, composer, recipients, channel }
     }
 
     /// Decides whether `parsed` is a gatekeeper's reply and whether it may act. `quoted_keys`
@@ -263,6 +266,11 @@ impl Triage {
             }
             None => None,
         };
+        // A `message` decision's text for the group's channel (and its webhook post).
+        let channel = match &reply.decision {
+            Some(Command::Message) => self.channel.mailings(request, &reply.message, now)?,
+            _ => Vec::new(),
+        };
 
         let who = actor.author();
         let mut summary = Vec::new();
@@ -316,6 +324,10 @@ impl Triage {
                     summary.push(format!("outcome not sent: {why}"));
                 }
                 None => {}
+            }
+            for (kind, mail) in &channel {
+                tx.enqueue(mail, now).await?;
+                tx.add_event(request.id, now, store::Actor::Gatehouse, *kind, Some(&mail.subject)).await?;
             }
         }
         for key in &reply.priorities {
@@ -376,6 +388,8 @@ impl Triage {
             decision: decision.as_str().into(),
             detail: command.detail(),
             meeting_date: meeting_date.map(long_date),
+            meeting_time: meeting_date.and_then(|d| self.config.meetings.slot(d).hours()),
+            meeting_place: meeting_date.and_then(|d| self.config.meetings.slot(d).place),
             // Another requester's approach is named only to the same requester or
             // organisation; anyone else hears that it duplicates an earlier approach.
             duplicate_of: duplicate.filter(|d| same_source(request, d)).map(|d| EarlierView {
@@ -394,6 +408,21 @@ impl Triage {
                 "the outcome for the requester would contain {what}, which is for the gatekeepers only; nothing was sent or changed. Reply again with only your commands and the words meant for the requester"
             ))));
         }
+        // A meeting's outcome carries the calendar invitation for the slot.
+        let attachments = match meeting_date.filter(|_| decision == Decision::Meeting) {
+            Some(date) => {
+                let attendee = crate::calendar::Person { name: name.as_deref(), address: &to };
+                vec![crate::calendar::for_request(
+                    &self.config,
+                    &request.reference,
+                    &request.subject,
+                    date,
+                    attendee,
+                    now,
+                )]
+            }
+            None => Vec::new(),
+        };
         let paragraphs = text.split("\n\n").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
         let html =
             self.templates.render("outcome.html", &OutcomeHtmlContext { request: view, paragraphs })?;
@@ -403,7 +432,8 @@ impl Triage {
             &Draft::new("outcome", vec![(name, to.to_string())], subject, text)
                 .about(Some(request.id))
                 .with_html(html)
-                .answering(None, Vec::new()),
+                .answering(None, Vec::new())
+                .with_attachments(attachments),
         )?;
         Ok(Ok(OutcomeMail::Send { mail, to: to.to_string() }))
     }

@@ -186,6 +186,10 @@ impl Store for SqliteStore {
         SqliteStore::claim_due(self, now, limit).await.map_err(classify)
     }
 
+    async fn last_outgoing(&self, request_id: RequestId, kind: &str) -> StoreResult<Option<LastOutgoing>> {
+        SqliteStore::last_outgoing(self, request_id, kind).await.map_err(classify)
+    }
+
     async fn mark_in_flight(&self, id: OutboxId) -> StoreResult<()> {
         SqliteStore::mark_in_flight(self, id).await.map_err(classify)
     }
