@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod grammar;
 pub mod links;
+pub mod paper;
 pub mod reminders;
 
 use std::sync::Arc;
@@ -207,7 +208,8 @@ impl Triage {
     }
 
     /// Applies a parsed reply to `request` inside `tx`: the decision, priorities, notes, the
-    /// requester's outcome email and the gatekeepers' confirmation. An `Err(TriageError)`
+    /// requester's outcome email, `circulate`'s email to the board ([`paper`]) and the
+    /// gatekeepers' confirmation. An `Err(TriageError)`
     /// means nothing was written.
     pub async fn decide(
         &self,
@@ -252,15 +254,34 @@ impl Triage {
             _ => {}
         }
 
+        let paper_by = match &reply.decision {
+            Some(command) => self.paper_by(tx, request, command.decision(), today).await?,
+            None => None,
+        };
         // The outcome is drafted before anything is written, so that one refused by the
         // final check for internal text leaves the request as it was.
         let outcome = match &reply.decision {
             Some(command) => {
-                match self.outcome(request, command, meeting_date, duplicate.as_ref(), &reply.message, now)? {
+                match self.outcome(
+                    request,
+                    command,
+                    meeting_date,
+                    duplicate.as_ref(),
+                    &reply.message,
+                    paper_by,
+                    now,
+                )? {
                     Ok(mail) => Some(mail),
                     Err(e) => return Ok(Err(e)),
                 }
             }
+            None => None,
+        };
+        let circulation = match reply.circulate {
+            Some(how) => match self.prepare_circulation(tx, request, how, &reply.message, now).await? {
+                Ok(circulation) => Some(circulation),
+                Err(e) => return Ok(Err(e)),
+            },
             None => None,
         };
 
@@ -327,6 +348,9 @@ impl Triage {
             tx.add_event(request.id, now, who.clone(), EventKind::Note, Some(note)).await?;
             summary.push("note added".into());
         }
+        if let Some(circulation) = circulation {
+            summary.push(self.circulate(tx, request, circulation, actor, now).await?);
+        }
         let summary = summary.join("; ");
         let confirmation = self.confirmation(request, &summary, actor, requester_told, board, now)?;
         tx.enqueue(&confirmation, now).await?;
@@ -338,6 +362,7 @@ impl Triage {
     /// them, to the forwarder alone. A decision sends at most this one email outside. A
     /// `TriageError` when its text holds something internal (see [`Self::internal_text_in`]):
     /// then the decision is refused.
+    #[allow(clippy::too_many_arguments)]
     fn outcome(
         &self,
         request: &RequestRow,
@@ -345,6 +370,7 @@ impl Triage {
         meeting_date: Option<NaiveDate>,
         duplicate: Option<&RequestRow>,
         message: &str,
+        paper_by: Option<String>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Result<OutcomeMail, TriageError>> {
         let via = request.via.as_deref().and_then(|v| EmailAddress::parse(v).ok());
@@ -386,6 +412,7 @@ impl Triage {
             }),
             message: message.to_string(),
             previous: request.decision.filter(|p| *p != decision).map(|p| p.command().to_string()),
+            paper_by,
         };
         let text = self.templates.render(&format!("outcome_{}.txt", decision.as_str()), &context)?;
         // The last guard, whatever the quote detection and the grammar made of the reply.
@@ -504,9 +531,7 @@ impl Triage {
         from: &EmailAddress,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let from_requester =
-            from.as_str() == request.requester || request.via.as_deref() == Some(from.as_str());
-        if request.status != Status::WaitingOnRequester || !from_requester {
+        if request.status != Status::WaitingOnRequester || !paper::speaks_for(request, from) {
             return Ok(false);
         }
         tx.set_status(request.id, Status::AwaitingTriage, now).await?;
