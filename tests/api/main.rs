@@ -15,6 +15,7 @@ mod inbox;
 mod monitoring;
 mod oauth;
 mod outbox;
+mod paper;
 mod quarantine;
 mod recipients;
 mod retention;
