@@ -254,9 +254,9 @@ impl Triage {
             _ => {}
         }
 
-        let paper_by = match &reply.decision {
-            Some(command) => self.paper_by(tx, request, command.decision(), today).await?,
-            None => None,
+        let paper = match self.prepare_paper(tx, request, reply, today, now).await? {
+            Ok(paper) => paper,
+            Err(e) => return Ok(Err(e)),
         };
         // The outcome is drafted before anything is written, so that one refused by the
         // final check for internal text leaves the request as it was.
@@ -268,20 +268,13 @@ impl Triage {
                     meeting_date,
                     duplicate.as_ref(),
                     &reply.message,
-                    paper_by,
+                    paper.asked_by,
                     now,
                 )? {
                     Ok(mail) => Some(mail),
                     Err(e) => return Ok(Err(e)),
                 }
             }
-            None => None,
-        };
-        let circulation = match reply.circulate {
-            Some(how) => match self.prepare_circulation(tx, request, how, &reply.message, now).await? {
-                Ok(circulation) => Some(circulation),
-                Err(e) => return Ok(Err(e)),
-            },
             None => None,
         };
 
@@ -348,7 +341,7 @@ impl Triage {
             tx.add_event(request.id, now, who.clone(), EventKind::Note, Some(note)).await?;
             summary.push("note added".into());
         }
-        if let Some(circulation) = circulation {
+        if let Some(circulation) = paper.circulation {
             summary.push(self.circulate(tx, request, circulation, actor, now).await?);
         }
         let summary = summary.join("; ");

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 
-use super::grammar::{Circulate, TriageError};
+use super::grammar::{Circulate, Reply, TriageError};
 use super::{Actor, Triage};
 use crate::domain::{Decision, EmailAddress};
 use crate::mailings::Draft;
@@ -78,10 +78,43 @@ pub(super) struct Circulation {
     summary: String,
 }
 
+/// What a reply needs of papers, worked out before anything is written.
+pub(super) struct PaperSteps {
+    /// For a `paper` outcome: by when it asks for the paper (see [`Triage::paper_by`]).
+    pub asked_by: Option<String>,
+    /// `circulate`'s email, ready to send.
+    pub circulation: Option<Circulation>,
+}
+
 impl Triage {
+    /// The paper side of `reply` on `request`: by when a `paper` outcome asks for the paper,
+    /// and `circulate`'s email. A `TriageError` (nothing may be written) when `circulate`
+    /// cannot go.
+    pub(super) async fn prepare_paper(
+        &self,
+        tx: &mut dyn Tx,
+        request: &RequestRow,
+        reply: &Reply,
+        today: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Result<PaperSteps, TriageError>> {
+        let asked_by = match &reply.decision {
+            Some(command) => self.paper_by(tx, request, command.decision(), today).await?,
+            None => None,
+        };
+        let circulation = match reply.circulate {
+            Some(how) => match self.prepare_circulation(tx, request, how, &reply.message, now).await? {
+                Ok(circulation) => Some(circulation),
+                Err(e) => return Ok(Err(e)),
+            },
+            None => None,
+        };
+        Ok(Ok(PaperSteps { asked_by, circulation }))
+    }
+
     /// For a `paper` decision: by when the outcome asks for the paper, with its reason; none
     /// when a paper already came with the approach or a follow-up.
-    pub(super) async fn paper_by(
+    async fn paper_by(
         &self,
         tx: &mut dyn Tx,
         request: &RequestRow,
@@ -97,7 +130,7 @@ impl Triage {
     /// Drafts `circulate` for `request` without writing anything: a `TriageError` (nothing
     /// circulated) when there is no paper, when every paper already went (unless `again`),
     /// or when no board address is configured.
-    pub(super) async fn prepare_circulation(
+    async fn prepare_circulation(
         &self,
         tx: &mut dyn Tx,
         request: &RequestRow,
