@@ -153,6 +153,7 @@ impl Replies {
             stranger: about.stranger,
             unverified: about.unverified,
             warnings: about.warnings.clone(),
+            paper: about.paper,
             token: token.to_string(),
             links,
             probable_duplicate: probable_duplicate.map(view),
@@ -194,6 +195,8 @@ pub struct Provenance {
     pub unverified: bool,
     /// Lines the gatekeeper must read (e.g. why the requester was not answered).
     pub warnings: Vec<String>,
+    /// The requester's paper came, for a request decided `paper`: offer `circulate`.
+    pub paper: bool,
 }
 
 fn who(request: &RequestView) -> String {

@@ -78,6 +78,10 @@ kinds!(
         ChannelPost = "channel_post",
         TriageRefused = "triage_refused",
         TriageNotUnderstood = "triage_not_understood",
+        /// The requester sent files with the request (kept as its papers, for `circulate`).
+        PaperReceived = "paper_received",
+        /// `circulate`: the request's papers went to the board.
+        PaperCirculated = "paper_circulated",
         /// Retention removed the personal data of a closed request.
         Anonymised = "anonymised",
         /// `gatehouse erase` removed the request's personal data.

@@ -259,6 +259,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes a consistent copy of the whole database into `dest` (an empty file the caller
     /// created) while the daemon may be writing, and checks the copy.
     async fn backup_to(&self, dest: &Path) -> StoreResult<BackupDone>;
+
+    // Papers (the `paper` decision and `circulate`).
+
+    /// Papers circulated in [from, to) (counted by request) and papers still awaited now.
+    async fn paper_counts(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<PaperCounts>;
 }
 
 /// Writes that land together or not at all. Dropping it without [`Tx::commit`] rolls back.
@@ -453,6 +458,24 @@ pub trait Tx: Send {
         outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+
+    // Papers (the `paper` decision and `circulate`).
+
+    /// Keeps `file`, sent with request `request_id` in stored message `message_id`, as one of
+    /// its papers (gone with the message's bytes).
+    async fn add_paper(
+        &mut self,
+        request_id: RequestId,
+        message_id: MessageId,
+        file: &crate::classify::AttachmentBody,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The request's papers, oldest first.
+    async fn papers(&mut self, request_id: RequestId) -> StoreResult<Vec<PaperRow>>;
+
+    /// Records that the papers with these ids went to the board at `at`.
+    async fn mark_papers_circulated(&mut self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
 }
 
 /// A step of a transaction, opened by [`Tx::begin_step`]: hand it back to [`Tx::end_step`]

@@ -159,6 +159,7 @@ impl Summaries {
         let (awaiting, awaiting_total) = self.store.with_status(Status::AwaitingTriage, limit).await?;
         let (waiting, waiting_total) = self.store.with_status(Status::WaitingOnRequester, limit).await?;
         let next_date = self.config.meetings.dates.iter().find(|d| **d > today).copied();
+        let paper_counts = self.store.paper_counts(period.from, period.to).await?;
         let agenda = match next_date {
             Some(d) => self.store.agenda_for(d).await?,
             None => Vec::new(),
@@ -286,6 +287,8 @@ impl Summaries {
             next_meeting: next_date
                 .map(|d| Meeting { date: long_date(d), items: agenda.iter().map(item).collect() }),
             papers: decided.iter().filter(|r| r.decision == Some(Decision::Paper)).map(item).collect(),
+            papers_circulated: paper_counts.circulated,
+            papers_awaited: paper_counts.awaited,
             messages: decided.iter().filter(|r| r.decision == Some(Decision::Message)).map(item).collect(),
             duplicates,
             priorities,

@@ -107,6 +107,9 @@ pub struct NotificationContext {
     pub probable_duplicate: Option<EarlierView>,
     pub earlier: Vec<EarlierView>,
     pub priorities: Vec<PriorityView>,
+    /// A follow-up that brought files from the requester on a request decided `paper`: the
+    /// notification offers `circulate`.
+    pub paper: bool,
 }
 
 /// The outcome email to the requester (`outcome_<decision>.txt`).
@@ -130,6 +133,10 @@ pub struct OutcomeContext {
     pub message: String,
     /// The decision this one replaces, if any.
     pub previous: Option<String>,
+    /// For `paper` when no paper came with the approach: by when to send it, with the rule's
+    /// reason ("Thursday 24 December 2026, a week before the board meets on …"); see
+    /// `triage::paper::paper_due`.
+    pub paper_by: Option<String>,
 }
 
 /// `outcome.html`: the outcome text as paragraphs.
@@ -302,6 +309,10 @@ pub struct SummaryContext {
     pub waiting_on_requester_more: usize,
     pub next_meeting: Option<Meeting>,
     pub papers: Vec<Item>,
+    /// Requests whose papers went to the board in the period.
+    pub papers_circulated: usize,
+    /// Requests decided `paper` for which no paper has come yet.
+    pub papers_awaited: usize,
     pub messages: Vec<Item>,
     pub duplicates: Vec<Duplicate>,
     pub priorities: Vec<PriorityCount>,
@@ -511,4 +522,26 @@ pub struct WaitingItem {
     pub waiting: String,
     /// Whether the requester has had the reminder.
     pub nudged: bool,
+}
+
+/// `paper_circulation.txt`/`.html`: the papers a request brought, sent to the board by
+/// `circulate`. Only what the board may see: never the gatekeepers' notes, the reply key or
+/// (unless `[board] share_addresses`) the requester's address.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaperCirculationContext {
+    pub service: ServiceView,
+    pub reference: String,
+    pub subject: String,
+    /// The requester as the board's mail names them (`mailings::views::board_requester`:
+    /// the address only with `[board] share_addresses`; may be empty).
+    pub requester: String,
+    pub organisation: Option<String>,
+    /// "Monday 23 November 2026, 09:12".
+    pub received: String,
+    /// The gatekeeper's words written with `circulate` (may be empty).
+    pub message: String,
+    /// The papers attached to this email.
+    pub attached: Vec<AttachmentView>,
+    /// Papers too large to attach within `[notifications] attach_max_bytes`: named only.
+    pub listed: Vec<AttachmentView>,
 }

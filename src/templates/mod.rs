@@ -35,6 +35,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("outcome_redirect.txt", include_str!("builtin/outcome_redirect.txt")),
     ("outcome_duplicate.txt", include_str!("builtin/outcome_duplicate.txt")),
     ("outcome.html", include_str!("builtin/outcome.html")),
+    ("paper_circulation.txt", include_str!("builtin/paper_circulation.txt")),
+    ("paper_circulation.html", include_str!("builtin/paper_circulation.html")),
     ("triage_confirmation.txt", include_str!("builtin/triage_confirmation.txt")),
     ("triage_error.txt", include_str!("builtin/triage_error.txt")),
     ("reminder.txt", include_str!("builtin/reminder.txt")),

@@ -55,6 +55,7 @@ pub fn all(config: &Config) -> Vec<Sample> {
             samples.push(sample("outcome_duplicate.txt", &OutcomeContext { duplicate_of: None, ..context }));
         }
     }
+    samples.extend(pair("paper_circulation", &paper_circulation(service.clone())));
     samples.push(sample(
         "outcome.html",
         &OutcomeHtmlContext { request: request.clone(), paragraphs: vec!["Sample".into()] },
@@ -151,6 +152,27 @@ fn notification(service: ServiceView) -> NotificationContext {
         probable_duplicate: Some(earlier()),
         earlier: vec![earlier()],
         priorities: vec![PriorityView { key: "workforce".into(), description: "Workforce".into() }],
+        paper: true,
+    }
+}
+
+/// `circulate`'s email to the board.
+fn paper_circulation(service: ServiceView) -> PaperCirculationContext {
+    let file = AttachmentView {
+        name: "paper.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: "120 KB".into(),
+    };
+    PaperCirculationContext {
+        service,
+        reference: "GP-2026-0042".into(),
+        subject: "Phlebotomy".into(),
+        requester: "Jo Bloggs <jo.bloggs@example.org>".into(),
+        organisation: Some("Anytown ICB".into()),
+        received: "Monday 23 November 2026, 09:12".into(),
+        message: "Sample message".into(),
+        attached: vec![file.clone()],
+        listed: vec![file],
     }
 }
 
@@ -171,6 +193,9 @@ fn outcome(service: ServiceView, decision: Decision) -> OutcomeContext {
         }),
         message: "Sample message".into(),
         previous: Some("paper".into()),
+        paper_by: Some(
+            "Thursday 24 December 2026, a week before the board meets on Thursday 31 December 2026".into(),
+        ),
     }
 }
 
@@ -235,6 +260,8 @@ pub fn summary(service: ServiceView) -> SummaryContext {
         waiting_on_requester_more: 1,
         next_meeting: Some(Meeting { date: "Thursday 3 December 2026".into(), items: vec![item.clone()] }),
         papers: vec![item.clone()],
+        papers_circulated: 1,
+        papers_awaited: 1,
         messages: vec![item.clone()],
         duplicates: vec![Duplicate {
             item,

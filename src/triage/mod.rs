@@ -18,6 +18,7 @@ pub mod auth;
 pub mod grammar;
 pub mod links;
 pub mod nudge;
+pub mod paper;
 pub mod reminders;
 
 use std::sync::Arc;
@@ -210,7 +211,8 @@ impl Triage {
     }
 
     /// Applies a parsed reply to `request` inside `tx`: the decision, priorities, notes, the
-    /// requester's outcome email and the gatekeepers' confirmation. An `Err(TriageError)`
+    /// requester's outcome email, `circulate`'s email to the board ([`paper`]) and the
+    /// gatekeepers' confirmation. An `Err(TriageError)`
     /// means nothing was written.
     pub async fn decide(
         &self,
@@ -255,11 +257,23 @@ impl Triage {
             _ => {}
         }
 
+        let paper = match self.prepare_paper(tx, request, reply, today, now).await? {
+            Ok(paper) => paper,
+            Err(e) => return Ok(Err(e)),
+        };
         // The outcome is drafted before anything is written, so that one refused by the
         // final check for internal text leaves the request as it was.
         let outcome = match &reply.decision {
             Some(command) => {
-                match self.outcome(request, command, meeting_date, duplicate.as_ref(), &reply.message, now)? {
+                match self.outcome(
+                    request,
+                    command,
+                    meeting_date,
+                    duplicate.as_ref(),
+                    &reply.message,
+                    paper.asked_by,
+                    now,
+                )? {
                     Ok(mail) => Some(mail),
                     Err(e) => return Ok(Err(e)),
                 }
@@ -339,6 +353,9 @@ impl Triage {
             tx.add_event(request.id, now, who.clone(), EventKind::Note, Some(note)).await?;
             summary.push("note added".into());
         }
+        if let Some(circulation) = paper.circulation {
+            summary.push(self.circulate(tx, request, circulation, actor, now).await?);
+        }
         let summary = summary.join("; ");
         let confirmation = self.confirmation(request, &summary, actor, requester_told, board, now)?;
         tx.enqueue(&confirmation, now).await?;
@@ -350,6 +367,7 @@ impl Triage {
     /// them, to the forwarder alone. A decision sends at most this one email outside. A
     /// `TriageError` when its text holds something internal (see [`Self::internal_text_in`]):
     /// then the decision is refused.
+    #[allow(clippy::too_many_arguments)]
     fn outcome(
         &self,
         request: &RequestRow,
@@ -357,6 +375,7 @@ impl Triage {
         meeting_date: Option<NaiveDate>,
         duplicate: Option<&RequestRow>,
         message: &str,
+        paper_by: Option<String>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Result<OutcomeMail, TriageError>> {
         let via = request.via.as_deref().and_then(|v| EmailAddress::parse(v).ok());
@@ -400,6 +419,7 @@ impl Triage {
             }),
             message: message.to_string(),
             previous: request.decision.filter(|p| *p != decision).map(|p| p.command().to_string()),
+            paper_by,
         };
         let text = self.templates.render(&format!("outcome_{}.txt", decision.as_str()), &context)?;
         // The last guard, whatever the quote detection and the grammar made of the reply.
@@ -513,9 +533,7 @@ impl Triage {
         from: &EmailAddress,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let from_requester =
-            from.as_str() == request.requester || request.via.as_deref() == Some(from.as_str());
-        if request.status != Status::WaitingOnRequester || !from_requester {
+        if request.status != Status::WaitingOnRequester || !paper::speaks_for(request, from) {
             return Ok(false);
         }
         tx.set_status(request.id, Status::AwaitingTriage, now).await?;

@@ -17,6 +17,7 @@ mod meetings;
 mod monitoring;
 mod oauth;
 mod outbox;
+mod paper;
 mod quarantine;
 mod recipients;
 mod retention;

@@ -189,6 +189,7 @@ async fn the_agenda_carries_each_item_s_papers_up_to_the_limit_and_lists_the_res
             priorities: Vec::new(),
             notes: Vec::new(),
             message: String::new(),
+            circulate: None,
         };
         let mut tx = app.store.begin().await.unwrap();
         triage.decide(&mut *tx, &request, &reply, &Actor::Operator, Utc::now()).await.unwrap().unwrap();

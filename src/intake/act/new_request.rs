@@ -144,6 +144,16 @@ impl Intake {
         for mid in parsed.message_id.iter().chain(forwarded.and_then(|f| f.message_id.as_ref())) {
             tx.add_thread_id(mid, id, ThreadDirection::In).await?;
         }
+        // The approach's own files are its paper, should the gatekeeper decide `paper`.
+        crate::triage::paper::keep_approach_papers(
+            tx,
+            id,
+            &approach.from,
+            message.id,
+            &parsed.attachment_bodies,
+            now,
+        )
+        .await?;
         Ok(())
     }
 
@@ -176,7 +186,7 @@ impl Intake {
         let view = request_view(&self.config, &fields, &parsed.attachments);
         let warnings = self.answer(tx, request.id, &view, parsed, forwarded, approach, now).await?;
         let sender = sender_display(parsed, &approach.from);
-        let about = Provenance { sender, stranger: false, unverified: approach.unverified, warnings };
+        let about = Provenance { sender, unverified: approach.unverified, warnings, ..Provenance::default() };
         let mail = self.replies.notification(
             request.id,
             &view,

@@ -44,6 +44,7 @@ mod inbox;
 mod ledger;
 mod migrate;
 mod outbox;
+mod papers;
 mod requests;
 mod retention;
 mod sql;
