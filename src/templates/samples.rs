@@ -202,6 +202,7 @@ fn item() -> Item {
         priorities: vec!["workforce".into()],
         waiting: "3 days".into(),
         notes: vec!["Sample note".into()],
+        doors: Some("Came via 2 doors: Anytown Surgery, Riverside PCN".into()),
     }
 }
 

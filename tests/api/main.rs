@@ -8,6 +8,7 @@ mod attack2;
 mod bench;
 mod classify;
 mod cli;
+mod doors;
 mod faults;
 mod helpers;
 mod hostile;

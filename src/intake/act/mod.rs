@@ -13,6 +13,7 @@ use crate::domain::{Classification, EmailAddress, requester_display};
 use crate::store::{MessageId, MessageOutcome, RequestRow, Tx};
 use crate::templates::{AttachmentView, RequestView, human_size};
 
+mod another_door;
 mod follow_up;
 mod logged;
 mod new_request;
@@ -76,6 +77,9 @@ impl Intake {
             }
             Route::Forward(approach) => {
                 self.new_request(tx, message, prepared, &approach, Classification::Forwarded).await
+            }
+            Route::AnotherDoor { request, approach } => {
+                self.another_door(tx, message, parsed, &request, &approach).await
             }
         }
     }
