@@ -4,12 +4,11 @@
 //! carries it (an attached message/rfc822), else by the same original sender and the same
 //! text within [`DOOR_WINDOW_DAYS`] (inline forwards carry no Message-ID). Whether the copy
 //! may join that request (only a member's forward the server vouched for) is
-//! [`super::route::decide`]'s; [`came_via`] is how the doors are shown to the board.
+//! [`super::route::decide`]'s; `mailings::views::came_via` is how the doors are shown.
 
 use chrono::{DateTime, Utc};
 
 use super::Prepared;
-use crate::config::Config;
 use crate::domain::EmailAddress;
 use crate::store::{RequestRow, Tx};
 
@@ -76,25 +75,4 @@ pub async fn same_approach(
         return Ok(None);
     };
     Ok(tx.request_by_token(&token).await?.filter(same))
-}
-
-/// "Came via 3 doors: A, B, C" for a request that came through more than one, naming
-/// each forwarder by organisation (as `[organisations]` names it) or else its domain, so
-/// the board sees where it came from and no one's address.
-pub fn came_via(config: &Config, first: Option<&str>, further: &[String]) -> Option<String> {
-    if further.is_empty() {
-        return None;
-    }
-    let name = |a: &str| match EmailAddress::parse(a) {
-        Ok(address) => match config.organisation_for(&address) {
-            Some(org) => org.to_string(),
-            None => address.domain().to_string(),
-        },
-        Err(_) => "(unknown)".to_string(),
-    };
-    // A request its sender wrote to us themselves came first through the front door.
-    let doors: Vec<String> = std::iter::once(first.map_or_else(|| "sent directly".to_string(), name))
-        .chain(further.iter().map(|a| name(a)))
-        .collect();
-    Some(format!("Came via {} doors: {}", doors.len(), doors.join(", ")))
 }

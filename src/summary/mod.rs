@@ -146,7 +146,7 @@ impl Summaries {
             .iter()
             .filter_map(|r| {
                 let more = further.get(&r.id)?;
-                crate::intake::doors::came_via(&self.config, r.via.as_deref(), more).map(|d| (r.id, d))
+                crate::mailings::views::came_via(&self.config, r.via.as_deref(), more).map(|d| (r.id, d))
             })
             .collect())
     }
