@@ -25,6 +25,7 @@ use crate::triage::Triage;
 use replies::Replies;
 
 pub mod act;
+pub mod doors;
 pub mod duplicates;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
@@ -160,7 +161,8 @@ impl Intake {
             None => route::Route::Unlogged(route::Unlogged::TooLarge),
             Some(Err(e)) => route::Route::Unlogged(route::Unlogged::Unreadable(e.to_string())),
             Some(Ok(prepared)) => {
-                let known = route::look_up(tx, &self.config, &self.triage, prepared, raw).await?;
+                let known =
+                    route::look_up(tx, &self.config, &self.triage, prepared, raw, message.now).await?;
                 route::decide(&self.config, &self.recipients, prepared, raw, known)
             }
         };

@@ -58,6 +58,8 @@ kinds!(
         NotAcknowledged = "not_acknowledged",
         ForwardConfirmed = "forward_confirmed",
         ForwardNotConfirmed = "forward_not_confirmed",
+        /// A further forward of the same approach, by another door (a practice or PCN).
+        AlsoReceived = "also_received",
         GatekeeperNotified = "gatekeeper_notified",
         FollowUp = "follow_up",
         /// An email about the request bounced.

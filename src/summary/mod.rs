@@ -132,7 +132,24 @@ impl Summaries {
             waiting: human_duration(now - r.received_at),
             notes: notes.get(&r.id).cloned().unwrap_or_default(),
             papers: Vec::new(),
+            doors: None,
         }
+    }
+
+    /// How many doors each of `rows` came through, for those that came through several.
+    async fn doors(&self, rows: &[&RequestRow]) -> anyhow::Result<BTreeMap<RequestId, String>> {
+        let ids: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
+        let mut further: BTreeMap<RequestId, Vec<String>> = BTreeMap::new();
+        for (id, e) in self.store.events_of_kind(&ids, EventKind::AlsoReceived).await? {
+            further.entry(id).or_default().push(e.actor);
+        }
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let more = further.get(&r.id)?;
+                crate::mailings::views::came_via(&self.config, r.via.as_deref(), more).map(|d| (r.id, d))
+            })
+            .collect())
     }
 
     /// The gatekeepers' notes on `rows`, for the board only when `[board] share_notes` says so.
@@ -166,7 +183,8 @@ impl Summaries {
         };
         let all: Vec<&RequestRow> = new.iter().chain(&decided).chain(&agenda).collect();
         let notes = self.notes(&all).await?;
-        let item = |r: &RequestRow| self.item(r, now, &notes);
+        let doors = self.doors(&all).await?;
+        let item = |r: &RequestRow| Item { doors: doors.get(&r.id).cloned(), ..self.item(r, now, &notes) };
 
         let mut by_org: BTreeMap<String, Vec<Item>> = BTreeMap::new();
         for r in &new {

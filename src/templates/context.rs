@@ -235,6 +235,8 @@ pub struct Item {
     pub waiting: String,
     /// The gatekeepers' internal notes; empty unless `[board] share_notes` is set.
     pub notes: Vec<String>,
+    /// "Came via 3 doors: A, B, C" when several members forwarded the same approach.
+    pub doors: Option<String>,
     /// The files that came with the approach and the requester's later emails; filled for
     /// the agenda only.
     pub papers: Vec<Paper>,

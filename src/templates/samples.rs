@@ -233,6 +233,7 @@ fn item() -> Item {
         priorities: vec!["workforce".into()],
         waiting: "3 days".into(),
         notes: vec!["Sample note".into()],
+        doors: Some("Came via 2 doors: Anytown Surgery, Riverside PCN".into()),
         papers: vec![Paper {
             name: "GP-2026-0001 costings.xlsx".into(),
             size: "24 KB".into(),

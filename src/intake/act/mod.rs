@@ -12,6 +12,7 @@ use crate::domain::{Classification, EmailAddress};
 use crate::mailings::requester_display;
 use crate::store::{MessageId, MessageOutcome, Tx};
 
+mod another_door;
 mod follow_up;
 mod logged;
 mod new_request;
@@ -75,6 +76,9 @@ impl Intake {
             }
             Route::Forward(approach) => {
                 self.new_request(tx, message, prepared, &approach, Classification::Forwarded).await
+            }
+            Route::AnotherDoor { request, approach } => {
+                self.another_door(tx, message, parsed, &request, &approach).await
             }
         }
     }

@@ -305,7 +305,7 @@ impl Intake {
     }
 
     /// The confirmation to the member (or anyone) who forwarded an approach, where allowed.
-    async fn confirm_forward(
+    pub(super) async fn confirm_forward(
         &self,
         tx: &mut dyn Tx,
         c: &Confirm<'_>,
@@ -358,13 +358,13 @@ impl Intake {
 }
 
 /// What a forward confirmation is about.
-struct Confirm<'a> {
-    request_id: RequestId,
-    view: &'a RequestView,
-    parsed: &'a Parsed,
-    forwarder: &'a EmailAddress,
+pub(super) struct Confirm<'a> {
+    pub(super) request_id: RequestId,
+    pub(super) view: &'a RequestView,
+    pub(super) parsed: &'a Parsed,
+    pub(super) forwarder: &'a EmailAddress,
     /// Whether the original sender was acknowledged (the confirmation says so).
-    acknowledged: bool,
+    pub(super) acknowledged: bool,
 }
 
 fn join(addresses: &[EmailAddress]) -> String {
