@@ -68,13 +68,7 @@ impl Nudges {
             .filter(|r| r.decided_at.is_some_and(|at| is_overdue(at, now, days, tz)))
             .collect();
         let ids: Vec<RequestId> = due.iter().map(|r| r.id).collect();
-        let nudged: Vec<RequestId> = self
-            .store
-            .events_of_kind(&ids, EventKind::MoreWorkNudge)
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let nudged = nudged_among(&*self.store, &ids).await?;
         let mut sent = 0;
         for request in due.iter().filter(|r| !nudged.contains(&r.id)) {
             if self.nudge(request, now).await? {
@@ -141,4 +135,12 @@ impl Nudges {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Which of `ids` have had their more-work reminder (for the job and the digest).
+pub(crate) async fn nudged_among(
+    store: &dyn crate::store::Store,
+    ids: &[RequestId],
+) -> anyhow::Result<Vec<RequestId>> {
+    Ok(store.events_of_kind(ids, EventKind::MoreWorkNudge).await?.into_iter().map(|(id, _)| id).collect())
 }

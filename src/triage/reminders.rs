@@ -199,13 +199,7 @@ impl Reminders {
         rows.retain(|r| r.answer && r.decision == Some(Decision::MoreWork) && r.decided_at.is_some());
         rows.sort_by_key(|r| r.decided_at);
         let ids: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
-        let nudged: Vec<RequestId> = self
-            .store
-            .events_of_kind(&ids, EventKind::MoreWorkNudge)
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let nudged = super::nudge::nudged_among(&*self.store, &ids).await?;
         Ok(rows
             .iter()
             .map(|r| {

@@ -129,23 +129,7 @@ fn decoded_text(mail: &[u8]) -> String {
     if !head.contains("content-transfer-encoding: quoted-printable") {
         return body.to_string();
     }
-    let joined = body.replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'='
-            && let Some(hex) = bytes.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("zz"), 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::triage::decode_qp(body)
 }
 
 #[tokio::test]

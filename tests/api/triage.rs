@@ -78,7 +78,8 @@ pub(crate) fn notification_text(n: &[u8]) -> String {
     decode_qp(body)
 }
 
-fn decode_qp(s: &str) -> String {
+/// Quoted-printable undone (soft breaks joined, `=XX` decoded).
+pub(crate) fn decode_qp(s: &str) -> String {
     let s = s.replace("=\n", "");
     let bytes = s.as_bytes();
     let mut out = Vec::new();
