@@ -228,27 +228,14 @@ mod tests {
 
     fn request(subject: &str, name: Option<&str>) -> RequestRow {
         RequestRow {
-            id: crate::store::RequestId(1),
             reference: "GP-2026-0042".into(),
             status: crate::domain::Status::Scheduled,
             decision: Some(crate::domain::Decision::Message),
-            decision_detail: None,
-            requester: "jo@icb.example".into(),
             requester_name: name.map(str::to_string),
             organisation: Some("Anytown ICB".into()),
-            via: None,
             subject: subject.into(),
             body: "Hello\nCould the group look at this by Friday 18 December?".into(),
-            received_at: Utc::now(),
-            decided_at: None,
-            meeting_date: None,
-            priorities: Vec::new(),
-            duplicate_of: None,
-            probable_duplicate_of: None,
-            message_count: 1,
-            token: "00112233445566778899aabbccddeeff".into(),
-            answer: true,
-            requester_unverified: false,
+            ..RequestRow::sample()
         }
     }
 

@@ -275,7 +275,6 @@ fn speaks_for(config: &Config, request: &RequestRow, sender: &EmailAddress) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Status;
 
     fn config() -> Config {
         let text = crate::config::tests::VALID
@@ -302,25 +301,8 @@ mod tests {
         RequestRow {
             id: RequestId(7),
             reference: "GP-2026-0007".into(),
-            status: Status::AwaitingTriage,
-            decision: None,
-            decision_detail: None,
             requester: requester.into(),
-            requester_name: None,
-            organisation: None,
-            via: None,
-            subject: "Phlebotomy".into(),
-            body: String::new(),
-            received_at: chrono::Utc::now(),
-            decided_at: None,
-            meeting_date: None,
-            priorities: Vec::new(),
-            duplicate_of: None,
-            probable_duplicate_of: None,
-            message_count: 1,
-            token: "00112233445566778899aabbccddeeff".into(),
-            answer: true,
-            requester_unverified: false,
+            ..RequestRow::sample()
         }
     }
 

@@ -36,6 +36,35 @@ pub struct RequestRow {
 }
 
 impl RequestRow {
+    /// A request awaiting triage, for unit tests to change what they are about
+    /// (`RequestRow { subject: …, ..RequestRow::sample() }`).
+    #[cfg(test)]
+    pub(crate) fn sample() -> Self {
+        Self {
+            id: RequestId(1),
+            reference: "GP-2026-0001".into(),
+            status: Status::AwaitingTriage,
+            decision: None,
+            decision_detail: None,
+            requester: "jo@icb.example".into(),
+            requester_name: None,
+            organisation: None,
+            via: None,
+            subject: "Phlebotomy".into(),
+            body: String::new(),
+            received_at: chrono::Utc::now(),
+            decided_at: None,
+            meeting_date: None,
+            priorities: Vec::new(),
+            duplicate_of: None,
+            probable_duplicate_of: None,
+            message_count: 1,
+            token: "00112233445566778899aabbccddeeff".into(),
+            answer: true,
+            requester_unverified: false,
+        }
+    }
+
     /// Whether its personal data was removed (by retention or `gatehouse erase`): the
     /// requester is then empty, which it never is otherwise.
     pub fn is_anonymised(&self) -> bool {

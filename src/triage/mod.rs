@@ -659,29 +659,7 @@ mod tests {
             .unwrap(),
         );
         let templates = Arc::new(Templates::load(&config).unwrap());
-        let request = RequestRow {
-            id: crate::store::RequestId(1),
-            reference: "GP-2026-0001".into(),
-            status: Status::AwaitingTriage,
-            decision: None,
-            decision_detail: None,
-            requester: "jo@icb.example".into(),
-            requester_name: None,
-            organisation: Some("Anytown ICB".into()),
-            via: None,
-            subject: "Phlebotomy".into(),
-            body: String::new(),
-            received_at: Utc::now(),
-            decided_at: None,
-            meeting_date: None,
-            priorities: Vec::new(),
-            duplicate_of: None,
-            probable_duplicate_of: None,
-            message_count: 1,
-            token: "00112233445566778899aabbccddeeff".into(),
-            answer: true,
-            requester_unverified: false,
-        };
+        let request = RequestRow { organisation: Some("Anytown ICB".into()), ..RequestRow::sample() };
         (Triage::new(config, templates), request)
     }
 
