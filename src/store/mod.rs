@@ -26,7 +26,7 @@ pub type SharedStore = Arc<dyn Store>;
 /// Opens the database the config names (SQLite in `data_dir` unless `database_url` says
 /// otherwise) and brings its schema up to date.
 pub async fn open(config: &Config) -> anyhow::Result<SharedStore> {
-    match &config.service.database_url {
+    match &config.service.database {
         None => {
             let store = sqlite::SqliteStore::open_in(&config.service.data_dir).await?;
             Ok(Arc::new(store))
