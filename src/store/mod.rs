@@ -5,6 +5,7 @@
 //! never SQL, so a second database backend changes nothing outside this folder. SQLite is
 //! the default backend ([`sqlite`]).
 
+pub mod postgres;
 pub mod retention;
 pub mod sqlite;
 
@@ -31,10 +32,7 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStore> {
             let store = sqlite::SqliteStore::open_in(&config.service.data_dir).await?;
             Ok(Arc::new(store))
         }
-        Some(_) => anyhow::bail!(
-            "{}: service.database_url: the PostgreSQL backend is not available in this build. Fix: remove database_url to use SQLite in data_dir",
-            config.path.display()
-        ),
+        Some(db) => Ok(Arc::new(postgres::PgStore::open(db).await?)),
     }
 }
 

@@ -1,0 +1,265 @@
+//! Requests, their events, thread Message-IDs and reference numbers.
+
+use std::str::FromStr as _;
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row as _};
+
+use crate::clock::{from_millis, to_millis};
+use crate::domain::{Decision, Status};
+use crate::store::{NewRequest, RequestRow};
+
+/// `SELECT <a request row> FROM requests r ` followed by the rest of the query.
+macro_rules! select_requests {
+    ($tail:literal) => {
+        concat!(
+            "SELECT r.id, r.reference, r.status, r.decision, r.decision_detail, r.requester,
+                r.requester_name, r.organisation, r.via, r.subject, r.body, r.received_at,
+                r.decided_at, r.meeting_date,
+                (SELECT d.reference FROM requests d WHERE d.id = r.duplicate_of) AS duplicate_of_ref,
+                (SELECT p.reference FROM requests p WHERE p.id = r.probable_duplicate_of) AS probable_ref,
+                (SELECT COUNT(*) FROM messages m WHERE m.request_id = r.id
+                    AND m.classification IN ('new', 'forwarded', 'follow_up')) AS message_count,
+                (SELECT string_agg(priority, ',' ORDER BY priority) FROM request_priorities rp
+                    WHERE rp.request_id = r.id) AS priorities,
+                r.token, r.answer, r.requester_unverified
+             FROM requests r ",
+            $tail
+        )
+    };
+}
+
+pub(super) fn request_from_row(row: &PgRow) -> anyhow::Result<RequestRow> {
+    let status: String = row.try_get("status")?;
+    let decision: Option<String> = row.try_get("decision")?;
+    let meeting: Option<String> = row.try_get("meeting_date")?;
+    let priorities: Option<String> = row.try_get("priorities")?;
+    Ok(RequestRow {
+        id: row.try_get("id")?,
+        reference: row.try_get("reference")?,
+        status: Status::from_str(&status)?,
+        decision: decision.as_deref().map(Decision::from_str).transpose()?,
+        decision_detail: row.try_get("decision_detail")?,
+        requester: row.try_get("requester")?,
+        requester_name: row.try_get("requester_name")?,
+        organisation: row.try_get("organisation")?,
+        via: row.try_get("via")?,
+        subject: row.try_get("subject")?,
+        body: row.try_get("body")?,
+        received_at: from_millis(row.try_get("received_at")?),
+        decided_at: row.try_get::<Option<i64>, _>("decided_at")?.map(from_millis),
+        meeting_date: meeting.as_deref().map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d")).transpose()?,
+        priorities: priorities
+            .map(|p| p.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default(),
+        duplicate_of: row.try_get("duplicate_of_ref")?,
+        probable_duplicate_of: row.try_get("probable_ref")?,
+        message_count: row.try_get("message_count")?,
+        token: row.try_get("token")?,
+        answer: row.try_get("answer")?,
+        requester_unverified: row.try_get("requester_unverified")?,
+    })
+}
+
+pub(super) async fn find(conn: &mut PgConnection, reference: &str) -> anyhow::Result<Option<RequestRow>> {
+    sqlx::query(select_requests!("WHERE r.reference = $1"))
+        .bind(reference.trim().to_ascii_uppercase())
+        .fetch_optional(&mut *conn)
+        .await
+        .context("Cannot read the request")?
+        .as_ref()
+        .map(request_from_row)
+        .transpose()
+}
+
+pub(super) async fn by_token(conn: &mut PgConnection, token: &str) -> anyhow::Result<Option<RequestRow>> {
+    sqlx::query(select_requests!("WHERE r.token = $1"))
+        .bind(token)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("Cannot read the request")?
+        .as_ref()
+        .map(request_from_row)
+        .transpose()
+}
+
+pub(super) async fn for_thread(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> anyhow::Result<Option<RequestRow>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    sqlx::query(select_requests!(
+        "WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t WHERE t.message_id = ANY($1))
+         ORDER BY r.received_at DESC, r.id DESC LIMIT 1"
+    ))
+    .bind(ids)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("Cannot read the thread")?
+    .as_ref()
+    .map(request_from_row)
+    .transpose()
+}
+
+pub(super) async fn list(conn: &mut PgConnection, status: Option<&str>) -> anyhow::Result<Vec<RequestRow>> {
+    sqlx::query(select_requests!("WHERE $1::text IS NULL OR r.status = $1 ORDER BY r.id"))
+        .bind(status)
+        .fetch_all(&mut *conn)
+        .await
+        .context("Cannot read the requests")?
+        .iter()
+        .map(request_from_row)
+        .collect()
+}
+
+/// The next number in `year`'s references. The counter row stays locked by this transaction
+/// until it ends, so a concurrent intake waits for it and then counts on from what it
+/// committed: no number twice, and none skipped (a rollback gives the number back).
+pub(super) async fn next_reference_seq(conn: &mut PgConnection, year: i32) -> anyhow::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO reference_counters (year, last_seq) VALUES ($1, 1)
+         ON CONFLICT (year) DO UPDATE SET last_seq = reference_counters.last_seq + 1
+         RETURNING last_seq",
+    )
+    .bind(i64::from(year))
+    .fetch_one(&mut *conn)
+    .await
+    .context("Cannot allocate a reference")
+}
+
+pub(super) async fn insert(
+    conn: &mut PgConnection,
+    r: &NewRequest,
+    now: DateTime<Utc>,
+) -> anyhow::Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO requests
+            (reference, ref_year, ref_seq, status, requester, requester_name, organisation, via,
+             subject, body, received_at, probable_duplicate_of, token, answer, requester_unverified,
+             created_at, updated_at)
+         VALUES ($1, $2, $3, 'awaiting_triage', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
+         RETURNING id",
+    )
+    .bind(&r.reference)
+    .bind(i64::from(r.ref_year))
+    .bind(r.ref_seq)
+    .bind(&r.requester)
+    .bind(&r.requester_name)
+    .bind(&r.organisation)
+    .bind(&r.via)
+    .bind(&r.subject)
+    .bind(&r.body)
+    .bind(to_millis(r.received_at))
+    .bind(r.probable_duplicate_of)
+    .bind(&r.token)
+    .bind(r.answer)
+    .bind(r.requester_unverified)
+    .bind(to_millis(now))
+    .fetch_one(&mut *conn)
+    .await
+    .context("Cannot create the request")?;
+    sqlx::query("INSERT INTO request_fingerprints (request_id, fingerprint) VALUES ($1, $2)")
+        .bind(id)
+        .bind(&r.fingerprint)
+        .execute(&mut *conn)
+        .await
+        .context("Cannot store the request's fingerprint")?;
+    Ok(id)
+}
+
+pub(super) async fn add_event(
+    conn: &mut PgConnection,
+    request_id: i64,
+    at: DateTime<Utc>,
+    actor: &str,
+    kind: &str,
+    detail: Option<&str>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO request_events (request_id, at, actor, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(request_id)
+    .bind(to_millis(at))
+    .bind(actor)
+    .bind(kind)
+    .bind(detail)
+    .execute(&mut *conn)
+    .await
+    .context("Cannot record the event")?;
+    Ok(())
+}
+
+pub(super) async fn events(
+    conn: &mut PgConnection,
+    request_id: i64,
+) -> anyhow::Result<Vec<crate::store::EventRow>> {
+    let rows = sqlx::query(
+        "SELECT at, actor, kind, detail FROM request_events WHERE request_id = $1 ORDER BY at, id",
+    )
+    .bind(request_id)
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot read the request's events")?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::store::EventRow {
+                at: from_millis(r.try_get("at")?),
+                actor: r.try_get("actor")?,
+                kind: r.try_get("kind")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn add_thread_id(
+    conn: &mut PgConnection,
+    message_id: &str,
+    request_id: i64,
+    direction: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO thread_message_ids (message_id, request_id, direction) VALUES ($1, $2, $3)
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(request_id)
+    .bind(direction)
+    .execute(&mut *conn)
+    .await
+    .context("Cannot record the thread")?;
+    Ok(())
+}
+
+pub(super) async fn set_status(
+    conn: &mut PgConnection,
+    request_id: i64,
+    status: Status,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE requests SET status = $2, updated_at = $3 WHERE id = $1")
+        .bind(request_id)
+        .bind(status.as_str())
+        .bind(to_millis(at))
+        .execute(&mut *conn)
+        .await
+        .context("Cannot change the request's status")?;
+    Ok(())
+}
+
+pub(super) async fn add_priority(conn: &mut PgConnection, request_id: i64, key: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO request_priorities (request_id, priority) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(request_id)
+    .bind(key)
+    .execute(&mut *conn)
+    .await
+    .context("Cannot record the priority")?;
+    Ok(())
+}
