@@ -202,3 +202,69 @@ pub async fn nodes(conn: &mut PgConnection) -> anyhow::Result<Vec<NodeRow>> {
         })
         .collect()
 }
+
+/// Keeps this node's place in the lease until `shutdown`: takes the lease when it is free,
+/// renews it every [`RENEW_EVERY`] while held, records the node's heartbeat, and publishes
+/// what it holds on `holding` (`None`: standby). A renewal that fails or cannot reach the
+/// database publishes `None` as soon as the lease may have run out by this node's clock, so
+/// the leader's work stops before a standby can take over. On shutdown a held lease is
+/// released so a standby takes over at its next try.
+///
+/// Not yet started by the daemon (the daemon's leader/standby switch is a later step).
+pub async fn keep(
+    store: super::PgStore,
+    node: String,
+    holding: tokio::sync::watch::Sender<Option<Holding>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut held: Option<Holding> = None;
+    loop {
+        let attempt = async {
+            let mut conn = store.connection().await?;
+            let now_held = match held {
+                Some(h) => renew(&mut conn, &node, h, LEASE_LENGTH).await?,
+                None => try_acquire(&mut conn, &node, LEASE_LENGTH).await?,
+            };
+            let role = if now_held.is_some() { NodeRole::Leader } else { NodeRole::Standby };
+            heartbeat(&mut conn, &node, role).await?;
+            anyhow::Ok(now_held)
+        };
+        held = match tokio::time::timeout(RENEW_EVERY, attempt).await {
+            Ok(Ok(now_held)) => {
+                if held.is_some() && now_held.is_none() {
+                    tracing::warn!(node = %node, "Lost the leader lease: standing by");
+                } else if held.is_none() && now_held.is_some() {
+                    tracing::info!(node = %node, "Took the leader lease: leading");
+                }
+                now_held
+            }
+            // Cannot reach the database: keep acting only while the lease surely lasts.
+            Ok(Err(e)) => {
+                tracing::warn!(node = %node, "Cannot renew or take the leader lease: {e:#}");
+                held.filter(|h| h.is_live(Instant::now()))
+            }
+            Err(_) => held.filter(|h| h.is_live(Instant::now())),
+        };
+        holding.send_replace(held);
+        let wake = match held {
+            // Wake in time to stand down by this node's clock if renewals keep failing.
+            Some(h) => (Instant::now() + RENEW_EVERY).min(h.act_until),
+            None => Instant::now() + RENEW_EVERY,
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        if held.is_some_and(|h| !h.is_live(Instant::now())) {
+            holding.send_replace(None);
+            held = None;
+        }
+    }
+    holding.send_replace(None);
+    if let Some(h) = held
+        && let Ok(mut conn) = store.connection().await
+        && let Err(e) = release(&mut conn, &node, h).await
+    {
+        tracing::warn!(node = %node, "Cannot release the leader lease (it runs out by itself): {e:#}");
+    }
+}

@@ -40,6 +40,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const MAX_CONNECTIONS: u32 = 10;
 /// How long a caller waits for a free connection (or for the server) before it is told.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Earlier requests compared with a new one for duplicate detection, at most (as SQLite).
+const DUPLICATE_CANDIDATES: i64 = 200;
 
 /// A PostgreSQL database shared by any number of gatehouse nodes.
 #[derive(Debug, Clone)]
@@ -212,7 +214,7 @@ impl Store for PgStore {
         not_yet("set_smtp_status")
     }
     async fn outbox_counts(&self) -> anyhow::Result<OutboxCounts> {
-        not_yet("outbox_counts")
+        outbox::counts(&mut *self.connection().await?).await
     }
     async fn metrics(&self, _: i64) -> anyhow::Result<Metrics> {
         not_yet("metrics")
@@ -302,28 +304,28 @@ impl Tx for PgTx {
     async fn request_by_token(&mut self, token: &str) -> anyhow::Result<Option<RequestRow>> {
         requests::by_token(&mut self.tx, token).await
     }
-    async fn request_for_notification(&mut self, _: &[String]) -> anyhow::Result<Option<RequestRow>> {
-        not_yet("request_for_notification")
+    async fn request_for_notification(&mut self, ids: &[String]) -> anyhow::Result<Option<RequestRow>> {
+        requests::for_notification(&mut self.tx, ids).await
     }
     async fn recent_requests(
         &mut self,
-        _: &str,
-        _: Option<&str>,
-        _: DateTime<Utc>,
+        requester: &str,
+        organisation: Option<&str>,
+        since: DateTime<Utc>,
     ) -> anyhow::Result<Vec<(i64, String)>> {
-        not_yet("recent_requests")
+        requests::recent(&mut self.tx, requester, organisation, since, DUPLICATE_CANDIDATES).await
     }
-    async fn request_texts(&mut self, _: &[String]) -> anyhow::Result<Vec<RequestText>> {
-        not_yet("request_texts")
+    async fn request_texts(&mut self, tokens: &[String]) -> anyhow::Result<Vec<RequestText>> {
+        requests::texts(&mut self.tx, tokens).await
     }
-    async fn candidates(&mut self, _: &[i64]) -> anyhow::Result<Vec<Candidate>> {
-        not_yet("candidates")
+    async fn candidates(&mut self, ids: &[i64]) -> anyhow::Result<Vec<Candidate>> {
+        requests::candidates(&mut self.tx, ids).await
     }
     async fn outbox_for_message_ids(
         &mut self,
-        _: &[String],
+        ids: &[String],
     ) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
-        not_yet("outbox_for_message_ids")
+        outbox::for_message_ids(&mut self.tx, ids).await
     }
     async fn savepoint(&mut self) -> anyhow::Result<()> {
         sqlx::query(SAVEPOINT)
@@ -411,29 +413,30 @@ impl Tx for PgTx {
     }
     async fn answered_counts(
         &mut self,
-        _: &str,
-        _: &str,
-        _: DateTime<Utc>,
-        _: DateTime<Utc>,
+        person: &str,
+        domain: &str,
+        day: DateTime<Utc>,
+        hour: DateTime<Utc>,
     ) -> anyhow::Result<AnsweredCounts> {
-        not_yet("answered_counts")
+        outbox::answered_counts(&mut self.tx, person, domain, day, hour).await
     }
     async fn has_outgoing(&mut self, request_id: i64, kind: &str) -> anyhow::Result<bool> {
         outbox::has_outgoing(&mut self.tx, request_id, kind).await
     }
-    async fn mark_bounced(&mut self, _: i64, _: &str) -> anyhow::Result<()> {
-        not_yet("mark_bounced")
+    async fn mark_bounced(&mut self, outbox_id: i64, detail: &str) -> anyhow::Result<()> {
+        outbox::mark_bounced(&mut self.tx, outbox_id, detail).await
     }
     async fn record_decision(
         &mut self,
-        _: i64,
-        _: Decision,
-        _: Option<&str>,
-        _: Option<NaiveDate>,
-        _: Option<i64>,
-        _: DateTime<Utc>,
+        request_id: i64,
+        decision: Decision,
+        detail: Option<&str>,
+        meeting_date: Option<NaiveDate>,
+        duplicate_of: Option<i64>,
+        at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        not_yet("record_decision")
+        requests::record_decision(&mut self.tx, request_id, decision, detail, meeting_date, duplicate_of, at)
+            .await
     }
     async fn add_priority(&mut self, request_id: i64, key: &str) -> anyhow::Result<()> {
         requests::add_priority(&mut self.tx, request_id, key).await

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
 use crate::clock::{from_millis, to_millis};
-use crate::store::{NewOutgoing, OutboxItem};
+use crate::store::{AnsweredCounts, NewOutgoing, OutboxCounts, OutboxItem};
 
 /// Writes an email to the outbox (the caller records its thread Message-ID).
 pub(super) async fn enqueue(
@@ -169,4 +169,76 @@ pub(super) async fn record_answered(
         .await
         .context("Cannot record the answer")?;
     Ok(())
+}
+
+/// The outbox entry that sent the message with one of these Message-IDs (to link a bounce
+/// to what bounced): (outbox id, request id, kind).
+pub(super) async fn for_message_ids(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> anyhow::Result<Option<(i64, Option<i64>, String)>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT id, request_id, kind FROM outbox WHERE message_id = ANY($1) ORDER BY id DESC LIMIT 1",
+    )
+    .bind(ids)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("Cannot look up the outbox")?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("request_id")?, r.try_get("kind")?))).transpose()
+}
+
+pub(super) async fn mark_bounced(
+    conn: &mut PgConnection,
+    outbox_id: i64,
+    detail: &str,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE outbox SET status = 'bounced', last_error = $2 WHERE id = $1")
+        .bind(outbox_id)
+        .bind(detail)
+        .execute(&mut *conn)
+        .await
+        .context("Cannot record a bounce")?;
+    Ok(())
+}
+
+/// The automatic answers to `person` and to `domain` since `day`, and to anyone since `hour`.
+pub(super) async fn answered_counts(
+    conn: &mut PgConnection,
+    person: &str,
+    domain: &str,
+    day: DateTime<Utc>,
+    hour: DateTime<Utc>,
+) -> anyhow::Result<AnsweredCounts> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM answered WHERE person = $1 AND created_at >= $3) AS person,
+                (SELECT COUNT(*) FROM answered WHERE domain = $2 AND created_at >= $3) AS domain,
+                (SELECT COUNT(*) FROM answered WHERE created_at >= $4) AS hour",
+    )
+    .bind(person)
+    .bind(domain)
+    .bind(to_millis(day))
+    .bind(to_millis(hour))
+    .fetch_one(&mut *conn)
+    .await
+    .context("Cannot count automatic answers")?;
+    Ok(AnsweredCounts {
+        person: row.try_get("person")?,
+        domain: row.try_get("domain")?,
+        hour: row.try_get("hour")?,
+    })
+}
+
+pub(super) async fn counts(conn: &mut PgConnection) -> anyhow::Result<OutboxCounts> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FILTER (WHERE status IN ('pending', 'claimed', 'sending')) AS pending,
+                COUNT(*) FILTER (WHERE status = 'failed') AS failed
+         FROM outbox",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context("Cannot read the outbox")?;
+    Ok(OutboxCounts { pending: row.try_get("pending")?, failed: row.try_get("failed")? })
 }

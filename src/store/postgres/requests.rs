@@ -7,9 +7,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 
+use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
 use crate::domain::{Decision, Status};
-use crate::store::{NewRequest, RequestRow};
+use crate::store::{Candidate, NewRequest, RequestRow, RequestText};
 
 /// `SELECT <a request row> FROM requests r ` followed by the rest of the query.
 macro_rules! select_requests {
@@ -261,5 +262,144 @@ pub(super) async fn add_priority(conn: &mut PgConnection, request_id: i64, key: 
     .execute(&mut *conn)
     .await
     .context("Cannot record the priority")?;
+    Ok(())
+}
+
+/// The request a gatekeeper notification with one of these Message-IDs was about.
+pub(super) async fn for_notification(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> anyhow::Result<Option<RequestRow>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    sqlx::query(select_requests!(
+        "WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t
+                        WHERE t.direction = 'out:notification' AND t.message_id = ANY($1))
+         ORDER BY r.id DESC LIMIT 1"
+    ))
+    .bind(ids)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("Cannot look up the notification")?
+    .as_ref()
+    .map(request_from_row)
+    .transpose()
+}
+
+/// Earlier requests from this requester or organisation that are open or recent, newest
+/// first, at most `limit`: each side walks its own index and stops at the limit.
+pub(super) async fn recent(
+    conn: &mut PgConnection,
+    requester: &str,
+    organisation: Option<&str>,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<(i64, String)>> {
+    let rows = sqlx::query(
+        "SELECT id, token FROM (
+             (SELECT id, token FROM requests
+              WHERE requester = $1 AND (status <> 'closed' OR received_at >= $3)
+              ORDER BY id DESC LIMIT $4)
+             UNION
+             (SELECT id, token FROM requests
+              WHERE organisation = $2 AND (status <> 'closed' OR received_at >= $3)
+              ORDER BY id DESC LIMIT $4)
+         ) c
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(requester)
+    .bind(organisation)
+    .bind(to_millis(since))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot look for earlier approaches")?;
+    rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("token")?))).collect()
+}
+
+/// What the requests with these tokens are compared by (the body only for a request
+/// stored without a fingerprint).
+pub(super) async fn texts(conn: &mut PgConnection, tokens: &[String]) -> anyhow::Result<Vec<RequestText>> {
+    if tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT r.token, r.subject, f.fingerprint, CASE WHEN f.fingerprint IS NULL THEN r.body END AS body
+         FROM requests r LEFT JOIN request_fingerprints f ON f.request_id = r.id
+         WHERE r.token = ANY($1)",
+    )
+    .bind(tokens)
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot read earlier approaches")?;
+    rows.iter()
+        .map(|row| {
+            let stored: Option<Vec<u8>> = row.try_get("fingerprint")?;
+            let fingerprint = match stored.as_deref().and_then(Fingerprint::from_bytes) {
+                Some(f) => f,
+                None => Fingerprint::of(&row.try_get::<Option<String>, _>("body")?.unwrap_or_default()),
+            };
+            Ok(RequestText { token: row.try_get("token")?, subject: row.try_get("subject")?, fingerprint })
+        })
+        .collect()
+}
+
+/// The requests with these ids as the gatekeeper sees them, newest first.
+pub(super) async fn candidates(conn: &mut PgConnection, ids: &[i64]) -> anyhow::Result<Vec<Candidate>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT id, reference, requester, organisation, subject, status, decision
+         FROM requests WHERE id = ANY($1) ORDER BY id DESC",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot read earlier approaches")?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            let decision: Option<String> = row.try_get("decision")?;
+            Ok(Candidate {
+                id: row.try_get("id")?,
+                reference: row.try_get("reference")?,
+                requester: row.try_get("requester")?,
+                organisation: row.try_get("organisation")?,
+                subject: row.try_get("subject")?,
+                status: Status::from_str(&status)?,
+                decision: decision.as_deref().map(Decision::from_str).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// Records a decision; the status follows from it (PRODUCT.md).
+pub(super) async fn record_decision(
+    conn: &mut PgConnection,
+    request_id: i64,
+    decision: Decision,
+    detail: Option<&str>,
+    meeting_date: Option<NaiveDate>,
+    duplicate_of: Option<i64>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE requests SET
+             status = $2, decision = $3, decision_detail = $4, meeting_date = $5,
+             duplicate_of = $6, decided_at = $7, updated_at = $7
+         WHERE id = $1",
+    )
+    .bind(request_id)
+    .bind(decision.status().as_str())
+    .bind(decision.as_str())
+    .bind(detail)
+    .bind(meeting_date.map(|d| d.format("%Y-%m-%d").to_string()))
+    .bind(duplicate_of)
+    .bind(to_millis(at))
+    .execute(&mut *conn)
+    .await
+    .context("Cannot record the decision")?;
     Ok(())
 }

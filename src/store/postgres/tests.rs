@@ -240,3 +240,118 @@ async fn a_takeover_waits_for_the_old_leaders_fenced_write_to_finish() {
     drop(a);
     db.drop().await;
 }
+
+/// Two nodes each run the lease keeper: one leads, the other stands by; when the leader's
+/// task dies without a word (as under SIGKILL), the standby leads once the lease runs out,
+/// and a restarted keeper for the dead node comes back as standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_keeper_hands_over_when_the_leader_dies_and_the_old_leader_returns_as_standby() {
+    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
+    let Some(db) = testdb::fresh("keeper").await else { return };
+    let start = |node: &str| {
+        let (tx, rx) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(lease::keep(db.store.clone(), node.to_string(), tx, shutdown.clone()));
+        (rx, shutdown, task)
+    };
+    let wait_leads = |mut rx: watch::Receiver<Option<lease::Holding>>| async move {
+        tokio::time::timeout(Duration::from_secs(90), rx.wait_for(|h| h.is_some()))
+            .await
+            .expect("took the lease")
+            .unwrap()
+            .expect("holding")
+    };
+    let (a_rx, _a_shutdown, a_task) = start("node-a");
+    let a_held = wait_leads(a_rx.clone()).await;
+    let (b_rx, b_shutdown, b_task) = start("node-b");
+    // node-b has had at least one try (its heartbeat is in) and stands by.
+    let mut conn = db.store.connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lease::nodes(&mut conn).await.unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "node-b never reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b_rx.borrow().is_none(), "a standby while node-a leads");
+
+    a_task.abort();
+    let b_held = wait_leads(b_rx.clone()).await;
+    assert!(b_held.token > a_held.token);
+    let fenced = lease::check_fence(&mut conn, a_held.token).await;
+    assert!(fenced.is_err(), "the dead leader's token no longer passes the fence");
+
+    let (a_rx, a_shutdown, a_task) = start("node-a");
+    tokio::time::sleep(lease::RENEW_EVERY * 2).await;
+    assert!(a_rx.borrow().is_none(), "the old leader comes back as standby");
+    assert!(b_rx.borrow().is_some());
+    // A clean stop of node-b hands the lease on.
+    b_shutdown.cancel();
+    b_task.await.unwrap();
+    let a_again = wait_leads(a_rx).await;
+    assert!(a_again.token > b_held.token);
+    a_shutdown.cancel();
+    a_task.await.unwrap();
+    drop(conn);
+    db.drop().await;
+}
+
+/// The intake's lookups inside a transaction: duplicate candidates newest first across
+/// requester and organisation, a reply to a notification, a bounce of an acknowledgement,
+/// a decision, and the sending limits' counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_for_duplicates_replies_bounces_and_limits_find_what_was_written() {
+    let Some(db) = testdb::fresh("lookups").await else { return };
+    let at = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
+    let mut tx = db.store.begin().await.unwrap();
+    let mut first = request(1, "tok-a");
+    first.organisation = Some("Anytown PCN".into());
+    let a = tx.insert_request(&first).await.unwrap();
+    let mut second = request(2, "tok-b");
+    second.requester = "other@nhs.test".into();
+    second.organisation = Some("Anytown PCN".into());
+    let b = tx.insert_request(&second).await.unwrap();
+    let mut third = request(3, "tok-c");
+    third.requester = "stranger@else.test".into();
+    tx.insert_request(&third).await.unwrap();
+
+    let recent = tx.recent_requests("practice@nhs.test", Some("Anytown PCN"), at).await.unwrap();
+    assert_eq!(recent, vec![(b, "tok-b".to_string()), (a, "tok-a".to_string())]);
+    let texts = tx.request_texts(&["tok-a".into()]).await.unwrap();
+    assert_eq!((texts.len(), texts[0].subject.as_str()), (1, "Room booking"));
+    let candidates = tx.candidates(&[a, b]).await.unwrap();
+    assert_eq!(candidates.iter().map(|c| c.id).collect::<Vec<_>>(), vec![b, a]);
+
+    let mail = |kind: &str, id: &str| NewOutgoing {
+        kind: kind.into(),
+        request_id: Some(a),
+        message_id: id.into(),
+        envelope_from: "gp-access@gatehouse.test".into(),
+        recipients: vec!["practice@nhs.test".into()],
+        subject: "GP-2026-0001".into(),
+        raw: b"raw".to_vec(),
+    };
+    tx.enqueue(&mail("notification", "note-1@gatehouse.test"), at).await.unwrap();
+    let ack = tx.enqueue(&mail("acknowledgement", "ack-1@gatehouse.test"), at).await.unwrap();
+    tx.record_answered(ack, "practice@nhs.test", "nhs.test", at).await.unwrap();
+    let replied = tx.request_for_notification(&["x@y".into(), "note-1@gatehouse.test".into()]).await.unwrap();
+    assert_eq!(replied.map(|r| r.id), Some(a));
+    assert!(tx.request_for_notification(&["ack-1@gatehouse.test".into()]).await.unwrap().is_none());
+    let bounced = tx.outbox_for_message_ids(&["ack-1@gatehouse.test".into()]).await.unwrap();
+    assert_eq!(bounced, Some((ack, Some(a), "acknowledgement".to_string())));
+    tx.mark_bounced(ack, "550 no such user").await.unwrap();
+    let counts = tx.answered_counts("practice@nhs.test", "nhs.test", at, at).await.unwrap();
+    assert_eq!((counts.person, counts.domain, counts.hour), (1, 1, 1));
+    let later = at + chrono::Duration::hours(1);
+    assert_eq!(tx.answered_counts("practice@nhs.test", "nhs.test", later, later).await.unwrap().hour, 0);
+    let meeting = chrono::NaiveDate::from_ymd_opt(2026, 12, 10).unwrap();
+    tx.record_decision(a, crate::domain::Decision::Meeting, Some("board"), Some(meeting), None, at)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let decided = db.store.find_request("GP-2026-0001").await.unwrap().unwrap();
+    assert_eq!(decided.meeting_date, Some(meeting));
+    assert_eq!(decided.decided_at, Some(at));
+    assert_eq!(db.store.outbox_counts().await.unwrap().pending, 1, "the bounced one no longer waits");
+    db.drop().await;
+}
