@@ -1,12 +1,15 @@
 //! Messages taken from the inbox: their bytes, processing attempts and outcomes, and where
 //! the inbox watcher has got to.
 
+use std::str::FromStr as _;
+
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
-use crate::clock::to_millis;
-use crate::store::{MailboxState, MessageOutcome, NewRawMessage, RawSaved};
+use crate::clock::{from_millis, to_millis};
+use crate::domain::Classification;
+use crate::store::{MailboxState, MessageOutcome, MessageRow, NewRawMessage, RawSaved};
 
 fn u32_of(v: i64, name: &str) -> anyhow::Result<u32> {
     u32::try_from(v).with_context(|| format!("{name} out of range: {v}"))
@@ -227,4 +230,47 @@ pub(super) async fn set_checkpoint(
     .await
     .context("Cannot advance the inbox checkpoint")?;
     Ok(())
+}
+
+/// `SELECT <a message row> FROM messages m ` followed by the rest of the query.
+macro_rules! select_messages {
+    ($tail:literal) => {
+        concat!(
+            "SELECT m.id, m.message_id, m.received_at, m.from_address, m.subject, m.classification,
+                m.detail, m.attempts,
+                (SELECT r.reference FROM requests r WHERE r.id = m.request_id) AS reference
+             FROM messages m ",
+            $tail
+        )
+    };
+}
+
+fn message_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<MessageRow> {
+    let classification: Option<String> = row.try_get("classification")?;
+    Ok(MessageRow {
+        id: row.try_get("id")?,
+        message_id: row.try_get("message_id")?,
+        received_at: row.try_get::<Option<i64>, _>("received_at")?.map(from_millis),
+        from: row.try_get("from_address")?,
+        subject: row.try_get("subject")?,
+        classification: classification.as_deref().map(Classification::from_str).transpose()?,
+        reference: row.try_get("reference")?,
+        detail: row.try_get("detail")?,
+        attempts: u32_of(row.try_get("attempts")?, "attempts")?,
+    })
+}
+
+/// Every message, or only those of one request, oldest first.
+pub(super) async fn list(
+    conn: &mut PgConnection,
+    request_id: Option<i64>,
+) -> anyhow::Result<Vec<MessageRow>> {
+    sqlx::query(select_messages!("WHERE $1::bigint IS NULL OR m.request_id = $1 ORDER BY m.id"))
+        .bind(request_id)
+        .fetch_all(&mut *conn)
+        .await
+        .context("Cannot list messages")?
+        .iter()
+        .map(message_from_row)
+        .collect()
 }

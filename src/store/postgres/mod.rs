@@ -15,6 +15,7 @@ mod messages;
 mod meta;
 mod outbox;
 mod requests;
+mod status;
 
 use std::path::Path;
 use std::time::Duration;
@@ -131,14 +132,14 @@ impl Store for PgStore {
     async fn find_request(&self, reference: &str) -> anyhow::Result<Option<RequestRow>> {
         requests::find(&mut *self.connection().await?, reference).await
     }
-    async fn request_messages(&self, _request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
-        not_yet("request_messages")
+    async fn request_messages(&self, request_id: i64) -> anyhow::Result<Vec<MessageRow>> {
+        messages::list(&mut *self.connection().await?, Some(request_id)).await
     }
     async fn request_events(&self, request_id: i64) -> anyhow::Result<Vec<EventRow>> {
         requests::events(&mut *self.connection().await?, request_id).await
     }
     async fn list_messages(&self) -> anyhow::Result<Vec<MessageRow>> {
-        not_yet("list_messages")
+        messages::list(&mut *self.connection().await?, None).await
     }
     async fn auto_replies_by_wording(
         &self,
@@ -175,43 +176,56 @@ impl Store for PgStore {
         not_yet("retries_requested")
     }
     async fn awaiting_triage(&self) -> anyhow::Result<Vec<RequestRow>> {
-        not_yet("awaiting_triage")
+        requests::awaiting_triage(&mut *self.connection().await?).await
     }
-    async fn received_between(&self, _: DateTime<Utc>, _: DateTime<Utc>) -> anyhow::Result<Vec<RequestRow>> {
-        not_yet("received_between")
+    async fn received_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<RequestRow>> {
+        requests::received_between(&mut *self.connection().await?, from, to).await
     }
-    async fn decided_between(&self, _: DateTime<Utc>, _: DateTime<Utc>) -> anyhow::Result<Vec<RequestRow>> {
-        not_yet("decided_between")
+    async fn decided_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<RequestRow>> {
+        requests::decided_between(&mut *self.connection().await?, from, to).await
     }
-    async fn with_status(&self, _: Status, _: i64) -> anyhow::Result<(Vec<RequestRow>, usize)> {
-        not_yet("with_status")
+    async fn with_status(&self, status: Status, limit: i64) -> anyhow::Result<(Vec<RequestRow>, usize)> {
+        requests::with_status(&mut *self.connection().await?, status, limit).await
     }
-    async fn agenda_for(&self, _: NaiveDate) -> anyhow::Result<Vec<RequestRow>> {
-        not_yet("agenda_for")
+    async fn agenda_for(&self, date: NaiveDate) -> anyhow::Result<Vec<RequestRow>> {
+        requests::agenda_for(&mut *self.connection().await?, date).await
     }
-    async fn arrivals_since(&self, _: DateTime<Utc>) -> anyhow::Result<Vec<DateTime<Utc>>> {
-        not_yet("arrivals_since")
+    async fn arrivals_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<DateTime<Utc>>> {
+        requests::arrivals_since(&mut *self.connection().await?, since).await
     }
     async fn events_of_kind(&self, _: &[i64], _: &str) -> anyhow::Result<Vec<(i64, EventRow)>> {
         not_yet("events_of_kind")
     }
-    async fn last_covered(&self, _: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        not_yet("last_covered")
+    async fn last_covered(&self, kind: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        status::last_covered(&mut *self.connection().await?, kind).await
     }
-    async fn summary_sent(&self, _: &str, _: &str) -> anyhow::Result<bool> {
-        not_yet("summary_sent")
+    async fn summary_sent(&self, kind: &str, period: &str) -> anyhow::Result<bool> {
+        status::summary_sent(&mut *self.connection().await?, kind, period).await
     }
     async fn agenda_told(&self, _: NaiveDate) -> anyhow::Result<Option<Vec<RequestRow>>> {
         not_yet("agenda_told")
     }
-    async fn set_daemon_status(&self, _: &str, _: Option<&str>, _: DateTime<Utc>) -> anyhow::Result<()> {
-        not_yet("set_daemon_status")
+    async fn set_daemon_status(
+        &self,
+        imap: &str,
+        detail: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        status::set_daemon(&mut *self.connection().await?, imap, detail, now).await
     }
     async fn daemon_status(&self) -> anyhow::Result<Option<DaemonStatus>> {
-        not_yet("daemon_status")
+        status::daemon(&mut *self.connection().await?).await
     }
-    async fn set_smtp_status(&self, _: SmtpOutcome<'_>, _: DateTime<Utc>) -> anyhow::Result<()> {
-        not_yet("set_smtp_status")
+    async fn set_smtp_status(&self, outcome: SmtpOutcome<'_>, at: DateTime<Utc>) -> anyhow::Result<()> {
+        status::set_smtp(&mut *self.connection().await?, outcome, at).await
     }
     async fn outbox_counts(&self) -> anyhow::Result<OutboxCounts> {
         outbox::counts(&mut *self.connection().await?).await

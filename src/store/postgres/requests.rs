@@ -403,3 +403,82 @@ pub(super) async fn record_decision(
     .context("Cannot record the decision")?;
     Ok(())
 }
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Runs a `select_requests!` query and maps its rows.
+async fn rows_of(
+    conn: &mut PgConnection,
+    query: PgQuery<'_>,
+    what: &'static str,
+) -> anyhow::Result<Vec<RequestRow>> {
+    query.fetch_all(&mut *conn).await.context(what)?.iter().map(request_from_row).collect()
+}
+
+pub(super) async fn awaiting_triage(conn: &mut PgConnection) -> anyhow::Result<Vec<RequestRow>> {
+    let q = sqlx::query(select_requests!("WHERE r.status = 'awaiting_triage' ORDER BY r.received_at, r.id"));
+    rows_of(conn, q, "Cannot list requests awaiting triage").await
+}
+
+pub(super) async fn received_between(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<RequestRow>> {
+    let q = sqlx::query(select_requests!(
+        "WHERE r.received_at >= $1 AND r.received_at < $2 ORDER BY r.received_at, r.id"
+    ))
+    .bind(to_millis(from))
+    .bind(to_millis(to));
+    rows_of(conn, q, "Cannot read the requests received").await
+}
+
+pub(super) async fn decided_between(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<RequestRow>> {
+    let q = sqlx::query(select_requests!(
+        "WHERE r.decided_at >= $1 AND r.decided_at < $2 ORDER BY r.decided_at, r.id"
+    ))
+    .bind(to_millis(from))
+    .bind(to_millis(to));
+    rows_of(conn, q, "Cannot read the requests decided").await
+}
+
+pub(super) async fn with_status(
+    conn: &mut PgConnection,
+    status: Status,
+    limit: i64,
+) -> anyhow::Result<(Vec<RequestRow>, usize)> {
+    let q = sqlx::query(select_requests!("WHERE r.status = $1 ORDER BY r.received_at, r.id LIMIT $2"))
+        .bind(status.as_str())
+        .bind(limit);
+    let rows = rows_of(conn, q, "Cannot list requests by status").await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE status = $1")
+        .bind(status.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .context("Cannot count requests by status")?;
+    Ok((rows, usize::try_from(total).unwrap_or(0)))
+}
+
+pub(super) async fn agenda_for(conn: &mut PgConnection, date: NaiveDate) -> anyhow::Result<Vec<RequestRow>> {
+    let q = sqlx::query(select_requests!(
+        "WHERE r.decision = 'meeting' AND r.meeting_date = $1 ORDER BY r.decided_at, r.id"
+    ))
+    .bind(date.format("%Y-%m-%d").to_string());
+    rows_of(conn, q, "Cannot read the agenda").await
+}
+
+pub(super) async fn arrivals_since(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+) -> anyhow::Result<Vec<DateTime<Utc>>> {
+    let times: Vec<i64> = sqlx::query_scalar("SELECT received_at FROM requests WHERE received_at >= $1")
+        .bind(to_millis(since))
+        .fetch_all(&mut *conn)
+        .await
+        .context("Cannot read arrival times")?;
+    Ok(times.into_iter().map(from_millis).collect())
+}

@@ -355,3 +355,71 @@ async fn lookups_for_duplicates_replies_bounces_and_limits_find_what_was_written
     assert_eq!(db.store.outbox_counts().await.unwrap().pending, 1, "the bounced one no longer waits");
     db.drop().await;
 }
+
+/// What the CLI, the schedules and `gatehouse status` read back: requests by status, by
+/// arrival, by decision and by meeting; messages; the daemon's status row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reads_behind_status_summaries_and_the_cli_see_what_was_written() {
+    let Some(db) = testdb::fresh("reads").await else { return };
+    let store = &db.store;
+    let at = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
+    let meeting = chrono::NaiveDate::from_ymd_opt(2026, 12, 10).unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let a = tx.insert_request(&request(1, "tok-a")).await.unwrap();
+    let mut later = request(2, "tok-b");
+    later.received_at = at + chrono::Duration::days(1);
+    tx.insert_request(&later).await.unwrap();
+    tx.record_decision(a, crate::domain::Decision::Meeting, None, Some(meeting), None, at).await.unwrap();
+    let raw = b"x".to_vec();
+    let message = NewRawMessage {
+        mailbox: "INBOX",
+        uidvalidity: 1,
+        uid: 1,
+        dedup_key: "hash:x".into(),
+        message_id: None,
+        content_hash: "x",
+        core_hash: "x",
+        raw: &raw,
+        backlog: false,
+        fetched_at: at,
+    };
+    let RawSaved::New(m) = tx.save_raw(&message).await.unwrap() else { panic!("new") };
+    let outcome = MessageOutcome {
+        classification: Classification::New,
+        received_at: Some(at),
+        from_address: Some("practice@nhs.test".into()),
+        from_name: None,
+        subject: Some("Room booking".into()),
+        attachments: None,
+        detail: None,
+        request_id: Some(a),
+    };
+    tx.finish_message(m, &outcome, at).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let refs =
+        |rows: Vec<crate::store::RequestRow>| rows.into_iter().map(|r| r.reference).collect::<Vec<_>>();
+    assert_eq!(refs(store.awaiting_triage().await.unwrap()), ["GP-2026-0002"]);
+    let day = chrono::Duration::days(1);
+    assert_eq!(refs(store.received_between(at, at + day).await.unwrap()), ["GP-2026-0001"]);
+    assert_eq!(refs(store.decided_between(at, at + day).await.unwrap()), ["GP-2026-0001"]);
+    assert_eq!(refs(store.agenda_for(meeting).await.unwrap()), ["GP-2026-0001"]);
+    let (rows, total) = store.with_status(Status::AwaitingTriage, 10).await.unwrap();
+    assert_eq!((refs(rows), total), (vec!["GP-2026-0002".to_string()], 1));
+    assert_eq!(store.arrivals_since(at).await.unwrap().len(), 2);
+    let listed = store.list_messages().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].reference.as_deref(), Some("GP-2026-0001"));
+    assert_eq!(listed[0].classification, Some(Classification::New));
+    assert_eq!(store.request_messages(a).await.unwrap().len(), 1);
+
+    assert!(store.daemon_status().await.unwrap().is_none());
+    store.set_daemon_status("idle", None, at).await.unwrap();
+    store.set_smtp_status(crate::store::SmtpOutcome::Failed("421 busy"), at).await.unwrap();
+    let status = store.daemon_status().await.unwrap().unwrap();
+    assert_eq!(status.imap, "idle");
+    assert_eq!(status.smtp_last_error, Some(("421 busy".to_string(), at)));
+    assert!(!store.summary_sent("weekly", "2026-W49").await.unwrap());
+    assert_eq!(store.last_covered("weekly").await.unwrap(), None);
+    db.drop().await;
+}
