@@ -237,10 +237,10 @@ impl Store for PgStore {
         not_yet("outbox_failing")
     }
     async fn open_alerts(&self) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
-        not_yet("open_alerts")
+        status::open_alerts(&mut *self.connection().await?).await
     }
     async fn last_summary(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
-        not_yet("last_summary")
+        status::last_summary(&mut *self.connection().await?).await
     }
     async fn requeue_interrupted(&self) -> anyhow::Result<u64> {
         let mut tx = self.pool.begin().await.context("Cannot start a transaction")?;
@@ -458,27 +458,27 @@ impl Tx for PgTx {
     async fn set_meta(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
         meta::set(&mut self.tx, key, value).await
     }
-    async fn alert(&mut self, _: &str) -> anyhow::Result<Option<AlertRow>> {
-        not_yet("alert")
+    async fn alert(&mut self, key: &str) -> anyhow::Result<Option<AlertRow>> {
+        status::alert(&mut self.tx, key).await
     }
-    async fn put_alert(&mut self, _: &AlertRow) -> anyhow::Result<()> {
-        not_yet("put_alert")
+    async fn put_alert(&mut self, alert: &AlertRow) -> anyhow::Result<()> {
+        status::put_alert(&mut self.tx, alert).await
     }
-    async fn alerts_sent_since(&mut self, _: &str, _: DateTime<Utc>) -> anyhow::Result<i64> {
-        not_yet("alerts_sent_since")
+    async fn alerts_sent_since(&mut self, prefix: &str, since: DateTime<Utc>) -> anyhow::Result<i64> {
+        status::alerts_sent_since(&mut self.tx, prefix, since).await
     }
     async fn set_status(&mut self, request_id: i64, status: Status, at: DateTime<Utc>) -> anyhow::Result<()> {
         requests::set_status(&mut self.tx, request_id, status, at).await
     }
     async fn record_summary(
         &mut self,
-        _: &str,
-        _: &str,
-        _: (DateTime<Utc>, DateTime<Utc>),
-        _: Option<i64>,
-        _: DateTime<Utc>,
+        kind: &str,
+        period: &str,
+        covers: (DateTime<Utc>, DateTime<Utc>),
+        outbox_id: Option<i64>,
+        at: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        not_yet("record_summary")
+        status::record_summary(&mut self.tx, kind, period, covers, outbox_id, at).await
     }
     async fn agenda_told_ids(&mut self, _: NaiveDate) -> anyhow::Result<Option<Vec<i64>>> {
         not_yet("agenda_told_ids")

@@ -423,3 +423,41 @@ async fn the_reads_behind_status_summaries_and_the_cli_see_what_was_written() {
     assert_eq!(store.last_covered("weekly").await.unwrap(), None);
     db.drop().await;
 }
+
+/// Two nodes recording the same week's summary at once: exactly one records it. Alerts are
+/// kept, counted by a literal prefix, and listed while open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_is_recorded_once_across_nodes_and_alerts_are_kept() {
+    let Some(db) = testdb::fresh("summaries").await else { return };
+    let at = Utc.with_ymd_and_hms(2026, 12, 7, 8, 0, 0).unwrap();
+    let covers = (at - chrono::Duration::days(7), at);
+    let (mut one, mut two) = (db.store.begin().await.unwrap(), db.store.begin().await.unwrap());
+    let first = one.record_summary("weekly", "2026-W50", covers, None, at).await.unwrap();
+    let racing = tokio::spawn(async move {
+        let recorded = two.record_summary("weekly", "2026-W50", covers, None, at).await.unwrap();
+        two.commit().await.unwrap();
+        recorded
+    });
+    one.commit().await.unwrap();
+    assert!(first && !racing.await.unwrap(), "the second node finds the week recorded");
+    assert!(db.store.summary_sent("weekly", "2026-W50").await.unwrap());
+    assert_eq!(db.store.last_summary().await.unwrap(), Some(at));
+    assert_eq!(db.store.last_covered("weekly").await.unwrap(), Some(at));
+
+    let mut tx = db.store.begin().await.unwrap();
+    let alert = |key: &str, resolved| crate::store::AlertRow {
+        key: key.into(),
+        subject: "Trouble".into(),
+        first_raised: at,
+        last_sent: at,
+        resolved_at: resolved,
+    };
+    tx.put_alert(&alert("smtp_down", None)).await.unwrap();
+    tx.put_alert(&alert("sender_a%", Some(at))).await.unwrap();
+    assert_eq!(tx.alert("smtp_down").await.unwrap().unwrap().resolved_at, None);
+    assert_eq!(tx.alerts_sent_since("sender_a%", at).await.unwrap(), 1);
+    assert_eq!(tx.alerts_sent_since("sender_a_", at).await.unwrap(), 0, "a prefix is literal");
+    tx.commit().await.unwrap();
+    assert_eq!(db.store.open_alerts().await.unwrap(), vec![("smtp_down".to_string(), at)]);
+    db.drop().await;
+}
