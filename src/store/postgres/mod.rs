@@ -6,9 +6,9 @@
 //! them. Where SQLite relies on its single writer (reference numbers, claiming the outbox),
 //! these queries take row locks instead, so several writers stay correct.
 //!
-//! Not everything the SQLite store does is here yet: the methods that answer
-//! [`not_yet`] are listed in issue 16's report; `store::open` still takes a PostgreSQL URL,
-//! so what is missing fails loudly rather than silently.
+//! Not everything the SQLite store does is here yet: the methods that answer [`not_yet`]
+//! (retries, retention and erasure, metrics, agendas told, service events) fail with an
+//! error that says so, rather than quietly doing nothing.
 
 pub mod lease;
 mod messages;
