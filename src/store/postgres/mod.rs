@@ -6,7 +6,7 @@
 //! them. Where SQLite relies on its single writer (reference numbers, claiming the outbox),
 //! these queries take row locks instead, so several writers stay correct.
 //!
-//! Not everything the SQLite store does is here yet: the methods that answer [`not_yet`]
+//! Not everything the SQLite store does is here yet: the methods that answer `not_yet`
 //! (retries, retention and erasure, metrics, agendas told, service events) fail with an
 //! error that says so, rather than quietly doing nothing.
 
