@@ -9,7 +9,10 @@ use sqlx::{PgConnection, Row as _};
 
 use crate::clock::{from_millis, to_millis};
 use crate::domain::Classification;
-use crate::store::{MailboxState, MessageId, MessageOutcome, MessageRow, NewRawMessage, RawSaved, RequestId};
+use crate::store::{
+    MailboxState, MessageId, MessageOutcome, MessageRow, NewRawMessage, RawSaved, RequestId, RetryMessage,
+    RetryRequest,
+};
 
 fn u32_of(v: i64, name: &str) -> anyhow::Result<u32> {
     u32::try_from(v).with_context(|| format!("{name} out of range: {v}"))
@@ -237,7 +240,7 @@ macro_rules! select_messages {
     ($tail:literal) => {
         concat!(
             "SELECT m.id, m.message_id, m.received_at, m.from_address, m.subject, m.classification,
-                m.detail, m.attempts,
+                m.detail, m.attempts, m.fetched_at, m.request_id,
                 (SELECT r.reference FROM requests r WHERE r.id = m.request_id) AS reference
              FROM messages m ",
             $tail
@@ -245,7 +248,7 @@ macro_rules! select_messages {
     };
 }
 
-fn message_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<MessageRow> {
+pub(super) fn message_from_row(row: &sqlx::postgres::PgRow) -> anyhow::Result<MessageRow> {
     let classification: Option<String> = row.try_get("classification")?;
     Ok(MessageRow {
         id: row.try_get("id")?,
@@ -272,5 +275,86 @@ pub(super) async fn list(
         .context("Cannot list messages")?
         .iter()
         .map(message_from_row)
+        .collect()
+}
+
+/// Messages filed in [from, to) as auto-replies recognised by their wording alone, oldest
+/// first.
+pub(super) async fn auto_replies_by_wording(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<MessageRow>> {
+    // The prefix is compared with left() rather than LIKE: '_' and '%' in it are literal.
+    sqlx::query(select_messages!(
+        "WHERE m.classification = 'automated' AND m.processed_at >= $1 AND m.processed_at < $2
+           AND left(m.detail, length($3)) = $3
+         ORDER BY m.processed_at, m.id"
+    ))
+    .bind(to_millis(from))
+    .bind(to_millis(to))
+    .bind(crate::classify::BY_WORDING)
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot list the auto-replies")?
+    .iter()
+    .map(message_from_row)
+    .collect()
+}
+
+/// A quarantined message's attempts back to none, marked for the daemon to process again.
+pub(super) async fn request_retry(
+    conn: &mut PgConnection,
+    id: MessageId,
+    at: DateTime<Utc>,
+) -> anyhow::Result<RetryRequest> {
+    let changed = sqlx::query(
+        "UPDATE messages SET
+             attempts = 0, retry_requested_at = $2, classification = NULL, detail = NULL,
+             processed_at = NULL
+         WHERE id = $1 AND classification = 'quarantined'",
+    )
+    .bind(id)
+    .bind(to_millis(at))
+    .execute(&mut *conn)
+    .await
+    .context("Cannot ask for the message to be processed again")?
+    .rows_affected();
+    if changed == 1 {
+        return Ok(RetryRequest::Requested);
+    }
+    let found: Option<Option<String>> =
+        sqlx::query_scalar("SELECT classification FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("Cannot read the message")?;
+    Ok(match found {
+        None => RetryRequest::Missing,
+        Some(class) => {
+            RetryRequest::NotQuarantined(class.as_deref().map(Classification::from_str).transpose()?)
+        }
+    })
+}
+
+/// Messages whose retry was asked for and that are not yet processed, oldest first.
+pub(super) async fn retries_requested(conn: &mut PgConnection) -> anyhow::Result<Vec<RetryMessage>> {
+    let rows = sqlx::query(
+        "SELECT id, uid, backlog, fetched_at FROM messages
+         WHERE retry_requested_at IS NOT NULL AND processed_at IS NULL
+         ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot list the messages to retry")?;
+    rows.iter()
+        .map(|r| {
+            Ok(RetryMessage {
+                id: r.try_get("id")?,
+                uid: u32_of(r.try_get("uid")?, "uid")?,
+                backlog: r.try_get("backlog")?,
+                fetched_at: from_millis(r.try_get("fetched_at")?),
+            })
+        })
         .collect()
 }

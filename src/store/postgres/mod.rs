@@ -6,17 +6,20 @@
 //! them. Where SQLite relies on its single writer (reference numbers, claiming the outbox),
 //! these queries take row locks instead, so several writers stay correct.
 //!
-//! Not everything the SQLite store does is here yet: the methods that answer `not_yet`
-//! (retries, retention and erasure, metrics, agendas told, service events) fail with an
-//! error that says so, rather than quietly doing nothing.
+//! Everything the SQLite store does is here but `backup_to`, which refuses: PostgreSQL is
+//! backed up with its own tools. Retention's purge and erasure run in a transaction of their
+//! own (`retention`); `reclaim_space` is a plain VACUUM.
 
 mod error;
 mod ids;
 pub mod lease;
+#[macro_use]
 mod messages;
 mod meta;
 mod outbox;
+#[macro_use]
 mod requests;
+mod retention;
 mod status;
 
 use std::path::Path;
@@ -103,13 +106,6 @@ impl PgStore {
     }
 }
 
-/// The answer of a method the PostgreSQL store does not do yet.
-fn not_yet<T>(what: &str) -> StoreResult<T> {
-    Err(StoreError::Failed(anyhow::anyhow!(
-        "{what} is not yet implemented on PostgreSQL; use SQLite (remove database_url) for now"
-    )))
-}
-
 /// Calls query function `$f` on a pooled connection with the rest of the arguments, and
 /// sorts any failure (reaching the database included) into a [`StoreError`].
 macro_rules! pooled {
@@ -182,10 +178,10 @@ impl Store for PgStore {
     }
     async fn auto_replies_by_wording(
         &self,
-        _from: DateTime<Utc>,
-        _to: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> StoreResult<Vec<MessageRow>> {
-        not_yet("auto_replies_by_wording")
+        pooled!(self, messages::auto_replies_by_wording, from, to)
     }
     async fn mailbox_state(&self, mailbox: &str) -> StoreResult<Option<MailboxState>> {
         pooled!(self, messages::mailbox_state, mailbox)
@@ -207,11 +203,11 @@ impl Store for PgStore {
     async fn attempts(&self, id: MessageId) -> StoreResult<u32> {
         pooled!(self, messages::attempts, id)
     }
-    async fn request_retry(&self, _id: MessageId, _at: DateTime<Utc>) -> StoreResult<RetryRequest> {
-        not_yet("request_retry")
+    async fn request_retry(&self, id: MessageId, at: DateTime<Utc>) -> StoreResult<RetryRequest> {
+        pooled!(self, messages::request_retry, id, at)
     }
     async fn retries_requested(&self) -> StoreResult<Vec<RetryMessage>> {
-        not_yet("retries_requested")
+        pooled!(self, messages::retries_requested)
     }
 
     async fn requeue_interrupted(&self) -> StoreResult<u64> {
@@ -235,8 +231,8 @@ impl Store for PgStore {
     async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
         pooled!(self, outbox::counts)
     }
-    async fn outbox_failing(&self, _failing_after: i64) -> StoreResult<i64> {
-        not_yet("outbox_failing")
+    async fn outbox_failing(&self, failing_after: i64) -> StoreResult<i64> {
+        pooled!(self, outbox::failing, failing_after)
     }
 
     async fn request_events(&self, request_id: RequestId) -> StoreResult<Vec<EventRow>> {
@@ -244,10 +240,10 @@ impl Store for PgStore {
     }
     async fn events_of_kind(
         &self,
-        _request_ids: &[RequestId],
-        _kind: EventKind,
+        request_ids: &[RequestId],
+        kind: EventKind,
     ) -> StoreResult<Vec<(RequestId, EventRow)>> {
-        not_yet("events_of_kind")
+        pooled!(self, requests::events_of_kind, request_ids, kind)
     }
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
         pooled!(self, meta::get, key)
@@ -269,8 +265,8 @@ impl Store for PgStore {
     async fn set_smtp_status(&self, outcome: SmtpOutcome<'_>, at: DateTime<Utc>) -> StoreResult<()> {
         pooled!(self, status::set_smtp, outcome, at)
     }
-    async fn metrics(&self, _failing_after: i64) -> StoreResult<Metrics> {
-        not_yet("metrics")
+    async fn metrics(&self, failing_after: i64) -> StoreResult<Metrics> {
+        pooled!(self, status::metrics, failing_after)
     }
     async fn open_alerts(&self) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
         pooled!(self, status::open_alerts)
@@ -284,41 +280,55 @@ impl Store for PgStore {
     async fn summary_sent(&self, kind: &str, period: &str) -> StoreResult<bool> {
         pooled!(self, status::summary_sent, kind, period)
     }
-    async fn agenda_told(&self, _date: NaiveDate) -> StoreResult<Option<Vec<RequestRow>>> {
-        not_yet("agenda_told")
+    async fn agenda_told(&self, date: NaiveDate) -> StoreResult<Option<Vec<RequestRow>>> {
+        pooled!(self, requests::agenda_told, date)
     }
 
-    async fn purge_preview(&self, _cutoffs: Cutoffs) -> StoreResult<PurgeCounts> {
-        not_yet("purge_preview")
+    async fn purge_preview(&self, cutoffs: Cutoffs) -> StoreResult<PurgeCounts> {
+        pooled!(self, retention::preview, &cutoffs)
     }
-    async fn purge(&self, _cutoffs: Cutoffs, _actor: Actor, _at: DateTime<Utc>) -> StoreResult<PurgeCounts> {
-        not_yet("purge")
+    async fn purge(&self, cutoffs: Cutoffs, actor: Actor, at: DateTime<Utc>) -> StoreResult<PurgeCounts> {
+        let result: anyhow::Result<PurgeCounts> = async {
+            let mut tx = self.pool.begin().await.context("Cannot start the purge")?;
+            let counts = retention::purge(&mut tx, &cutoffs, &actor.to_string(), at).await?;
+            tx.commit().await.context("Cannot commit the purge")?;
+            Ok(counts)
+        }
+        .await;
+        sorted(result)
     }
     async fn reclaim_space(&self) -> StoreResult<Reclaimed> {
-        not_yet("reclaim_space")
+        pooled!(self, retention::reclaim)
     }
-    async fn person_data(&self, _person: &EmailAddress) -> StoreResult<PersonData> {
-        not_yet("person_data")
+    async fn person_data(&self, person: &EmailAddress) -> StoreResult<PersonData> {
+        pooled!(self, retention::person_data, person)
     }
     async fn erase_request(
         &self,
-        _reference: &str,
-        _actor: Actor,
-        _at: DateTime<Utc>,
+        reference: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
     ) -> StoreResult<Option<Erased>> {
-        not_yet("erase_request")
+        let result: anyhow::Result<Option<Erased>> = async {
+            let mut tx = self.pool.begin().await.context("Cannot start the erasure")?;
+            let erased = retention::erase(&mut tx, reference, &actor.to_string(), at).await?;
+            tx.commit().await.context("Cannot commit the erasure")?;
+            Ok(erased)
+        }
+        .await;
+        sorted(result)
     }
     async fn add_service_event(
         &self,
-        _at: DateTime<Utc>,
-        _actor: Actor,
-        _kind: EventKind,
-        _detail: &str,
+        at: DateTime<Utc>,
+        actor: Actor,
+        kind: EventKind,
+        detail: &str,
     ) -> StoreResult<()> {
-        not_yet("add_service_event")
+        pooled!(self, retention::add_service_event, at, &actor.to_string(), kind, detail)
     }
     async fn service_events(&self) -> StoreResult<Vec<EventRow>> {
-        not_yet("service_events")
+        pooled!(self, retention::service_events)
     }
     async fn backup_to(&self, _dest: &Path) -> StoreResult<BackupDone> {
         Err(StoreError::Failed(anyhow::anyhow!(
@@ -448,8 +458,8 @@ impl Tx for PgTx {
         }
         Ok(id)
     }
-    async fn mark_failed(&mut self, _id: OutboxId, _error: &str) -> StoreResult<()> {
-        not_yet("mark_failed in a transaction")
+    async fn mark_failed(&mut self, id: OutboxId, error: &str) -> StoreResult<()> {
+        in_tx!(self, outbox::mark_failed, id, error)
     }
     async fn record_answered(
         &mut self,
@@ -514,18 +524,18 @@ impl Tx for PgTx {
     ) -> StoreResult<bool> {
         in_tx!(self, status::record_summary, kind, period, covers, outbox_id, at)
     }
-    async fn agenda_told_ids(&mut self, _date: NaiveDate) -> StoreResult<Option<Vec<RequestId>>> {
-        not_yet("agenda_told_ids")
+    async fn agenda_told_ids(&mut self, date: NaiveDate) -> StoreResult<Option<Vec<RequestId>>> {
+        in_tx!(self, requests::agenda_told_ids, date)
     }
     async fn record_agenda_told(
         &mut self,
-        _date: NaiveDate,
-        _on: &[RequestId],
-        _off: &[RequestId],
-        _outbox_id: Option<OutboxId>,
-        _at: DateTime<Utc>,
+        date: NaiveDate,
+        on: &[RequestId],
+        off: &[RequestId],
+        outbox_id: Option<OutboxId>,
+        at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        not_yet("record_agenda_told")
+        in_tx!(self, requests::record_agenda_told, date, on, off, outbox_id, at)
     }
 }
 

@@ -246,3 +246,15 @@ pub(super) async fn counts(conn: &mut PgConnection) -> anyhow::Result<OutboxCoun
     .context("Cannot read the outbox")?;
     Ok(OutboxCounts { pending: row.try_get("pending")?, failed: row.try_get("failed")? })
 }
+
+/// Emails waiting to be sent that have failed at least `failing_after` attempts.
+pub(super) async fn failing(conn: &mut PgConnection, failing_after: i64) -> anyhow::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox
+         WHERE status IN ('pending', 'claimed', 'sending') AND attempts >= $1 AND last_error IS NOT NULL",
+    )
+    .bind(failing_after)
+    .fetch_one(&mut *conn)
+    .await
+    .context("Cannot read the outbox")
+}

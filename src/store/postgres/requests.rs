@@ -10,7 +10,9 @@ use sqlx::{PgConnection, Row as _};
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
 use crate::domain::{Decision, Status};
-use crate::store::{Candidate, EventKind, EventRow, NewRequest, RequestId, RequestRow, RequestText};
+use crate::store::{
+    Candidate, EventKind, EventRow, NewRequest, OutboxId, RequestId, RequestRow, RequestText,
+};
 
 /// `SELECT <a request row> FROM requests r ` followed by the rest of the query.
 macro_rules! select_requests {
@@ -25,7 +27,7 @@ macro_rules! select_requests {
                     AND m.classification IN ('new', 'forwarded', 'follow_up')) AS message_count,
                 (SELECT string_agg(priority, ',' ORDER BY priority) FROM request_priorities rp
                     WHERE rp.request_id = r.id) AS priorities,
-                r.token, r.answer, r.requester_unverified
+                r.token, r.answer, r.requester_unverified, r.anonymised_at
              FROM requests r ",
             $tail
         )
@@ -484,4 +486,106 @@ pub(super) async fn arrivals_since(
         .await
         .context("Cannot read arrival times")?;
     Ok(times.into_iter().map(from_millis).collect())
+}
+
+/// The `kind` events of these requests, by request id.
+pub(super) async fn events_of_kind(
+    conn: &mut PgConnection,
+    request_ids: &[RequestId],
+    kind: EventKind,
+) -> anyhow::Result<Vec<(RequestId, EventRow)>> {
+    if request_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT request_id, at, actor, kind, detail FROM request_events
+         WHERE kind = $2 AND request_id = ANY($1)
+         ORDER BY request_id, at, id",
+    )
+    .bind(request_ids)
+    .bind(kind.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot read events")?;
+    rows.iter().map(|r| Ok((r.try_get("request_id")?, event_from_row(r)?))).collect()
+}
+
+/// What the board has been told is on the agenda for `date`, in the order told; `None`
+/// until that agenda has gone.
+pub(super) async fn agenda_told(
+    conn: &mut PgConnection,
+    date: NaiveDate,
+) -> anyhow::Result<Option<Vec<RequestRow>>> {
+    let date = date.format("%Y-%m-%d").to_string();
+    if !agenda_sent(conn, &date).await? {
+        return Ok(None);
+    }
+    let rows = sqlx::query(select_requests!(
+        "JOIN agenda_told t ON t.request_id = r.id WHERE t.meeting_date = $1
+         ORDER BY t.told_at, r.decided_at, r.id"
+    ))
+    .bind(&date)
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot read what the board was told")?;
+    rows.iter().map(request_from_row).collect::<anyhow::Result<_>>().map(Some)
+}
+
+/// As [`agenda_told`], the request ids only.
+pub(super) async fn agenda_told_ids(
+    conn: &mut PgConnection,
+    date: NaiveDate,
+) -> anyhow::Result<Option<Vec<RequestId>>> {
+    let date = date.format("%Y-%m-%d").to_string();
+    if !agenda_sent(conn, &date).await? {
+        return Ok(None);
+    }
+    sqlx::query_scalar(
+        "SELECT request_id FROM agenda_told WHERE meeting_date = $1 ORDER BY told_at, request_id",
+    )
+    .bind(&date)
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot read what the board was told")
+    .map(Some)
+}
+
+/// Records that the `on` requests are on the agenda for `date` and the `off` ones no longer.
+pub(super) async fn record_agenda_told(
+    conn: &mut PgConnection,
+    date: NaiveDate,
+    on: &[RequestId],
+    off: &[RequestId],
+    outbox_id: Option<OutboxId>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let date = date.format("%Y-%m-%d").to_string();
+    sqlx::query(
+        "INSERT INTO agenda_told (meeting_date, request_id, outbox_id, told_at)
+         SELECT $1, id, $3, $4 FROM unnest($2::bigint[]) AS id
+         ON CONFLICT (meeting_date, request_id) DO NOTHING",
+    )
+    .bind(&date)
+    .bind(on)
+    .bind(outbox_id)
+    .bind(to_millis(at))
+    .execute(&mut *conn)
+    .await
+    .context("Cannot record what the board was told")?;
+    sqlx::query("DELETE FROM agenda_told WHERE meeting_date = $1 AND request_id = ANY($2)")
+        .bind(&date)
+        .bind(off)
+        .execute(&mut *conn)
+        .await
+        .context("Cannot record what the board was told")?;
+    Ok(())
+}
+
+/// Whether the agenda for the meeting on `date` (YYYY-MM-DD) has gone.
+async fn agenda_sent(conn: &mut PgConnection, date: &str) -> anyhow::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM summaries WHERE kind = 'agenda' AND period = $1)")
+        .bind(date)
+        .fetch_one(&mut *conn)
+        .await
+        .context("Cannot read the summaries")
 }

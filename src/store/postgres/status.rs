@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
 use crate::clock::{from_millis, to_millis};
-use crate::store::{AlertRow, DaemonStatus, OutboxId, SmtpOutcome};
+use crate::store::{AlertRow, DaemonStatus, Metrics, OutboxId, SmtpOutcome};
 
 pub(super) async fn set_daemon(
     conn: &mut PgConnection,
@@ -193,4 +193,57 @@ pub(super) async fn open_alerts(conn: &mut PgConnection) -> anyhow::Result<Vec<(
         .await
         .context("Cannot read the alerts")?;
     rows.iter().map(|r| Ok((r.try_get("key")?, from_millis(r.try_get("last_sent")?)))).collect()
+}
+
+/// Figures for `/metrics`.
+pub(super) async fn metrics(conn: &mut PgConnection, failing_after: i64) -> anyhow::Result<Metrics> {
+    let outbox = super::outbox::counts(conn).await?;
+    let outbox_failing = super::outbox::failing(conn, failing_after).await?;
+    let messages = pairs(
+        conn,
+        "SELECT classification, COUNT(*) FROM messages WHERE classification IS NOT NULL GROUP BY classification",
+        "Cannot count the messages",
+    )
+    .await?;
+    let requests_by_status =
+        pairs(conn, "SELECT status, COUNT(*) FROM requests GROUP BY status", "Cannot count the requests")
+            .await?;
+    let decisions = pairs(
+        conn,
+        "SELECT decision, COUNT(*) FROM requests WHERE decision IS NOT NULL GROUP BY decision",
+        "Cannot count the decisions",
+    )
+    .await?;
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(created_at) FROM outbox WHERE status IN ('pending', 'claimed', 'sending')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context("Cannot read the outbox")?;
+    let ack_millis: Vec<i64> = sqlx::query_scalar(
+        "SELECT o.sent_at - r.received_at
+         FROM outbox o JOIN requests r ON r.id = o.request_id
+         WHERE o.kind = 'acknowledgement' AND o.sent_at IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("Cannot read the acknowledgement times")?;
+    Ok(Metrics {
+        messages,
+        requests_by_status,
+        decisions,
+        outbox,
+        outbox_oldest_pending: oldest.map(from_millis),
+        outbox_failing,
+        ack_seconds: ack_millis.into_iter().map(|ms| ms.max(0) as f64 / 1000.0).collect(),
+    })
+}
+
+/// A `SELECT name, COUNT(*) … GROUP BY name` as pairs.
+async fn pairs(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    what: &'static str,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    sqlx::query_as(sql).fetch_all(&mut *conn).await.context(what)
 }

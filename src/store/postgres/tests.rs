@@ -11,7 +11,8 @@ use super::lease::{self, NodeRole};
 use super::testdb;
 use crate::domain::{Classification, Status};
 use crate::store::{
-    MailboxState, MessageOutcome, NewOutgoing, NewRawMessage, NewRequest, RawSaved, Store as _,
+    Actor, EventKind, MailboxState, MessageOutcome, NewOutgoing, NewRawMessage, NewRequest, RawSaved,
+    Store as _, ThreadDirection,
 };
 
 fn request(seq: i64, token: &str) -> NewRequest {
@@ -25,7 +26,7 @@ fn request(seq: i64, token: &str) -> NewRequest {
         via: None,
         subject: "Room booking".into(),
         body: "Please".into(),
-        fingerprint: vec![1, 2, 3, 4],
+        fingerprint: crate::classify::Fingerprint::of("Please"),
         received_at: Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap(),
         probable_duplicate_of: None,
         token: token.into(),
@@ -45,7 +46,7 @@ async fn references_are_neither_repeated_nor_skipped_under_concurrent_writers() 
             tokio::spawn(async move {
                 let mut tx = store.begin().await.unwrap();
                 let seq = tx.next_reference_seq(2026).await.unwrap();
-                tx.insert_request(&request(seq, &format!("token-{i}"))).await.unwrap();
+                tx.insert_request(&request(seq, &format!("token-{i}")), Utc::now()).await.unwrap();
                 // Every fourth writer gives up (say, its message failed): its number goes back.
                 if i % 4 == 3 {
                     drop(tx);
@@ -77,7 +78,7 @@ async fn a_message_is_stored_once_and_its_effects_land_together() {
     let store = &db.store;
     let at = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
     store
-        .reset_mailbox_state("INBOX", MailboxState { uidvalidity: 7, last_uid: 0, backlog_below_uid: 1 })
+        .reset_mailbox_state("INBOX", MailboxState { uidvalidity: 7, last_uid: 0, backlog_below_uid: 1 }, at)
         .await
         .unwrap();
     let raw = b"From: practice@nhs.test\r\nSubject: Room booking\r\n\r\nPlease\r\n\x00\xff".to_vec();
@@ -101,11 +102,13 @@ async fn a_message_is_stored_once_and_its_effects_land_together() {
 
     let mut tx = store.begin().await.unwrap();
     let RawSaved::New(id) = tx.save_raw(&message).await.unwrap() else { panic!("stored before") };
-    tx.savepoint().await.unwrap();
+    let step = tx.begin_step().await.unwrap();
     let seq = tx.next_reference_seq(2026).await.unwrap();
-    let request_id = tx.insert_request(&request(seq, "tok-1")).await.unwrap();
-    tx.add_event(request_id, at, "system", "logged", Some("from practice@nhs.test")).await.unwrap();
-    tx.add_thread_id("abc@nhs.test", request_id, "in").await.unwrap();
+    let request_id = tx.insert_request(&request(seq, "tok-1"), Utc::now()).await.unwrap();
+    tx.add_event(request_id, at, Actor::Gatehouse, EventKind::Received, Some("from practice@nhs.test"))
+        .await
+        .unwrap();
+    tx.add_thread_id("abc@nhs.test", request_id, ThreadDirection::In).await.unwrap();
     let outcome = MessageOutcome {
         classification: Classification::New,
         received_at: Some(at),
@@ -129,11 +132,11 @@ async fn a_message_is_stored_once_and_its_effects_land_together() {
     };
     tx.enqueue(&ack, at).await.unwrap();
     assert!(tx.has_outgoing(request_id, "acknowledgement").await.unwrap());
-    tx.release_savepoint().await.unwrap();
-    // Work undone by a savepoint rollback is gone; the work before it stays.
-    tx.savepoint().await.unwrap();
+    tx.end_step(step, true).await.unwrap();
+    // Work undone by a step's rollback is gone; the work before it stays.
+    let step = tx.begin_step().await.unwrap();
     tx.add_priority(request_id, "access").await.unwrap();
-    tx.rollback_to_savepoint().await.unwrap();
+    tx.end_step(step, false).await.unwrap();
     tx.set_checkpoint("INBOX", 7, 1, at).await.unwrap();
     // Found again by its thread, as a follow-up would be, inside the same transaction.
     let threaded = tx.request_for_thread(&["abc@nhs.test".into()]).await.unwrap().unwrap();
@@ -148,7 +151,7 @@ async fn a_message_is_stored_once_and_its_effects_land_together() {
     assert_eq!(store.mailbox_state("INBOX").await.unwrap().unwrap().last_uid, 1);
     let r = store.find_request("gp-2026-0001").await.unwrap().unwrap();
     assert_eq!((r.status, r.message_count, r.priorities.len()), (Status::AwaitingTriage, 1, 0));
-    assert_eq!(store.request_events(request_id).await.unwrap()[0].kind, "logged");
+    assert_eq!(store.request_events(request_id).await.unwrap()[0].kind, EventKind::Received);
 
     let (a, b) = tokio::join!(store.claim_due(at, 10), store.claim_due(at, 10));
     let claimed: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
@@ -305,14 +308,14 @@ async fn lookups_for_duplicates_replies_bounces_and_limits_find_what_was_written
     let mut tx = db.store.begin().await.unwrap();
     let mut first = request(1, "tok-a");
     first.organisation = Some("Anytown PCN".into());
-    let a = tx.insert_request(&first).await.unwrap();
+    let a = tx.insert_request(&first, Utc::now()).await.unwrap();
     let mut second = request(2, "tok-b");
     second.requester = "other@nhs.test".into();
     second.organisation = Some("Anytown PCN".into());
-    let b = tx.insert_request(&second).await.unwrap();
+    let b = tx.insert_request(&second, Utc::now()).await.unwrap();
     let mut third = request(3, "tok-c");
     third.requester = "stranger@else.test".into();
-    tx.insert_request(&third).await.unwrap();
+    tx.insert_request(&third, Utc::now()).await.unwrap();
 
     let recent = tx.recent_requests("practice@nhs.test", Some("Anytown PCN"), at).await.unwrap();
     assert_eq!(recent, vec![(b, "tok-b".to_string()), (a, "tok-a".to_string())]);
@@ -365,10 +368,10 @@ async fn the_reads_behind_status_summaries_and_the_cli_see_what_was_written() {
     let at = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
     let meeting = chrono::NaiveDate::from_ymd_opt(2026, 12, 10).unwrap();
     let mut tx = store.begin().await.unwrap();
-    let a = tx.insert_request(&request(1, "tok-a")).await.unwrap();
+    let a = tx.insert_request(&request(1, "tok-a"), Utc::now()).await.unwrap();
     let mut later = request(2, "tok-b");
     later.received_at = at + chrono::Duration::days(1);
-    tx.insert_request(&later).await.unwrap();
+    tx.insert_request(&later, Utc::now()).await.unwrap();
     tx.record_decision(a, crate::domain::Decision::Meeting, None, Some(meeting), None, at).await.unwrap();
     let raw = b"x".to_vec();
     let message = NewRawMessage {
