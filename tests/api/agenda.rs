@@ -254,6 +254,7 @@ fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn the_cli_previews_and_resends_an_agenda() {
+    crate::sqlite_only!("reads the SQLite file directly (what the board was told)");
     let app = TestApp::spawn().await;
     let r = approaches(&app, 2).await;
     app.cli_ok(&["triage", &r[0], "meeting", "2099-12-03"]);
