@@ -762,6 +762,7 @@ async fn triage(
         priorities: priorities.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
         notes: note.into_iter().collect(),
         message: message.unwrap_or_default(),
+        circulate: None,
     };
     let triage = crate::triage::Triage::new(std::sync::Arc::new(config.clone()), templates);
     let mut tx = store.begin().await?;

@@ -132,10 +132,6 @@ pub fn display_name(raw: &str) -> Option<String> {
     Some(format!("{}…", cut.trim_end()))
 }
 
-// Transitional: how a requester is named moved to `crate::mailings::views`; re-exported here
-// until requests and triage import it from there.
-pub use crate::mailings::requester_display;
-
 impl fmt::Display for EmailAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

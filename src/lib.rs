@@ -9,7 +9,8 @@
 //!   a gatekeeper's decision ([`triage`]), an audit log;
 //! - [`mailings`] builds every email gatehouse sends (drafts, whom it may write to, request
 //!   views, the operator's alerts), in words from [`templates`]; [`outbox`] queues and
-//!   delivers them;
+//!   delivers them; [`calendar`] writes the invitation a `meeting` decision sends, [`channel`]
+//!   the text a `message` decision posts to the group's channel;
 //! - [`mail`] speaks SMTP; [`oauth`] gets the OAuth2 tokens IMAP and SMTP log in with;
 //! - [`schedule`] decides when time-driven mail is due; [`jobs`] is every schedule the daemon
 //!   keeps, in one shape (summary, agendas, reminders, retention, a client secret's expiry);
@@ -21,6 +22,8 @@
 //!   [`progress`] serve them all.
 
 pub mod backoff;
+pub mod calendar;
+pub mod channel;
 pub mod classify;
 pub mod cli;
 pub mod clock;

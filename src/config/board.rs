@@ -7,7 +7,7 @@ use chrono::{NaiveDate, NaiveTime};
 
 use super::people::addresses;
 use super::raw::{RawBoard, RawMeetings, RawTriage};
-use super::{BoardSettings, ConfigError, MeetingSettings, Source, TriageSettings};
+use super::{BoardSettings, ConfigError, MeetingDay, MeetingSettings, Source, TriageSettings};
 use crate::schedule::CronSchedule;
 
 /// Checks `[board]`.
@@ -29,33 +29,103 @@ pub(super) fn board(raw: RawBoard, src: &Source) -> Result<BoardSettings, Config
 }
 
 /// Checks `[meetings]`: dates sorted and each once, so "the next meeting" is the first
-/// one still ahead.
+/// one still ahead; each `[meetings.on."DATE"]` names one of them.
 pub(super) fn meetings(raw: RawMeetings, src: &Source) -> Result<MeetingSettings, ConfigError> {
     let mut dates = Vec::new();
     for d in &raw.dates {
-        let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
-            src.err("meetings.dates", format!("{d:?} is not a date"), "write dates as YYYY-MM-DD")
-        })?;
-        dates.push(date);
+        dates.push(date(d, "meetings.dates", src)?);
     }
     dates.sort();
     dates.dedup();
-    let time = match raw.time.as_deref().map(str::trim) {
-        None => None,
-        Some(t) => Some(NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| {
-            src.err(
-                "meetings.time",
-                format!("{t:?} is not a time of day"),
-                "write the local time the meetings start as HH:MM, e.g. \"13:00\", or remove it",
-            )
-        })?),
-    };
+    let mut on = BTreeMap::new();
+    for (written, day) in raw.on {
+        let key = format!("meetings.on.\"{written}\"");
+        let date = date(&written, &key, src)?;
+        if !dates.contains(&date) {
+            return Err(src.err(
+                &key,
+                format!("{written} is not one of the meeting dates"),
+                "add it to [meetings] dates, or correct the date in the table's name",
+            ));
+        }
+        let checked = MeetingDay {
+            time: time(day.time.as_deref(), &format!("{key}.time"), src)?,
+            length_minutes: length(day.length_minutes, &format!("{key}.length_minutes"), src)?,
+            place: place(day.place.as_deref(), &format!("{key}.place"), src)?,
+        };
+        on.insert(date, checked);
+    }
+    if raw.agenda_attachments_max_mb > MAX_AGENDA_ATTACHMENTS_MB {
+        return Err(src.err(
+            "meetings.agenda_attachments_max_mb",
+            format!("{} MB is more than mail servers accept", raw.agenda_attachments_max_mb),
+            &format!(
+                "use 0 (list the papers only) to {MAX_AGENDA_ATTACHMENTS_MB}; NHSmail and Microsoft 365 refuse emails over about 35 MB"
+            ),
+        ));
+    }
     Ok(MeetingSettings {
         dates,
         agenda_days_before: raw.agenda_days_before,
-        time,
+        time: time(raw.time.as_deref(), "meetings.time", src)?,
         send_empty_agenda: raw.send_empty_agenda,
+        length_minutes: length(raw.length_minutes, "meetings.length_minutes", src)?,
+        place: place(raw.place.as_deref(), "meetings.place", src)?,
+        on,
+        agenda_attachments_max_bytes: usize::try_from(raw.agenda_attachments_max_mb)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1024 * 1024),
     })
+}
+
+/// The most `agenda_attachments_max_mb` may be: base64 makes the email a third larger, and
+/// the biggest mail servers the board uses take about 35 MB.
+const MAX_AGENDA_ATTACHMENTS_MB: u32 = 25;
+
+/// The longest `place` may be: a room and address, or a Teams join link with its query.
+const MAX_PLACE_CHARS: usize = 500;
+
+fn date(written: &str, key: &str, src: &Source) -> Result<NaiveDate, ConfigError> {
+    NaiveDate::parse_from_str(written.trim(), "%Y-%m-%d")
+        .map_err(|_| src.err(key, format!("{written:?} is not a date"), "write dates as YYYY-MM-DD"))
+}
+
+fn time(written: Option<&str>, key: &str, src: &Source) -> Result<Option<NaiveTime>, ConfigError> {
+    let Some(t) = written.map(str::trim) else { return Ok(None) };
+    NaiveTime::parse_from_str(t, "%H:%M").map(Some).map_err(|_| {
+        src.err(
+            key,
+            format!("{t:?} is not a time of day"),
+            "write the local time the meeting starts as HH:MM, e.g. \"13:00\", or remove it",
+        )
+    })
+}
+
+fn length(minutes: Option<u32>, key: &str, src: &Source) -> Result<Option<u32>, ConfigError> {
+    match minutes {
+        Some(m) if m == 0 || m > 24 * 60 => Err(src.err(
+            key,
+            format!("{m} minutes is not the length of a meeting"),
+            "give the length in minutes, 1 to 1440, e.g. 90",
+        )),
+        m => Ok(m),
+    }
+}
+
+/// A place goes into the invitation and the outcome as one line: no line breaks or other
+/// control characters, and not empty.
+fn place(written: Option<&str>, key: &str, src: &Source) -> Result<Option<String>, ConfigError> {
+    let Some(p) = written.map(str::trim) else { return Ok(None) };
+    if p.is_empty() || p.chars().any(char::is_control) || p.chars().count() > MAX_PLACE_CHARS {
+        return Err(src.err(
+            key,
+            "a place must be one line of text".into(),
+            &format!(
+                "write the room and address, or the online meeting link, on one line (at most {MAX_PLACE_CHARS} characters), or remove it"
+            ),
+        ));
+    }
+    Ok(Some(p.to_string()))
 }
 
 /// `[priorities]` keys are typed by gatekeepers after `priority`, so each is one word.
@@ -97,5 +167,6 @@ pub(super) fn triage(raw: RawTriage, src: &Source) -> Result<TriageSettings, Con
         authserv_id: raw.authserv_id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
         remind_after_working_days: raw.remind_after_working_days,
         reminder_hour: raw.reminder_hour,
+        more_work_nudge_days: raw.more_work_nudge_days,
     })
 }

@@ -199,6 +199,62 @@ pub struct MeetingSettings {
     /// Whether an agenda with nothing on it is sent (off by default: it would only say
     /// nothing has been decided yet).
     pub send_empty_agenda: bool,
+    /// How long every meeting lasts, if given (`length_minutes`); the invitation assumes
+    /// [`DEFAULT_MEETING_MINUTES`] otherwise.
+    pub length_minutes: Option<u32>,
+    /// Where every meeting is held: a room, or an online link (`place`).
+    pub place: Option<String>,
+    /// What differs on one date (`[meetings.on."YYYY-MM-DD"]`); each is one of `dates`.
+    pub on: BTreeMap<NaiveDate, MeetingDay>,
+    /// The papers attached to the agenda email, in bytes in all
+    /// (`agenda_attachments_max_mb`; 0: listed only).
+    pub agenda_attachments_max_bytes: usize,
+}
+
+/// How long a meeting is taken to last when `[meetings] length_minutes` is not given.
+pub const DEFAULT_MEETING_MINUTES: u32 = 60;
+
+/// One date's own time, length or place (`[meetings.on."2027-01-07"]`), where it differs
+/// from the `[meetings]` defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeetingDay {
+    pub time: Option<NaiveTime>,
+    pub length_minutes: Option<u32>,
+    pub place: Option<String>,
+}
+
+/// One meeting as held: its date, start (local time, if known), length and place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeetingSlot {
+    pub date: NaiveDate,
+    pub time: Option<NaiveTime>,
+    pub length_minutes: u32,
+    pub place: Option<String>,
+}
+
+impl MeetingSlot {
+    /// "13:00 to 14:30", when the meeting's time is known.
+    pub fn hours(&self) -> Option<String> {
+        let start = self.time?;
+        let end = start + chrono::Duration::minutes(i64::from(self.length_minutes));
+        Some(format!("{} to {}", start.format("%H:%M"), end.format("%H:%M")))
+    }
+}
+
+impl MeetingSettings {
+    /// The meeting on `date`: that date's own settings where given, else the defaults.
+    pub fn slot(&self, date: NaiveDate) -> MeetingSlot {
+        let day = self.on.get(&date);
+        MeetingSlot {
+            date,
+            time: day.and_then(|d| d.time).or(self.time),
+            length_minutes: day
+                .and_then(|d| d.length_minutes)
+                .or(self.length_minutes)
+                .unwrap_or(DEFAULT_MEETING_MINUTES),
+            place: day.and_then(|d| d.place.clone()).or_else(|| self.place.clone()),
+        }
+    }
 }
 
 /// Everything gatehouse needs to run, checked.
@@ -230,6 +286,8 @@ pub struct Config {
     /// (the default) serves nothing.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub retention: RetentionSettings,
+    /// `[channel]`: the group's messaging channel.
+    pub channel: ChannelSettings,
 }
 
 /// How long personal data is kept (`[retention]`; README "Retention" says why the defaults).
@@ -257,6 +315,9 @@ pub struct TriageSettings {
     pub remind_after_working_days: u32,
     /// The local hour (0-23) on working days after which the daily reminder goes.
     pub reminder_hour: u32,
+    /// A requester asked for more work who has not replied after this many working days
+    /// gets one polite reminder; 0 turns it off.
+    pub more_work_nudge_days: u32,
 }
 
 /// When the requester is answered.
@@ -332,6 +393,7 @@ impl Config {
         let triage = board::triage(raw.triage, &src)?;
         let retention = service::retention(&raw.retention, &src)?;
         let templates_dir = service::templates_dir(&raw.templates, &src)?;
+        let channel = channel::channel(raw.channel, &src)?;
         Ok(Config {
             path: path.to_path_buf(),
             service,
@@ -350,6 +412,7 @@ impl Config {
             attach_max_bytes: raw.notifications.attach_max_bytes,
             metrics_listen,
             retention,
+            channel,
         })
     }
 
@@ -444,6 +507,7 @@ impl<'a> Source<'a> {
 }
 
 mod board;
+mod channel;
 mod database;
 mod mail;
 mod oauth2;
@@ -451,6 +515,7 @@ mod people;
 mod raw;
 mod service;
 
+pub use channel::ChannelSettings;
 pub use database::{DatabaseSettings, DatabaseTls};
 pub use mail::is_loopback;
 pub use oauth2::{

@@ -74,20 +74,37 @@ pub(super) const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("operator", &["addresses"]),
     ("metrics", &["listen"]),
     ("board", &["addresses", "summary_schedule", "share_notes", "share_addresses"]),
-    ("meetings", &["dates", "agenda_days_before", "time", "send_empty_agenda"]),
+    (
+        "meetings",
+        &[
+            "dates",
+            "agenda_days_before",
+            "time",
+            "send_empty_agenda",
+            "length_minutes",
+            "place",
+            "agenda_attachments_max_mb",
+            "on",
+        ],
+    ),
     ("templates", &["dir"]),
     (
         "acknowledgements",
         &["rate_limit_per_day", "domain_limit_per_day", "limit_per_hour", "acknowledge_forwarded"],
     ),
     ("members", &["domains", "addresses"]),
-    ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour"]),
+    ("triage", &["authserv_id", "remind_after_working_days", "reminder_hour", "more_work_nudge_days"]),
+    ("channel", &["webhook_url_env", "webhook_url_file", "timeout_secs"]),
     ("notifications", &["attach_max_bytes"]),
     ("retention", &["raw_messages_days", "sent_mail_days", "closed_requests_months"]),
     // Free-form tables: any key, string values.
     ("priorities", &["*"]),
     ("organisations", &["*"]),
 ];
+
+/// The keys one meeting's own table (`[meetings.on."2027-01-07"]`) takes: what may differ
+/// from the `[meetings]` defaults on that date.
+pub(super) const MEETING_DAY_KEYS: &[&str] = &["time", "length_minutes", "place"];
 
 pub(super) const OAUTH2_KEYS: &[&str] = &[
     "flow",
@@ -163,6 +180,15 @@ pub(super) struct RawConfig {
     pub(super) retention: RawRetention,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) channel: RawChannel,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawChannel {
+    pub(super) webhook_url_env: Option<String>,
+    pub(super) webhook_url_file: Option<String>,
+    pub(super) timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -225,6 +251,8 @@ pub(super) struct RawTriage {
     pub(super) remind_after_working_days: u32,
     #[serde(default = "default_reminder_hour")]
     pub(super) reminder_hour: u32,
+    #[serde(default = "default_nudge_days")]
+    pub(super) more_work_nudge_days: u32,
 }
 
 impl Default for RawTriage {
@@ -233,6 +261,7 @@ impl Default for RawTriage {
             authserv_id: None,
             remind_after_working_days: default_remind_days(),
             reminder_hour: default_reminder_hour(),
+            more_work_nudge_days: default_nudge_days(),
         }
     }
 }
@@ -243,6 +272,10 @@ fn default_remind_days() -> u32 {
 
 fn default_reminder_hour() -> u32 {
     8
+}
+
+fn default_nudge_days() -> u32 {
+    5
 }
 
 #[derive(Deserialize)]
@@ -434,7 +467,7 @@ fn default_schedule() -> String {
     "0 8 * * MON".into()
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub(super) struct RawMeetings {
     #[serde(default)]
     pub(super) dates: Vec<String>,
@@ -443,10 +476,44 @@ pub(super) struct RawMeetings {
     pub(super) time: Option<String>,
     #[serde(default)]
     pub(super) send_empty_agenda: bool,
+    pub(super) length_minutes: Option<u32>,
+    pub(super) place: Option<String>,
+    #[serde(default = "default_agenda_attachments_mb")]
+    pub(super) agenda_attachments_max_mb: u32,
+    /// Date (as written) → what differs on that date.
+    #[serde(default)]
+    pub(super) on: BTreeMap<String, RawMeetingDay>,
+}
+
+impl Default for RawMeetings {
+    fn default() -> Self {
+        Self {
+            dates: Vec::new(),
+            agenda_days_before: default_agenda_days(),
+            time: None,
+            send_empty_agenda: false,
+            length_minutes: None,
+            place: None,
+            agenda_attachments_max_mb: default_agenda_attachments_mb(),
+            on: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[meetings.on."YYYY-MM-DD"]`: one meeting's time, length or place where it differs.
+#[derive(Deserialize, Default)]
+pub(super) struct RawMeetingDay {
+    pub(super) time: Option<String>,
+    pub(super) length_minutes: Option<u32>,
+    pub(super) place: Option<String>,
 }
 
 fn default_agenda_days() -> u32 {
     3
+}
+
+fn default_agenda_attachments_mb() -> u32 {
+    10
 }
 
 #[derive(Deserialize, Default)]
@@ -521,10 +588,29 @@ fn check_known_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError>
             }
             // Sub-tables such as [imap.oauth2] have their own keys.
             let dotted = format!("{section}.{key}");
-            if let Some((_, sub_keys)) = KNOWN_KEYS.iter().find(|(name, _)| *name == dotted) {
+            if dotted == "meetings.on" {
+                check_meeting_days(v, path)?;
+            } else if let Some((_, sub_keys)) = KNOWN_KEYS.iter().find(|(name, _)| *name == dotted) {
                 check_sub_table(&dotted, v, sub_keys, path)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// `[meetings.on."YYYY-MM-DD"]` tables: any date as the name (checked as a date later),
+/// each with [`MEETING_DAY_KEYS`] only.
+fn check_meeting_days(value: &toml::Value, path: &Path) -> Result<(), ConfigError> {
+    let Some(days) = value.as_table() else {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            key: "meetings.on".into(),
+            problem: "expected a table of dates, found a plain value".into(),
+            fix: "give each date its own table: [meetings.on.\"2027-01-07\"] with time, length_minutes or place".into(),
+        });
+    };
+    for (date, day) in days {
+        check_sub_table(&format!("meetings.on.\"{date}\""), day, MEETING_DAY_KEYS, path)?;
     }
     Ok(())
 }

@@ -205,6 +205,31 @@ fn postgres_is_verified_tls_unless_on_this_machine_and_its_password_never_shows(
     assert!(!format!("{c:?} {password:?} {password}").contains("db-pw-that-must-not-leak"));
 }
 
+#[test]
+fn each_meeting_takes_its_date_s_own_time_length_and_place_or_the_defaults() {
+    let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    // Without any of them: no time or place, an hour long, papers attached up to 10 MB.
+    let plain = load(VALID).unwrap().meetings;
+    let slot = plain.slot(date("2026-12-03"));
+    assert_eq!((slot.time, slot.length_minutes, slot.place), (None, 60, None));
+    assert_eq!(plain.agenda_attachments_max_bytes, 10 * 1024 * 1024);
+    let text = VALID.replace(
+        "agenda_days_before = 3",
+        "agenda_days_before = 3\ntime = \"13:00\"\nlength_minutes = 90\nplace = \"Anytown Federation, Room 2\"\nagenda_attachments_max_mb = 0\n\n[meetings.on.\"2027-01-07\"]\ntime = \"10:30\"\nplace = \"https://teams.example/l/meetup-join/19%3ameeting?context=%7b%7d\"",
+    );
+    let m = load(&text).unwrap().meetings;
+    assert_eq!(m.agenda_attachments_max_bytes, 0);
+    let december = m.slot(date("2026-12-03"));
+    assert_eq!(december.time, NaiveTime::from_hms_opt(13, 0, 0));
+    assert_eq!(december.length_minutes, 90);
+    assert_eq!(december.place.as_deref(), Some("Anytown Federation, Room 2"));
+    assert_eq!(december.hours().as_deref(), Some("13:00 to 14:30"));
+    let january = m.slot(date("2027-01-07"));
+    assert_eq!(january.time, NaiveTime::from_hms_opt(10, 30, 0));
+    assert_eq!(january.length_minutes, 90, "the default length where the date gives none");
+    assert!(january.place.unwrap().starts_with("https://teams.example/"));
+}
+
 /// Each bad config must be refused with a message naming the file and the key.
 #[test]
 fn each_config_error_names_the_file_and_key() {
@@ -243,6 +268,40 @@ fn each_config_error_names_the_file_and_key() {
             "meetings.send_empty_agenda",
         ),
         ("agenda_days_before = 3", "agenda_days_before = 3\nsend_empty = true", "meetings.send_empty"),
+        ("agenda_days_before = 3", "agenda_days_before = 3\nlength_minutes = 0", "meetings.length_minutes"),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\nlength_minutes = \"90\"",
+            "meetings.length_minutes",
+        ),
+        ("agenda_days_before = 3", "agenda_days_before = 3\nplace = \"\"", "meetings.place"),
+        ("agenda_days_before = 3", "agenda_days_before = 3\nplace = \"Room 2\\nBcc: x\"", "meetings.place"),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\nagenda_attachments_max_mb = 100",
+            "meetings.agenda_attachments_max_mb",
+        ),
+        ("agenda_days_before = 3", "agenda_days_before = 3\non = 1", "meetings.on"),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"2027-01-07\"]\nplase = \"Room 3\"",
+            "meetings.on.\"2027-01-07\".plase",
+        ),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"2027-01-08\"]\nplace = \"Room 3\"",
+            "meetings.on.\"2027-01-08\"",
+        ),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"7 Jan\"]\nplace = \"Room 3\"",
+            "meetings.on.\"7 Jan\"",
+        ),
+        (
+            "agenda_days_before = 3",
+            "agenda_days_before = 3\n[meetings.on.\"2027-01-07\"]\ntime = \"9am\"",
+            "meetings.on.\"2027-01-07\".time",
+        ),
         ("port = 993", "port = \"nine\"", "imap.port"),
         ("name = \"Anytown General Practice Leadership Group\"\n", "", "service.name"),
         ("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "", "imap.password_env"),
@@ -417,4 +476,39 @@ fn plain_is_allowed_to_loopback() {
     assert!(load(&text).is_ok());
     assert!(is_loopback("localhost") && is_loopback("::1") && is_loopback("127.0.0.2"));
     assert!(!is_loopback("10.0.0.1") && !is_loopback("mail.example.org"));
+}
+
+#[test]
+fn the_channel_webhook_is_named_never_written_and_the_nudge_defaults_to_five_days() {
+    let c = load(VALID).unwrap();
+    assert!(c.channel.webhook_url.is_none());
+    assert_eq!(c.channel.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.triage.more_work_nudge_days, 5);
+    let set = |extra: &str| VALID.replace("[board]", &format!("{extra}\n\n[board]"));
+    // SAFETY of the test: the variable name is unique to this test.
+    unsafe { std::env::set_var("GATEHOUSE_CHANNEL_DEBUG_TEST", "https://hooks.example/secret-path-xyz") };
+    let c = load(&set("[channel]\nwebhook_url_env = \"GATEHOUSE_CHANNEL_DEBUG_TEST\"\ntimeout_secs = 10"))
+        .unwrap();
+    let source = c.channel.webhook_url.clone().unwrap();
+    assert_eq!(source.load().unwrap().expose(), "https://hooks.example/secret-path-xyz");
+    assert!(!format!("{c:?}").contains("secret-path-xyz"), "the URL is in the config's Debug");
+    assert_eq!(c.channel.timeout, std::time::Duration::from_secs(10));
+    let c = load(&set("[channel]\nwebhook_url_file = \"channel.url\"")).unwrap();
+    assert_eq!(
+        c.channel.webhook_url,
+        Some(crate::secret::SecretSource::File(PathBuf::from("/etc/gatehouse/channel.url")))
+    );
+    let off = load(&set("[triage]\nmore_work_nudge_days = 0")).unwrap();
+    assert_eq!(off.triage.more_work_nudge_days, 0);
+    for (extra, key) in [
+        ("[channel]\nwebhook_url = \"https://hooks.example/x\"", "channel.webhook_url"),
+        ("[channel]\nwebhook_url_env = \"A\"\nwebhook_url_file = \"b\"", "channel.webhook_url_file"),
+        ("[channel]\nwebhook_url_env = \"https://hooks.example/x?a=b\"", "channel.webhook_url_env"),
+        ("[channel]\ntimeout_secs = 0", "channel.timeout_secs"),
+        ("[triage]\nmore_work_nudge_days = -1", "triage.more_work_nudge_days"),
+    ] {
+        let e = load(&set(extra)).unwrap_err();
+        assert_eq!(e.key, key, "{extra}: {e}");
+        assert!(!e.to_string().contains("hooks.example/x?a=b"), "a URL given as a name is echoed: {e}");
+    }
 }

@@ -104,7 +104,7 @@ pub struct Inbox {
     /// Messages whose last counted attempt never ran because the database failed (see
     /// `Inbox::uncount`).
     not_run: Arc<std::sync::Mutex<HashSet<MessageId>>>,
-    alerts: Arc<crate::outbox::alerts::Alerts>,
+    alerts: Arc<crate::mailings::alerts::Alerts>,
 }
 
 /// The operator's alert key for a refused mailbox login.
@@ -117,7 +117,7 @@ impl Inbox {
         clock: Arc<dyn Clock>,
         intake: Arc<Intake>,
         status: status::StatusBoard,
-        alerts: Arc<crate::outbox::alerts::Alerts>,
+        alerts: Arc<crate::mailings::alerts::Alerts>,
     ) -> Self {
         Self { config, store, clock, intake, status, tokens: None, not_run: Arc::default(), alerts }
     }
@@ -211,14 +211,19 @@ impl Inbox {
             ),
             None => "Please check the mailbox password.".to_string(),
         };
+        let alert = crate::templates::ImapLoginAlert {
+            mailbox: imap.username.clone(),
+            host: imap.host.clone(),
+            port: imap.port,
+            error: error.to_string(),
+            fix: what_to_check,
+        };
         self.alerts
-            .raise_or_log(
+            .raise_with_or_log(
                 LOGIN_REFUSED,
                 format!("gatehouse cannot log in to the shared mailbox {}", imap.username),
-                format!(
-                    "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\n{what_to_check}\n\nPlease fix it and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime; an email follows when it can log in again.\n",
-                    imap.username, imap.host, imap.port
-                ),
+                "alert_imap_login.txt",
+                &alert,
             )
             .await;
     }

@@ -18,13 +18,14 @@ use crate::classify::{self, Parsed};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::Classification;
-use crate::outbox::recipients::Recipients;
+use crate::mailings::recipients::Recipients;
 use crate::store::{MessageId, Tx};
 use crate::templates::Templates;
 use crate::triage::Triage;
 use replies::Replies;
 
 pub mod act;
+pub mod doors;
 pub mod duplicates;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
@@ -81,6 +82,8 @@ pub struct Intake {
     replies: Replies,
     triage: Triage,
     duplicates: duplicates::Duplicates,
+    /// The words of the alerts written here (a message set aside or not logged).
+    templates: Arc<Templates>,
     /// Wakes the outbox sender as soon as something is queued.
     wake: Arc<tokio::sync::Notify>,
 }
@@ -94,8 +97,9 @@ impl Intake {
     ) -> Self {
         let recipients = Recipients::new(config.clone());
         let replies = Replies::new(config.clone(), templates.clone());
-        let triage = Triage::new(config.clone(), templates);
-        Self { config, clock, recipients, replies, triage, duplicates: duplicates::Duplicates::new(), wake }
+        let triage = Triage::new(config.clone(), templates.clone());
+        let duplicates = duplicates::Duplicates::new();
+        Self { config, clock, recipients, replies, triage, duplicates, templates, wake }
     }
 
     /// Moves the checkpoint past a message already processed (seen again after a restart or a
@@ -157,7 +161,8 @@ impl Intake {
             None => route::Route::Unlogged(route::Unlogged::TooLarge),
             Some(Err(e)) => route::Route::Unlogged(route::Unlogged::Unreadable(e.to_string())),
             Some(Ok(prepared)) => {
-                let known = route::look_up(tx, &self.config, &self.triage, prepared, raw).await?;
+                let known =
+                    route::look_up(tx, &self.config, &self.triage, prepared, raw, message.now).await?;
                 route::decide(&self.config, &self.recipients, prepared, raw, known)
             }
         };

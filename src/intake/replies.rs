@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::classify::subject::{capped, reply_subject};
 use crate::config::Config;
-use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::mailings::{Composer, Draft, requester_name};
 use crate::store::{Candidate, NewOutgoing, RequestId};
 use crate::templates::{
     AcknowledgementContext, EarlierView, ForwardConfirmationContext, NotificationContext, PriorityView,
@@ -64,19 +64,15 @@ impl Replies {
             request: request.clone(),
         };
         let subject = reply_subject(original_subject, &request.reference);
-        self.composer.compose(&Draft {
-            kind: "acknowledgement",
-            request_id: Some(request_id),
-            to: vec![(request.requester_name.clone(), request.requester.clone())],
-            reply_to: None,
-            subject,
-            text: self.templates.render("acknowledgement.txt", &context)?,
-            html: Some(self.templates.render("acknowledgement.html", &context)?),
-            in_reply_to: thread.message_id.clone(),
-            references: thread.references(),
-            auto_submitted: AutoSubmitted::Replied,
-            attachments: Vec::new(),
-        })
+        let to = vec![(request.requester_name.clone(), request.requester.clone())];
+        let text = self.templates.render("acknowledgement.txt", &context)?;
+        let html = self.templates.render("acknowledgement.html", &context)?;
+        self.composer.compose(
+            &Draft::new("acknowledgement", to, subject, text)
+                .about(Some(request_id))
+                .with_html(html)
+                .answering(thread.message_id.clone(), thread.references()),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -95,19 +91,15 @@ impl Replies {
             request: request.clone(),
             acknowledged,
         };
-        self.composer.compose(&Draft {
-            kind: "forward_confirmation",
-            request_id: Some(request_id),
-            to: vec![(None, forwarder.to_string())],
-            reply_to: None,
-            subject: reply_subject(original_subject, &request.reference),
-            text: self.templates.render("forward_confirmation.txt", &context)?,
-            html: Some(self.templates.render("forward_confirmation.html", &context)?),
-            in_reply_to: thread.message_id.clone(),
-            references: thread.references(),
-            auto_submitted: AutoSubmitted::Replied,
-            attachments: Vec::new(),
-        })
+        let subject = reply_subject(original_subject, &request.reference);
+        let text = self.templates.render("forward_confirmation.txt", &context)?;
+        let html = self.templates.render("forward_confirmation.html", &context)?;
+        self.composer.compose(
+            &Draft::new("forward_confirmation", vec![(None, forwarder.to_string())], subject, text)
+                .about(Some(request_id))
+                .with_html(html)
+                .answering(thread.message_id.clone(), thread.references()),
+        )
     }
 
     /// The gatekeepers' notification: everything needed to decide, and how.
@@ -161,6 +153,7 @@ impl Replies {
             stranger: about.stranger,
             unverified: about.unverified,
             warnings: about.warnings.clone(),
+            paper: about.paper,
             token: token.to_string(),
             links,
             probable_duplicate: probable_duplicate.map(view),
@@ -172,19 +165,15 @@ impl Replies {
                 .map(|(k, v)| PriorityView { key: k.clone(), description: v.clone() })
                 .collect(),
         };
-        self.composer.compose(&Draft {
-            kind: "notification",
-            request_id: Some(request_id),
-            to: crate::outbox::to_each(&self.config.gatekeepers),
-            reply_to: Some(reply_to),
-            subject,
-            text: self.templates.render("notification.txt", &context)?,
-            html: Some(self.templates.render("notification.html", &context)?),
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments,
-        })
+        let text = self.templates.render("notification.txt", &context)?;
+        let html = self.templates.render("notification.html", &context)?;
+        self.composer.compose(
+            &Draft::to_all("notification", &self.config.gatekeepers, subject, text)
+                .about(Some(request_id))
+                .with_reply_to(Some(reply_to))
+                .with_html(html)
+                .with_attachments(attachments),
+        )
     }
 
     fn today(&self, now: DateTime<Utc>) -> chrono::NaiveDate {
@@ -206,12 +195,14 @@ pub struct Provenance {
     pub unverified: bool,
     /// Lines the gatekeeper must read (e.g. why the requester was not answered).
     pub warnings: Vec<String>,
+    /// The requester's paper came, for a request decided `paper`: offer `circulate`.
+    pub paper: bool,
 }
 
 fn who(request: &RequestView) -> String {
     request
         .organisation
         .clone()
-        .or_else(|| request.requester_name.as_deref().and_then(crate::domain::display_name))
+        .or_else(|| requester_name(request.requester_name.as_deref()))
         .unwrap_or_else(|| request.requester.clone())
 }

@@ -6,12 +6,13 @@
 //! [`Route`]. One handler per route in [`super::act`] writes the effects.
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 
 use super::Prepared;
 use crate::classify::{self, Parsed};
 use crate::config::Config;
 use crate::domain::EmailAddress;
-use crate::outbox::recipients::Recipients;
+use crate::mailings::recipients::Recipients;
 use crate::store::{OutboxId, RequestId, RequestRow, Tx};
 use crate::triage::{Attempt, Triage};
 
@@ -36,6 +37,10 @@ pub enum Route {
     NewRequest(Approach),
     /// A new approach forwarded by someone (`via`) on behalf of its original sender.
     Forward(Approach),
+    /// A member's forward of an approach already logged as `request` (the same original
+    /// message, or the same text from the same original sender lately): one more door it
+    /// came through, not a new request. `approach.via` is the forwarder.
+    AnotherDoor { request: Box<RequestRow>, approach: Approach },
 }
 
 /// Why a message cannot be logged as a request.
@@ -86,6 +91,8 @@ pub struct Known {
     pub attempt: Option<Attempt>,
     /// For mail that is not triage: the request it replies to or quotes.
     pub thread: Option<RequestRow>,
+    /// For a forward that is not triage: the request already logged for the same approach.
+    pub door: Option<RequestRow>,
 }
 
 /// Reads (never writes) what [`decide`] needs to know from the store, in the order the
@@ -96,6 +103,7 @@ pub async fn look_up(
     triage: &Triage,
     prepared: &Prepared,
     raw: &[u8],
+    now: DateTime<Utc>,
 ) -> anyhow::Result<Known> {
     let parsed = &prepared.parsed;
     let mut known = Known::default();
@@ -114,6 +122,7 @@ pub async fn look_up(
     let attempt = triage.authorise(tx, parsed, &prepared.reply_keys, raw, &from).await?;
     if matches!(attempt, Attempt::NotTriage) {
         known.thread = thread_of(tx, config, parsed).await?;
+        known.door = super::doors::same_approach(tx, prepared, &from, now).await?;
     }
     known.attempt = Some(attempt);
     Ok(known)
@@ -146,6 +155,14 @@ pub fn decide(
         Some(Attempt::Authorised(request)) => return Route::TriageReply { request, from },
         Some(Attempt::Refused { reason, request }) => return Route::TriageRefused { reason, request, from },
         Some(Attempt::NotTriage) | None => {}
+    }
+    // Before the thread: Gmail's forward keeps the original's In-Reply-To, which would
+    // make the second practice's forward a stranger's follow-up.
+    if let Some(request) = known.door
+        && let Route::Forward(approach) = approach(config, recipients, parsed, raw, from.clone())
+        && !approach.unverified
+    {
+        return Route::AnotherDoor { request: Box::new(request), approach };
     }
     // Anyone can quote a reference, so a follow-up from a stranger changes nothing.
     if let Some(request) = known.thread {
@@ -335,6 +352,22 @@ mod tests {
             panic!("not a forward");
         };
         assert!(a.unverified, "a forward from outside [members] cannot vouch for its sender");
+    }
+
+    #[test]
+    fn a_members_copy_of_a_logged_approach_is_another_door_and_a_strangers_is_not() {
+        let raw = mail("pm@practice.test", "FW: Phlebotomy", FORWARD);
+        let known = Known { door: Some(request("jo.bloggs@icb.test")), ..Known::default() };
+        let Route::AnotherDoor { request: found, approach } = route(&raw, known) else {
+            panic!("not another door");
+        };
+        assert_eq!(found.id, RequestId(7));
+        assert_eq!(approach.via.as_ref().map(EmailAddress::as_str), Some("pm@practice.test"));
+        // A stranger's copy joins nothing: it stays a forward of its own (flagged as a
+        // probable duplicate when logged), so no one attaches themselves to a request.
+        let raw = mail("someone@else.test", "FW: Phlebotomy", FORWARD);
+        let known = Known { door: Some(request("jo.bloggs@icb.test")), ..Known::default() };
+        assert!(matches!(route(&raw, known), Route::Forward(a) if a.unverified));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Time-driven work, in one shape: every schedule the daemon keeps is a [`Job`] — the weekly
-//! summary, the meetings' agendas, the gatekeepers' daily reminder, the warning before an
+//! summary, the meetings' agendas, the gatekeepers' daily reminder, the more-work reminder
+//! to a silent requester ([`crate::triage::nudge`]), the warning before an
 //! OAuth2 client secret lapses ([`secret_expiry`]) and the daily retention run. The daemon
 //! starts each from [`schedules`] with [`run_every_minute`]; each works out for itself
 //! whether it is due, and keeps what it did in the database, so a missed minute (or a day
@@ -25,6 +26,7 @@ use crate::store::SharedStore;
 use crate::summary::agenda::AgendaMail;
 use crate::summary::{Sent, Summaries};
 use crate::templates::Templates;
+use crate::triage::nudge::Nudges;
 use crate::triage::reminders::Reminders;
 
 /// How often each job is asked whether it is due.
@@ -52,6 +54,7 @@ pub fn schedules(
         Box::new(WeeklySummary(summaries.clone())),
         Box::new(Agendas(summaries)),
         Box::new(Reminders::new(config.clone(), store.clone(), clock.clone(), templates.clone())),
+        Box::new(Nudges::new(config.clone(), store.clone(), clock.clone(), templates.clone())),
         Box::new(Retention::new(config.clone(), store.clone(), clock.clone())),
     ];
     if !config.oauth_sections().is_empty() {
@@ -113,6 +116,17 @@ impl Job for Reminders {
         Ok(match self.run_once().await.context("Cannot send the daily reminder")? {
             0 => Vec::new(),
             n => vec![format!("Sent the gatekeepers' daily digest ({n} item(s))")],
+        })
+    }
+}
+
+/// The one more-work reminder to each requester who has not replied.
+#[async_trait::async_trait]
+impl Job for Nudges {
+    async fn run_due(&self) -> anyhow::Result<Vec<String>> {
+        Ok(match self.run_once().await.context("Cannot send the more-work reminders")? {
+            0 => Vec::new(),
+            n => vec![format!("Reminded {n} requester(s) of the more work asked of them")],
         })
     }
 }

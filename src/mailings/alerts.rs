@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::mailings::{Composer, Draft};
 use crate::store::{AlertRow, SharedStore, Tx};
-use crate::templates::{ResolvedAlert, Templates};
+use crate::templates::{RepeatedAlert, ResolvedAlert, Templates};
 
 /// How long a problem that lasts goes before it is emailed again.
 pub const REPEAT_AFTER: chrono::Duration = chrono::Duration::hours(24);
@@ -86,7 +86,7 @@ impl Alerts {
     /// [`raise_in`] with this service's composer: for an alert that must land in the
     /// caller's transaction.
     pub async fn raise_in(&self, tx: &mut dyn Tx, key: &str, draft: Draft) -> anyhow::Result<bool> {
-        raise_in(tx, &self.composer, self.clock.now(), key, draft).await
+        raise_in(tx, &self.composer, &self.templates, self.clock.now(), key, draft).await
     }
 
     /// Emails the operator about problem `key`, unless it was emailed in the last day and
@@ -100,7 +100,7 @@ impl Alerts {
         }
         let mut tx = self.store.begin().await?;
         let draft = Draft::system_alert(&self.config.operator_recipients(), subject, text);
-        let sent = raise_in(&mut *tx, &self.composer, now, key, draft).await?;
+        let sent = raise_in(&mut *tx, &self.composer, &self.templates, now, key, draft).await?;
         tx.commit().await?;
         if sent {
             open.insert(key.to_string(), now);
@@ -172,10 +172,12 @@ impl Alerts {
 
 /// [`Alerts::raise`] inside the caller's transaction, with the caller's `draft` (its
 /// recipients, subject and text): for an alert that must land together with what caused it
-/// (a message set aside, an email given up). Returns whether an email was queued.
+/// (a message set aside, an email given up). A repeat says since when the problem has
+/// lasted (`alert_repeated.txt`). Returns whether an email was queued.
 pub async fn raise_in(
     tx: &mut dyn Tx,
     composer: &Composer,
+    templates: &Templates,
     now: DateTime<Utc>,
     key: &str,
     mut draft: Draft,
@@ -184,10 +186,8 @@ pub async fn raise_in(
     let first_raised = match &earlier {
         Some(a) if now - a.last_sent < REPEAT_AFTER => return Ok(false),
         Some(a) => {
-            draft.text.push_str(&format!(
-                "\nThis problem was first reported at {} and has not cleared. This reminder comes once a day until it does.\n",
-                local(composer.config(), a.first_raised)
-            ));
+            let first_reported = local(composer.config(), a.first_raised);
+            draft.text.push_str(&templates.render("alert_repeated.txt", &RepeatedAlert { first_reported })?);
             a.first_raised
         }
         None => now,

@@ -14,12 +14,11 @@ pub mod alerts;
 pub mod recipients;
 pub mod views;
 
-pub use views::{request_view, requester_display, requester_name};
+pub use views::{request_view, requester_display, requester_name, row_view};
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use chrono::Utc;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use rand::Rng as _;
@@ -43,22 +42,22 @@ pub fn to_each(addresses: &[EmailAddress]) -> Vec<(Option<String>, String)> {
 }
 
 /// One email to build. Start from [`Draft::new`] (or [`Draft::to_all`]) and set only what
-/// differs; the fields stay public for the literals not yet converted.
+/// differs; the fields are private so every email starts from the same defaults.
 #[derive(Debug, Clone)]
 pub struct Draft {
-    pub kind: &'static str,
-    pub request_id: Option<crate::store::RequestId>,
-    pub to: Vec<(Option<String>, String)>,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
+    kind: &'static str,
+    request_id: Option<crate::store::RequestId>,
+    to: Vec<(Option<String>, String)>,
+    reply_to: Option<String>,
+    subject: String,
+    text: String,
+    html: Option<String>,
     /// Message-IDs (no angle brackets) this answers.
-    pub in_reply_to: Option<String>,
-    pub references: Vec<String>,
-    pub auto_submitted: AutoSubmitted,
+    in_reply_to: Option<String>,
+    references: Vec<String>,
+    auto_submitted: AutoSubmitted,
     /// Files to attach (the approach's own attachments, for the gatekeeper).
-    pub attachments: Vec<crate::classify::AttachmentBody>,
+    attachments: Vec<crate::classify::AttachmentBody>,
 }
 
 impl Draft {
@@ -135,6 +134,15 @@ impl Draft {
         self
     }
 
+    /// Threaded on `parent` (one of our own emails) without answering anything the
+    /// recipient sent: it stays `auto-generated` (unlike [`Draft::answering`]).
+    #[must_use]
+    pub fn threaded_on(mut self, parent: String) -> Self {
+        self.references = vec![parent.clone()];
+        self.in_reply_to = Some(parent);
+        self
+    }
+
     /// With files attached.
     #[must_use]
     pub fn with_attachments(mut self, attachments: Vec<crate::classify::AttachmentBody>) -> Self {
@@ -159,15 +167,11 @@ impl Composer {
     }
 
     /// A new Message-ID (no angle brackets) in our own domain, so our own mail coming back
-    /// can be recognised.
+    /// can be recognised (by the domain alone: nothing reads the part before the `@`).
+    /// Random, not timed: 128 random bits are unique without a clock.
     pub fn new_message_id(&self) -> String {
-        let bytes: [u8; 12] = rand::rng().random();
-        format!(
-            "gatehouse.{}.{}@{}",
-            Utc::now().timestamp(),
-            hex::encode(bytes),
-            self.config.smtp.from.address.domain()
-        )
+        let bytes: [u8; 16] = rand::rng().random();
+        format!("gatehouse.{}@{}", hex::encode(bytes), self.config.smtp.from.address.domain())
     }
 
     /// Renders `draft` into RFC 5322 bytes, ready for the outbox.
@@ -210,10 +214,25 @@ impl Composer {
             .raw_header(raw_header("X-Auto-Response-Suppress", "All"))
             .raw_header(raw_header("X-Gatehouse", draft.kind));
         let text = || SinglePart::builder().header(ContentType::TEXT_PLAIN).body(draft.text.clone());
-        let body = draft.html.as_ref().map(|html| {
-            MultiPart::alternative()
-                .singlepart(text())
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone()))
+        // A calendar invitation is one more alternative of the body, as iMIP (RFC 6047) and
+        // Outlook expect, and is also attached as a file below for clients that show only
+        // attachments.
+        let invitation = draft.attachments.iter().find(|a| crate::calendar::is_invitation(&a.content_type));
+        let body = (draft.html.is_some() || invitation.is_some()).then(|| {
+            let mut alternative = MultiPart::alternative().singlepart(text());
+            if let Some(html) = &draft.html {
+                alternative = alternative
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone()));
+            }
+            if let Some(ics) = invitation {
+                let content_type = ContentType::parse(&ics.content_type).unwrap_or(ContentType::TEXT_PLAIN);
+                alternative = alternative.singlepart(
+                    SinglePart::builder()
+                        .header(content_type)
+                        .body(String::from_utf8_lossy(&ics.bytes).into_owned()),
+                );
+            }
+            alternative
         });
         let message = if draft.attachments.is_empty() {
             match body {
@@ -226,7 +245,14 @@ impl Composer {
                 None => MultiPart::mixed().singlepart(text()),
             };
             for a in &draft.attachments {
-                let content_type = ContentType::parse(&a.content_type)
+                // The invitation's file copy: application/ics, so no client takes it for a
+                // second invitation.
+                let kind = if crate::calendar::is_invitation(&a.content_type) {
+                    "application/ics"
+                } else {
+                    a.content_type.as_str()
+                };
+                let content_type = ContentType::parse(kind)
                     .or_else(|_| ContentType::parse("application/octet-stream"))
                     .unwrap_or(ContentType::TEXT_PLAIN);
                 mixed =

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::classify::Attachment;
 use crate::config::Config;
-use crate::domain::display_name;
+use crate::domain::{EmailAddress, display_name};
 use crate::store::RequestRow;
 use crate::templates::{AttachmentView, RequestView, human_size};
 
@@ -107,6 +107,27 @@ pub fn request_view(config: &Config, f: &RequestFacts<'_>, attachments: &[Attach
 /// A stored request as templates see it (no attachments: their bytes are not kept).
 pub fn row_view(config: &Config, r: &RequestRow) -> RequestView {
     request_view(config, &RequestFacts::from_row(r), &[])
+}
+
+/// "Came via 3 doors: A, B, C" for a request that came through more than one, naming
+/// each forwarder by organisation (as `[organisations]` names it) or else its domain, so
+/// the board sees where it came from and no one's address.
+pub fn came_via(config: &Config, first: Option<&str>, further: &[String]) -> Option<String> {
+    if further.is_empty() {
+        return None;
+    }
+    let name = |a: &str| match EmailAddress::parse(a) {
+        Ok(address) => match config.organisation_for(&address) {
+            Some(org) => org.to_string(),
+            None => address.domain().to_string(),
+        },
+        Err(_) => "(unknown)".to_string(),
+    };
+    // A request its sender wrote to us themselves came first through the front door.
+    let doors: Vec<String> = std::iter::once(first.map_or_else(|| "sent directly".to_string(), name))
+        .chain(further.iter().map(|a| name(a)))
+        .collect();
+    Some(format!("Came via {} doors: {}", doors.len(), doors.join(", ")))
 }
 
 #[cfg(test)]

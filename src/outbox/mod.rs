@@ -7,9 +7,7 @@
 //! So an SMTP outage delays mail but loses none, and a crash loses none either: an entry
 //! the crash left half-sent goes again at the next start (the only way one can go twice).
 
-// Transitional re-exports: these moved to `crate::mailings`; they stay reachable here until
-// the callers not yet moved (requests, triage, inbox) import them from there.
-pub use crate::mailings::{AutoSubmitted, Composer, Draft, alerts, one_line, recipients, to_each};
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::mailings::{Draft, alerts};
 use crate::store::{OutboxItem, SharedStore};
 use crate::templates::{DeliveryFailureAlert, OutboxFailingAlert, SmtpLoginAlert};
 
@@ -143,6 +142,9 @@ impl Sender {
         shared: &SharedTransport,
         bookkeeping: &tokio::sync::Mutex<()>,
     ) -> anyhow::Result<()> {
+        if item.kind == webhook::KIND {
+            return self.post_to_webhook(item, bookkeeping).await;
+        }
         let now = self.clock.now();
         let envelope = Envelope::new(
             Some(item.envelope_from.parse().context("Bad envelope sender")?),
@@ -357,7 +359,10 @@ impl Sender {
             self.alerts.raise_in(&mut *tx, &format!("undeliverable:{}", item.id), draft).await?;
         }
         tx.commit().await?;
-        self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        // A webhook's refusal says nothing about SMTP.
+        if item.kind != webhook::KIND {
+            self.note_smtp(crate::store::SmtpOutcome::Failed(error)).await;
+        }
         Ok(())
     }
 }
@@ -365,6 +370,7 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailings::Composer;
 
     #[tokio::test]
     async fn an_email_given_up_is_failed_with_its_notice_once() {

@@ -58,6 +58,8 @@ kinds!(
         NotAcknowledged = "not_acknowledged",
         ForwardConfirmed = "forward_confirmed",
         ForwardNotConfirmed = "forward_not_confirmed",
+        /// A further forward of the same approach, by another door (a practice or PCN).
+        AlsoReceived = "also_received",
         GatekeeperNotified = "gatekeeper_notified",
         FollowUp = "follow_up",
         /// An email about the request bounced.
@@ -70,8 +72,18 @@ kinds!(
         OutcomeNotSent = "outcome_not_sent",
         Reopened = "reopened",
         Reminder = "reminder",
+        /// The one more-work reminder to a requester who has not replied.
+        MoreWorkNudge = "more_work_nudge",
+        /// A `message` decision's text, emailed to the gatekeepers for the group's channel.
+        ChannelDraft = "channel_draft",
+        /// A `message` decision's text, queued for the channel's webhook.
+        ChannelPost = "channel_post",
         TriageRefused = "triage_refused",
         TriageNotUnderstood = "triage_not_understood",
+        /// The requester sent files with the request (kept as its papers, for `circulate`).
+        PaperReceived = "paper_received",
+        /// `circulate`: the request's papers went to the board.
+        PaperCirculated = "paper_circulated",
         /// Retention removed the personal data of a closed request.
         Anonymised = "anonymised",
         /// `gatehouse erase` removed the request's personal data.

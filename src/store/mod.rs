@@ -162,6 +162,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Emails waiting to be sent that have failed at least `failing_after` attempts.
     async fn outbox_failing(&self, failing_after: i64) -> StoreResult<i64>;
 
+    /// The latest email of `kind` about a request (what a follow-up threads on), if any.
+    async fn last_outgoing(&self, request_id: RequestId, kind: &str) -> StoreResult<Option<LastOutgoing>>;
+
     // Ledger: events, meta values, the daemon's status, alerts, figures, mailings sent.
 
     async fn request_events(&self, request_id: RequestId) -> StoreResult<Vec<EventRow>>;
@@ -254,6 +257,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes a consistent copy of the whole database into `dest` (an empty file the caller
     /// created) while the daemon may be writing, and checks the copy.
     async fn backup_to(&self, dest: &Path) -> StoreResult<BackupDone>;
+
+    // Papers (the `paper` decision and `circulate`).
+
+    /// Papers circulated in [from, to) (counted by request) and papers still awaited now.
+    async fn paper_counts(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<PaperCounts>;
 }
 
 /// Writes that land together or not at all. Dropping it without [`Tx::commit`] rolls back.
@@ -367,7 +375,7 @@ pub trait Tx: Send {
     async fn mark_failed(&mut self, id: OutboxId, error: &str) -> StoreResult<()>;
 
     /// Records that outbox entry `outbox_id` is an automatic answer to someone outside,
-    /// keyed as the sending limits count it (see [`crate::outbox::recipients`]).
+    /// keyed as the sending limits count it (see [`crate::mailings::recipients`]).
     async fn record_answered(
         &mut self,
         outbox_id: OutboxId,
@@ -448,6 +456,24 @@ pub trait Tx: Send {
         outbox_id: Option<OutboxId>,
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+
+    // Papers (the `paper` decision and `circulate`).
+
+    /// Keeps `file`, sent with request `request_id` in stored message `message_id`, as one of
+    /// its papers (gone with the message's bytes).
+    async fn add_paper(
+        &mut self,
+        request_id: RequestId,
+        message_id: MessageId,
+        file: &crate::classify::AttachmentBody,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The request's papers, oldest first.
+    async fn papers(&mut self, request_id: RequestId) -> StoreResult<Vec<PaperRow>>;
+
+    /// Records that the papers with these ids went to the board at `at`.
+    async fn mark_papers_circulated(&mut self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
 }
 
 /// A step of a transaction, opened by [`Tx::begin_step`]: hand it back to [`Tx::end_step`]

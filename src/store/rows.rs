@@ -189,6 +189,18 @@ pub struct Candidate {
     pub decision: Option<Decision>,
 }
 
+/// The latest email of one kind about a request: whom it went to and its Message-ID, so a
+/// later email can thread on it and go to the same people.
+#[derive(Debug, Clone)]
+pub struct LastOutgoing {
+    /// Without angle brackets.
+    pub message_id: String,
+    pub recipients: Vec<String>,
+    /// `pending`, `sent`, `failed`, `bounced`, …
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// An email about to be put in the outbox: fully rendered, its Message-ID fixed.
 #[derive(Debug, Clone)]
 pub struct NewOutgoing {
@@ -257,7 +269,7 @@ pub struct Metrics {
     pub ack_seconds: Vec<f64>,
 }
 
-/// One technical problem the operator was told about (`outbox::alerts`).
+/// One technical problem the operator was told about (`mailings::alerts`).
 #[derive(Debug, Clone)]
 pub struct AlertRow {
     pub key: String,
@@ -282,4 +294,30 @@ pub struct AnsweredCounts {
 pub struct OutboxCounts {
     pub pending: i64,
     pub failed: i64,
+}
+
+/// A file a request's requester (or the forwarder gatehouse answered) sent with it, kept for
+/// `circulate` (see `migrations/sqlite/20261207000004_papers.sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaperRow {
+    /// Its own id, for [`super::Tx::mark_papers_circulated`].
+    pub id: i64,
+    /// The stored message that brought it.
+    pub message_id: MessageId,
+    /// The cleaned file name, as the gatekeeper's notification named it.
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    /// When it last went to the board, if ever.
+    pub circulated_at: Option<DateTime<Utc>>,
+}
+
+/// The weekly summary's paper figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PaperCounts {
+    /// Requests whose papers went to the board in the period.
+    pub circulated: usize,
+    /// Requests decided `paper`, still scheduled, for which no paper has come.
+    pub awaited: usize,
 }

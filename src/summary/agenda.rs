@@ -9,6 +9,10 @@
 //! moved to another date) goes to the board as an agenda update: an hour after the first
 //! change it reports, gathering whatever else changed meanwhile, so at most one an hour.
 //!
+//! The agenda email carries each item's papers (the files that came with the approach and
+//! the requester's later emails), in agenda order, up to `[meetings]
+//! agenda_attachments_max_mb` in all; the rest are listed by name and size.
+//!
 //! Changes from [`LAST_CALL`] before the meeting (`[meetings] time`; without a time, from
 //! the start of the meeting day) are too late: they reach no agenda and no update, and the
 //! gatekeepers' confirmation says to raise them at the meeting. An update still owed at the
@@ -20,12 +24,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone as _, Utc};
 
-use super::{Meeting, Summaries, local_midnight};
+use super::{Meeting, Paper, Summaries, local_midnight};
+use crate::classify::{self, AttachmentBody};
 use crate::config::Config;
-use crate::domain::Decision;
+use crate::domain::{Classification, Decision};
 use crate::store::{RequestId, RequestRow};
 pub use crate::templates::{AgendaUpdateContext, Removed};
-use crate::templates::{BoardView, long_date, service_view};
+use crate::templates::{BoardView, human_size, long_date, service_view};
 
 /// Changes are gathered this long after the first one before an update goes: the board
 /// hears at most one update an hour.
@@ -66,9 +71,9 @@ pub fn agenda_opens(config: &Config, date: NaiveDate) -> DateTime<Utc> {
 }
 
 /// From when a change to the meeting's items is too late for the board: [`LAST_CALL`]
-/// before `[meetings] time`, or the start of the meeting day when no time is set.
+/// before the meeting's time (its own, or `[meetings] time`), or the start of the meeting day when no time is set.
 pub fn last_call(config: &Config, date: NaiveDate) -> DateTime<Utc> {
-    match config.meetings.time {
+    match config.meetings.slot(date).time {
         Some(time) => local_at(date, time, config) - LAST_CALL,
         None => local_midnight(date, config.service.timezone),
     }
@@ -77,7 +82,7 @@ pub fn last_call(config: &Config, date: NaiveDate) -> DateTime<Utc> {
 /// When the meeting starts (the end of its day when no time is set): nothing about it is
 /// sent from then on.
 pub fn starts(config: &Config, date: NaiveDate) -> DateTime<Utc> {
-    match config.meetings.time {
+    match config.meetings.slot(date).time {
         Some(time) => local_at(date, time, config),
         None => local_midnight(date + Duration::days(1), config.service.timezone),
     }
@@ -171,25 +176,85 @@ impl Summaries {
     /// The agenda exactly as `agenda send` would send it now: `html` or text.
     pub async fn render_agenda(&self, date: NaiveDate, html: bool) -> anyhow::Result<String> {
         let rows = self.store.agenda_for(date).await?;
-        let context = self.agenda_context(date, &rows).await?;
+        let (context, _) = self.agenda_context(date, &rows).await?;
         self.templates.render(if html { "agenda.html" } else { "agenda.txt" }, &context)
     }
 
+    /// The agenda's context, and the papers to attach to it.
     async fn agenda_context(
         &self,
         date: NaiveDate,
         rows: &[RequestRow],
-    ) -> anyhow::Result<super::AgendaContext> {
+    ) -> anyhow::Result<(super::AgendaContext, Vec<AttachmentBody>)> {
         let now = self.clock.now();
         let refs: Vec<&RequestRow> = rows.iter().collect();
         let notes = self.notes(&refs).await?;
-        Ok(super::AgendaContext {
+        let mut budget = self.config.meetings.agenda_attachments_max_bytes;
+        let mut attached = Vec::new();
+        let mut items = Vec::new();
+        for r in rows {
+            let mut item = self.item(r, now, &notes);
+            for paper in self.papers_of(r).await? {
+                let name = format!("{} {}", r.reference, paper.name);
+                let size = paper.bytes.len();
+                // In agenda order, each while it fits: a later, smaller paper may still go.
+                let fits = size <= budget;
+                item.papers.push(Paper { name: name.clone(), size: human_size(size), attached: fits });
+                if fits {
+                    budget -= size;
+                    attached.push(AttachmentBody { name, ..paper });
+                }
+            }
+            items.push(item);
+        }
+        let context = super::AgendaContext {
             service: service_view(&self.config, now.with_timezone(&self.tz()).date_naive()),
-            meeting: Meeting {
-                date: long_date(date),
-                items: rows.iter().map(|r| self.item(r, now, &notes)).collect(),
-            },
-        })
+            meeting: Meeting { date: long_date(date), items },
+        };
+        Ok((context, attached))
+    }
+
+    /// The files that came with `request`'s approach and with its requester's later emails
+    /// (or its forwarder's), oldest first. Anyone else's email in the thread is not the
+    /// requester's paper; a message whose bytes retention has removed has none.
+    async fn papers_of(&self, request: &RequestRow) -> anyhow::Result<Vec<AttachmentBody>> {
+        let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+        let mut papers = Vec::new();
+        for m in self.store.request_messages(request.id).await? {
+            let theirs = m.from.as_deref().is_some_and(|f| {
+                same(f, &request.requester) || request.via.as_deref().is_some_and(|v| same(f, v))
+            });
+            let approach = matches!(
+                m.classification,
+                Some(Classification::New | Classification::Forwarded | Classification::FollowUp)
+            );
+            if !theirs || !approach {
+                continue;
+            }
+            let raw = match self.store.raw_message(m.id).await {
+                Ok(raw) => raw,
+                Err(e) => {
+                    tracing::warn!("No papers from message {} of {}: {e:#}", m.id, request.reference);
+                    continue;
+                }
+            };
+            let own = vec![self.config.smtp.from.address.to_string()];
+            let limit = self.config.imap.max_message_bytes;
+            let parsed = tokio::task::spawn_blocking(move || {
+                let ctx = classify::Context { own_addresses: &own, own_message_id_domain: None };
+                classify::parse_many(&[raw.as_slice()], &ctx, limit).pop()
+            })
+            .await
+            .context("The mail parser could not run")?;
+            match parsed {
+                Some(Ok(parsed)) => papers.extend(parsed.attachment_bodies),
+                Some(Err(e)) => {
+                    tracing::warn!("No papers from message {} of {}: {}", m.id, request.reference, e.reason())
+                }
+                None => {}
+            }
+        }
+        Ok(papers)
     }
 
     async fn send_agenda(
@@ -199,18 +264,21 @@ impl Summaries {
         force: bool,
     ) -> anyhow::Result<AgendaSent> {
         let now = self.clock.now();
-        let context = self.agenda_context(date, &rows).await?;
-        let mail = self.composer.compose(&self.board_draft(
-            "agenda",
-            format!(
-                "{}: agenda items for the meeting on {} ({})",
-                self.config.service.name,
-                long_date(date),
-                rows.len()
-            ),
-            self.templates.render("agenda.txt", &context)?,
-            self.templates.render("agenda.html", &context)?,
-        ))?;
+        let (context, papers) = self.agenda_context(date, &rows).await?;
+        let draft = self
+            .board_draft(
+                "agenda",
+                format!(
+                    "{}: agenda items for the meeting on {} ({})",
+                    self.config.service.name,
+                    long_date(date),
+                    rows.len()
+                ),
+                self.templates.render("agenda.txt", &context)?,
+                self.templates.render("agenda.html", &context)?,
+            )
+            .with_attachments(papers);
+        let mail = self.composer.compose(&draft)?;
         let mut tx = self.store.begin().await?;
         let outbox_id = tx.enqueue(&mail, now).await?;
         let day = local_midnight(date, self.tz());

@@ -23,7 +23,7 @@ use crate::domain::{Decision, Status};
 use crate::mailings::{Composer, Draft};
 use crate::store::{EventKind, RequestId, RequestRow, SharedStore};
 pub use crate::templates::{
-    AgendaContext, Duplicate, Group, Item, Meeting, PriorityCount, SummaryContext, TrendBar,
+    AgendaContext, Duplicate, Group, Item, Meeting, Paper, PriorityCount, SummaryContext, TrendBar,
 };
 use crate::templates::{Templates, decision_meaning, long_date, service_view};
 
@@ -131,7 +131,25 @@ impl Summaries {
             priorities: r.priorities.clone(),
             waiting: human_duration(now - r.received_at),
             notes: notes.get(&r.id).cloned().unwrap_or_default(),
+            papers: Vec::new(),
+            doors: None,
         }
+    }
+
+    /// How many doors each of `rows` came through, for those that came through several.
+    async fn doors(&self, rows: &[&RequestRow]) -> anyhow::Result<BTreeMap<RequestId, String>> {
+        let ids: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
+        let mut further: BTreeMap<RequestId, Vec<String>> = BTreeMap::new();
+        for (id, e) in self.store.events_of_kind(&ids, EventKind::AlsoReceived).await? {
+            further.entry(id).or_default().push(e.actor);
+        }
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let more = further.get(&r.id)?;
+                crate::mailings::views::came_via(&self.config, r.via.as_deref(), more).map(|d| (r.id, d))
+            })
+            .collect())
     }
 
     /// The gatekeepers' notes on `rows`, for the board only when `[board] share_notes` says so.
@@ -158,13 +176,15 @@ impl Summaries {
         let (awaiting, awaiting_total) = self.store.with_status(Status::AwaitingTriage, limit).await?;
         let (waiting, waiting_total) = self.store.with_status(Status::WaitingOnRequester, limit).await?;
         let next_date = self.config.meetings.dates.iter().find(|d| **d > today).copied();
+        let paper_counts = self.store.paper_counts(period.from, period.to).await?;
         let agenda = match next_date {
             Some(d) => self.store.agenda_for(d).await?,
             None => Vec::new(),
         };
         let all: Vec<&RequestRow> = new.iter().chain(&decided).chain(&agenda).collect();
         let notes = self.notes(&all).await?;
-        let item = |r: &RequestRow| self.item(r, now, &notes);
+        let doors = self.doors(&all).await?;
+        let item = |r: &RequestRow| Item { doors: doors.get(&r.id).cloned(), ..self.item(r, now, &notes) };
 
         let mut by_org: BTreeMap<String, Vec<Item>> = BTreeMap::new();
         for r in &new {
@@ -285,6 +305,8 @@ impl Summaries {
             next_meeting: next_date
                 .map(|d| Meeting { date: long_date(d), items: agenda.iter().map(item).collect() }),
             papers: decided.iter().filter(|r| r.decision == Some(Decision::Paper)).map(item).collect(),
+            papers_circulated: paper_counts.circulated,
+            papers_awaited: paper_counts.awaited,
             messages: decided.iter().filter(|r| r.decision == Some(Decision::Message)).map(item).collect(),
             duplicates,
             priorities,

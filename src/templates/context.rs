@@ -107,6 +107,9 @@ pub struct NotificationContext {
     pub probable_duplicate: Option<EarlierView>,
     pub earlier: Vec<EarlierView>,
     pub priorities: Vec<PriorityView>,
+    /// A follow-up that brought files from the requester on a request decided `paper`: the
+    /// notification offers `circulate`.
+    pub paper: bool,
 }
 
 /// The outcome email to the requester (`outcome_<decision>.txt`).
@@ -119,6 +122,10 @@ pub struct OutcomeContext {
     pub detail: Option<String>,
     /// "Thursday 3 December 2026" for meetings.
     pub meeting_date: Option<String>,
+    /// "13:00 to 14:30" for a meeting whose time is configured.
+    pub meeting_time: Option<String>,
+    /// Where the meeting is held (`[meetings] place`), if configured.
+    pub meeting_place: Option<String>,
     /// The earlier request, named only when it came from the same requester or
     /// organisation; none otherwise (the template then must not name it).
     pub duplicate_of: Option<EarlierView>,
@@ -126,6 +133,10 @@ pub struct OutcomeContext {
     pub message: String,
     /// The decision this one replaces, if any.
     pub previous: Option<String>,
+    /// For `paper` when no paper came with the approach: by when to send it, with the rule's
+    /// reason ("Thursday 24 December 2026, a week before the board meets on …"); see
+    /// `triage::paper::paper_due`.
+    pub paper_by: Option<String>,
 }
 
 /// `outcome.html`: the outcome text as paragraphs.
@@ -202,6 +213,8 @@ pub struct ReminderContext {
     pub auto_replies: Vec<AutoReplyItem>,
     /// "in the last day", or "since Friday 27 November, 10:00" after a weekend.
     pub auto_replies_period: String,
+    /// Requests decided `more-work` still waiting on their requester, longest first.
+    pub waiting_on_requester: Vec<WaitingItem>,
 }
 
 // The board's emails: the weekly summary, a meeting's agenda, an agenda update.
@@ -222,6 +235,22 @@ pub struct Item {
     pub waiting: String,
     /// The gatekeepers' internal notes; empty unless `[board] share_notes` is set.
     pub notes: Vec<String>,
+    /// "Came via 3 doors: A, B, C" when several members forwarded the same approach.
+    pub doors: Option<String>,
+    /// The files that came with the approach and the requester's later emails; filled for
+    /// the agenda only.
+    pub papers: Vec<Paper>,
+}
+
+/// One of an agenda item's papers: attached to the agenda email, or listed by name and
+/// size when it would take the email over `[meetings] agenda_attachments_max_mb`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paper {
+    /// The file's name as attached: the item's reference, then its own name.
+    pub name: String,
+    /// "240 KB".
+    pub size: String,
+    pub attached: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -282,6 +311,10 @@ pub struct SummaryContext {
     pub waiting_on_requester_more: usize,
     pub next_meeting: Option<Meeting>,
     pub papers: Vec<Item>,
+    /// Requests whose papers went to the board in the period.
+    pub papers_circulated: usize,
+    /// Requests decided `paper` for which no paper has come yet.
+    pub papers_awaited: usize,
     pub messages: Vec<Item>,
     pub duplicates: Vec<Duplicate>,
     pub priorities: Vec<PriorityCount>,
@@ -374,6 +407,62 @@ pub struct DiskAlert {
     pub mailbox: String,
 }
 
+/// `alert_imap_login.txt`: gatehouse cannot log in to the shared mailbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImapLoginAlert {
+    /// The IMAP username (the shared mailbox).
+    pub mailbox: String,
+    pub host: String,
+    pub port: u16,
+    pub error: String,
+    /// What to check ("Please check the mailbox password.", or how OAuth2 signs in).
+    pub fix: String,
+}
+
+/// `alert_quarantined.txt`: one message set aside (to the gatekeepers and the operator).
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantinedAlert {
+    /// The stored message's id (for `gatehouse messages retry`).
+    pub id: String,
+    /// Its sender as far as known, or "(unknown)".
+    pub from: String,
+    /// Its subject, or "(no subject)".
+    pub subject: String,
+    /// Why it could not be processed.
+    pub why: String,
+}
+
+/// `alert_quarantined_more.txt`: the one alert a day once more messages are set aside than
+/// are alerted one by one. It names none of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantinedMoreAlert {
+    /// How many are alerted one by one in a day.
+    pub per_day: i64,
+}
+
+/// `alert_unlogged.txt`: a message that was not logged as a request (not an email
+/// gatehouse can read, or one it would not answer), to the gatekeepers and the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnloggedAlert {
+    /// Why it was not logged.
+    pub why: String,
+    /// The stored message's id.
+    pub id: String,
+    /// Its sender as far as a header scan finds, or "(unknown)".
+    pub from: String,
+    pub subject: String,
+    /// What to do if it is an approach ("log it by forwarding it to the shared mailbox").
+    pub advice: String,
+}
+
+/// `alert_repeated.txt`: the lines added to an alert repeated because its problem has
+/// not cleared.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepeatedAlert {
+    /// "2026-11-30 09:12 GMT", in the service timezone.
+    pub first_reported: String,
+}
+
 /// `alert_resolved.txt`: a problem alerted about has cleared.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedAlert {
@@ -382,4 +471,79 @@ pub struct ResolvedAlert {
     /// "2026-11-30 09:12 GMT", in the service timezone.
     pub first_reported: String,
     pub cleared: String,
+}
+
+// The `message` decision's channel text, and the more-work reminder to a silent requester.
+
+/// `channel_message.txt`: the short text for the group's channel. Every value is already
+/// made safe by [`crate::channel`] (one line each, no mentions, cut to fit), and the
+/// rendered text is cleaned and capped again whatever an override writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelMessageContext {
+    pub reference: String,
+    /// "Jo Bloggs, Anytown ICB".
+    pub who: String,
+    /// The requester's subject (or first line), cleaned.
+    pub what: String,
+    /// "Friday 18 December 2026" when the requester named a date.
+    pub by_when: Option<String>,
+    /// The decision's words for the requester, if any (never the gatekeepers' notes).
+    pub message: Option<String>,
+}
+
+/// `channel_draft.txt`: the gatekeeper's email with the text ready to paste.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelDraftContext {
+    pub service: ServiceView,
+    pub reference: String,
+    /// The channel text as it is to be pasted.
+    pub text: String,
+    /// Whether the same text is also posted to the channel's webhook.
+    pub posted: bool,
+}
+
+/// `more_work_nudge.txt`: the one reminder to a requester asked for more work.
+#[derive(Debug, Clone, Serialize)]
+pub struct NudgeContext {
+    pub service: ServiceView,
+    pub request: RequestView,
+    /// What the gatekeeper asked for (as the outcome already told the requester).
+    pub detail: Option<String>,
+    /// "Monday 30 November 2026": when the outcome went.
+    pub asked_on: String,
+}
+
+/// A request waiting on its requester, in the gatekeepers' daily digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingItem {
+    pub reference: String,
+    pub subject: String,
+    pub requester_display: String,
+    pub organisation: Option<String>,
+    /// "6 working days" since the more-work decision.
+    pub waiting: String,
+    /// Whether the requester has had the reminder.
+    pub nudged: bool,
+}
+
+/// `paper_circulation.txt`/`.html`: the papers a request brought, sent to the board by
+/// `circulate`. Only what the board may see: never the gatekeepers' notes, the reply key or
+/// (unless `[board] share_addresses`) the requester's address.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaperCirculationContext {
+    pub service: ServiceView,
+    pub reference: String,
+    pub subject: String,
+    /// The requester as the board's mail names them (`mailings::views::board_requester`:
+    /// the address only with `[board] share_addresses`; may be empty).
+    pub requester: String,
+    pub organisation: Option<String>,
+    /// "Monday 23 November 2026, 09:12".
+    pub received: String,
+    /// The gatekeeper's words written with `circulate` (may be empty).
+    pub message: String,
+    /// The papers attached to this email.
+    pub attached: Vec<AttachmentView>,
+    /// Papers too large to attach within `[notifications] attach_max_bytes`: named only.
+    pub listed: Vec<AttachmentView>,
 }

@@ -35,6 +35,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("outcome_redirect.txt", include_str!("builtin/outcome_redirect.txt")),
     ("outcome_duplicate.txt", include_str!("builtin/outcome_duplicate.txt")),
     ("outcome.html", include_str!("builtin/outcome.html")),
+    ("paper_circulation.txt", include_str!("builtin/paper_circulation.txt")),
+    ("paper_circulation.html", include_str!("builtin/paper_circulation.html")),
     ("triage_confirmation.txt", include_str!("builtin/triage_confirmation.txt")),
     ("triage_error.txt", include_str!("builtin/triage_error.txt")),
     ("reminder.txt", include_str!("builtin/reminder.txt")),
@@ -44,6 +46,9 @@ const BUILTIN: &[(&str, &str)] = &[
     ("agenda.html", include_str!("builtin/agenda.html")),
     ("agenda_update.txt", include_str!("builtin/agenda_update.txt")),
     ("agenda_update.html", include_str!("builtin/agenda_update.html")),
+    ("channel_message.txt", include_str!("builtin/channel_message.txt")),
+    ("channel_draft.txt", include_str!("builtin/channel_draft.txt")),
+    ("more_work_nudge.txt", include_str!("builtin/more_work_nudge.txt")),
     ("alert_smtp_login.txt", include_str!("builtin/alert_smtp_login.txt")),
     ("alert_outbox_failing.txt", include_str!("builtin/alert_outbox_failing.txt")),
     ("delivery_failure.txt", include_str!("builtin/delivery_failure.txt")),
@@ -51,6 +56,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ("alert_disk_low.txt", include_str!("builtin/alert_disk_low.txt")),
     ("alert_disk_full.txt", include_str!("builtin/alert_disk_full.txt")),
     ("alert_resolved.txt", include_str!("builtin/alert_resolved.txt")),
+    ("alert_imap_login.txt", include_str!("builtin/alert_imap_login.txt")),
+    ("alert_quarantined.txt", include_str!("builtin/alert_quarantined.txt")),
+    ("alert_quarantined_more.txt", include_str!("builtin/alert_quarantined_more.txt")),
+    ("alert_unlogged.txt", include_str!("builtin/alert_unlogged.txt")),
+    ("alert_repeated.txt", include_str!("builtin/alert_repeated.txt")),
 ];
 
 #[derive(Debug)]
@@ -221,6 +231,70 @@ mod tests {
         assert!(
             text.contains("Server:  h:587\nLast error: e <x> & y\n\n"),
             "plain text is not escaped: {text}"
+        );
+    }
+
+    #[test]
+    fn alerts_once_written_in_code_keep_their_words() {
+        let templates = Templates::load(&config()).unwrap();
+        fn rendered(templates: &Templates, name: &str, context: &impl Serialize) -> String {
+            templates.render(name, context).unwrap()
+        }
+        // The words each alert had when it was a format! in the code, with the same values.
+        let (id, from, subject, why, error) = ("7", "Jo <jo@x.org>", "Hi <b>", "it failed & stopped", "NO x");
+        let check = "Please check the mailbox password.";
+        assert_eq!(
+            rendered(
+                &templates,
+                "alert_imap_login.txt",
+                &ImapLoginAlert {
+                    mailbox: "gp@x.org".into(),
+                    host: "imap.x.org".into(),
+                    port: 993,
+                    error: error.into(),
+                    fix: check.into(),
+                }
+            ),
+            format!(
+                "gatehouse could not log in to the shared mailbox, so new approaches are not being logged or answered.\n\nMailbox: {} on {}:{}\nError:   {error}\n\n{check}\n\nPlease fix it and run `gatehouse check`. gatehouse keeps trying and will pick up everything that arrived in the meantime; an email follows when it can log in again.\n",
+                "gp@x.org", "imap.x.org", 993
+            )
+        );
+        let alert =
+            QuarantinedAlert { id: id.into(), from: from.into(), subject: subject.into(), why: why.into() };
+        assert_eq!(
+            rendered(&templates, "alert_quarantined.txt", &alert),
+            format!(
+                "gatehouse could not process a message that arrived in the shared mailbox, so it has set it aside (quarantined) and gone on with the mail after it. It has not been logged as a request, and its sender has not been answered.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\nWhy:     {why}\n\nIts exact bytes are kept in gatehouse's database, and it is still in the shared mailbox. Please read it there and, if it is an approach, log it by forwarding it to the shared mailbox.\n\nTo have gatehouse try it again (after an upgrade, say), whoever looks after gatehouse can run:\n\n    gatehouse messages retry {id}\n"
+            )
+        );
+        let per_day = 5;
+        assert_eq!(
+            rendered(&templates, "alert_quarantined_more.txt", &QuarantinedMoreAlert { per_day }),
+            format!(
+                "gatehouse has set aside (quarantined) more than {per_day} messages in a day, so it no longer sends an alert for each: a flood of mail it cannot process may be deliberate. None of them has been logged as a request or answered, and they are still in the shared mailbox.\n\nWhoever looks after gatehouse can list them all with:\n\n    gatehouse messages list --format json\n\n(classification \"quarantined\"), and try one again with `gatehouse messages retry ID`. Messages set aside after this are not alerted one by one until a day has passed.\n"
+            )
+        );
+        let advice = "log it by forwarding it to the shared mailbox";
+        let alert = UnloggedAlert {
+            why: why.into(),
+            id: id.into(),
+            from: from.into(),
+            subject: subject.into(),
+            advice: advice.into(),
+        };
+        assert_eq!(
+            rendered(&templates, "alert_unlogged.txt", &alert),
+            format!(
+                "A message arrived in the shared mailbox that gatehouse did not log as a request: {why}.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\n\nNobody has been answered. It is still in the shared mailbox. Please read it there and, if it is an approach, {advice}.\n"
+            )
+        );
+        let first = "2026-11-30 09:12 GMT";
+        assert_eq!(
+            rendered(&templates, "alert_repeated.txt", &RepeatedAlert { first_reported: first.into() }),
+            format!(
+                "\nThis problem was first reported at {first} and has not cleared. This reminder comes once a day until it does.\n"
+            )
         );
     }
 }

@@ -55,6 +55,7 @@ pub fn all(config: &Config) -> Vec<Sample> {
             samples.push(sample("outcome_duplicate.txt", &OutcomeContext { duplicate_of: None, ..context }));
         }
     }
+    samples.extend(pair("paper_circulation", &paper_circulation(service.clone())));
     samples.push(sample(
         "outcome.html",
         &OutcomeHtmlContext { request: request.clone(), paragraphs: vec!["Sample".into()] },
@@ -84,6 +85,9 @@ pub fn all(config: &Config) -> Vec<Sample> {
         },
     ));
     samples.push(sample("reminder.txt", &reminder(service.clone())));
+    samples.push(sample("channel_message.txt", &channel_message()));
+    samples.push(sample("channel_draft.txt", &channel_draft(service.clone())));
+    samples.push(sample("more_work_nudge.txt", &more_work_nudge(service.clone(), self::request())));
     let summary = summary(service.clone());
     samples.extend(pair("summary", &summary));
     let meeting = summary.next_meeting.clone().unwrap_or(Meeting { date: String::new(), items: Vec::new() });
@@ -148,6 +152,27 @@ fn notification(service: ServiceView) -> NotificationContext {
         probable_duplicate: Some(earlier()),
         earlier: vec![earlier()],
         priorities: vec![PriorityView { key: "workforce".into(), description: "Workforce".into() }],
+        paper: true,
+    }
+}
+
+/// `circulate`'s email to the board.
+fn paper_circulation(service: ServiceView) -> PaperCirculationContext {
+    let file = AttachmentView {
+        name: "paper.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: "120 KB".into(),
+    };
+    PaperCirculationContext {
+        service,
+        reference: "GP-2026-0042".into(),
+        subject: "Phlebotomy".into(),
+        requester: "Jo Bloggs <jo.bloggs@example.org>".into(),
+        organisation: Some("Anytown ICB".into()),
+        received: "Monday 23 November 2026, 09:12".into(),
+        message: "Sample message".into(),
+        attached: vec![file.clone()],
+        listed: vec![file],
     }
 }
 
@@ -158,6 +183,8 @@ fn outcome(service: ServiceView, decision: Decision) -> OutcomeContext {
         decision: decision.as_str().into(),
         detail: Some("Sample reason".into()),
         meeting_date: Some("Thursday 3 December 2026".into()),
+        meeting_time: Some("13:00 to 14:30".into()),
+        meeting_place: Some("Room 2".into()),
         duplicate_of: Some(EarlierView {
             reference: "GP-2026-0000".into(),
             subject: "Earlier".into(),
@@ -166,6 +193,9 @@ fn outcome(service: ServiceView, decision: Decision) -> OutcomeContext {
         }),
         message: "Sample message".into(),
         previous: Some("paper".into()),
+        paper_by: Some(
+            "Thursday 24 December 2026, a week before the board meets on Thursday 31 December 2026".into(),
+        ),
     }
 }
 
@@ -187,6 +217,7 @@ fn reminder(service: ServiceView) -> ReminderContext {
             received: "Monday 30 November, 09:12".into(),
         }],
         auto_replies_period: "in the last day".into(),
+        waiting_on_requester: vec![waiting()],
     }
 }
 
@@ -202,6 +233,12 @@ fn item() -> Item {
         priorities: vec!["workforce".into()],
         waiting: "3 days".into(),
         notes: vec!["Sample note".into()],
+        doors: Some("Came via 2 doors: Anytown Surgery, Riverside PCN".into()),
+        papers: vec![Paper {
+            name: "GP-2026-0001 costings.xlsx".into(),
+            size: "24 KB".into(),
+            attached: false,
+        }],
     }
 }
 
@@ -224,6 +261,8 @@ pub fn summary(service: ServiceView) -> SummaryContext {
         waiting_on_requester_more: 1,
         next_meeting: Some(Meeting { date: "Thursday 3 December 2026".into(), items: vec![item.clone()] }),
         papers: vec![item.clone()],
+        papers_circulated: 1,
+        papers_awaited: 1,
         messages: vec![item.clone()],
         duplicates: vec![Duplicate {
             item,
@@ -302,6 +341,37 @@ fn alerts() -> Vec<Sample> {
         sample("alert_disk_low.txt", &disk),
         sample("alert_disk_full.txt", &disk),
         sample(
+            "alert_imap_login.txt",
+            &ImapLoginAlert {
+                mailbox: "gp-access@example.org".into(),
+                host: "imap.example.org".into(),
+                port: 993,
+                error: "NO [AUTHENTICATIONFAILED] Invalid credentials".into(),
+                fix: "Please check the mailbox password.".into(),
+            },
+        ),
+        sample(
+            "alert_quarantined.txt",
+            &QuarantinedAlert {
+                id: "42".into(),
+                from: "Jo Bloggs <jo@example.org>".into(),
+                subject: "Sample".into(),
+                why: "processing failed 3 times".into(),
+            },
+        ),
+        sample("alert_quarantined_more.txt", &QuarantinedMoreAlert { per_day: 5 }),
+        sample(
+            "alert_unlogged.txt",
+            &UnloggedAlert {
+                why: "it is not an email gatehouse can read".into(),
+                id: "42".into(),
+                from: "jo@example.org".into(),
+                subject: "Sample".into(),
+                advice: "log it by forwarding it to the shared mailbox".into(),
+            },
+        ),
+        sample("alert_repeated.txt", &RepeatedAlert { first_reported: "2026-11-30 09:12 GMT".into() }),
+        sample(
             "alert_resolved.txt",
             &ResolvedAlert {
                 subject: "gatehouse cannot send email".into(),
@@ -310,4 +380,43 @@ fn alerts() -> Vec<Sample> {
             },
         ),
     ]
+}
+
+fn channel_message() -> ChannelMessageContext {
+    ChannelMessageContext {
+        reference: "GP-2026-0001".into(),
+        who: "Jo Bloggs, Anytown ICB".into(),
+        what: "Sample subject".into(),
+        by_when: Some("Friday 18 December 2026".into()),
+        message: Some("Sample message".into()),
+    }
+}
+
+fn channel_draft(service: ServiceView) -> ChannelDraftContext {
+    ChannelDraftContext {
+        service,
+        reference: "GP-2026-0001".into(),
+        text: "GP-2026-0001: Jo Bloggs, Anytown ICB asks: Sample".into(),
+        posted: true,
+    }
+}
+
+fn more_work_nudge(service: ServiceView, request: RequestView) -> NudgeContext {
+    NudgeContext {
+        service,
+        request,
+        detail: Some("Sample work".into()),
+        asked_on: "Monday 30 November 2026".into(),
+    }
+}
+
+fn waiting() -> WaitingItem {
+    WaitingItem {
+        reference: "GP-2026-0002".into(),
+        subject: "Sample".into(),
+        requester_display: "Jo <jo@example.org>".into(),
+        organisation: Some("Anytown ICB".into()),
+        waiting: "6 working days".into(),
+        nudged: true,
+    }
 }

@@ -16,6 +16,8 @@
 //! - `meeting YYYY-MM-DD`, `duplicate GP-2026-0012`, `priority` with anything after it (one
 //!   key a line: more is an error);
 //! - `more-work:`, `decline:`, `redirect:`, `note:` with the colon.
+//! - `circulate` (not a decision: it sends the requester's papers to the board, alone or with
+//!   a decision) and `circulate again`.
 //!
 //! So "Paper copies will follow", "Message me if you need more" or "Note that the LMC
 //! agrees" stay text for the requester, while "Note: the LMC agrees" is an internal note.
@@ -76,10 +78,22 @@ impl Command {
     }
 }
 
+/// `circulate`: send the request's papers to the board; `circulate again` sends them all
+/// even when they went before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Circulate {
+    /// The papers not yet sent.
+    New,
+    /// Every paper, sent before or not.
+    Again,
+}
+
 /// Everything a reply said.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Reply {
     pub decision: Option<Command>,
+    /// Send the papers to the board (not a decision: it may come with one, or alone).
+    pub circulate: Option<Circulate>,
     pub priorities: Vec<String>,
     pub notes: Vec<String>,
     /// Text for the requester (may be empty).
@@ -107,10 +121,12 @@ decline: REASON           general practice will not take it forward (say why)
 redirect: WHERE           it belongs elsewhere (say where)
 duplicate GP-2026-0012    the same as an earlier approach (name it)
 priority KEY              tag with an agreed priority; may repeat
-note: TEXT                internal note, never sent to the requester";
+note: TEXT                internal note, never sent to the requester
+circulate [again]         send the requester's paper(s) to the board";
 
 enum Line {
     Decision(Command),
+    Circulate(Circulate),
     Priority(String),
     Note(String),
 }
@@ -151,6 +167,9 @@ pub fn parse(text: &str) -> Result<Reply, TriageError> {
                 reply.decision = Some(c);
             }
             Some(Line::Priority(p)) => reply.priorities.push(p),
+            Some(Line::Circulate(c)) => {
+                reply.circulate = Some(reply.circulate.map_or(c, |earlier| earlier.max(c)));
+            }
             Some(Line::Note(n)) => reply.notes.push(n),
             None => {
                 first_text.get_or_insert_with(|| line.clone());
@@ -211,6 +230,7 @@ fn parse_after_text(line: &str) -> Result<Option<Line>, TriageError> {
             // Anything after "priority" is meant as keys: a gatekeeper listing two on one line
             // is told how to write them, never has them mailed to the requester.
             "priority" => !arg.is_empty(),
+            "circulate" => arg.eq_ignore_ascii_case("again"),
             _ => false,
         };
     if shaped { parse_line(line) } else { Ok(None) }
@@ -232,6 +252,7 @@ fn command_word(line: &str) -> Option<(&'static str, &str)> {
         ("priority", "priority"),
         ("note", "note"),
         ("notes", "note"),
+        ("circulate", "circulate"),
     ];
     let split = line.find([':', ' ', '\t']).unwrap_or(line.len());
     let (word, rest) = line.split_at(split);
@@ -353,6 +374,15 @@ fn parse_line(line: &str) -> Result<Option<Line>, TriageError> {
             Line::Priority(key.to_ascii_lowercase())
         }
         "note" => Line::Note(arg.ok_or_else(|| needs("some text"))?),
+        "circulate" => match arg.as_deref() {
+            None => Line::Circulate(Circulate::New),
+            Some(a) if a.eq_ignore_ascii_case("again") => Line::Circulate(Circulate::Again),
+            Some(_) => {
+                return Err(TriageError(
+                    "circulate takes nothing after it, or \"again\" to send papers that went before; put any words for the board on the lines below".into(),
+                ));
+            }
+        },
         _ => return Ok(None),
     };
     Ok(Some(parsed))
@@ -495,6 +525,21 @@ mod tests {
             let e = parse(text).expect_err(text).to_string();
             assert!(e.contains(why), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn circulate_alone_or_with_a_decision_and_again() {
+        let r = ok("circulate\nFor Thursday's papers, please.");
+        assert_eq!((r.decision, r.circulate), (None, Some(Circulate::New)));
+        assert_eq!(r.message, "For Thursday's papers, please.");
+        let r = ok("paper\nCirculate again");
+        assert_eq!((r.decision, r.circulate), (Some(Command::Paper), Some(Circulate::Again)));
+        let r = ok("Thanks.\ncirculate\nnote: chased twice");
+        assert_eq!((r.circulate, r.notes.len()), (Some(Circulate::New), 1));
+        // A sentence stays text; a malformed command line refuses the reply.
+        let r = ok("paper\nCirculate it to the practices as well.");
+        assert_eq!(r.circulate, None);
+        assert!(parse("circulate it now").unwrap_err().to_string().contains("again"));
     }
 
     #[test]

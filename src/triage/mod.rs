@@ -17,6 +17,8 @@
 pub mod auth;
 pub mod grammar;
 pub mod links;
+pub mod nudge;
+pub mod paper;
 pub mod reminders;
 
 use std::sync::Arc;
@@ -26,13 +28,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::classify::Parsed;
 use crate::classify::subject::reply_subject;
 use crate::config::Config;
-use crate::domain::{Decision, EmailAddress, Status, requester_display};
-use crate::outbox::recipients::Recipients;
-use crate::outbox::{AutoSubmitted, Composer, Draft};
+use crate::domain::{Decision, EmailAddress, Status};
+use crate::mailings::recipients::Recipients;
+use crate::mailings::{Composer, Draft, row_view};
 use crate::store::{self, EventKind, RequestRow, Tx};
 use crate::templates::{
-    BoardView, EarlierView, OutcomeContext, OutcomeHtmlContext, RequestView, Templates,
-    TriageConfirmationContext, TriageErrorContext, long_date, service_view,
+    BoardView, EarlierView, OutcomeContext, OutcomeHtmlContext, Templates, TriageConfirmationContext,
+    TriageErrorContext, long_date, service_view,
 };
 use grammar::{Command, Reply, TriageError};
 
@@ -84,13 +86,15 @@ pub struct Triage {
     templates: Arc<Templates>,
     composer: Composer,
     recipients: Recipients,
+    channel: crate::channel::Channel,
 }
 
 impl Triage {
     pub fn new(config: Arc<Config>, templates: Arc<Templates>) -> Self {
         let composer = Composer::new(config.clone());
         let recipients = Recipients::new(config.clone());
-        Self { config, templates, composer, recipients }
+        let channel = crate::channel::Channel::new(config.clone(), templates.clone());
+        Self { config, templates, composer, recipients, channel }
     }
 
     /// Decides whether `parsed` is a gatekeeper's reply and whether it may act. `quoted_keys`
@@ -207,7 +211,8 @@ impl Triage {
     }
 
     /// Applies a parsed reply to `request` inside `tx`: the decision, priorities, notes, the
-    /// requester's outcome email and the gatekeepers' confirmation. An `Err(TriageError)`
+    /// requester's outcome email, `circulate`'s email to the board ([`paper`]) and the
+    /// gatekeepers' confirmation. An `Err(TriageError)`
     /// means nothing was written.
     pub async fn decide(
         &self,
@@ -252,16 +257,33 @@ impl Triage {
             _ => {}
         }
 
+        let paper = match self.prepare_paper(tx, request, reply, today, now).await? {
+            Ok(paper) => paper,
+            Err(e) => return Ok(Err(e)),
+        };
         // The outcome is drafted before anything is written, so that one refused by the
         // final check for internal text leaves the request as it was.
         let outcome = match &reply.decision {
             Some(command) => {
-                match self.outcome(request, command, meeting_date, duplicate.as_ref(), &reply.message, now)? {
+                match self.outcome(
+                    request,
+                    command,
+                    meeting_date,
+                    duplicate.as_ref(),
+                    &reply.message,
+                    paper.asked_by,
+                    now,
+                )? {
                     Ok(mail) => Some(mail),
                     Err(e) => return Ok(Err(e)),
                 }
             }
             None => None,
+        };
+        // A `message` decision's text for the group's channel (and its webhook post).
+        let channel = match &reply.decision {
+            Some(Command::Message) => self.channel.mailings(request, &reply.message, now)?,
+            _ => Vec::new(),
         };
 
         let who = actor.author();
@@ -317,6 +339,10 @@ impl Triage {
                 }
                 None => {}
             }
+            for (kind, mail) in &channel {
+                tx.enqueue(mail, now).await?;
+                tx.add_event(request.id, now, store::Actor::Gatehouse, *kind, Some(&mail.subject)).await?;
+            }
         }
         for key in &reply.priorities {
             tx.add_priority(request.id, key).await?;
@@ -327,6 +353,9 @@ impl Triage {
             tx.add_event(request.id, now, who.clone(), EventKind::Note, Some(note)).await?;
             summary.push("note added".into());
         }
+        if let Some(circulation) = paper.circulation {
+            summary.push(self.circulate(tx, request, circulation, actor, now).await?);
+        }
         let summary = summary.join("; ");
         let confirmation = self.confirmation(request, &summary, actor, requester_told, board, now)?;
         tx.enqueue(&confirmation, now).await?;
@@ -334,10 +363,11 @@ impl Triage {
     }
 
     /// The outcome email and whom it goes to, or why it may not go (see
-    /// [`crate::outbox::recipients`]): to the requester, or, when an outsider's forward named
+    /// [`crate::mailings::recipients`]): to the requester, or, when an outsider's forward named
     /// them, to the forwarder alone. A decision sends at most this one email outside. A
     /// `TriageError` when its text holds something internal (see [`Self::internal_text_in`]):
     /// then the decision is refused.
+    #[allow(clippy::too_many_arguments)]
     fn outcome(
         &self,
         request: &RequestRow,
@@ -345,10 +375,11 @@ impl Triage {
         meeting_date: Option<NaiveDate>,
         duplicate: Option<&RequestRow>,
         message: &str,
+        paper_by: Option<String>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Result<OutcomeMail, TriageError>> {
         let via = request.via.as_deref().and_then(|v| EmailAddress::parse(v).ok());
-        let mut view = view_of(&self.config, request);
+        let mut view = row_view(&self.config, request);
         // The intake's judgment stands: a forward it could not verify (an outsider's, or a
         // member's address the receiving server did not vouch for) named the requester, and
         // only the forwarder may hear the outcome.
@@ -376,6 +407,8 @@ impl Triage {
             decision: decision.as_str().into(),
             detail: command.detail(),
             meeting_date: meeting_date.map(long_date),
+            meeting_time: meeting_date.and_then(|d| self.config.meetings.slot(d).hours()),
+            meeting_place: meeting_date.and_then(|d| self.config.meetings.slot(d).place),
             // Another requester's approach is named only to the same requester or
             // organisation; anyone else hears that it duplicates an earlier approach.
             duplicate_of: duplicate.filter(|d| same_source(request, d)).map(|d| EarlierView {
@@ -386,6 +419,7 @@ impl Triage {
             }),
             message: message.to_string(),
             previous: request.decision.filter(|p| *p != decision).map(|p| p.command().to_string()),
+            paper_by,
         };
         let text = self.templates.render(&format!("outcome_{}.txt", decision.as_str()), &context)?;
         // The last guard, whatever the quote detection and the grammar made of the reply.
@@ -394,22 +428,33 @@ impl Triage {
                 "the outcome for the requester would contain {what}, which is for the gatekeepers only; nothing was sent or changed. Reply again with only your commands and the words meant for the requester"
             ))));
         }
+        // A meeting's outcome carries the calendar invitation for the slot.
+        let attachments = match meeting_date.filter(|_| decision == Decision::Meeting) {
+            Some(date) => {
+                let attendee = crate::calendar::Person { name: name.as_deref(), address: &to };
+                vec![crate::calendar::for_request(
+                    &self.config,
+                    &request.reference,
+                    &request.subject,
+                    date,
+                    attendee,
+                    now,
+                )]
+            }
+            None => Vec::new(),
+        };
         let paragraphs = text.split("\n\n").map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
         let html =
             self.templates.render("outcome.html", &OutcomeHtmlContext { request: view, paragraphs })?;
-        let mail = self.composer.compose(&Draft {
-            kind: "outcome",
-            request_id: Some(request.id),
-            to: vec![(name, to.to_string())],
-            reply_to: None,
-            subject: reply_subject(&request.subject, &request.reference),
-            text,
-            html: Some(html),
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Replied,
-            attachments: Vec::new(),
-        })?;
+        let subject = reply_subject(&request.subject, &request.reference);
+        // An answer to the requester's approach (auto-replied), though not threaded under it.
+        let mail = self.composer.compose(
+            &Draft::new("outcome", vec![(name, to.to_string())], subject, text)
+                .about(Some(request.id))
+                .with_html(html)
+                .answering(None, Vec::new())
+                .with_attachments(attachments),
+        )?;
         Ok(Ok(OutcomeMail::Send { mail, to: to.to_string() }))
     }
 
@@ -430,7 +475,7 @@ impl Triage {
                 &self.config,
                 now.with_timezone(&self.config.service.timezone).date_naive(),
             ),
-            request: view_of(&self.config, request),
+            request: row_view(&self.config, request),
             summary: summary.to_string(),
             actor: actor.name(),
             requester_told,
@@ -445,19 +490,9 @@ impl Triage {
                 to.push((None, g.to_string()));
             }
         }
-        self.composer.compose(&Draft {
-            kind: "triage_confirmation",
-            request_id: Some(request.id),
-            to,
-            reply_to: None,
-            subject: format!("[{}] {summary}", request.reference),
-            text: self.templates.render("triage_confirmation.txt", &context)?,
-            html: None,
-            in_reply_to: None,
-            references: Vec::new(),
-            auto_submitted: AutoSubmitted::Generated,
-            attachments: Vec::new(),
-        })
+        let subject = format!("[{}] {summary}", request.reference);
+        let text = self.templates.render("triage_confirmation.txt", &context)?;
+        self.composer.compose(&Draft::new("triage_confirmation", to, subject, text).about(Some(request.id)))
     }
 
     /// The short error email for a reply that changed nothing.
@@ -478,22 +513,16 @@ impl Triage {
             error: error.to_string(),
             help: grammar::HELP.to_string(),
         };
-        self.composer.compose(&Draft {
-            kind: "triage_error",
-            request_id: None,
-            to: to.iter().map(|a| (None, a.to_string())).collect(),
-            reply_to: None,
-            subject: match reference {
-                Some(r) => format!("[{r}] Not acted on: {error}"),
-                None => format!("Not acted on: {error}"),
-            },
-            text: self.templates.render("triage_error.txt", &context)?,
-            html: None,
-            in_reply_to: in_reply_to.map(str::to_string),
-            references: in_reply_to.map(|i| vec![i.to_string()]).unwrap_or_default(),
-            auto_submitted: AutoSubmitted::Replied,
-            attachments: Vec::new(),
-        })
+        let subject = match reference {
+            Some(r) => format!("[{r}] Not acted on: {error}"),
+            None => format!("Not acted on: {error}"),
+        };
+        let text = self.templates.render("triage_error.txt", &context)?;
+        let references = in_reply_to.map(|i| vec![i.to_string()]).unwrap_or_default();
+        self.composer.compose(
+            &Draft::to_all("triage_error", to, subject, text)
+                .answering(in_reply_to.map(str::to_string), references),
+        )
     }
 
     /// A requester answered a `more-work` decision: back to the gatekeeper.
@@ -504,9 +533,7 @@ impl Triage {
         from: &EmailAddress,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let from_requester =
-            from.as_str() == request.requester || request.via.as_deref() == Some(from.as_str());
-        if request.status != Status::WaitingOnRequester || !from_requester {
+        if request.status != Status::WaitingOnRequester || !paper::speaks_for(request, from) {
             return Ok(false);
         }
         tx.set_status(request.id, Status::AwaitingTriage, now).await?;
@@ -616,29 +643,6 @@ pub fn describe(decision: Decision, detail: Option<&str>, meeting: Option<NaiveD
         (Decision::Meeting, _, Some(d)) => format!("meeting on {}", long_date(d)),
         (d, Some(detail), _) => format!("{} ({detail})", d.command()),
         (d, None, _) => d.command().to_string(),
-    }
-}
-
-fn view_of(config: &Config, r: &RequestRow) -> RequestView {
-    let requester_display = requester_display(r.requester_name.as_deref(), &r.requester);
-    RequestView {
-        reference: r.reference.clone(),
-        subject: r.subject.clone(),
-        requester: r.requester.clone(),
-        requester_name: r.requester_name.clone(),
-        requester_display,
-        organisation: r.organisation.clone(),
-        via: r.via.clone(),
-        received: r
-            .received_at
-            .with_timezone(&config.service.timezone)
-            .format("%A %-d %B %Y, %H:%M")
-            .to_string(),
-        status: r.status.to_string(),
-        decision: r.decision.map(|d| d.to_string()),
-        body: r.body.clone(),
-        attachments: Vec::new(),
-        message_count: r.message_count,
     }
 }
 

@@ -14,8 +14,10 @@ use chrono_tz::Tz;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::domain::{Decision, Status};
 use crate::mailings::{Composer, Draft, requester_display};
-use crate::store::{Actor, EventKind, SharedStore};
+use crate::store::{Actor, EventKind, RequestId, SharedStore};
+use crate::templates::WaitingItem;
 use crate::templates::{AutoReplyItem, ReminderContext, ReminderItem, Templates, service_view};
 
 fn is_working_day(d: NaiveDate) -> bool {
@@ -115,7 +117,10 @@ impl Reminders {
                     .unwrap_or_default(),
             })
             .collect();
-        if overdue.is_empty() && auto_replies.is_empty() {
+        let waiting_on_requester = self.waiting_on_requester(now).await?;
+        // A request is "still out" for the digest once its requester has had the nudge.
+        let still_out = waiting_on_requester.iter().filter(|w| w.nudged).count();
+        if overdue.is_empty() && auto_replies.is_empty() && still_out == 0 {
             return Ok(0);
         }
         let items = overdue
@@ -148,12 +153,17 @@ impl Reminders {
             requests: items,
             auto_replies,
             auto_replies_period,
+            waiting_on_requester,
         };
         let waiting =
             format!("{count} approach{} waiting for your decision", if count == 1 { "" } else { "es" });
         let filed_text =
             format!("{filed} message{} filed as automatic replies", if filed == 1 { "" } else { "s" });
         let subject = match (count, filed) {
+            (0, 0) => format!(
+                "{still_out} approach{} still waiting on the requester",
+                if still_out == 1 { "" } else { "es" }
+            ),
             (_, 0) => waiting,
             (0, _) => filed_text,
             _ => format!("{waiting}; {filed_text}"),
@@ -178,9 +188,43 @@ impl Reminders {
             .await?;
         }
         tx.commit().await?;
-        Ok(count + filed)
+        Ok(count + filed + still_out)
+    }
+
+    /// Requests decided `more-work` still waiting on their requester, longest first, with
+    /// the working days since the decision and whether the nudge went.
+    async fn waiting_on_requester(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<WaitingItem>> {
+        let tz = self.config.service.timezone;
+        let (mut rows, _) = self.store.with_status(Status::WaitingOnRequester, WAITING_LISTED).await?;
+        rows.retain(|r| r.answer && r.decision == Some(Decision::MoreWork) && r.decided_at.is_some());
+        rows.sort_by_key(|r| r.decided_at);
+        let ids: Vec<RequestId> = rows.iter().map(|r| r.id).collect();
+        let nudged: Vec<RequestId> = self
+            .store
+            .events_of_kind(&ids, EventKind::MoreWorkNudge)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let days = r.decided_at.map_or(0, |at| working_time_between(at, now, tz).num_days());
+                WaitingItem {
+                    reference: r.reference.clone(),
+                    subject: r.subject.clone(),
+                    requester_display: requester_display(r.requester_name.as_deref(), &r.requester),
+                    organisation: r.organisation.clone(),
+                    waiting: format!("{days} working day{}", if days == 1 { "" } else { "s" }),
+                    nudged: nudged.contains(&r.id),
+                }
+            })
+            .collect())
     }
 }
+
+/// The most requests waiting on their requester the digest lists.
+const WAITING_LISTED: i64 = 200;
 
 /// How far back the digest's auto-replies go: to the last digest (everything filed since
 /// then is listed once, across weekends and days without a digest), at most a week; with no

@@ -55,6 +55,7 @@ async fn decide(
         priorities: Vec::new(),
         notes: Vec::new(),
         message: String::new(),
+        circulate: None,
     };
     let mut tx = app.store.begin().await.unwrap();
     triage.decide(&mut *tx, &request, &reply, &Actor::Operator, at).await.unwrap().unwrap();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use gatehouse::domain::Classification;
 use rand::Rng as _;
 
 use crate::helpers::{
@@ -137,6 +138,39 @@ async fn twenty_sigkills_during_a_1000_message_backlog_lose_and_duplicate_nothin
     signal(&child, "-TERM");
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     assert!(out.status.success(), "the last run did not stop cleanly: {:?}", out.status);
+
+    // A message that three kills in a row landed on is set aside as one that keeps stopping
+    // the daemon (it cannot tell a SIGKILL from a crash it caused): kept, not lost. The
+    // operator's `messages retry` brings it in, as the alert says.
+    let set_aside: Vec<String> = app
+        .store
+        .list_messages()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| m.classification == Some(Classification::Quarantined))
+        .map(|m| m.id.to_string())
+        .collect();
+    if !set_aside.is_empty() {
+        eprintln!("{} message(s) set aside after repeated kills; retrying them", set_aside.len());
+        for id in &set_aside {
+            app.cli_ok(&["messages", "retry", id]);
+        }
+        let child = spawn_daemon(&app);
+        wait_while_progressing(STALL, "the retried messages processed and their emails sent", || {
+            let (app, pool) = (&app, &pool);
+            async move {
+                let (done, sent) = progress(pool).await;
+                let left = app.store.retries_requested().await.map_or(1, |r| r.len());
+                let pending = app.store.outbox_counts().await.map_or(-1, |c| c.pending);
+                (done + sent, (left == 0 && pending == 0).then_some(()))
+            }
+        })
+        .await;
+        signal(&child, "-TERM");
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+        assert!(out.status.success(), "the retry run did not stop cleanly: {:?}", out.status);
+    }
     pool.close().await;
 
     let requests = app.store.list_requests(&Default::default()).await.unwrap();
@@ -167,7 +201,8 @@ async fn twenty_sigkills_during_a_1000_message_backlog_lose_and_duplicate_nothin
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(rows.len(), 2000, "an acknowledgement and a notification for each approach");
+    let answers = rows.iter().filter(|(kind, ..)| kind != "system_alert").count();
+    assert_eq!(answers, 2000, "an acknowledgement and a notification for each approach");
     let mut again: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for (kind, status, id, interrupted) in &rows {
         assert_eq!(status, "sent", "{kind} {id}");

@@ -99,7 +99,7 @@ fn decode_qp(s: &str) -> String {
 }
 
 /// A reply as Gmail writes it: plain text, commands on top, the notification quoted.
-fn gmail_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
+pub(crate) fn gmail_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
     let quoted = quoted_notification(a);
     format!(
         "From: Jane Doe <{from}>\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <CAgmail{n}@mail.gmail.com>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{commands}\r\n\r\nOn Mon, 23 Nov 2026 at 10:02, Test GP Single Point of Access <{to}> wrote:\r\n{quoted}",
@@ -128,7 +128,7 @@ fn outlook_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
 }
 
 /// A reply as Thunderbird writes it: plain, "On … wrote:" then "> " quoting.
-fn thunderbird_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
+pub(crate) fn thunderbird_reply(from: &str, a: &Approach, commands: &str) -> Vec<u8> {
     let quoted = quoted_notification(a);
     format!(
         "From: Jane Doe <{from}>\r\nTo: Test GP Single Point of Access <{to}>\r\nSubject: Re: {subject}\r\nMessage-ID: <{n}@nhs.test>\r\nIn-Reply-To: {nid}\r\nReferences: {nid}\r\nUser-Agent: Mozilla Thunderbird\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\n\r\n{commands}\r\n\r\nOn 23/11/2026 10:02, Test GP Single Point of Access wrote:\r\n{quoted}",

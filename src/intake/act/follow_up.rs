@@ -3,12 +3,14 @@
 //! more work, from a stranger it changes nothing and its files stay out of the gatekeepers'
 //! inbox.
 
-use super::{Message, RequestFields, outcome, request_view, sender_display};
+use super::{Message, outcome, sender_display};
 use crate::classify::{self, Parsed};
-use crate::domain::{Classification, EmailAddress};
+use crate::domain::{Classification, Decision, EmailAddress};
 use crate::intake::Intake;
 use crate::intake::replies::Provenance;
+use crate::mailings::views::{RequestFacts, request_view};
 use crate::store::{self, EventKind, RequestRow, ThreadDirection, Tx};
+use crate::triage::paper;
 
 impl Intake {
     /// Logs `parsed` as a follow-up on `request` and, unless `log_only`, tells the
@@ -48,14 +50,24 @@ impl Intake {
         if let Some(mid) = &parsed.message_id {
             tx.add_thread_id(mid, request.id, ThreadDirection::In).await?;
         }
+        // A stranger's files never count as the requester's paper, whoever they claim to be.
+        let kept = match stranger {
+            true => 0,
+            false => {
+                paper::keep_papers(tx, request, from, message.id, &parsed.attachment_bodies, now).await?
+            }
+        };
+        let paper = kept > 0 && request.decision == Some(Decision::Paper);
         if !message.log_only {
-            self.notify_follow_up(tx, message, parsed, request, from, stranger).await?;
+            self.notify_follow_up(tx, message, parsed, request, from, stranger, paper).await?;
         }
         tx.finish_message(message.id, &outcome, now).await?;
         Ok(Classification::FollowUp)
     }
 
-    /// The gatekeepers' notification of a follow-up.
+    /// The gatekeepers' notification of a follow-up; `paper` when it brought the paper a
+    /// `paper` decision asked for (the notification then offers `circulate`).
+    #[allow(clippy::too_many_arguments)]
     async fn notify_follow_up(
         &self,
         tx: &mut dyn Tx,
@@ -64,12 +76,14 @@ impl Intake {
         request: &RequestRow,
         from: &EmailAddress,
         stranger: bool,
+        paper: bool,
     ) -> anyhow::Result<()> {
         let now = message.now;
-        let mut view = request_view(&self.config, &RequestFields::from_row(request), parsed);
+        let mut view = request_view(&self.config, &RequestFacts::from_row(request), &parsed.attachments);
         view.message_count = request.message_count + 1;
         let text = classify::reply_text(&parsed.body_text, parsed.body_html.as_deref());
-        let about = Provenance { sender: sender_display(parsed, from), stranger, ..Provenance::default() };
+        let about =
+            Provenance { sender: sender_display(parsed, from), stranger, paper, ..Provenance::default() };
         // A stranger's files are listed, not carried into the gatekeepers' inbox under the
         // request's name.
         let attachments = if stranger { Vec::new() } else { parsed.attachment_bodies.clone() };

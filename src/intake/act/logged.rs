@@ -94,14 +94,19 @@ impl Intake {
             detail: Some(why.to_string()),
             request_id: None,
         };
-        let draft = crate::outbox::Draft::system_alert(
+        let alert = crate::templates::UnloggedAlert {
+            why: why.to_string(),
+            id: id.to_string(),
+            from,
+            subject: subject.clone(),
+            advice: advice.to_string(),
+        };
+        let draft = crate::mailings::Draft::system_alert(
             &self.config.alert_recipients(),
             format!("{headline}: {subject}"),
-            format!(
-                "A message arrived in the shared mailbox that gatehouse did not log as a request: {why}.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\n\nNobody has been answered. It is still in the shared mailbox. Please read it there and, if it is an approach, {advice}.\n"
-            ),
+            self.templates.render("alert_unlogged.txt", &alert)?,
         );
-        let mail = crate::outbox::Composer::new(self.config.clone()).compose(&draft)?;
+        let mail = crate::mailings::Composer::new(self.config.clone()).compose(&draft)?;
         tx.finish_message(id, &outcome, now).await?;
         tx.enqueue(&mail, now).await?;
         Ok(())

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use super::route::Route;
 use super::{Intake, Prepared};
 use crate::classify::Parsed;
-use crate::config::Config;
-use crate::domain::{Classification, EmailAddress, requester_display};
-use crate::store::{MessageId, MessageOutcome, RequestRow, Tx};
-use crate::templates::{AttachmentView, RequestView, human_size};
+use crate::domain::{Classification, EmailAddress};
+use crate::mailings::requester_display;
+use crate::store::{MessageId, MessageOutcome, Tx};
 
+mod another_door;
 mod follow_up;
 mod logged;
 mod new_request;
@@ -77,6 +77,9 @@ impl Intake {
             Route::Forward(approach) => {
                 self.new_request(tx, message, prepared, &approach, Classification::Forwarded).await
             }
+            Route::AnotherDoor { request, approach } => {
+                self.another_door(tx, message, parsed, &request, &approach).await
+            }
         }
     }
 }
@@ -105,69 +108,4 @@ fn outcome(parsed: &Parsed, received_at: DateTime<Utc>) -> anyhow::Result<Messag
 /// The sender as requesters are named (display name, else address).
 fn sender_display(parsed: &Parsed, from: &EmailAddress) -> String {
     requester_display(parsed.from.as_ref().and_then(|m| m.name.as_deref()), from.as_str())
-}
-
-/// What a request view is built from, whether the request is being created or already
-/// exists.
-struct RequestFields<'a> {
-    reference: &'a str,
-    subject: &'a str,
-    requester: &'a str,
-    requester_name: Option<&'a str>,
-    organisation: Option<&'a str>,
-    via: Option<&'a str>,
-    received_at: DateTime<Utc>,
-    status: &'a str,
-    decision: Option<&'a str>,
-    body: &'a str,
-    message_count: i64,
-}
-
-impl<'a> RequestFields<'a> {
-    fn from_row(r: &'a RequestRow) -> Self {
-        Self {
-            reference: &r.reference,
-            subject: &r.subject,
-            requester: &r.requester,
-            requester_name: r.requester_name.as_deref(),
-            organisation: r.organisation.as_deref(),
-            via: r.via.as_deref(),
-            received_at: r.received_at,
-            status: r.status.as_str(),
-            decision: r.decision.map(|d| d.as_str()),
-            body: &r.body,
-            message_count: r.message_count,
-        }
-    }
-}
-
-fn request_view(config: &Config, f: &RequestFields<'_>, parsed: &Parsed) -> RequestView {
-    let requester_display = requester_display(f.requester_name, f.requester);
-    RequestView {
-        reference: f.reference.to_string(),
-        subject: f.subject.to_string(),
-        requester: f.requester.to_string(),
-        requester_name: f.requester_name.map(str::to_string),
-        requester_display,
-        organisation: f.organisation.map(str::to_string),
-        via: f.via.map(str::to_string),
-        received: f
-            .received_at
-            .with_timezone(&config.service.timezone)
-            .format("%A %-d %B %Y, %H:%M")
-            .to_string(),
-        status: f.status.to_string(),
-        decision: f.decision.map(str::to_string),
-        body: f.body.to_string(),
-        attachments: parsed
-            .attachments
-            .iter()
-            .map(|a| AttachmentView {
-                name: a.name.clone().unwrap_or_else(|| "(unnamed)".into()),
-                content_type: a.content_type.clone(),
-                size: human_size(a.size),
-            })
-            .collect(),
-        message_count: f.message_count,
-    }
 }

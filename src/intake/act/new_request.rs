@@ -6,14 +6,15 @@
 use chrono::Datelike as _;
 use rand::Rng as _;
 
-use super::{Message, RequestFields, outcome, request_view, sender_display};
+use super::{Message, outcome, sender_display};
 use crate::classify::{Fingerprint, Forwarded, Parsed};
 use crate::domain::{Classification, EmailAddress, Reference};
 use crate::intake::duplicates::Found;
 use crate::intake::replies::{Provenance, Thread};
 use crate::intake::route::Approach;
 use crate::intake::{Intake, Prepared};
-use crate::outbox::recipients::{Allowance, Purpose};
+use crate::mailings::recipients::{Allowance, Purpose};
+use crate::mailings::views::{RequestFacts, request_view};
 use crate::store::{self, EventKind, NewRequest, RequestId, ThreadDirection, Tx};
 use crate::templates::RequestView;
 
@@ -143,6 +144,16 @@ impl Intake {
         for mid in parsed.message_id.iter().chain(forwarded.and_then(|f| f.message_id.as_ref())) {
             tx.add_thread_id(mid, id, ThreadDirection::In).await?;
         }
+        // The approach's own files are its paper, should the gatekeeper decide `paper`.
+        crate::triage::paper::keep_approach_papers(
+            tx,
+            id,
+            &approach.from,
+            message.id,
+            &parsed.attachment_bodies,
+            now,
+        )
+        .await?;
         Ok(())
     }
 
@@ -159,7 +170,7 @@ impl Intake {
     ) -> anyhow::Result<()> {
         let now = message.now;
         let organisation = self.config.organisation_for(&approach.requester);
-        let fields = RequestFields {
+        let fields = RequestFacts {
             reference: &request.reference,
             subject: &request.subject,
             requester: approach.requester.as_str(),
@@ -172,10 +183,10 @@ impl Intake {
             body: &approach.body,
             message_count: 1,
         };
-        let view = request_view(&self.config, &fields, parsed);
+        let view = request_view(&self.config, &fields, &parsed.attachments);
         let warnings = self.answer(tx, request.id, &view, parsed, forwarded, approach, now).await?;
         let sender = sender_display(parsed, &approach.from);
-        let about = Provenance { sender, stranger: false, unverified: approach.unverified, warnings };
+        let about = Provenance { sender, unverified: approach.unverified, warnings, ..Provenance::default() };
         let mail = self.replies.notification(
             request.id,
             &view,
@@ -197,7 +208,7 @@ impl Intake {
 
     /// The acknowledgement to the requester and, for a forward, the confirmation to the
     /// forwarder — each only where the recipient rule allows (see
-    /// [`crate::outbox::recipients`]). Returns what the gatekeeper should be told about who
+    /// [`crate::mailings::recipients`]). Returns what the gatekeeper should be told about who
     /// was not answered, and why.
     #[allow(clippy::too_many_arguments)]
     async fn answer(
@@ -272,7 +283,7 @@ impl Intake {
         allowance: &Allowance,
         warnings: &mut Vec<String>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> anyhow::Result<Result<crate::outbox::recipients::Cleared, String>> {
+    ) -> anyhow::Result<Result<crate::mailings::recipients::Cleared, String>> {
         let requester = &approach.requester;
         Ok(match &approach.via {
             Some(v) if !self.recipients.stands_behind_requester(Some(v)) => Err(format!(
@@ -294,7 +305,7 @@ impl Intake {
     }
 
     /// The confirmation to the member (or anyone) who forwarded an approach, where allowed.
-    async fn confirm_forward(
+    pub(super) async fn confirm_forward(
         &self,
         tx: &mut dyn Tx,
         c: &Confirm<'_>,
@@ -347,13 +358,13 @@ impl Intake {
 }
 
 /// What a forward confirmation is about.
-struct Confirm<'a> {
-    request_id: RequestId,
-    view: &'a RequestView,
-    parsed: &'a Parsed,
-    forwarder: &'a EmailAddress,
+pub(super) struct Confirm<'a> {
+    pub(super) request_id: RequestId,
+    pub(super) view: &'a RequestView,
+    pub(super) parsed: &'a Parsed,
+    pub(super) forwarder: &'a EmailAddress,
     /// Whether the original sender was acknowledged (the confirmation says so).
-    acknowledged: bool,
+    pub(super) acknowledged: bool,
 }
 
 fn join(addresses: &[EmailAddress]) -> String {

@@ -6,7 +6,9 @@ use super::logged::{clean_line, raw_from};
 use crate::classify::headers;
 use crate::domain::{Classification, EmailAddress};
 use crate::intake::{Intake, ParseResult};
+use crate::mailings::{Composer, Draft, alerts};
 use crate::store::{MessageId, MessageOutcome, Tx};
+use crate::templates::{QuarantinedAlert, QuarantinedMoreAlert};
 
 impl Intake {
     /// Sets aside a message that could not be processed (it failed, or stopped gatehouse,
@@ -51,30 +53,27 @@ impl Intake {
         };
         let subject = subject.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "(no subject)".into());
         let from = from.unwrap_or_else(|| "(unknown)".into());
-        let draft = crate::outbox::Draft::system_alert(
-            &self.config.alert_recipients(),
-            format!("A message could not be processed and is set aside: {subject}"),
-            format!(
-                "gatehouse could not process a message that arrived in the shared mailbox, so it has set it aside (quarantined) and gone on with the mail after it. It has not been logged as a request, and its sender has not been answered.\n\nStored message: {id}\nFrom:    {from}\nSubject: {subject}\nWhy:     {why}\n\nIts exact bytes are kept in gatehouse's database, and it is still in the shared mailbox. Please read it there and, if it is an approach, log it by forwarding it to the shared mailbox.\n\nTo have gatehouse try it again (after an upgrade, say), whoever looks after gatehouse can run:\n\n    gatehouse messages retry {id}\n"
-            ),
-        );
+        let alert = QuarantinedAlert { id: id.to_string(), from, subject, why: why.to_string() };
         tx.finish_message(id, &outcome, now).await?;
         // One alert per message set aside, and once a day at most: a retry that sets it
         // aside again the same day tells nobody twice. Setting the message aside must not
         // fail with the alert: without it the message is still kept and listed as
         // quarantined (a failed write, though, fails the transaction, as it must).
-        let composer = crate::outbox::Composer::new(self.config.clone());
+        let composer = Composer::new(self.config.clone());
         // Each message set aside is one alert, up to a cap a day: past it, a flood of poison
         // messages (anyone can send them) makes one "and more" alert a day, not one each.
-        let told =
-            tx.alerts_sent_since(QUARANTINE_KEY_PREFIX, now - crate::outbox::alerts::REPEAT_AFTER).await?;
+        let told = tx.alerts_sent_since(QUARANTINE_KEY_PREFIX, now - alerts::REPEAT_AFTER).await?;
         let (key, draft) = if told < QUARANTINE_ALERTS_PER_DAY {
-            (format!("{QUARANTINE_KEY_PREFIX}{id}"), draft)
+            (format!("{QUARANTINE_KEY_PREFIX}{id}"), self.quarantine_alert(&alert))
         } else {
-            (format!("{QUARANTINE_KEY_PREFIX}more"), quarantine_digest(&self.config.alert_recipients()))
+            (format!("{QUARANTINE_KEY_PREFIX}more"), self.quarantine_digest())
         };
         let step = tx.begin_step().await?;
-        match crate::outbox::alerts::raise_in(tx, &composer, now, &key, draft).await {
+        let raised = match draft {
+            Ok(draft) => alerts::raise_in(tx, &composer, &self.templates, now, &key, draft).await,
+            Err(e) => Err(e),
+        };
+        match raised {
             Ok(_) => tx.end_step(step, true).await?,
             Err(e) if crate::store::is_storage_trouble(&e) => return Err(e),
             Err(e) => {
@@ -92,14 +91,25 @@ const QUARANTINE_KEY_PREFIX: &str = "quarantined:";
 /// Messages set aside that are each told in an alert of their own within a day.
 pub const QUARANTINE_ALERTS_PER_DAY: i64 = 5;
 
-/// The one alert a day for the messages set aside past [`QUARANTINE_ALERTS_PER_DAY`]: it
-/// names none of them (their senders' words stay out of it) and says where they are listed.
-fn quarantine_digest(recipients: &[crate::domain::EmailAddress]) -> crate::outbox::Draft {
-    crate::outbox::Draft::system_alert(
-        recipients,
-        "More messages could not be processed and are set aside".into(),
-        format!(
-            "gatehouse has set aside (quarantined) more than {QUARANTINE_ALERTS_PER_DAY} messages in a day, so it no longer sends an alert for each: a flood of mail it cannot process may be deliberate. None of them has been logged as a request or answered, and they are still in the shared mailbox.\n\nWhoever looks after gatehouse can list them all with:\n\n    gatehouse messages list --format json\n\n(classification \"quarantined\"), and try one again with `gatehouse messages retry ID`. Messages set aside after this are not alerted one by one until a day has passed.\n"
-        ),
-    )
+impl Intake {
+    /// The alert for one message set aside.
+    fn quarantine_alert(&self, alert: &QuarantinedAlert) -> anyhow::Result<Draft> {
+        Ok(Draft::system_alert(
+            &self.config.alert_recipients(),
+            format!("A message could not be processed and is set aside: {}", alert.subject),
+            self.templates.render("alert_quarantined.txt", alert)?,
+        ))
+    }
+
+    /// The one alert a day for the messages set aside past [`QUARANTINE_ALERTS_PER_DAY`]: it
+    /// names none of them (their senders' words stay out of it) and says where they are
+    /// listed.
+    fn quarantine_digest(&self) -> anyhow::Result<Draft> {
+        let alert = QuarantinedMoreAlert { per_day: QUARANTINE_ALERTS_PER_DAY };
+        Ok(Draft::system_alert(
+            &self.config.alert_recipients(),
+            "More messages could not be processed and are set aside".into(),
+            self.templates.render("alert_quarantined_more.txt", &alert)?,
+        ))
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::error::classify;
 use super::*;
-use crate::store::{Step, StoreResult};
+use crate::store::{PaperCounts, PaperRow, Step, StoreResult};
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -186,6 +186,10 @@ impl Store for SqliteStore {
         SqliteStore::claim_due(self, now, limit).await.map_err(classify)
     }
 
+    async fn last_outgoing(&self, request_id: RequestId, kind: &str) -> StoreResult<Option<LastOutgoing>> {
+        SqliteStore::last_outgoing(self, request_id, kind).await.map_err(classify)
+    }
+
     async fn mark_in_flight(&self, id: OutboxId) -> StoreResult<()> {
         SqliteStore::mark_in_flight(self, id).await.map_err(classify)
     }
@@ -276,6 +280,10 @@ impl Store for SqliteStore {
         result.map_err(classify)
     }
 
+    async fn paper_counts(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<PaperCounts> {
+        SqliteStore::paper_counts(self, from, to).await.map_err(classify)
+    }
+
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let conn = self.writer_lock().await.map_err(classify)?;
         // Taking the write lock may wait (busy_timeout) for the CLI: on a blocking thread.
@@ -294,6 +302,24 @@ impl Store for SqliteStore {
 
 #[async_trait]
 impl Tx for SqliteTx {
+    async fn add_paper(
+        &mut self,
+        request_id: RequestId,
+        message_id: MessageId,
+        file: &crate::classify::AttachmentBody,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        SqliteTx::add_paper(self, request_id, message_id, file, at).await.map_err(classify)
+    }
+
+    async fn papers(&mut self, request_id: RequestId) -> StoreResult<Vec<PaperRow>> {
+        SqliteTx::papers(self, request_id).await.map_err(classify)
+    }
+
+    async fn mark_papers_circulated(&mut self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+        SqliteTx::mark_papers_circulated(self, ids, at).await.map_err(classify)
+    }
+
     async fn next_reference_seq(&mut self, year: i32) -> StoreResult<i64> {
         SqliteTx::next_reference_seq(self, year).await.map_err(classify)
     }

@@ -29,10 +29,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 use super::{
-    Actor, AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventKind, EventRow, MailboxState, MessageId,
-    MessageOutcome, MessageRow, Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxId,
-    OutboxItem, RawSaved, RequestFilter, RequestId, RequestRow, RequestText, RetryMessage, RetryRequest,
-    SmtpOutcome, Store, ThreadDirection, Tx,
+    Actor, AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventKind, EventRow, LastOutgoing,
+    MailboxState, MessageId, MessageOutcome, MessageRow, Metrics, NewOutgoing, NewRawMessage, NewRequest,
+    OutboxCounts, OutboxId, OutboxItem, RawSaved, RequestFilter, RequestId, RequestRow, RequestText,
+    RetryMessage, RetryRequest, SmtpOutcome, Store, ThreadDirection, Tx,
 };
 use crate::classify::Fingerprint;
 use crate::clock::{from_millis, to_millis};
@@ -44,6 +44,7 @@ mod inbox;
 mod ledger;
 mod migrate;
 mod outbox;
+mod papers;
 mod requests;
 mod retention;
 mod sql;

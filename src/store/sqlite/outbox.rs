@@ -66,6 +66,38 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn last_outgoing(
+        &self,
+        request_id: RequestId,
+        kind: &str,
+    ) -> anyhow::Result<Option<LastOutgoing>> {
+        let kind = kind.to_string();
+        self.read(move |c| {
+            one(
+                c,
+                r#"
+                SELECT message_id, recipients, status, created_at FROM outbox
+                WHERE request_id = ?1 AND kind = ?2
+                ORDER BY id DESC
+                LIMIT 1
+                "#,
+                params![request_id, kind],
+                |row| {
+                    let recipients: String = row.get("recipients")?;
+                    Ok(LastOutgoing {
+                        message_id: row.get("message_id")?,
+                        recipients: serde_json::from_str(&recipients)
+                            .context("Bad recipients in the outbox")?,
+                        status: row.get("status")?,
+                        created_at: from_millis(row.get("created_at")?),
+                    })
+                },
+                "Cannot read the outbox",
+            )
+        })
+        .await
+    }
+
     pub(super) async fn mark_in_flight(&self, id: OutboxId) -> anyhow::Result<()> {
         self.write(move |c| {
             exec(
