@@ -1,7 +1,7 @@
 //! The PostgreSQL backend (`[service] database_url`), for nodes that share one database.
 //!
 //! Each query is a small function in the file of its aggregate (`messages`, `requests`,
-//! `outbox`, `meta`, `lease`) taking a `&mut PgConnection` and plain values; the [`Store`]
+//! `outbox`, `papers`, `meta`, `lease`) taking a `&mut PgConnection` and plain values; the [`Store`]
 //! and [`Tx`] impls here only pick the connection (the pool's, or the transaction's) and call
 //! them. Where SQLite relies on its single writer (reference numbers, claiming the outbox),
 //! these queries take row locks instead, so several writers stay correct.
@@ -17,6 +17,7 @@ pub mod lease;
 mod messages;
 mod meta;
 mod outbox;
+mod papers;
 #[macro_use]
 mod requests;
 mod retention;
@@ -33,10 +34,11 @@ use sqlx::{Postgres, Transaction};
 
 use super::retention::{BackupDone, Cutoffs, Erased, PersonData, PurgeCounts, Reclaimed};
 use super::{
-    Actor, AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventKind, EventRow, MailboxState, MessageId,
-    MessageOutcome, MessageRow, Metrics, NewOutgoing, NewRawMessage, NewRequest, OutboxCounts, OutboxId,
-    OutboxItem, RawSaved, RequestFilter, RequestId, RequestRow, RequestText, RetryMessage, RetryRequest,
-    SmtpOutcome, Step, Store, StoreError, StoreResult, ThreadDirection, Tx,
+    Actor, AlertRow, AnsweredCounts, Candidate, DaemonStatus, EventKind, EventRow, LastOutgoing,
+    MailboxState, MessageId, MessageOutcome, MessageRow, Metrics, NewOutgoing, NewRawMessage, NewRequest,
+    OutboxCounts, OutboxId, OutboxItem, PaperCounts, PaperRow, RawSaved, RequestFilter, RequestId,
+    RequestRow, RequestText, RetryMessage, RetryRequest, SmtpOutcome, Step, Store, StoreError, StoreResult,
+    ThreadDirection, Tx,
 };
 use crate::config::{DatabaseSettings, DatabaseTls};
 use crate::domain::{Decision, EmailAddress, Status};
@@ -234,6 +236,9 @@ impl Store for PgStore {
     async fn outbox_failing(&self, failing_after: i64) -> StoreResult<i64> {
         pooled!(self, outbox::failing, failing_after)
     }
+    async fn last_outgoing(&self, request_id: RequestId, kind: &str) -> StoreResult<Option<LastOutgoing>> {
+        pooled!(self, outbox::last_outgoing, request_id, kind)
+    }
 
     async fn request_events(&self, request_id: RequestId) -> StoreResult<Vec<EventRow>> {
         pooled!(self, requests::events, request_id)
@@ -329,6 +334,9 @@ impl Store for PgStore {
     }
     async fn service_events(&self) -> StoreResult<Vec<EventRow>> {
         pooled!(self, retention::service_events)
+    }
+    async fn paper_counts(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<PaperCounts> {
+        pooled!(self, papers::counts, from, to)
     }
     async fn backup_to(&self, _dest: &Path) -> StoreResult<BackupDone> {
         Err(StoreError::Failed(anyhow::anyhow!(
@@ -536,6 +544,22 @@ impl Tx for PgTx {
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         in_tx!(self, requests::record_agenda_told, date, on, off, outbox_id, at)
+    }
+
+    async fn add_paper(
+        &mut self,
+        request_id: RequestId,
+        message_id: MessageId,
+        file: &crate::classify::AttachmentBody,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        in_tx!(self, papers::add, request_id, message_id, file, at)
+    }
+    async fn papers(&mut self, request_id: RequestId) -> StoreResult<Vec<PaperRow>> {
+        in_tx!(self, papers::of_request, request_id)
+    }
+    async fn mark_papers_circulated(&mut self, ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+        in_tx!(self, papers::mark_circulated, ids, at)
     }
 }
 

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
 use crate::clock::{from_millis, to_millis};
-use crate::store::{AnsweredCounts, NewOutgoing, OutboxCounts, OutboxId, OutboxItem, RequestId};
+use crate::store::{
+    AnsweredCounts, LastOutgoing, NewOutgoing, OutboxCounts, OutboxId, OutboxItem, RequestId,
+};
 
 /// Writes an email to the outbox (the caller records its thread Message-ID).
 pub(super) async fn enqueue(
@@ -44,6 +46,35 @@ pub(super) async fn has_outgoing(
         .fetch_one(&mut *conn)
         .await
         .context("Cannot read the outbox")
+}
+
+/// The latest email of `kind` about a request, if any (what a follow-up threads on).
+pub(super) async fn last_outgoing(
+    conn: &mut PgConnection,
+    request_id: RequestId,
+    kind: &str,
+) -> anyhow::Result<Option<LastOutgoing>> {
+    let row = sqlx::query(
+        "SELECT message_id, recipients, status, created_at FROM outbox
+         WHERE request_id = $1 AND kind = $2
+         ORDER BY id DESC
+         LIMIT 1",
+    )
+    .bind(request_id)
+    .bind(kind)
+    .fetch_optional(&mut *conn)
+    .await
+    .context("Cannot read the outbox")?;
+    row.map(|row| {
+        let recipients: String = row.try_get("recipients")?;
+        Ok(LastOutgoing {
+            message_id: row.try_get("message_id")?,
+            recipients: serde_json::from_str(&recipients).context("Bad recipients in the outbox")?,
+            status: row.try_get("status")?,
+            created_at: from_millis(row.try_get("created_at")?),
+        })
+    })
+    .transpose()
 }
 
 /// Claims up to `limit` entries due at `now`. `SKIP LOCKED`: two claimers (a leader and a
