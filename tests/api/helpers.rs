@@ -454,6 +454,13 @@ impl PgTestDb {
     }
 }
 
+impl PgTestDb {
+    /// A pool on this database, for a test that reads what the store wrote.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect_with(self.admin.clone().database(&self.name)).await.unwrap()
+    }
+}
+
 impl Drop for PgTestDb {
     /// Drops the database (closing whatever still holds it: an aborted daemon's pool) on a
     /// thread of its own, since the test's runtime may be the one being dropped.
