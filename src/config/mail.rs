@@ -47,7 +47,12 @@ pub(super) fn imap(raw: RawImap, data_dir: &Path, src: &Source) -> Result<ImapSe
 
 /// IMAP always logs in: with a password, or with an `[imap.oauth2]` token, never both.
 fn imap_auth(raw: &RawImap, data_dir: &Path, src: &Source) -> Result<Auth, ConfigError> {
-    let password = secret_source("imap", raw.password_env.clone(), raw.password_file.clone(), src)?;
+    let password = secret_source(
+        ("imap.password_env", "imap.password_file"),
+        raw.password_env.clone(),
+        raw.password_file.clone(),
+        src,
+    )?;
     match auth_kind("imap", raw.auth.as_deref(), src.path)? {
         AuthKind::Password => {
             if raw.oauth2.is_some() {
@@ -143,7 +148,12 @@ fn smtp_auth(
     data_dir: &Path,
     src: &Source,
 ) -> Result<Option<Auth>, ConfigError> {
-    let password = secret_source("smtp", raw.password_env.clone(), raw.password_file.clone(), src)?;
+    let password = secret_source(
+        ("smtp.password_env", "smtp.password_file"),
+        raw.password_env.clone(),
+        raw.password_file.clone(),
+        src,
+    )?;
     match auth_kind("smtp", raw.auth.as_deref(), src.path)? {
         AuthKind::Password => {
             if raw.oauth2.is_some() {
@@ -213,8 +223,9 @@ fn auth_kind(section: &str, value: Option<&str>, path: &Path) -> Result<AuthKind
     }
 }
 
-fn secret_source(
-    section: &str,
+/// A password's source from its two keys (`keys`: the env key, the file key), at most one set.
+pub(super) fn secret_source(
+    keys: (&str, &str),
     env: Option<String>,
     file: Option<String>,
     src: &Source,
@@ -222,14 +233,14 @@ fn secret_source(
     match (env, file) {
         (Some(_), Some(_)) => Err(ConfigError {
             file: src.path.to_path_buf(),
-            key: format!("{section}.password_file"),
-            problem: "both password_env and password_file are set".into(),
+            key: keys.1.to_string(),
+            problem: format!("both {} and {} are set", short(keys.0), short(keys.1)),
             fix: "keep one of them".into(),
         }),
         (Some(var), None) if var.trim().is_empty() || var.contains(char::is_whitespace) => {
             Err(ConfigError {
                 file: src.path.to_path_buf(),
-                key: format!("{section}.password_env"),
+                key: keys.0.to_string(),
                 problem: format!("{var:?} is not an environment variable name"),
                 fix: "name the variable that holds the password, e.g. \"GATEHOUSE_IMAP_PASSWORD\" (the password itself never goes in this file)".into(),
             })
@@ -259,6 +270,11 @@ fn check_security(host: &str, security: Security) -> Result<(), String> {
         return Err(format!("\"plain\" (unencrypted) is only allowed to this machine, not to {host:?}"));
     }
     Ok(())
+}
+
+/// `imap.password_env` → `password_env`.
+fn short(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
 }
 
 /// Whether `host` names this machine (`localhost`, `127.0.0.1`, `[::1]`…).

@@ -108,7 +108,10 @@ pub struct ServiceSettings {
     pub timezone: Tz,
     pub data_dir: PathBuf,
     /// `None` means SQLite in `data_dir`.
-    pub database_url: Option<String>,
+    pub database: Option<DatabaseSettings>,
+    /// This node's name beside the others sharing the database (`node_name`; default: the
+    /// host name).
+    pub node_name: String,
     pub reference_prefix: String,
     /// Bytes of the ballast file kept in `data_dir` and released when the disk fills, so the
     /// status and the alert can still be written (`disk_ballast_mib`; 0: none).
@@ -505,6 +508,7 @@ impl<'a> Source<'a> {
 
 mod board;
 mod channel;
+mod database;
 mod mail;
 mod oauth2;
 mod people;
@@ -512,6 +516,7 @@ mod raw;
 mod service;
 
 pub use channel::ChannelSettings;
+pub use database::{DatabaseSettings, DatabaseTls};
 pub use mail::is_loopback;
 pub use oauth2::{
     DEFAULT_APP_SCOPE, DEFAULT_DELEGATED_SCOPE, Flow, MICROSOFT_DEVICE_CODE_ENDPOINT,

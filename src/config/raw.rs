@@ -19,6 +19,11 @@ pub(super) const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "timezone",
             "data_dir",
             "database_url",
+            "database_password_env",
+            "database_password_file",
+            "database_ca_file",
+            "database_tls",
+            "node_name",
             "reference_prefix",
             "disk_ballast_mib",
             "disk_warn_free_percent",
@@ -324,6 +329,11 @@ pub(super) struct RawService {
     #[serde(default = "default_data_dir")]
     pub(super) data_dir: String,
     pub(super) database_url: Option<String>,
+    pub(super) database_password_env: Option<String>,
+    pub(super) database_password_file: Option<String>,
+    pub(super) database_ca_file: Option<String>,
+    pub(super) database_tls: Option<String>,
+    pub(super) node_name: Option<String>,
     #[serde(default = "default_prefix")]
     pub(super) reference_prefix: String,
     #[serde(default = "default_ballast_mib")]

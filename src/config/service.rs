@@ -30,20 +30,14 @@ pub(super) fn service(raw: RawService, src: &Source) -> Result<ServiceSettings, 
         ));
     }
     check_disk(&raw, src)?;
-    if let Some(url) = &raw.database_url {
-        check_database_url(url).map_err(|p| {
-            src.err(
-                "service.database_url",
-                p,
-                "use postgres://user@host/db and give the password in $PGPASSWORD, or remove the key to use SQLite",
-            )
-        })?;
-    }
+    let database = super::database::database(&raw, src)?;
+    let node_name = super::database::node_name(&raw, src)?;
     Ok(ServiceSettings {
         name: raw.name,
         timezone,
         data_dir: src.resolve(&raw.data_dir),
-        database_url: raw.database_url,
+        database,
+        node_name,
         reference_prefix: prefix.to_ascii_uppercase(),
         disk_ballast_bytes: raw.disk_ballast_mib << 20,
         disk_warn_free_percent: raw.disk_warn_free_percent,
@@ -74,20 +68,6 @@ fn check_disk(raw: &RawService, src: &Source) -> Result<(), ConfigError> {
             format!("{} MiB is not a usable amount", raw.disk_warn_free_mib),
             "use an amount in MiB, e.g. 200, or 0 for no warning",
         ));
-    }
-    Ok(())
-}
-
-/// Secrets never go in the file, so a URL with a password in it is refused.
-fn check_database_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) else {
-        return Err(format!("{url:?} is not a postgres:// URL"));
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if let Some((userinfo, _)) = authority.rsplit_once('@')
-        && userinfo.contains(':')
-    {
-        return Err("the URL contains a password, and secrets never go in this file".into());
     }
     Ok(())
 }

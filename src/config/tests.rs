@@ -165,6 +165,47 @@ fn debug_output_never_contains_a_secret_value() {
 }
 
 #[test]
+fn postgres_is_verified_tls_unless_on_this_machine_and_its_password_never_shows() {
+    let with = |keys: &str| {
+        load(&VALID.replace("reference_prefix = \"GP\"", &format!("reference_prefix = \"GP\"\n{keys}")))
+    };
+    // SQLite unless a URL is given; the node is named after the host by default.
+    let sqlite = load(VALID).unwrap();
+    assert_eq!(sqlite.service.database, None);
+    assert!(!sqlite.service.node_name.is_empty());
+
+    let remote =
+        with("database_url = \"postgres://gh@db.example:5432/gatehouse\"\nnode_name = \"gatehouse-a\"")
+            .unwrap();
+    let db = remote.service.database.as_ref().unwrap();
+    assert_eq!(db.host, "db.example");
+    assert_eq!(db.tls, DatabaseTls::VerifyFull { ca_file: None });
+    assert_eq!(db.password, None, "no source named: $PGPASSWORD is used");
+    assert_eq!(remote.service.node_name, "gatehouse-a");
+
+    let local = with("database_url = \"postgres://gh@127.0.0.1:15432/gatehouse\"").unwrap();
+    assert_eq!(local.service.database.unwrap().tls, DatabaseTls::Off);
+    let local_verified =
+        with("database_url = \"postgres://gh@localhost/gatehouse\"\ndatabase_tls = \"verify-full\"").unwrap();
+    assert_eq!(local_verified.service.database.unwrap().tls, DatabaseTls::VerifyFull { ca_file: None });
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "not read at load").unwrap();
+    std::fs::write(dir.path().join("db.pw"), "db-pw-that-must-not-leak\n").unwrap();
+    let config_path = dir.path().join("gatehouse.toml");
+    let text = VALID.replace(
+        "reference_prefix = \"GP\"",
+        "reference_prefix = \"GP\"\ndatabase_url = \"postgres://gh@db.example/g\"\ndatabase_password_file = \"db.pw\"\ndatabase_ca_file = \"ca.pem\"",
+    );
+    let c = Config::parse(&text, &config_path).unwrap();
+    let db = c.service.database.as_ref().unwrap();
+    assert_eq!(db.tls, DatabaseTls::VerifyFull { ca_file: Some(dir.path().join("ca.pem")) });
+    let password = db.password().unwrap().unwrap();
+    assert_eq!(password.expose(), "db-pw-that-must-not-leak");
+    assert!(!format!("{c:?} {password:?} {password}").contains("db-pw-that-must-not-leak"));
+}
+
+#[test]
 fn each_meeting_takes_its_date_s_own_time_length_and_place_or_the_defaults() {
     let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     // Without any of them: no time or place, an hour long, papers attached up to 10 MB.
@@ -266,6 +307,34 @@ fn each_config_error_names_the_file_and_key() {
         ("password_env = \"GATEHOUSE_IMAP_PASSWORD\"\n", "", "imap.password_env"),
         ("mailbox = \"INBOX\"", "after_processing = \"delete\"", "imap.after_processing"),
         ("# database", "database_url = \"postgres://u:pw@db/g\"", "service.database_url"),
+        ("# database", "database_url = \"postgres://u@db/g?sslmode=disable\"", "service.database_url"),
+        (
+            "# database",
+            "database_url = \"postgres://u@db/g\"\ndatabase_tls = \"off\"",
+            "service.database_tls",
+        ),
+        (
+            "# database",
+            "database_url = \"postgres://u@db/g\"\ndatabase_tls = \"prefer\"",
+            "service.database_tls",
+        ),
+        ("# database", "database_password_env = \"PGPW\"", "service.database_password_env"),
+        (
+            "# database",
+            "database_url = \"postgres://u@db/g\"\ndatabase_password_env = \"PGPW\"\ndatabase_password_file = \"pw\"",
+            "service.database_password_file",
+        ),
+        (
+            "# database",
+            "database_url = \"postgres://u@db/g\"\ndatabase_ca_file = \"no-such.pem\"",
+            "service.database_ca_file",
+        ),
+        (
+            "# database",
+            "database_url = \"postgres://u@db/g\"\ndatabase_pasword_env = \"PGPW\"",
+            "service.database_pasword_env",
+        ),
+        ("# database", "node_name = \"node a\"", "service.node_name"),
         ("\"sam.patel@nhs.net\"]", "\"sam..patel@nhs.net\"]", "gatekeepers.addresses"),
         ("[priorities]\n", "[members]\ndomains = [\"not a domain\"]\n[priorities]\n", "members.domains"),
         ("[priorities]\n", "[members]\naddresses = [\"lmc\"]\n[priorities]\n", "members.addresses"),

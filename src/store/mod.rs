@@ -14,6 +14,7 @@
 mod error;
 mod ids;
 mod kinds;
+pub mod postgres;
 pub mod retention;
 mod rows;
 pub mod sqlite;
@@ -40,15 +41,12 @@ pub type SharedStore = Arc<dyn Store>;
 /// Opens the database the config names (SQLite in `data_dir` unless `database_url` says
 /// otherwise) and brings its schema up to date.
 pub async fn open(config: &Config) -> anyhow::Result<SharedStore> {
-    match &config.service.database_url {
+    match &config.service.database {
         None => {
             let store = sqlite::SqliteStore::open_in(&config.service.data_dir).await?;
             Ok(Arc::new(store))
         }
-        Some(_) => anyhow::bail!(
-            "{}: service.database_url: the PostgreSQL backend is not available in this build. Fix: remove database_url to use SQLite in data_dir",
-            config.path.display()
-        ),
+        Some(db) => Ok(Arc::new(postgres::PgStore::open(db).await?)),
     }
 }
 

@@ -100,6 +100,7 @@ async fn approaches(app: &TestApp, n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn the_board_hears_of_every_change_to_an_agenda_once_and_in_time() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::new(Options {
         meetings: "[\"2099-12-03\", \"2099-12-10\", \"2099-12-17\"]\ntime = \"13:00\"",
         ..Options::default()
@@ -254,6 +255,7 @@ fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn the_cli_previews_and_resends_an_agenda() {
+    crate::sqlite_only!("reads the SQLite file directly (what the board was told)");
     let app = TestApp::spawn().await;
     let r = approaches(&app, 2).await;
     app.cli_ok(&["triage", &r[0], "meeting", "2099-12-03"]);

@@ -42,6 +42,7 @@ async fn bench_arrival_to_acknowledgement_latency() {
 #[tokio::test]
 #[ignore = "benchmark"]
 async fn bench_summary_over_100k_requests() {
+    crate::sqlite_only!("reads the SQLite file directly");
     use std::sync::Arc;
     let app = TestApp::new(crate::helpers::Options::default()).await;
     let pool = sqlx::SqlitePool::connect(&format!(

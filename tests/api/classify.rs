@@ -57,6 +57,7 @@ async fn machine_mail_is_logged_as_automated_and_never_becomes_a_request() {
 
 #[tokio::test]
 async fn legacy_charsets_and_html_only_mail_read_correctly() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let app = TestApp::spawn().await;
     let m = app.deliver_fixture("outlook-windows-1252.eml").await;
     let r = request_for(&app, m.reference.as_deref().unwrap()).await;
@@ -136,6 +137,7 @@ const WORDED_AUTO_REPLIES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn auto_replies_without_headers_are_filed_unanswered_and_listed_in_the_daily_digest() {
+    crate::sqlite_only!("reads the SQLite file directly");
     use chrono::{Datelike as _, TimeZone as _, Timelike as _};
     let app = TestApp::spawn().await;
     let outbox = || async {

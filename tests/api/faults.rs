@@ -71,6 +71,7 @@ const LOAD_LIMITS: &str =
 
 #[tokio::test]
 async fn twenty_sigkills_during_a_1000_message_backlog_lose_and_duplicate_nothing() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let app =
         TestApp::new(Options { backlog: "treat_as_new", extra: LOAD_LIMITS.into(), ..Options::default() })
             .await;
@@ -304,6 +305,7 @@ async fn sigterm_in_the_middle_of_sending_exits_cleanly_and_sends_nothing_twice(
 
 #[tokio::test]
 async fn a_full_disk_is_reported_and_recovered_from_without_loss() {
+    crate::sqlite_only!("the disk-full ballast is SQLite's");
     // The default 8 MiB ballast: room for the status, the alert and SQLite's checkpoint of
     // its write-ahead log (up to about 4 MiB) once it is released.
     let app = TestApp::new(Options::default()).await;
@@ -445,6 +447,7 @@ fn assert_each_sent_once(rows: &[(String, String, i64, String)], delivered: &BTr
 
 #[tokio::test]
 async fn a_dovecot_restart_loses_and_duplicates_nothing() {
+    crate::sqlite_only!("reads the SQLite file directly");
     // Its own stack: restarting the shared Dovecot would break the tests running beside this.
     let private = PrivateStack::start();
     let stack = private.stack;
@@ -516,6 +519,7 @@ async fn a_dovecot_restart_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn postfix_down_for_minutes_then_every_email_goes_once() {
+    crate::sqlite_only!("reads the SQLite file directly");
     // Its own stack: stopping the shared Postfix would break the tests running beside this.
     let private = PrivateStack::start();
     let stack = private.stack;

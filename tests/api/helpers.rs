@@ -368,7 +368,118 @@ pub struct TestApp {
     pub board: String,
     pub stack: &'static Stack,
     pub store: SharedStore,
+    /// The PostgreSQL database made for this app (dropped with it), when the tests run on
+    /// PostgreSQL.
+    pub pg: Option<PgTestDb>,
     daemon: Option<(CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// The backend the integration tests run on: `GATEHOUSE_TEST_BACKEND=postgres` for the
+/// private cluster `deploy/local/pgcluster` runs (a fresh database per app), SQLite
+/// otherwise.
+pub fn on_postgres() -> bool {
+    std::env::var("GATEHOUSE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// Returns from the test (with a line saying why) when it runs on PostgreSQL: for tests of
+/// what only SQLite has (its file, `gatehouse backup`, the disk-full ballast) or that read
+/// the SQLite file directly.
+#[macro_export]
+macro_rules! sqlite_only {
+    ($why:expr) => {
+        if $crate::helpers::on_postgres() {
+            // Past the test harness's capture (it takes only the print macros), so the run
+            // shows every skip and deploy/local/test can count them.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED on PostgreSQL: {}: {}", module_path!(), $why);
+            return;
+        }
+    };
+}
+
+/// A database of its own on the private PostgreSQL cluster, dropped when the app is.
+#[derive(Debug)]
+pub struct PgTestDb {
+    name: String,
+    admin: sqlx::postgres::PgConnectOptions,
+}
+
+/// The private cluster's settings: `GATEHOUSE_PG_*` from the environment (as
+/// `deploy/local/test` exports them), else from `deploy/local/pgcluster env`.
+fn pg_cluster() -> BTreeMap<String, String> {
+    let from_env: BTreeMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("GATEHOUSE_PG_")).collect();
+    if from_env.contains_key("GATEHOUSE_PG_URL") {
+        return from_env;
+    }
+    let out = Command::new(Path::new(REPO).join("deploy/local/pgcluster")).arg("env").output().unwrap();
+    assert!(
+        out.status.success(),
+        "GATEHOUSE_TEST_BACKEND=postgres but no private cluster: start one with `deploy/local/pgcluster up`"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+impl PgTestDb {
+    /// Creates a fresh database; returns it with the `[service]` lines that point gatehouse
+    /// at it (password from the cluster's file, TLS verified against its CA).
+    async fn create() -> (PgTestDb, String) {
+        use sqlx::Connection as _;
+        let vars = pg_cluster();
+        let get = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("pgcluster env lacks {k}"));
+        let url = get("GATEHOUSE_PG_URL");
+        let (password_file, ca_file) = (get("GATEHOUSE_PG_PASSWORD_FILE"), get("GATEHOUSE_PG_CA_FILE"));
+        let password = std::fs::read_to_string(&password_file).unwrap();
+        let admin: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let admin = admin
+            .password(password.trim())
+            .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+            .ssl_root_cert(ca_file.as_str());
+        let name = format!("gh_api_{}{}", rand_suffix(), rand_suffix());
+        let mut conn = sqlx::PgConnection::connect_with(&admin).await.expect("the private cluster answers");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let _ = conn.close().await;
+        let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+        let lines = format!(
+            "database_url = \"{base}/{name}\"\ndatabase_password_file = \"{password_file}\"\ndatabase_ca_file = \"{ca_file}\"\n"
+        );
+        (PgTestDb { name, admin }, lines)
+    }
+}
+
+impl PgTestDb {
+    /// A pool on this database, for a test that reads what the store wrote.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect_with(self.admin.clone().database(&self.name)).await.unwrap()
+    }
+}
+
+impl Drop for PgTestDb {
+    /// Drops the database (closing whatever still holds it: an aborted daemon's pool) on a
+    /// thread of its own, since the test's runtime may be the one being dropped.
+    fn drop(&mut self) {
+        let (name, admin) = (self.name.clone(), self.admin.clone());
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map(drop)
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}: {dropped:?}", self.name);
+        }
+    }
 }
 
 impl TestApp {
@@ -395,6 +506,12 @@ impl TestApp {
             (users.next().unwrap(), users.next().unwrap(), users.next().unwrap());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("imap.password"), format!("{PASSWORD}\n")).unwrap();
+        let (pg, database) = if on_postgres() {
+            let (db, lines) = PgTestDb::create().await;
+            (Some(db), lines)
+        } else {
+            (None, String::new())
+        };
         let port = options.port.unwrap_or(match options.security {
             "tls" => stack.imaps_port,
             _ => stack.imap_port,
@@ -406,7 +523,7 @@ name = "Test GP Leadership Group"
 timezone = "Europe/London"
 data_dir = "data"
 reference_prefix = "GP"
-
+{database}
 [imap]
 host = "{host}"
 port = {port}
@@ -456,13 +573,14 @@ shift = "Reducing the shift of work from secondary to primary care"
             meetings = options.meetings,
             submission = options.smtp_port.unwrap_or(stack.submission_port),
             extra = options.extra,
+            database = database,
         );
         let config_path = dir.path().join("gatehouse.toml");
         std::fs::write(&config_path, text).unwrap();
         let config = Config::load(&config_path).expect("test config loads");
         let store = gatehouse::store::open(&config).await.unwrap();
         store.migrate().await.unwrap();
-        TestApp { dir, config_path, shared, gatekeeper, board, stack, store, daemon: None }
+        TestApp { dir, config_path, shared, gatekeeper, board, stack, store, pg, daemon: None }
     }
 
     pub async fn spawn() -> TestApp {

@@ -53,6 +53,7 @@ fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     // A: closed three years ago. B: still open, a little over a year old. C: closed a little
     // over a year ago.
@@ -231,6 +232,7 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn export_writes_everything_about_one_person_and_erase_removes_one_request() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     let jo = app.stack.user("jo", "icb.test");
     let other = app.stack.user("sam", "icb.test");
@@ -366,6 +368,7 @@ async fn export_writes_everything_about_one_person_and_erase_removes_one_request
 
 #[tokio::test]
 async fn a_backup_taken_while_running_restores_by_the_readme_steps_and_carries_on() {
+    crate::sqlite_only!("gatehouse backup copies a SQLite database");
     let mut app = TestApp::new(Options::default()).await;
     app.start().await;
     let first = approach(&app, "Backup one: winter pressures").await;

@@ -120,6 +120,7 @@ async fn summary_send_goes_once_per_week_unless_forced() {
 
 #[tokio::test]
 async fn the_schedule_keeps_local_time_across_clock_changes_and_catches_up_once() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let app = TestApp::new(Options::default()).await;
     let clock = Arc::new(ManualClock::new(london(2026, 10, 24, 12, 0)));
     let s = summaries(&app, clock.clone());
@@ -171,6 +172,7 @@ async fn the_schedule_keeps_local_time_across_clock_changes_and_catches_up_once(
 
 #[tokio::test]
 async fn each_meeting_gets_its_agenda_once() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let app =
         TestApp::new(Options { meetings: "[\"2099-12-03\", \"2099-12-10\"]", ..Options::default() }).await;
     let mut app = app;
@@ -218,6 +220,7 @@ async fn each_meeting_gets_its_agenda_once() {
 
 #[tokio::test]
 async fn the_board_sees_notes_and_addresses_only_when_configured() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     let refs = a_week_of_approaches(&app).await;
     app.stop().await;

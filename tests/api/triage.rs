@@ -640,6 +640,7 @@ async fn the_cli_decides_like_an_email_and_a_later_decision_replaces_the_earlier
 
 #[tokio::test]
 async fn reminders_come_once_a_working_day_for_what_has_waited_two_working_days() {
+    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     let a = approach(&app, "Waiting over a weekend").await;
     app.stop().await;
