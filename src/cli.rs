@@ -4,6 +4,7 @@
 //! Output formats are part of the interface contract (PRODUCT.md): JSON is one array of
 //! every matching row, addresses bare and lower-case, absent values `null`, times RFC 3339.
 
+mod db;
 mod housekeeping;
 
 use std::io::Write as _;
@@ -119,8 +120,28 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Database moves: `db copy --to postgres://…` (SQLite to PostgreSQL).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Show what the running daemon is doing; exit 0 if it is alive and watching the inbox.
     Status {
+        #[arg(long, value_enum, default_value_t = TextFormat::Text)]
+        format: TextFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy everything from the SQLite database in data_dir into an empty PostgreSQL
+    /// database, in one transaction, and keep it only if every table's count and checksum
+    /// match (exit non-zero otherwise). Stop the daemon first. The password and TLS are the
+    /// config's database_* settings when its database_url is this URL, else $PGPASSWORD.
+    Copy {
+        /// The PostgreSQL database: postgres://USER@HOST:PORT/DB (no password in it).
+        #[arg(long, value_name = "URL")]
+        to: String,
         #[arg(long, value_enum, default_value_t = TextFormat::Text)]
         format: TextFormat,
     },
@@ -319,6 +340,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { file, force } => {
             housekeeping::backup(open_migrated(&config).await?, &file, force).await
         }
+        Command::Db { command: DbCommand::Copy { to, format } } => db::copy(&config, &to, format).await,
         Command::Status { format } => status(&config, format).await,
         Command::Summary { command } => summary(&config, command).await,
         Command::Agenda { command } => agenda(&config, command).await,

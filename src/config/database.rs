@@ -43,6 +43,33 @@ impl DatabaseSettings {
     }
 }
 
+impl DatabaseSettings {
+    /// The database a command names on its command line (`gatehouse db copy --to URL`),
+    /// logged in to exactly as the daemon would: with the config's own `database_*`
+    /// settings when its `database_url` is this URL; otherwise the URL alone, checked as
+    /// `database_url` is (no password, no TLS parameters in it), the password from
+    /// `$PGPASSWORD` and TLS verified against the web's roots except to this machine.
+    pub fn for_url(url: &str, configured: Option<&DatabaseSettings>) -> Result<DatabaseSettings, String> {
+        let url = url.trim();
+        let host = url_host(url)?;
+        match configured {
+            Some(db) if db.url == url => Ok(db.clone()),
+            Some(db) => Err(format!(
+                "the config's database_url is {}, not {url}: give that URL, or remove database_url to name another database with $PGPASSWORD",
+                db.url
+            )),
+            None => {
+                let tls = if is_loopback(&host) {
+                    DatabaseTls::Off
+                } else {
+                    DatabaseTls::VerifyFull { ca_file: None }
+                };
+                Ok(DatabaseSettings { url: url.to_string(), host, password: None, tls })
+            }
+        }
+    }
+}
+
 /// Checks the `database_*` keys; `None` when there is no `database_url` (SQLite).
 pub(super) fn database(raw: &RawService, src: &Source) -> Result<Option<DatabaseSettings>, ConfigError> {
     let Some(url) = raw.database_url.as_deref().map(str::trim) else {

@@ -11,6 +11,7 @@
 //! undone alone is [`Tx::begin_step`]/[`Tx::end_step`]. So a second backend implements the
 //! two traits needing nothing from SQLite. SQLite is the default backend ([`sqlite`]).
 
+pub mod copy;
 mod error;
 mod ids;
 mod kinds;

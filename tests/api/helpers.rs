@@ -427,7 +427,7 @@ fn pg_cluster() -> BTreeMap<String, String> {
 impl PgTestDb {
     /// Creates a fresh database; returns it with the `[service]` lines that point gatehouse
     /// at it (password from the cluster's file, TLS verified against its CA).
-    async fn create() -> (PgTestDb, String) {
+    pub async fn create() -> (PgTestDb, String) {
         use sqlx::Connection as _;
         let vars = pg_cluster();
         let get = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("pgcluster env lacks {k}"));

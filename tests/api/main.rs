@@ -9,6 +9,7 @@ mod bench;
 mod channel;
 mod classify;
 mod cli;
+mod db_copy;
 mod doors;
 mod faults;
 mod helpers;

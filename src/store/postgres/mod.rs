@@ -44,7 +44,8 @@ use crate::config::{DatabaseSettings, DatabaseTls};
 use crate::domain::{Decision, EmailAddress, Status};
 use error::sorted;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The schema changes, shared with `store::copy`, which applies them inside its own transaction.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connections kept open: the daemon's intake, outbox, schedules and lease, plus CLI reads.
 const MAX_CONNECTIONS: u32 = 10;
