@@ -93,7 +93,7 @@ fn print_text(copied: &Copied, file: &Path, url: &str) -> anyhow::Result<()> {
     if copied.committed {
         writeln!(
             out,
-            "Copied {rows} rows in {} tables; every table's count and checksum match. Now set database_url in [service] and start the daemon.",
+            "Copied {rows} rows in {} tables; every table's count and checksum match. Next: start the daemon with [service] database_url = \"{url}\" (docs/UPGRADE-POSTGRES.md).",
             copied.tables.len()
         )?;
     } else {

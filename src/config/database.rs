@@ -201,7 +201,31 @@ fn host_name() -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::url_host;
+    use super::{DatabaseSettings, DatabaseTls, url_host};
+
+    #[test]
+    fn a_url_on_the_command_line_logs_in_as_the_config_says() {
+        let remote = DatabaseSettings::for_url("postgres://gh@db.example:5432/g", None).unwrap();
+        assert_eq!(remote.tls, DatabaseTls::VerifyFull { ca_file: None });
+        assert_eq!(remote.password, None, "$PGPASSWORD, as for the daemon");
+        let local = DatabaseSettings::for_url("postgres://gh@127.0.0.1:5432/g", None).unwrap();
+        assert_eq!(local.tls, DatabaseTls::Off);
+        assert!(DatabaseSettings::for_url("postgres://gh:pw@db/g", None).unwrap_err().contains("password"));
+        assert!(
+            DatabaseSettings::for_url("postgres://gh@db/g?sslmode=disable", None)
+                .unwrap_err()
+                .contains("sslmode")
+        );
+        let configured = DatabaseSettings {
+            url: "postgres://gh@db.example:5432/g".into(),
+            host: "db.example".into(),
+            password: Some(crate::secret::SecretSource::Env("GH_DB".into())),
+            tls: DatabaseTls::VerifyFull { ca_file: Some("/etc/ca.pem".into()) },
+        };
+        assert_eq!(DatabaseSettings::for_url(&configured.url, Some(&configured)).unwrap(), configured);
+        let other = DatabaseSettings::for_url("postgres://gh@elsewhere/g", Some(&configured)).unwrap_err();
+        assert!(other.contains("database_url is postgres://gh@db.example:5432/g"), "{other}");
+    }
 
     #[test]
     fn url_hosts_are_found_and_passwords_refused() {

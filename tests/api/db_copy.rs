@@ -228,6 +228,21 @@ async fn refused_copies_write_nothing() {
     assert!(!out.status.success());
     assert!(text(&out).contains("password"), "{}", text(&out));
 
+    // A value PostgreSQL cannot hold (a NUL in text) fails the copy half-way: nothing is
+    // left behind, not even the schema.
+    let db = sqlite_file(&app);
+    db.execute(
+        "INSERT INTO alerts (key, subject, first_raised, last_sent) VALUES ('nul', ?1, 0, 0)",
+        ["a\0b"],
+    )
+    .unwrap();
+    let out = db_copy(&app, &url, false, &[("PGPASSWORD", password.trim())]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("alerts") && text(&out).contains("rolled back"), "{}", text(&out));
+    assert!(pg_counts(&pool).await.is_empty(), "a failed copy leaves nothing: {:?}", pg_counts(&pool).await);
+    db.execute("DELETE FROM alerts WHERE key = 'nul'", []).unwrap();
+    drop(db);
+
     // The right password copies (and exits 0, printing the table).
     let out = db_copy(&app, &url, false, &[("PGPASSWORD", password.trim())]);
     assert!(out.status.success(), "{}", text(&out));

@@ -75,6 +75,28 @@ pub async fn sqlite_to_postgres(sqlite: &Path, target: &DatabaseSettings) -> any
             held.join(", ")
         );
     }
+    let copied =
+        copy_tables(&mut tx, sqlite).await.context("Nothing was copied (the transaction was rolled back)")?;
+    let committed = copied.tables.iter().all(TableCopied::matches);
+    if committed {
+        tx.commit().await.context("Cannot commit the copy")?;
+    } else {
+        tx.rollback().await.context("Cannot roll back the copy")?;
+    }
+    // The SQLite file's lock is let go only now that the copy is kept (or not).
+    drop(copied.source);
+    let _ = conn.close().await;
+    Ok(Copied { tables: copied.tables, committed })
+}
+
+/// The compared tables, and the source still locked.
+struct Compared {
+    tables: Vec<TableCopied>,
+    source: Source,
+}
+
+/// Everything between the empty check and the commit, in the transaction `tx` holds.
+async fn copy_tables(tx: &mut PgConnection, sqlite: &Path) -> anyhow::Result<Compared> {
     let path: PathBuf = sqlite.to_path_buf();
     let (source, tables) = tokio::task::spawn_blocking(move || {
         let source = Source::open(&path)?;
@@ -83,7 +105,7 @@ pub async fn sqlite_to_postgres(sqlite: &Path, target: &DatabaseSettings) -> any
     })
     .await
     .context("The SQLite thread failed")??;
-    let plans = target::plan(&mut tx, &tables).await?;
+    let plans = target::plan(tx, &tables).await?;
 
     let (send, mut received) = mpsc::channel::<Read>(2);
     let reading = {
@@ -106,13 +128,13 @@ pub async fn sqlite_to_postgres(sqlite: &Path, target: &DatabaseSettings) -> any
             match read {
                 Read::Batch(i, mut rows) => {
                     pending.extend(hold_back_self_refs(&plans[i], &mut rows));
-                    target::insert(&mut tx, &plans[i], rows).await?;
+                    target::insert(tx, &plans[i], rows).await?;
                 }
                 Read::Done(i, sum) => {
                     for (column, key, value) in pending.drain(..) {
-                        target::set_self_ref(&mut tx, &plans[i], column, key, value).await?;
+                        target::set_self_ref(tx, &plans[i], column, key, value).await?;
                     }
-                    target::advance_identity(&mut tx, &plans[i]).await?;
+                    target::advance_identity(tx, &plans[i]).await?;
                     sums[i] = Some(sum);
                 }
             }
@@ -132,18 +154,10 @@ pub async fn sqlite_to_postgres(sqlite: &Path, target: &DatabaseSettings) -> any
         copied.push(TableCopied {
             table: plan.name.clone(),
             source: source_sum,
-            target: target::checksum(&mut tx, plan).await?,
+            target: target::checksum(tx, plan).await?,
         });
     }
-    let committed = copied.iter().all(TableCopied::matches);
-    if committed {
-        tx.commit().await.context("Cannot commit the copy")?;
-    } else {
-        tx.rollback().await.context("Cannot roll back the copy")?;
-    }
-    drop(source);
-    let _ = conn.close().await;
-    Ok(Copied { tables: copied, committed })
+    Ok(Compared { tables: copied, source })
 }
 
 /// Takes out of `rows` the values that refer to rows of the same table (inserted as NULL,
