@@ -176,3 +176,29 @@ fn hold_back_self_refs(plan: &TablePlan, rows: &mut Rows) -> Vec<(usize, i64, i6
     }
     held
 }
+
+#[cfg(test)]
+mod tests {
+    use super::value::{Column, Kind};
+    use super::*;
+
+    #[test]
+    fn references_within_a_table_wait_until_every_row_is_in() {
+        let int = |name: &str| Column { name: name.into(), kind: Kind::Int };
+        let plan = TablePlan {
+            name: "requests".into(),
+            columns: vec![int("id"), int("duplicate_of"), int("probable_duplicate_of")],
+            self_refs: vec![1, 2],
+            key: Some(0),
+            identity: Some("id".into()),
+        };
+        // Request 1 marked the duplicate of the later request 2.
+        let mut rows = vec![
+            vec![Value::Int(1), Value::Int(2), Value::Null],
+            vec![Value::Int(2), Value::Null, Value::Int(1)],
+        ];
+        let held = hold_back_self_refs(&plan, &mut rows);
+        assert_eq!(held, vec![(1, 1, 2), (2, 2, 1)]);
+        assert!(rows.iter().all(|r| r[1] == Value::Null && r[2] == Value::Null));
+    }
+}
