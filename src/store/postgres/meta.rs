@@ -42,3 +42,13 @@ pub(super) async fn ping(conn: &mut PgConnection) -> anyhow::Result<()> {
     sqlx::query("SELECT 1").execute(&mut *conn).await.context("The database does not answer")?;
     Ok(())
 }
+
+/// Runs a statement that takes no values and returns no rows (savepoints), failing with `what`.
+pub(super) async fn exec(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    what: &'static str,
+) -> anyhow::Result<()> {
+    sqlx::query(sql).execute(&mut *conn).await.context(what)?;
+    Ok(())
+}

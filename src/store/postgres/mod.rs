@@ -144,7 +144,7 @@ impl Store for PgStore {
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let tx = sorted(self.pool.begin().await.context("Cannot start a transaction"))?;
-        Ok(Box::new(PgTx { tx, unreleased: 0 }))
+        Ok(Box::new(PgTx { tx }))
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> StoreResult<Vec<RequestRow>> {
@@ -348,10 +348,6 @@ impl Store for PgStore {
 /// A transaction on one pooled connection; dropped without commit, it rolls back.
 struct PgTx {
     tx: Transaction<'static, Postgres>,
-    /// Steps kept whose savepoints are still open: released by the next savepoint statement
-    /// (sent with it, in one round trip) or by COMMIT, rather than each by a round trip of its
-    /// own. The inbox keeps one step per message, and every round trip counts there.
-    unreleased: usize,
 }
 
 /// Calls query function `$f` on the transaction's connection with the rest of the
@@ -362,40 +358,17 @@ macro_rules! in_tx {
     };
 }
 
-/// The savepoint every step opens (a step inside a step opens another of the same name, and
-/// PostgreSQL then means the newest by it).
-const SAVEPOINT: &str = "SAVEPOINT gatehouse_step;";
-const RELEASE: &str = "RELEASE SAVEPOINT gatehouse_step;";
-const ROLLBACK: &str = "ROLLBACK TO SAVEPOINT gatehouse_step;";
-
-impl PgTx {
-    /// Runs savepoint statements in one round trip (simple query protocol: several
-    /// statements, no values); afterwards no kept step's savepoint is open.
-    async fn savepoints(&mut self, sql: String, what: &'static str) -> StoreResult<()> {
-        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *self.tx).await;
-        sorted(done.map(drop).context(what))?;
-        self.unreleased = 0;
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Tx for PgTx {
     async fn begin_step(&mut self) -> StoreResult<Step> {
-        let sql = RELEASE.repeat(self.unreleased) + SAVEPOINT;
-        self.savepoints(sql, "Cannot start a step").await?;
+        in_tx!(self, meta::exec, "SAVEPOINT gatehouse_step", "Cannot start a step")?;
         Ok(Step::opened())
     }
     async fn end_step(&mut self, _step: Step, keep: bool) -> StoreResult<()> {
-        if keep {
-            self.unreleased += 1;
-            return Ok(());
+        if !keep {
+            in_tx!(self, meta::exec, "ROLLBACK TO SAVEPOINT gatehouse_step", "Cannot undo a step")?;
         }
-        // Steps kept inside this one still have their savepoints, newest last: each is rolled
-        // back to (which also ends a failed statement's aborted state, where a RELEASE would be
-        // refused) and released, outwards, until this step's own is.
-        let sql = format!("{ROLLBACK}{RELEASE}").repeat(self.unreleased + 1);
-        self.savepoints(sql, "Cannot undo a step").await
+        in_tx!(self, meta::exec, "RELEASE SAVEPOINT gatehouse_step", "Cannot end a step")
     }
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         sorted(self.tx.commit().await.context("Cannot commit"))

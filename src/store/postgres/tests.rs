@@ -169,9 +169,9 @@ async fn a_message_is_stored_once_and_its_effects_land_together() {
 /// Two nodes contend for the lease: the first leads; when it stops renewing, the second
 /// takes over with a higher token, and the first learns it lost: its renewal fails and its
 /// fence refuses its writes.
-/// Kept steps leave their savepoints open until the next savepoint statement or COMMIT (a
-/// round trip saved per message): a step undone still undoes exactly itself, with steps kept
-/// inside it, and after a failed statement, as when each savepoint was released at once.
+/// Steps are savepoints: a step undone undoes exactly itself, with the steps kept inside it,
+/// also after a failed statement (when PostgreSQL refuses everything until the rollback);
+/// kept steps stay, and the transaction is usable after an undo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_kept_undone_nested_and_failed_leave_exactly_the_kept_work() {
     let Some(db) = testdb::fresh("steps").await else { return };
