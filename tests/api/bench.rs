@@ -1,42 +1,83 @@
 //! Benchmarks, not tests: ignored by default, run with
 //! `cargo test --release --test api bench_ -- --ignored --nocapture`.
-//! They print figures for BENCHMARKS.md and assert nothing about speed.
+//! They print figures for BENCHMARKS.md and assert nothing about speed. The backend is
+//! SQLite unless `GATEHOUSE_TEST_BACKEND=postgres`; `bench_arrival_latency_sqlite_beside_postgres`
+//! measures both in one run (the private cluster must be up: `deploy/local/pgcluster up`).
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Options, TestApp};
+
+/// Sends one approach from `partner` (a fresh user with an empty Maildir) to `app` through
+/// Postfix, and returns how long until the acknowledgement appears in `partner`'s Maildir.
+async fn arrival_to_acknowledgement(app: &TestApp, partner: &str) -> Duration {
+    let new_dir = app.stack.maildir(partner).join("new");
+    let start = Instant::now();
+    app.stack.send(partner, &app.shared, "Latency probe", "How quickly is this acknowledged?").await;
+    while std::fs::read_dir(&new_dir).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no acknowledgement for {partner}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    start.elapsed()
+}
+
+/// One line of figures: median, p90, p95 and worst of `samples`.
+fn latency_line(what: &str, mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let pct = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).saturating_sub(1)].as_secs_f64();
+    format!(
+        "arrival-to-acknowledgement {what} over {} approaches: p50 {:.3} s, p90 {:.3} s, p95 {:.3} s, max {:.3} s",
+        samples.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.95),
+        samples.last().unwrap().as_secs_f64()
+    )
+}
+
+fn partners(app: &TestApp, tag: &str, n: usize) -> Vec<String> {
+    let wanted: Vec<(String, String)> =
+        (0..n).map(|i| (format!("latency{tag}{i}"), "icb.test".to_string())).collect();
+    let wanted_refs: Vec<(&str, &str)> = wanted.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    app.stack.users(&wanted_refs)
+}
 
 #[tokio::test]
 #[ignore = "benchmark"]
 async fn bench_arrival_to_acknowledgement_latency() {
     let app = TestApp::spawn().await;
-    let wanted: Vec<(String, String)> =
-        (0..30).map(|i| (format!("latency{i}"), "icb.test".to_string())).collect();
-    let wanted_refs: Vec<(&str, &str)> = wanted.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let partners = app.stack.users(&wanted_refs);
     let mut samples = Vec::new();
-    for p in &partners {
-        let new_dir = app.stack.maildir(p).join("new");
-        let start = Instant::now();
-        app.stack.send(p, &app.shared, "Latency probe", "How quickly is this acknowledged?").await;
-        loop {
-            if std::fs::read_dir(&new_dir).map(|d| d.count()).unwrap_or(0) > 0 {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "no acknowledgement for {p}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        samples.push(start.elapsed());
+    for p in &partners(&app, "", 30) {
+        samples.push(arrival_to_acknowledgement(&app, p).await);
     }
-    samples.sort();
-    let pct = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-    println!(
-        "arrival-to-acknowledgement over {} approaches: p50 {:.3} s, p95 {:.3} s, max {:.3} s",
-        samples.len(),
-        pct(0.50).as_secs_f64(),
-        pct(0.95).as_secs_f64(),
-        samples.last().unwrap().as_secs_f64()
-    );
+    let backend = if app.pg.is_some() { "on PostgreSQL" } else { "on SQLite" };
+    println!("{}", latency_line(backend, samples));
+}
+
+/// The same measurement on both backends in one run: two daemons (one on a SQLite file,
+/// one on a fresh database in the private PostgreSQL cluster) take approaches in turn,
+/// which of the two goes first alternating each round, so the machine's drift falls on both.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_arrival_latency_sqlite_beside_postgres() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(30);
+    let mut sqlite = TestApp::new(Options { postgres: Some(false), ..Options::default() }).await;
+    let mut postgres = TestApp::new(Options { postgres: Some(true), ..Options::default() }).await;
+    sqlite.start().await;
+    postgres.start().await;
+    let (sqlite_partners, pg_partners) = (partners(&sqlite, "s", rounds), partners(&postgres, "p", rounds));
+    let (mut on_sqlite, mut on_pg) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        if i % 2 == 0 {
+            on_sqlite.push(arrival_to_acknowledgement(&sqlite, &sqlite_partners[i]).await);
+            on_pg.push(arrival_to_acknowledgement(&postgres, &pg_partners[i]).await);
+        } else {
+            on_pg.push(arrival_to_acknowledgement(&postgres, &pg_partners[i]).await);
+            on_sqlite.push(arrival_to_acknowledgement(&sqlite, &sqlite_partners[i]).await);
+        }
+    }
+    println!("{}", latency_line("on SQLite", on_sqlite));
+    println!("{}", latency_line("on PostgreSQL", on_pg));
 }
 
 #[tokio::test]

@@ -342,6 +342,9 @@ pub struct Options {
     pub backlog: &'static str,
     pub meetings: &'static str,
     pub extra: String,
+    /// The backend for this app alone: `Some(true)` PostgreSQL, `Some(false)` SQLite, `None`
+    /// as `GATEHOUSE_TEST_BACKEND` says (for a benchmark that puts the two side by side).
+    pub postgres: Option<bool>,
 }
 
 impl Default for Options {
@@ -354,6 +357,7 @@ impl Default for Options {
             backlog: "log_only",
             meetings: "[\"2099-12-03\", \"2099-12-10\"]",
             extra: String::new(),
+            postgres: None,
         }
     }
 }
@@ -506,7 +510,7 @@ impl TestApp {
             (users.next().unwrap(), users.next().unwrap(), users.next().unwrap());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("imap.password"), format!("{PASSWORD}\n")).unwrap();
-        let (pg, database) = if on_postgres() {
+        let (pg, database) = if options.postgres.unwrap_or_else(on_postgres) {
             let (db, lines) = PgTestDb::create().await;
             (Some(db), lines)
         } else {

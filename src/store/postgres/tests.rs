@@ -169,6 +169,48 @@ async fn a_message_is_stored_once_and_its_effects_land_together() {
 /// Two nodes contend for the lease: the first leads; when it stops renewing, the second
 /// takes over with a higher token, and the first learns it lost: its renewal fails and its
 /// fence refuses its writes.
+/// Steps are savepoints: a step undone undoes exactly itself, with the steps kept inside it,
+/// also after a failed statement (when PostgreSQL refuses everything until the rollback);
+/// kept steps stay, and the transaction is usable after an undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_kept_undone_nested_and_failed_leave_exactly_the_kept_work() {
+    let Some(db) = testdb::fresh("steps").await else { return };
+    let store = &db.store;
+    let mut tx = store.begin().await.unwrap();
+    let kept = tx.begin_step().await.unwrap();
+    assert_eq!(tx.next_reference_seq(2026).await.unwrap(), 1);
+    tx.insert_request(&request(1, "tok-1"), Utc::now()).await.unwrap();
+    tx.end_step(kept, true).await.unwrap();
+    // A step with a kept step inside it, undone: both go.
+    let outer = tx.begin_step().await.unwrap();
+    assert_eq!(tx.next_reference_seq(2026).await.unwrap(), 2);
+    let inner = tx.begin_step().await.unwrap();
+    assert_eq!(tx.next_reference_seq(2026).await.unwrap(), 3);
+    tx.end_step(inner, true).await.unwrap();
+    tx.end_step(outer, false).await.unwrap();
+    // A step whose statement failed (the transaction refuses everything until it is rolled
+    // back to), with a kept step inside it: undone, and the transaction is usable again.
+    let outer = tx.begin_step().await.unwrap();
+    let inner = tx.begin_step().await.unwrap();
+    assert_eq!(tx.next_reference_seq(2026).await.unwrap(), 2);
+    tx.end_step(inner, true).await.unwrap();
+    tx.insert_request(&request(1, "tok-1"), Utc::now()).await.expect_err("the reference is taken");
+    tx.end_step(outer, false).await.unwrap();
+    assert_eq!(tx.next_reference_seq(2026).await.unwrap(), 2);
+    tx.insert_request(&request(2, "tok-2"), Utc::now()).await.unwrap();
+    let last = tx.begin_step().await.unwrap();
+    tx.end_step(last, true).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert!(store.find_request("GP-2026-0001").await.unwrap().is_some());
+    assert!(store.find_request("GP-2026-0002").await.unwrap().is_some());
+    assert!(store.find_request("GP-2026-0003").await.unwrap().is_none());
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.next_reference_seq(2026).await.unwrap(), 3, "the counter as committed");
+    drop(tx);
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_when_the_leader_stops_renewing_and_the_old_leader_is_fenced() {
     let Some(db) = testdb::fresh("lease").await else { return };
