@@ -490,6 +490,16 @@ impl TestApp {
 
     /// Like [`TestApp::new`], on a given stack (a [`PrivateStack`]'s).
     pub async fn new_on(stack: &'static Stack, options: Options) -> TestApp {
+        Self::build(stack, options, on_postgres()).await
+    }
+
+    /// Like [`TestApp::new`], on a fresh PostgreSQL database whichever the suite's backend
+    /// (for what only PostgreSQL has: several nodes on one database).
+    pub async fn new_postgres(options: Options) -> TestApp {
+        Self::build(stack(), options, true).await
+    }
+
+    async fn build(stack: &'static Stack, options: Options, postgres: bool) -> TestApp {
         // The in-process daemon's log, captured per test and shown when one fails (warnings
         // and errors; GATEHOUSE_TEST_LOG=info or debug for more).
         let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_TEST_LOG")
@@ -506,7 +516,7 @@ impl TestApp {
             (users.next().unwrap(), users.next().unwrap(), users.next().unwrap());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("imap.password"), format!("{PASSWORD}\n")).unwrap();
-        let (pg, database) = if on_postgres() {
+        let (pg, database) = if postgres {
             let (db, lines) = PgTestDb::create().await;
             (Some(db), lines)
         } else {

@@ -10,6 +10,7 @@ mod channel;
 mod classify;
 mod cli;
 mod doors;
+mod failover;
 mod faults;
 mod helpers;
 mod hostile;
