@@ -154,7 +154,9 @@ impl App {
             if grace.is_some() {
                 tracing::warn!("Node {}: lost the leader lease; stopping the leader's work", seat.node);
             }
-            stop(tasks, grace.unwrap_or(GRACE)).await;
+            // On shutdown, a second of the daemon's grace is kept for releasing the lease,
+            // so a standby takes over at its next try instead of waiting it out.
+            stop(tasks, grace.unwrap_or(GRACE.saturating_sub(Duration::from_secs(1)))).await;
             if grace.is_some() {
                 tracing::info!("Node {}: standing by", seat.node);
             }

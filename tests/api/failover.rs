@@ -305,7 +305,7 @@ async fn a_leader_cut_off_from_the_database_stands_down_and_the_standby_takes_ov
     a.start();
     let pool = &pool;
     wait_until_within(TAKEOVER_BOUND, "node-a to lead", || async move {
-        leader(&pool).await.filter(|(h, _)| h == "node-a")
+        leader(pool).await.filter(|(h, _)| h == "node-a")
     })
     .await;
     b.start();
@@ -315,7 +315,7 @@ async fn a_leader_cut_off_from_the_database_stands_down_and_the_standby_takes_ov
     approaches.settle(&app).await;
 
     proxy.refuse(true);
-    wait_for_leader(&pool, Some("node-a")).await;
+    wait_for_leader(pool, Some("node-a")).await;
     wait_until_within(TAKEOVER_BOUND, "node-a to stand down", || {
         let stood_down = a.log().contains("node-a: lost the leader lease");
         async move { stood_down.then_some(()) }

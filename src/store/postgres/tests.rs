@@ -476,7 +476,6 @@ async fn a_fenced_store_writes_only_while_its_lease_is_current() {
     let (holding, fence) = tokio::sync::watch::channel(None);
     let store = db.store.clone().fenced(fence);
     let now = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
-    use crate::store::Tx as _;
     let meta = |store: &super::PgStore, value: &'static str| {
         let store = store.clone();
         async move {
