@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock as _, SystemClock, rfc3339};
 use crate::config::Config;
 use crate::domain::Status;
+use crate::store::postgres::lease::NodeRole;
 use crate::store::{
     self, EventRow, MessageId, MessageRow, RequestFilter, RequestRow, RetryRequest, SharedStore,
 };
@@ -426,7 +427,11 @@ async fn check(config: &Config) -> ExitCode {
     match open_migrated(config).await {
         Ok(store) => match store.ping().await {
             Ok(()) => {
-                println!("database ready ({})", store.describe());
+                match crate::daemon::leadership::describe_database(config, &store).await {
+                    Ok(line) => println!("database ready ({line})"),
+                    Err(e) => println!("database ready ({}; {e:#})", store.describe()),
+                }
+                failed |= !check_node(config).await;
                 failed |= !check_authentication(config, &store).await;
             }
             Err(e) => {
@@ -440,6 +445,31 @@ async fn check(config: &Config) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// This node's name and role as the lease stands (on SQLite: the one node, leading); a
+/// node name that another live node also uses would make them take turns, so it is named.
+async fn check_node(config: &Config) -> bool {
+    let me = &config.service.node_name;
+    match crate::daemon::leadership::nodes(config, SystemClock.now()).await {
+        Ok(nodes) => {
+            let role =
+                nodes.iter().find(|n| &n.node == me).map_or("not yet seen (start it)", |n| n.role.as_str());
+            let leader = nodes.iter().find(|n| n.role == NodeRole::Leader).map(|n| n.node.as_str());
+            let others = match (config.service.database.is_some(), leader) {
+                (false, _) => "SQLite: the only node".to_string(),
+                (true, Some(l)) if l != me => format!("{l} leads, {} node(s) known", nodes.len()),
+                (true, Some(_)) => format!("{} node(s) known", nodes.len()),
+                (true, None) => format!("no node leads now, {} node(s) known", nodes.len()),
+            };
+            println!("node OK ({me}: {role}; {others})");
+            true
+        }
+        Err(e) => {
+            println!("node FAILED ({me}): {e:#}");
+            false
+        }
+    }
 }
 
 /// With `[triage] authserv_id` set: whether the recent mail from gatekeepers carried that
@@ -820,6 +850,7 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
     };
     let watching = matches!(imap.as_str(), "idle" | "polling");
     let smtp_error = daemon.as_ref().and_then(|d| d.smtp_last_error.as_ref());
+    let nodes = crate::daemon::leadership::nodes(config, now).await?;
     match format {
         TextFormat::Json => print_json(&json!({
             "imap": imap,
@@ -833,6 +864,11 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
             "smtp_last_error": smtp_error.map(|(e, _)| e),
             "smtp_last_error_at": smtp_error.map(|(_, at)| rfc3339(*at)),
             "last_summary": last_summary.map(rfc3339),
+            "nodes": nodes.iter().map(|n| json!({
+                "node": n.node,
+                "role": n.role.as_str(),
+                "last_seen": rfc3339(n.last_seen),
+            })).collect::<Vec<_>>(),
         }))?,
         TextFormat::Text => {
             let seen = daemon.as_ref().map(|d| rfc3339(d.last_seen)).unwrap_or_else(|| "never".into());
@@ -849,6 +885,10 @@ async fn status(config: &Config, format: TextFormat) -> anyhow::Result<ExitCode>
                 println!("smtp error:    {} {error}", rfc3339(*at));
             }
             println!("last summary:  {}", last_summary.map(rfc3339).unwrap_or_else(|| "never".into()));
+            for (i, n) in nodes.iter().enumerate() {
+                let label = if i == 0 { "nodes:" } else { "" };
+                println!("{label:<15}{} {} (last seen {})", n.node, n.role.as_str(), rfc3339(n.last_seen));
+            }
         }
     }
     Ok(if alive && watching { ExitCode::SUCCESS } else { ExitCode::FAILURE })

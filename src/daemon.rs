@@ -1,8 +1,16 @@
-//! The daemon: one task per concern (the inbox watcher, the heartbeat), all stopped by one
+//! The daemon: one task per concern (the inbox watcher, the outbox sender, each schedule,
+//! the heartbeat, the disk watch, the health endpoints), all stopped by one
 //! [`CancellationToken`]. Tests start it in-process with their own token; `gatehouse run`
 //! cancels the token on SIGINT or SIGTERM.
+//!
+//! The leader's work (everything that reads the inbox, writes or sends) runs only while
+//! this node leads ([`leadership`]): always on SQLite; on PostgreSQL for each term of the
+//! leader lease, under a child token of its own that is cancelled, and its tasks awaited,
+//! when the term ends. A standby runs the disk watch and health endpoints and keeps its
+//! place in the lease.
 
 pub mod health;
+pub mod leadership;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +27,7 @@ use crate::intake::Intake;
 use crate::mailings::alerts::Alerts;
 use crate::oauth::TokenProvider;
 use crate::outbox::Sender;
+use crate::store::postgres::lease;
 use crate::store::{self, SharedStore};
 use crate::templates::Templates;
 
@@ -35,6 +44,8 @@ pub struct App {
     pub store: SharedStore,
     pub clock: Arc<dyn Clock>,
     pub templates: Arc<Templates>,
+    /// On PostgreSQL: the leader lease this node competes for (`store` is fenced by it).
+    seat: Option<leadership::Seat>,
 }
 
 impl App {
@@ -42,12 +53,21 @@ impl App {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         // Templates first: a broken override is a config error, found before anything runs.
         let templates = Arc::new(Templates::load(&config)?);
-        let store = store::open(&config).await?;
+        let (store, seat): (SharedStore, _) = match &config.service.database {
+            None => (store::open(&config).await?, None),
+            Some(db) => {
+                let pg = store::postgres::PgStore::open(db).await?;
+                let (holding, fence) = tokio::sync::watch::channel(None);
+                let seat =
+                    leadership::Seat { pg: pg.clone(), node: config.service.node_name.clone(), holding };
+                (Arc::new(pg.fenced(fence)), Some(seat))
+            }
+        };
         let applied = store.migrate().await?;
         if applied > 0 {
             tracing::info!("Database {}: applied {applied} migration(s)", store.describe());
         }
-        Ok(Self { config: Arc::new(config), store, clock: Arc::new(SystemClock), templates })
+        Ok(Self { config: Arc::new(config), store, clock: Arc::new(SystemClock), templates, seat })
     }
 
     /// Runs every task until `shutdown` is cancelled, then waits (briefly) for them to stop.
@@ -68,18 +88,22 @@ impl App {
         // to say so.
         disk.ensure_ballast();
         let status = StatusBoard::new(self.store.clone(), self.clock.clone(), disk.clone());
-        // `gatehouse status` sees the daemon as soon as it starts, not a heartbeat later.
-        status.beat().await;
         let tokens = Tokens::new(&self);
+        let leader = LeaderWork { status: status.clone(), alerts, tokens: tokens.for_leader() };
 
         let mut tasks = JoinSet::new();
-        self.spawn_mail(&mut tasks, &tokens, &status, &alerts, &shutdown);
-        self.spawn_schedules(&mut tasks, &alerts, &shutdown);
         self.spawn_housekeeping(&mut tasks, disk, &shutdown);
+        let fence = self.seat.as_ref().map(|seat| seat.holding.subscribe());
         if let Some(listener) = metrics {
-            self.spawn_health(&mut tasks, listener, tokens, &status, &shutdown);
+            self.spawn_health(&mut tasks, listener, tokens, &status, fence, &shutdown);
         }
-        tasks.spawn(heartbeat(status, shutdown.clone()));
+        match self.seat.clone() {
+            None => self.spawn_leader_work(&mut tasks, &leader, &shutdown).await,
+            Some(seat) => {
+                tracing::info!("Node {}: standing by until it holds the leader lease", seat.node);
+                tasks.spawn(self.clone().lead_while_elected(seat, leader, shutdown.clone()));
+            }
+        }
         tracing::info!(
             "gatehouse is running for {} (watching {} on {}:{})",
             self.config.service.name,
@@ -89,8 +113,58 @@ impl App {
         );
 
         shutdown.cancelled().await;
-        stop(tasks).await;
+        stop(tasks, GRACE).await;
         Ok(())
+    }
+
+    /// The leader's work: the inbox and outbox, every schedule, and the heartbeat that
+    /// shows `gatehouse status` what the inbox is doing.
+    async fn spawn_leader_work(
+        &self,
+        tasks: &mut JoinSet<()>,
+        leader: &LeaderWork,
+        term: &CancellationToken,
+    ) {
+        // `gatehouse status` sees the leader as soon as it starts, not a heartbeat later.
+        leader.status.beat().await;
+        self.spawn_mail(tasks, &leader.tokens, &leader.status, &leader.alerts, term);
+        self.spawn_schedules(tasks, &leader.alerts, term);
+        tasks.spawn(heartbeat(leader.status.clone(), term.clone()));
+    }
+
+    /// On a shared database: keeps this node's place in the lease, and runs the leader's
+    /// work for each term it holds it. The lease is released (by [`lease::keep`] stopping)
+    /// only after the last term's tasks have stopped, so two nodes never act at once.
+    async fn lead_while_elected(
+        self,
+        seat: leadership::Seat,
+        leader: LeaderWork,
+        shutdown: CancellationToken,
+    ) {
+        let keeping = CancellationToken::new();
+        let mut holding = seat.holding.subscribe();
+        let keeper = tokio::spawn(lease::keep(seat.pg, seat.node.clone(), seat.holding, keeping.clone()));
+        while let Some(held) = leadership::elected(&mut holding, &shutdown).await {
+            tracing::info!("Node {}: leading (lease token {})", seat.node, held.token);
+            let term = shutdown.child_token();
+            let mut tasks = JoinSet::new();
+            self.spawn_leader_work(&mut tasks, &leader, &term).await;
+            let grace = leadership::term_ended(&mut holding, &shutdown).await;
+            term.cancel();
+            if grace.is_some() {
+                tracing::warn!("Node {}: lost the leader lease; stopping the leader's work", seat.node);
+            }
+            // On shutdown, a second of the daemon's grace is kept for releasing the lease,
+            // so a standby takes over at its next try instead of waiting it out.
+            stop(tasks, grace.unwrap_or(GRACE.saturating_sub(Duration::from_secs(1)))).await;
+            if grace.is_some() {
+                tracing::info!("Node {}: standing by", seat.node);
+            }
+        }
+        keeping.cancel();
+        if let Err(e) = keeper.await {
+            tracing::error!("The leader lease task failed: {e}");
+        }
     }
 
     /// The inbox (reads and logs every approach) and the outbox (sends what it queued).
@@ -148,6 +222,7 @@ impl App {
         listener: tokio::net::TcpListener,
         tokens: Tokens,
         status: &StatusBoard,
+        fence: Option<store::postgres::Fence>,
         shutdown: &CancellationToken,
     ) {
         if let Ok(at) = listener.local_addr() {
@@ -159,9 +234,17 @@ impl App {
             clock: self.clock.clone(),
             status: status.clone(),
             tokens: tokens.by_section,
+            holding: fence,
         };
         tasks.spawn(health::serve(listener, health, shutdown.clone()));
     }
+}
+
+/// What the leader's work shares across its terms.
+struct LeaderWork {
+    status: StatusBoard,
+    alerts: Arc<Alerts>,
+    tokens: Tokens,
 }
 
 /// The OAuth2 token providers: one per distinct `[*.oauth2]` source, shared when IMAP and
@@ -187,13 +270,19 @@ impl Tokens {
             .collect();
         Self { imap, smtp, by_section }
     }
+
+    /// The providers the inbox and outbox use (the health endpoints keep `by_section`).
+    fn for_leader(&self) -> Self {
+        Self { imap: self.imap.clone(), smtp: self.smtp.clone(), by_section: Vec::new() }
+    }
 }
 
-/// Gives the tasks [`GRACE`] to finish their current step, then abandons the rest: the
-/// inbox and outbox redo unfinished work at the next start, so a stop is never a loss.
-async fn stop(mut tasks: JoinSet<()>) {
+/// Gives the tasks `grace` to finish their current step, then abandons the rest: the
+/// inbox and outbox redo unfinished work at the next start (or term), so a stop is never a
+/// loss.
+async fn stop(mut tasks: JoinSet<()>, grace: Duration) {
     tracing::info!("Stopping");
-    let stopped = tokio::time::timeout(GRACE, async {
+    let stopped = tokio::time::timeout(grace, async {
         while let Some(result) = tasks.join_next().await {
             if let Err(e) = result {
                 tracing::error!("A task failed while stopping: {e}");
@@ -203,8 +292,8 @@ async fn stop(mut tasks: JoinSet<()>) {
     .await;
     if stopped.is_err() {
         tracing::warn!(
-            "Some work did not finish within {} s and was abandoned; it will be redone at the next start",
-            GRACE.as_secs()
+            "Some work did not finish within {} ms and was abandoned; it will be redone at the next start",
+            grace.as_millis()
         );
         tasks.abort_all();
     }

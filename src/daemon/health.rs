@@ -46,15 +46,30 @@ pub struct Health {
     pub status: StatusBoard,
     /// The OAuth2 token providers in use, by config section.
     pub tokens: Vec<(&'static str, Arc<TokenProvider>)>,
+    /// On a shared database: the leader lease this node holds (`None` inside: standby).
+    pub holding: Option<crate::store::postgres::Fence>,
+}
+
+/// How a ready node serves: a standby is ready too (it is alive, reaches the database and
+/// will take over), and says so, so a monitor can tell the two roles apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    Leader,
+    Standby,
 }
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 impl Health {
-    /// `/readyz`: `Ok` while the inbox is watched, the database takes writes and the outbox
-    /// is not stuck; otherwise why not, in a line.
-    pub async fn ready(&self) -> Result<(), String> {
+    /// `/readyz`: on the leader, `Ok` while the inbox is watched, the database takes writes
+    /// and the outbox is not stuck; on a standby, `Ok` while the database answers (it has
+    /// nothing else to do until it takes over); otherwise why not, in a line.
+    pub async fn ready(&self) -> Result<Ready, String> {
+        if self.holding.as_ref().is_some_and(|h| h.borrow().is_none()) {
+            self.store.ping().await.map_err(|e| format!("standby cannot reach the database: {e:#}"))?;
+            return Ok(Ready::Standby);
+        }
         let (state, detail) = self.status.imap().await;
         if !matches!(state, ImapState::Idle | ImapState::Polling) {
             let detail = detail.map(|d| format!(": {d}")).unwrap_or_default();
@@ -71,7 +86,7 @@ impl Health {
                 "outbox stuck: {failing} email(s) failed {FAILING_AFTER_ATTEMPTS} or more attempts"
             ));
         }
-        Ok(())
+        Ok(Ready::Leader)
     }
 
     /// `/metrics`: the Prometheus text exposition.
@@ -294,7 +309,8 @@ async fn answer(health: &Health, request: &Request<Incoming>) -> Response<Full<B
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match health.ready().await {
-            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Ok(Ready::Leader) => text(StatusCode::OK, "ready\n".into()),
+            Ok(Ready::Standby) => text(StatusCode::OK, "ready (standby: another node leads)\n".into()),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
         },
         "/metrics" => match health.metrics().await {

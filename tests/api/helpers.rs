@@ -494,6 +494,16 @@ impl TestApp {
 
     /// Like [`TestApp::new`], on a given stack (a [`PrivateStack`]'s).
     pub async fn new_on(stack: &'static Stack, options: Options) -> TestApp {
+        Self::build(stack, options).await
+    }
+
+    /// Like [`TestApp::new`], on a fresh PostgreSQL database whichever the suite's backend
+    /// (for what only PostgreSQL has: several nodes on one database).
+    pub async fn new_postgres(options: Options) -> TestApp {
+        Self::build(stack(), Options { postgres: Some(true), ..options }).await
+    }
+
+    async fn build(stack: &'static Stack, options: Options) -> TestApp {
         // The in-process daemon's log, captured per test and shown when one fails (warnings
         // and errors; GATEHOUSE_TEST_LOG=info or debug for more).
         let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_TEST_LOG")

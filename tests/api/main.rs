@@ -11,6 +11,7 @@ mod classify;
 mod cli;
 mod db_copy;
 mod doors;
+mod failover;
 mod faults;
 mod helpers;
 mod hostile;

@@ -210,7 +210,8 @@ pub async fn nodes(conn: &mut PgConnection) -> anyhow::Result<Vec<NodeRow>> {
 /// the leader's work stops before a standby can take over. On shutdown a held lease is
 /// released so a standby takes over at its next try.
 ///
-/// Not yet started by the daemon (the daemon's leader/standby switch is a later step).
+/// The daemon starts it on PostgreSQL (`daemon::leadership`) and runs the leader's work
+/// while it publishes a lease; its fenced store checks writes against what it publishes.
 pub async fn keep(
     store: super::PgStore,
     node: String,

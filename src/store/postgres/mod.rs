@@ -59,6 +59,22 @@ const DUPLICATE_CANDIDATES: i64 = 200;
 pub struct PgStore {
     pool: PgPool,
     describe: String,
+    /// Set on the daemon's store ([`PgStore::fenced`]): the lease this node holds, as the
+    /// leadership loop publishes it. Every write that matters then checks, in its own
+    /// transaction, that the lease's token is still current ([`lease::check_fence`]); the
+    /// CLI's store has none and writes as an operator.
+    fence: Option<Fence>,
+}
+
+/// What [`lease::keep`] publishes: the lease held now, `None` on a standby.
+pub type Fence = tokio::sync::watch::Receiver<Option<lease::Holding>>;
+
+/// The token this node may write with now: its lease's, while live by its own clock.
+fn leading_token(fence: &Fence) -> anyhow::Result<i64> {
+    match *fence.borrow() {
+        Some(held) if held.is_live(std::time::Instant::now()) => Ok(held.token),
+        _ => anyhow::bail!("This node does not hold the leader lease: a standby writes nothing"),
+    }
 }
 
 /// What to connect with: the URL's user, host, port and database, the password from its
@@ -100,7 +116,13 @@ impl PgStore {
             .connect_with(options)
             .await
             .with_context(|| format!("Cannot connect to the database {describe}"))?;
-        Ok(Self { pool, describe: describe.to_string() })
+        Ok(Self { pool, describe: describe.to_string(), fence: None })
+    }
+
+    /// This store with its writes fenced by the lease `holding` publishes (the daemon's).
+    pub fn fenced(mut self, holding: Fence) -> Self {
+        self.fence = Some(holding);
+        self
     }
 
     /// A connection from the pool, for the lease and other callers of this module's queries.
@@ -114,6 +136,26 @@ impl PgStore {
 macro_rules! pooled {
     ($self:ident, $f:path $(, $arg:expr)* $(,)?) => {
         sorted(async { $f(&mut *$self.connection().await?, $($arg),*).await }.await)
+    };
+}
+
+/// Like [`pooled!`] for a write that matters: on a fenced store it runs in a transaction
+/// that checks the lease before it commits, so a node that lost the lease changes nothing.
+macro_rules! fenced {
+    ($self:ident, $f:path $(, $arg:expr)* $(,)?) => {
+        match &$self.fence {
+            None => pooled!($self, $f $(, $arg)*),
+            Some(fence) => sorted(
+                async {
+                    let mut tx = $self.pool.begin().await.context("Cannot start a transaction")?;
+                    let out = $f(&mut tx, $($arg),*).await?;
+                    lease::check_fence(&mut tx, leading_token(fence)?).await?;
+                    tx.commit().await.context("Cannot commit")?;
+                    Ok(out)
+                }
+                .await,
+            ),
+        }
     };
 }
 
@@ -145,7 +187,7 @@ impl Store for PgStore {
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let tx = sorted(self.pool.begin().await.context("Cannot start a transaction"))?;
-        Ok(Box::new(PgTx { tx }))
+        Ok(Box::new(PgTx { tx, fence: self.fence.clone() }))
     }
 
     async fn list_requests(&self, filter: &RequestFilter) -> StoreResult<Vec<RequestRow>> {
@@ -195,41 +237,41 @@ impl Store for PgStore {
         state: MailboxState,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        pooled!(self, messages::reset_mailbox_state, mailbox, state, at)
+        fenced!(self, messages::reset_mailbox_state, mailbox, state, at)
     }
     async fn raw_message(&self, id: MessageId) -> StoreResult<Vec<u8>> {
         pooled!(self, messages::raw, id)
     }
     async fn count_attempt(&self, id: MessageId) -> StoreResult<u32> {
-        pooled!(self, messages::count_attempt, id)
+        fenced!(self, messages::count_attempt, id)
     }
     async fn attempts(&self, id: MessageId) -> StoreResult<u32> {
         pooled!(self, messages::attempts, id)
     }
     async fn request_retry(&self, id: MessageId, at: DateTime<Utc>) -> StoreResult<RetryRequest> {
-        pooled!(self, messages::request_retry, id, at)
+        fenced!(self, messages::request_retry, id, at)
     }
     async fn retries_requested(&self) -> StoreResult<Vec<RetryMessage>> {
         pooled!(self, messages::retries_requested)
     }
 
     async fn requeue_interrupted(&self) -> StoreResult<u64> {
-        pooled!(self, outbox::requeue_interrupted)
+        fenced!(self, outbox::requeue_interrupted)
     }
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<OutboxItem>> {
-        pooled!(self, outbox::claim_due, now, limit)
+        fenced!(self, outbox::claim_due, now, limit)
     }
     async fn mark_in_flight(&self, id: OutboxId) -> StoreResult<()> {
-        pooled!(self, outbox::mark_in_flight, id)
+        fenced!(self, outbox::mark_in_flight, id)
     }
     async fn mark_sent(&self, id: OutboxId, at: DateTime<Utc>) -> StoreResult<()> {
-        pooled!(self, outbox::mark_sent, id, at)
+        fenced!(self, outbox::mark_sent, id, at)
     }
     async fn mark_retry(&self, id: OutboxId, next_attempt_at: DateTime<Utc>, error: &str) -> StoreResult<()> {
-        pooled!(self, outbox::mark_retry, id, next_attempt_at, error)
+        fenced!(self, outbox::mark_retry, id, next_attempt_at, error)
     }
     async fn mark_failed(&self, id: OutboxId, error: &str) -> StoreResult<()> {
-        pooled!(self, outbox::mark_failed, id, error)
+        fenced!(self, outbox::mark_failed, id, error)
     }
     async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
         pooled!(self, outbox::counts)
@@ -297,6 +339,9 @@ impl Store for PgStore {
         let result: anyhow::Result<PurgeCounts> = async {
             let mut tx = self.pool.begin().await.context("Cannot start the purge")?;
             let counts = retention::purge(&mut tx, &cutoffs, &actor.to_string(), at).await?;
+            if let Some(fence) = &self.fence {
+                lease::check_fence(&mut tx, leading_token(fence)?).await?;
+            }
             tx.commit().await.context("Cannot commit the purge")?;
             Ok(counts)
         }
@@ -331,7 +376,7 @@ impl Store for PgStore {
         kind: EventKind,
         detail: &str,
     ) -> StoreResult<()> {
-        pooled!(self, retention::add_service_event, at, &actor.to_string(), kind, detail)
+        fenced!(self, retention::add_service_event, at, &actor.to_string(), kind, detail)
     }
     async fn service_events(&self) -> StoreResult<Vec<EventRow>> {
         pooled!(self, retention::service_events)
@@ -349,6 +394,7 @@ impl Store for PgStore {
 /// A transaction on one pooled connection; dropped without commit, it rolls back.
 struct PgTx {
     tx: Transaction<'static, Postgres>,
+    fence: Option<Fence>,
 }
 
 /// Calls query function `$f` on the transaction's connection with the rest of the
@@ -372,7 +418,18 @@ impl Tx for PgTx {
         in_tx!(self, meta::exec, "RELEASE SAVEPOINT gatehouse_step", "Cannot end a step")
     }
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        sorted(self.tx.commit().await.context("Cannot commit"))
+        let PgTx { mut tx, fence } = *self;
+        sorted(
+            async {
+                // Last, so the lease row stays held (FOR SHARE) only from here to the commit:
+                // a takeover waits for this commit, or this fails and rolls back.
+                if let Some(fence) = &fence {
+                    lease::check_fence(&mut tx, leading_token(fence)?).await?;
+                }
+                tx.commit().await.context("Cannot commit")
+            }
+            .await,
+        )
     }
 
     async fn next_reference_seq(&mut self, year: i32) -> StoreResult<i64> {

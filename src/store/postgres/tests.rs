@@ -506,3 +506,42 @@ async fn a_summary_is_recorded_once_across_nodes_and_alerts_are_kept() {
     assert_eq!(db.store.open_alerts().await.unwrap(), vec![("smtp_down".to_string(), at)]);
     db.drop().await;
 }
+
+/// The daemon's fenced store: its transactions and outbox writes go through while the
+/// lease it was given is current, and fail (changing nothing) on a standby and on an old
+/// leader that still believes it leads after another node took over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_store_writes_only_while_its_lease_is_current() {
+    let Some(db) = testdb::fresh("fenced").await else { return };
+    let mut b = PgConnection::connect_with(&db.options).await.unwrap();
+    let length = Duration::from_millis(1500);
+    let (holding, fence) = tokio::sync::watch::channel(None);
+    let store = db.store.clone().fenced(fence);
+    let now = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
+    let meta = |store: &super::PgStore, value: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await?;
+            tx.set_meta("fenced", value).await?;
+            tx.commit().await
+        }
+    };
+    assert!(meta(&store, "standby").await.is_err(), "a standby writes nothing");
+    assert!(store.claim_due(now, 10).await.is_err(), "a standby claims no mail");
+
+    let mut a = PgConnection::connect_with(&db.options).await.unwrap();
+    let held = lease::try_acquire(&mut a, "node-a", length).await.unwrap().unwrap();
+    holding.send_replace(Some(lease::Holding { token: held.token, act_until: Instant::now() + length * 10 }));
+    meta(&store, "leader").await.unwrap();
+    store.claim_due(now, 10).await.unwrap();
+
+    // node-a pauses past its lease (its own clock is made to say it still leads), node-b
+    // takes over: node-a's writes are refused by the database.
+    tokio::time::sleep(length + Duration::from_millis(300)).await;
+    lease::try_acquire(&mut b, "node-b", Duration::from_secs(10)).await.unwrap().expect("taken over");
+    assert!(meta(&store, "paused").await.is_err(), "an old leader's commit is fenced");
+    assert!(store.claim_due(now, 10).await.is_err(), "an old leader's claim is fenced");
+    assert_eq!(db.store.get_meta("fenced").await.unwrap().as_deref(), Some("leader"));
+    drop((a, b));
+    db.drop().await;
+}
