@@ -183,7 +183,10 @@ async fn the_board_hears_of_every_change_to_an_agenda_once_and_in_time() {
     // The daemon's sender runs on the real clock, for which mail queued in 2099 is not due
     // yet: due now.
     on_db!(app.db().await, |pool| {
-        sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'").execute(pool).await.unwrap();
+        sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+            .execute(pool)
+            .await
+            .unwrap();
     });
     app.stack.wait_for_mail(&app.board, 5).await;
     app.wait_for_outbox_drain().await;
@@ -223,7 +226,8 @@ async fn the_board_hears_of_every_change_to_an_agenda_once_and_in_time() {
     assert!(find("17 December").is_empty());
     // And the outbox holds exactly those.
     let sql = "SELECT kind, COUNT(*) FROM outbox WHERE kind IN ('agenda', 'agenda_update') GROUP BY kind ORDER BY kind";
-    let kinds: Vec<(String, i64)> = on_db!(app.db().await, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
+    let kinds: Vec<(String, i64)> =
+        on_db!(app.db().await, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
     assert_eq!(kinds, [("agenda".to_string(), 2), ("agenda_update".to_string(), 3)]);
     app.stop().await;
 }

@@ -104,7 +104,11 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
         preview["raw_messages"]["oldest"].as_str().unwrap()
             < preview["raw_messages"]["newest"].as_str().unwrap()
     );
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM raw_messages").await, raw_before, "a dry run changed something");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM raw_messages").await,
+        raw_before,
+        "a dry run changed something"
+    );
 
     let purged = app.cli_json(&["purge", "--format", "json"]);
     for kind in ["raw_messages", "sent_mail", "answer_records", "closed_requests"] {
@@ -134,8 +138,9 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
     // Raw bytes: A's and C's gone; B's (open) and the unprocessed one kept.
     let mut raw_of = Vec::new();
     for id in [a_id, b_id, c_id] {
-        let sql =
-            format!("SELECT COUNT(*) FROM raw_messages rm JOIN messages m ON m.id = rm.id WHERE m.request_id = {id}");
+        let sql = format!(
+            "SELECT COUNT(*) FROM raw_messages rm JOIN messages m ON m.id = rm.id WHERE m.request_id = {id}"
+        );
         raw_of.push(count(&conn, &sql).await);
     }
     assert_eq!(raw_of, [0, 1, 0]);
@@ -373,7 +378,9 @@ async fn export_writes_everything_about_one_person_and_erase_removes_one_request
 
 #[tokio::test]
 async fn a_backup_taken_while_running_restores_by_the_readme_steps_and_carries_on() {
-    crate::sqlite_only!("`gatehouse backup` copies the SQLite file (PostgreSQL is backed up with its own tools)");
+    crate::sqlite_only!(
+        "`gatehouse backup` copies the SQLite file (PostgreSQL is backed up with its own tools)"
+    );
     let mut app = TestApp::new(Options::default()).await;
     app.start().await;
     let first = approach(&app, "Backup one: winter pressures").await;
