@@ -16,6 +16,7 @@ use gatehouse::triage::grammar::{Command, Reply};
 use gatehouse::triage::{Actor, Triage};
 
 use crate::helpers::{Options, TestApp, header, readable};
+use crate::on_db;
 
 fn london(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
     London.with_ymd_and_hms(y, m, d, h, min, 0).unwrap().with_timezone(&Utc)
@@ -30,12 +31,6 @@ fn restarted(app: &TestApp, clock: &Arc<ManualClock>) -> Summaries {
     let config = Arc::new(app.config());
     let templates = Arc::new(Templates::load(&config).unwrap());
     Summaries::new(config, app.store.clone(), clock.clone(), templates)
-}
-
-async fn pool(app: &TestApp) -> sqlx::SqlitePool {
-    sqlx::SqlitePool::connect(&format!("sqlite://{}", app.dir.path().join("data/gatehouse.db").display()))
-        .await
-        .unwrap()
 }
 
 /// The operator decides `reference` at `at`, as `gatehouse triage` does; returns the
@@ -60,25 +55,15 @@ async fn decide(
     let mut tx = app.store.begin().await.unwrap();
     triage.decide(&mut *tx, &request, &reply, &Actor::Operator, at).await.unwrap().unwrap();
     tx.commit().await.unwrap();
-    let raw: Vec<u8> = sqlx::query_scalar(
-        "SELECT raw FROM outbox WHERE kind = 'triage_confirmation' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(&pool(app).await)
-    .await
-    .unwrap();
+    let sql = "SELECT raw FROM outbox WHERE kind = 'triage_confirmation' ORDER BY id DESC LIMIT 1";
+    let raw: Vec<u8> = on_db!(app.db().await, |pool| sqlx::query_scalar(sql).fetch_one(pool).await.unwrap());
     readable(&raw).replace('\n', " ")
 }
 
 /// The requests the board has been told are on the meeting's agenda, by reference.
 async fn told(app: &TestApp, meeting: &str) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT r.reference FROM agenda_told t JOIN requests r ON r.id = t.request_id
-         WHERE t.meeting_date = ?1 ORDER BY r.reference",
-    )
-    .bind(meeting)
-    .fetch_all(&pool(app).await)
-    .await
-    .unwrap()
+    let told = app.store.agenda_told(date(meeting)).await.unwrap().unwrap_or_default();
+    sorted(&told.into_iter().map(|r| r.reference).collect::<Vec<_>>())
 }
 
 /// `n` approaches from the outside, logged by the running daemon; their references.
@@ -100,7 +85,6 @@ async fn approaches(app: &TestApp, n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn the_board_hears_of_every_change_to_an_agenda_once_and_in_time() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::new(Options {
         meetings: "[\"2099-12-03\", \"2099-12-10\", \"2099-12-17\"]\ntime = \"13:00\"",
         ..Options::default()
@@ -198,10 +182,12 @@ async fn the_board_hears_of_every_change_to_an_agenda_once_and_in_time() {
     // What the board received: two agendas and three updates, each once.
     // The daemon's sender runs on the real clock, for which mail queued in 2099 is not due
     // yet: due now.
-    sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
-        .execute(&pool(&app).await)
-        .await
-        .unwrap();
+    on_db!(app.db().await, |pool| {
+        sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+            .execute(pool)
+            .await
+            .unwrap();
+    });
     app.stack.wait_for_mail(&app.board, 5).await;
     app.wait_for_outbox_drain().await;
     let mail: Vec<(String, String)> =
@@ -239,12 +225,9 @@ async fn the_board_hears_of_every_change_to_an_agenda_once_and_in_time() {
     assert!(mail.iter().all(|(_, m)| !m.contains(&r[4])), "the late decision reached the board");
     assert!(find("17 December").is_empty());
     // And the outbox holds exactly those.
-    let kinds: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT kind, COUNT(*) FROM outbox WHERE kind IN ('agenda', 'agenda_update') GROUP BY kind ORDER BY kind",
-    )
-    .fetch_all(&pool(&app).await)
-    .await
-    .unwrap();
+    let sql = "SELECT kind, COUNT(*) FROM outbox WHERE kind IN ('agenda', 'agenda_update') GROUP BY kind ORDER BY kind";
+    let kinds: Vec<(String, i64)> =
+        on_db!(app.db().await, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
     assert_eq!(kinds, [("agenda".to_string(), 2), ("agenda_update".to_string(), 3)]);
     app.stop().await;
 }
@@ -255,7 +238,6 @@ fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn the_cli_previews_and_resends_an_agenda() {
-    crate::sqlite_only!("reads the SQLite file directly (what the board was told)");
     let app = TestApp::spawn().await;
     let r = approaches(&app, 2).await;
     app.cli_ok(&["triage", &r[0], "meeting", "2099-12-03"]);

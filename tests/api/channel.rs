@@ -213,21 +213,15 @@ async fn a_hostile_subject_reaches_the_channel_safe_and_a_down_receiver_gets_it_
     safe(&text);
 
     // The post failed at least once while nothing listened; the error names no path.
-    let path = app.dir.path().join("data/gatehouse.db");
     let error = wait_until("a failed attempt to post", || {
-        let path = path.clone();
         let app = &app;
         async move {
             let sql =
                 "SELECT attempts, last_error FROM outbox WHERE kind = 'channel_post' AND status = 'pending'";
-            let row: Option<(i64, Option<String>)> = match &app.pg {
-                Some(db) => sqlx::query_as(sql).fetch_optional(&db.pool().await).await.ok()?,
-                None => {
-                    let pool =
-                        sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.ok()?;
-                    sqlx::query_as(sql).fetch_optional(&pool).await.ok()?
-                }
-            };
+            let db = app.db().await;
+            let row: Option<(i64, Option<String>)> =
+                crate::on_db!(db, |pool| sqlx::query_as(sql).fetch_optional(pool).await.ok()?);
+            db.close().await;
             row.filter(|(n, e)| *n >= 1 && e.is_some()).and_then(|(_, e)| e)
         }
     })

@@ -57,15 +57,13 @@ async fn machine_mail_is_logged_as_automated_and_never_becomes_a_request() {
 
 #[tokio::test]
 async fn legacy_charsets_and_html_only_mail_read_correctly() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let app = TestApp::spawn().await;
     let m = app.deliver_fixture("outlook-windows-1252.eml").await;
     let r = request_for(&app, m.reference.as_deref().unwrap()).await;
     assert_eq!(r["subject"], "Practice \u{201c}hub\u{201d} proposal \u{2013} \u{a3}500 per month");
     assert_eq!(r["requester_name"], "Pat O\u{2019}Neill");
     let m = app.deliver_fixture("new-approach-html-only.eml").await;
-    let shown = gatehouse::store::open_sqlite_file(&app.dir.path().join("data/gatehouse.db")).await.unwrap();
-    let row = shown.find_request(m.reference.as_deref().unwrap()).await.unwrap().unwrap();
+    let row = app.store.find_request(m.reference.as_deref().unwrap()).await.unwrap().unwrap();
     assert!(!row.body.contains('<'), "HTML left in the text: {}", row.body);
     assert!(!row.body.trim().is_empty());
     let m = app.deliver_fixture("cjk-iso-2022-jp.eml").await;
@@ -137,22 +135,14 @@ const WORDED_AUTO_REPLIES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn auto_replies_without_headers_are_filed_unanswered_and_listed_in_the_daily_digest() {
-    crate::sqlite_only!("reads the SQLite file directly");
     use chrono::{Datelike as _, TimeZone as _, Timelike as _};
     let app = TestApp::spawn().await;
     let outbox = || async {
-        let pool = sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}?mode=ro",
-            app.dir.path().join("data/gatehouse.db").display()
-        ))
-        .await
-        .unwrap();
+        let db = app.db().await;
+        let sql = "SELECT kind, subject, raw FROM outbox ORDER BY id";
         let rows: Vec<(String, String, Vec<u8>)> =
-            sqlx::query_as("SELECT kind, subject, raw FROM outbox ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        pool.close().await;
+            crate::on_db!(db, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
+        db.close().await;
         rows
     };
     for (fixture, sender) in WORDED_AUTO_REPLIES {

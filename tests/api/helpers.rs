@@ -401,6 +401,50 @@ macro_rules! sqlite_only {
     };
 }
 
+/// The app's database as the test itself sees it, on whichever backend the suite runs: for
+/// what the store has no method for (the outbox's rows, a request moved into the past). Used
+/// through [`on_db!`] with SQL both migrations' twins take: `$1` parameters (SQLite takes
+/// them too), the shared table and column names, integers as `i64`, bytes as `Vec<u8>`.
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    /// Closes the pool (a test that polls while a daemon process writes opens many).
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the [`Db`]'s pool (`&SqlitePool` or `&PgPool`): the
+/// same sqlx calls compile for both, so a test reads the database one way on both backends.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match &$db {
+            $crate::helpers::Db::Sqlite($pool) => $body,
+            $crate::helpers::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl TestApp {
+    /// A pool on this app's database (the SQLite file, or the app's PostgreSQL database).
+    pub async fn db(&self) -> Db {
+        match &self.pg {
+            Some(pg) => Db::Postgres(pg.pool().await),
+            None => {
+                let path = self.dir.path().join("data/gatehouse.db");
+                Db::Sqlite(sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap())
+            }
+        }
+    }
+}
+
 /// A database of its own on the private PostgreSQL cluster, dropped when the app is.
 #[derive(Debug)]
 pub struct PgTestDb {
@@ -473,10 +517,25 @@ impl Drop for PgTestDb {
         let dropped = std::thread::spawn(move || {
             use sqlx::Connection as _;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            // Tried again a few times: on a loaded machine FORCE's wait for the sessions it
+            // ends can run out, or the shared cluster be short of connection slots a moment.
             runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map(drop)
+                let mut tries = 0;
+                loop {
+                    let dropped = async {
+                        let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
+                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        let done = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.map(drop);
+                        let _ = conn.close().await;
+                        done
+                    }
+                    .await;
+                    tries += 1;
+                    if dropped.is_ok() || tries == 10 {
+                        return dropped;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             })
         })
         .join();

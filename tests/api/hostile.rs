@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use gatehouse::domain::Classification;
+use gatehouse::triage::grammar::Command;
 
 use crate::helpers::{TestApp, header, readable};
 
@@ -323,4 +324,83 @@ async fn wait_until_some_mail(app: &TestApp, what: &str) -> String {
         async move { mail.iter().filter_map(|m| header(m, "Subject")).find(|s| s.contains(what)) }
     })
     .await
+}
+
+/// NUL bytes, raw and encoded (quoted-printable, base64, RFC 2047 and RFC 2231), in every
+/// part of an approach that ends up as text in the database: PostgreSQL refuses `\0` in a
+/// text column, so a store that passed one on would fail the message for ever (its
+/// quarantine too) and stop the inbox behind it. Each approach is logged, answered and
+/// decided, and the daemon carries on; on PostgreSQL nothing stored holds a NUL (each is
+/// U+FFFD), while SQLite keeps the text as decoded.
+#[tokio::test]
+async fn nul_bytes_anywhere_in_an_approach_are_logged_and_answered() {
+    let app = TestApp::spawn().await;
+    let users = app.stack.users(&[("nulenc", "icb.test"), ("nulraw", "icb.test"), ("nulafter", "icb.test")]);
+    let n = crate::helpers::rand_suffix();
+    let encoded = format!(
+        "From: =?utf-8?B?{name}?= <{from}>\r\nTo: {to}\r\nSubject: =?utf-8?Q?Encoded=00NUL_in_the_subject?=\r\n\
+         Message-ID: <nul-encoded.{n}@icb.test>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+         A body with an encoded =00 NUL in it.\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{part}\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\n\
+         Content-Disposition: attachment; filename*=utf-8''evil%00name.txt\r\n\r\nattached\r\n--b--\r\n",
+        name = b64("Jo\0 Bloggs"),
+        from = users[0],
+        to = app.shared,
+        part = b64("A second part\0 with a NUL."),
+    );
+    let raw = format!(
+        "From: Sam\0 Raw <{from}>\r\nTo: {to}\r\nSubject: Raw\0NUL in the subject\r\n\
+         Message-ID: <nul-raw.{n}\0@icb.test>\r\nReferences: <unknown\0@icb.test>\r\n\r\n\
+         A body with a raw \0 NUL in it.\r\n",
+        from = users[1],
+        to = app.shared,
+    );
+    app.stack.deliver(&users[0], &app.shared, encoded.as_bytes());
+    app.stack.deliver(&users[1], &app.shared, raw.as_bytes());
+    let rows = app.wait_for_messages(2).await;
+    let no_nul = |what: &str, text: &str| {
+        assert!(!crate::helpers::on_postgres() || !text.contains('\0'), "a NUL stored: {what}");
+    };
+    for row in &rows {
+        assert_eq!(row.classification, Some(Classification::New), "{row:?}");
+        let held =
+            [&row.subject, &row.from, &row.message_id, &row.detail].map(|t| t.as_deref().unwrap_or(""));
+        no_nul(&format!("{row:?}"), &held.concat());
+    }
+    for sender in &users[..2] {
+        app.stack.wait_for_mail(sender, 1).await;
+    }
+    let requests = app.store.list_requests(&Default::default()).await.unwrap();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        let shown = app.cli_json(&["requests", "show", &r.reference, "--format", "json"]);
+        no_nul(&shown.to_string(), &shown.to_string().replace("\\u0000", "\0"));
+        assert!(r.body.contains("NUL in it"), "{:?}", r.body);
+        no_nul(&format!("{r:?}"), &[&r.subject, &r.body, r.requester_name.as_deref().unwrap_or("")].concat());
+    }
+    // The gatekeeper's reply may carry one too: the decision, its note and message are kept.
+    let r = &requests[0];
+    let config = std::sync::Arc::new(app.config());
+    let templates = std::sync::Arc::new(gatehouse::templates::Templates::load(&config).unwrap());
+    let triage = gatehouse::triage::Triage::new(config, templates);
+    let reply = gatehouse::triage::grammar::Reply {
+        decision: Some(Command::from_parts("decline".parse().unwrap(), Some("Not\0 ours")).unwrap()),
+        circulate: None,
+        priorities: Vec::new(),
+        notes: vec!["A note\0 here".into()],
+        message: "Goodbye\0 now".into(),
+    };
+    let mut tx = app.store.begin().await.unwrap();
+    let actor = gatehouse::triage::Actor::Operator;
+    triage.decide(&mut *tx, r, &reply, &actor, chrono::Utc::now()).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    let shown = app.cli_json(&["requests", "show", &r.reference, "--format", "json"]);
+    assert_eq!(shown["decision"], "decline", "{shown}");
+    no_nul(&shown.to_string(), &shown.to_string().replace("\\u0000", "\0"));
+    // And the daemon is there for the next approach.
+    app.stack.send(&users[2], &app.shared, "An ordinary approach after the NULs", "Please help.").await;
+    app.stack.wait_for_mail(&users[2], 1).await;
 }

@@ -3,7 +3,7 @@
 //! taken while the daemon runs, restored by the README's steps into a new data directory
 //! that carries on where it stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use gatehouse::clock::ManualClock;
@@ -12,29 +12,21 @@ use gatehouse::retention::Retention;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Options, TestApp, header, wait_until};
+use crate::helpers::{Db, Options, TestApp, header, wait_until};
+use crate::on_db;
 use crate::triage::approach;
 
-fn db_path(app: &TestApp) -> PathBuf {
-    app.dir.path().join("data").join("gatehouse.db")
-}
-
-fn db(app: &TestApp) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(db_path(app)).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
-    conn
-}
-
-fn request_id(conn: &rusqlite::Connection, reference: &str) -> i64 {
-    conn.query_row("SELECT id FROM requests WHERE reference = ?1", [reference], |r| r.get(0)).unwrap()
+async fn request_id(db: &Db, reference: &str) -> i64 {
+    let sql = "SELECT id FROM requests WHERE reference = $1";
+    on_db!(db, |pool| sqlx::query_scalar(sql).bind(reference).fetch_one(pool).await.unwrap())
 }
 
 /// Moves everything about one request `days` into the past, as though it had all happened
 /// then: the request, its log, its messages, the mail about it and the answer records.
-fn backdate(conn: &rusqlite::Connection, reference: &str, days: i64) {
-    let id = request_id(conn, reference);
+async fn backdate(db: &Db, reference: &str, days: i64) {
+    let id = request_id(db, reference).await;
     let ms = days * 86_400_000;
-    conn.execute_batch(&format!(
+    let sql = format!(
         "UPDATE requests SET received_at = received_at - {ms}, decided_at = decided_at - {ms},
             created_at = created_at - {ms}, updated_at = updated_at - {ms} WHERE id = {id};
          UPDATE request_events SET at = at - {ms} WHERE request_id = {id};
@@ -43,17 +35,17 @@ fn backdate(conn: &rusqlite::Connection, reference: &str, days: i64) {
          UPDATE answered SET created_at = created_at - {ms}
             WHERE outbox_id IN (SELECT id FROM outbox WHERE request_id = {id});
          UPDATE outbox SET created_at = created_at - {ms}, sent_at = sent_at - {ms} WHERE request_id = {id};"
-    ))
-    .unwrap();
+    );
+    on_db!(db, |pool| sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap().rows_affected());
 }
 
-fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+async fn count(db: &Db, sql: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    on_db!(db, |pool| sqlx::query_scalar(sql).fetch_one(pool).await.unwrap())
 }
 
 #[tokio::test]
 async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     // A: closed three years ago. B: still open, a little over a year old. C: closed a little
     // over a year ago.
@@ -66,30 +58,42 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
     app.wait_for_outbox_drain().await;
     app.stop().await;
 
-    let conn = db(&app);
-    backdate(&conn, &a.reference, 3 * 365);
-    backdate(&conn, &b.reference, 400);
-    backdate(&conn, &c.reference, 400);
-    let (a_id, b_id, c_id) =
-        (request_id(&conn, &a.reference), request_id(&conn, &b.reference), request_id(&conn, &c.reference));
+    let conn = app.db().await;
+    backdate(&conn, &a.reference, 3 * 365).await;
+    backdate(&conn, &b.reference, 400).await;
+    backdate(&conn, &c.reference, 400).await;
+    let a_id = request_id(&conn, &a.reference).await;
+    let b_id = request_id(&conn, &b.reference).await;
+    let c_id = request_id(&conn, &c.reference).await;
     // An email about B still waiting to go (an SMTP outage), and a message taken in three
     // years ago but never processed: both still needed, whatever their age.
-    conn.execute(
-        "UPDATE outbox SET status = 'pending', next_attempt_at = 4102444800000
-         WHERE request_id = ?1 AND kind = 'acknowledgement'",
-        [b_id],
-    )
-    .unwrap();
     let old = chrono::Utc::now().timestamp_millis() - 3 * 365 * 86_400_000;
-    conn.execute(
-        "INSERT INTO messages (mailbox, uidvalidity, uid, dedup_key, content_hash, size, fetched_at)
-         VALUES ('INBOX', 1, 999999, 'never-processed', 'h', 5, ?1)",
-        [old],
-    )
-    .unwrap();
-    let unprocessed: i64 = conn.last_insert_rowid();
-    conn.execute("INSERT INTO raw_messages (id, raw) VALUES (?1, X'6869212121')", [unprocessed]).unwrap();
-    let raw_before = count(&conn, "SELECT COUNT(*) FROM raw_messages");
+    let unprocessed: i64 = on_db!(conn, |pool| {
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = 4102444800000
+             WHERE request_id = $1 AND kind = 'acknowledgement'",
+        )
+        .bind(b_id)
+        .execute(pool)
+        .await
+        .unwrap();
+        let id = sqlx::query_scalar(
+            "INSERT INTO messages (mailbox, uidvalidity, uid, dedup_key, content_hash, size, fetched_at)
+             VALUES ('INBOX', 1, 999999, 'never-processed', 'h', 5, $1) RETURNING id",
+        )
+        .bind(old)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO raw_messages (id, raw) VALUES ($1, $2)")
+            .bind(id)
+            .bind(b"hi!!!".to_vec())
+            .execute(pool)
+            .await
+            .unwrap();
+        id
+    });
+    let raw_before = count(&conn, "SELECT COUNT(*) FROM raw_messages").await;
 
     let preview = app.cli_json(&["purge", "--dry-run", "--format", "json"]);
     assert_eq!(preview["dry_run"], true);
@@ -100,7 +104,11 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
         preview["raw_messages"]["oldest"].as_str().unwrap()
             < preview["raw_messages"]["newest"].as_str().unwrap()
     );
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM raw_messages"), raw_before, "a dry run changed something");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM raw_messages").await,
+        raw_before,
+        "a dry run changed something"
+    );
 
     let purged = app.cli_json(&["purge", "--format", "json"]);
     for kind in ["raw_messages", "sent_mail", "answer_records", "closed_requests"] {
@@ -128,16 +136,15 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
     );
 
     // Raw bytes: A's and C's gone; B's (open) and the unprocessed one kept.
-    let raw_of = |id: i64| {
-        count(
-            &conn,
-            &format!(
-                "SELECT COUNT(*) FROM raw_messages rm JOIN messages m ON m.id = rm.id WHERE m.request_id = {id}"
-            ),
-        )
-    };
-    assert_eq!((raw_of(a_id), raw_of(b_id), raw_of(c_id)), (0, 1, 0));
-    assert_eq!(count(&conn, &format!("SELECT COUNT(*) FROM raw_messages WHERE id = {unprocessed}")), 1);
+    let mut raw_of = Vec::new();
+    for id in [a_id, b_id, c_id] {
+        let sql = format!(
+            "SELECT COUNT(*) FROM raw_messages rm JOIN messages m ON m.id = rm.id WHERE m.request_id = {id}"
+        );
+        raw_of.push(count(&conn, &sql).await);
+    }
+    assert_eq!(raw_of, [0, 1, 0]);
+    assert_eq!(count(&conn, &format!("SELECT COUNT(*) FROM raw_messages WHERE id = {unprocessed}")).await, 1);
     // Sent mail: everything old and finished with lost its bytes; the unsent one kept them.
     assert_eq!(
         count(
@@ -145,7 +152,8 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
             &format!(
                 "SELECT COUNT(*) FROM outbox WHERE request_id IN ({a_id}, {c_id}) AND (length(raw) > 0 OR recipients != '[]')"
             )
-        ),
+        )
+        .await,
         0
     );
     assert_eq!(
@@ -154,10 +162,11 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
             &format!(
                 "SELECT COUNT(*) FROM outbox WHERE request_id = {b_id} AND status = 'pending' AND length(raw) > 0"
             )
-        ),
+        )
+        .await,
         1
     );
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM answered"), 0);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM answered").await, 0);
     // C is closed but not for long enough: its request is whole; B is open and whole.
     for (r, words) in [(&c, "pharmacy first"), (&b, "estates strategy")] {
         let shown = app.cli_json(&["requests", "show", &r.reference, "--format", "json"]);
@@ -165,7 +174,7 @@ async fn purge_takes_only_what_is_past_its_period_and_never_what_is_still_needed
         assert_eq!(shown["requester"], r.requester.as_str());
     }
     assert_eq!(
-        count(&conn, &format!("SELECT COUNT(*) FROM request_fingerprints WHERE request_id = {a_id}")),
+        count(&conn, &format!("SELECT COUNT(*) FROM request_fingerprints WHERE request_id = {a_id}")).await,
         0
     );
 
@@ -232,7 +241,6 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn export_writes_everything_about_one_person_and_erase_removes_one_request() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     let jo = app.stack.user("jo", "icb.test");
     let other = app.stack.user("sam", "icb.test");
@@ -313,8 +321,8 @@ async fn export_writes_everything_about_one_person_and_erase_removes_one_request
     assert!(!app.cli(&["export", "--person", &jo, dir.to_str().unwrap()]).status.success());
 
     // Erase the first request.
-    let conn = db(&app);
-    let one_id = request_id(&conn, &one);
+    let conn = app.db().await;
+    let one_id = request_id(&conn, &one).await;
     app.cli_ok(&["erase", &one]);
     let shown = app.cli_json(&["requests", "show", &one, "--format", "json"]);
     let text = shown.to_string();
@@ -332,7 +340,8 @@ async fn export_writes_everything_about_one_person_and_erase_removes_one_request
             &format!(
                 "SELECT COUNT(*) FROM raw_messages WHERE id IN (SELECT id FROM messages WHERE request_id = {one_id})"
             )
-        ),
+        )
+        .await,
         0
     );
     assert_eq!(
@@ -341,13 +350,14 @@ async fn export_writes_everything_about_one_person_and_erase_removes_one_request
             &format!(
                 "SELECT COUNT(*) FROM outbox WHERE request_id = {one_id} AND (length(raw) > 0 OR recipients != '[]' OR subject != '')"
             )
-        ),
+        )
+        .await,
         0
     );
     // The second request and someone else's are untouched.
     let second = app.cli_json(&["requests", "show", &two, "--format", "json"]);
     assert!(second["subject"].as_str().unwrap().contains("minutes"));
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM raw_messages"), 2);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM raw_messages").await, 2);
     // A new export no longer finds the erased request.
     let after = app.dir.path().join("export-after");
     app.cli_ok(&["export", "--person", &jo, after.to_str().unwrap()]);
@@ -368,7 +378,9 @@ async fn export_writes_everything_about_one_person_and_erase_removes_one_request
 
 #[tokio::test]
 async fn a_backup_taken_while_running_restores_by_the_readme_steps_and_carries_on() {
-    crate::sqlite_only!("gatehouse backup copies a SQLite database");
+    crate::sqlite_only!(
+        "`gatehouse backup` copies the SQLite file (PostgreSQL is backed up with its own tools)"
+    );
     let mut app = TestApp::new(Options::default()).await;
     app.start().await;
     let first = approach(&app, "Backup one: winter pressures").await;

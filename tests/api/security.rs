@@ -79,7 +79,9 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
 
 #[tokio::test]
 async fn the_data_directory_and_database_are_private() {
-    crate::sqlite_only!("reads the SQLite file directly");
+    crate::sqlite_only!(
+        "the modes of the SQLite file and the folder it makes (PostgreSQL's data is on its server)"
+    );
     let app = TestApp::new(Options::default()).await;
     let data = app.dir.path().join("data");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -9,6 +9,7 @@ use gatehouse::clock::ManualClock;
 use gatehouse::summary::{Sent, Summaries};
 
 use crate::helpers::{Options, TestApp, header, readable};
+use crate::on_db;
 
 fn summaries(app: &TestApp, clock: Arc<ManualClock>) -> Summaries {
     let config = Arc::new(app.config());
@@ -21,17 +22,15 @@ fn london(y: i32, m: u32, d: u32, h: u32, min: u32) -> chrono::DateTime<Utc> {
 }
 
 async fn outbox_kinds(app: &TestApp, kind: &str) -> Vec<(String, i64)> {
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("data/gatehouse.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query_as("SELECT subject, created_at FROM outbox WHERE kind = ?1 ORDER BY id")
-        .bind(kind)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
+    let sql = "SELECT subject, created_at FROM outbox WHERE kind = $1 ORDER BY id";
+    on_db!(app.db().await, |pool| sqlx::query_as(sql).bind(kind).fetch_all(pool).await.unwrap())
+}
+
+/// The first agenda in the outbox, as the board will read it.
+async fn first_agenda(app: &TestApp) -> String {
+    let sql = "SELECT raw FROM outbox WHERE kind = 'agenda' ORDER BY id LIMIT 1";
+    let raw: Vec<u8> = on_db!(app.db().await, |pool| sqlx::query_scalar(sql).fetch_one(pool).await.unwrap());
+    readable(&raw)
 }
 
 /// Three approaches: one decided paper, one meeting with a note, one left waiting.
@@ -120,7 +119,6 @@ async fn summary_send_goes_once_per_week_unless_forced() {
 
 #[tokio::test]
 async fn the_schedule_keeps_local_time_across_clock_changes_and_catches_up_once() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let app = TestApp::new(Options::default()).await;
     let clock = Arc::new(ManualClock::new(london(2026, 10, 24, 12, 0)));
     let s = summaries(&app, clock.clone());
@@ -143,17 +141,9 @@ async fn the_schedule_keeps_local_time_across_clock_changes_and_catches_up_once(
         other => panic!("expected the missed summary, got {other:?}"),
     }
     assert!(!sent(restarted.run_schedule().await.unwrap()));
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("data/gatehouse.db").display()
-    ))
-    .await
-    .unwrap();
+    let sql = "SELECT covers_from, covers_to FROM summaries WHERE period = '2026-11-09'";
     let (from, to): (i64, i64) =
-        sqlx::query_as("SELECT covers_from, covers_to FROM summaries WHERE period = '2026-11-09'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        on_db!(app.db().await, |pool| sqlx::query_as(sql).fetch_one(pool).await.unwrap());
     assert_eq!(from, london(2026, 10, 26, 8, 0).timestamp_millis(), "the gap since the last summary");
     assert_eq!(to, london(2026, 11, 11, 14, 0).timestamp_millis());
     // Clocks go forward on 28 March 2027: 08:00 BST is 07:00 UTC.
@@ -172,7 +162,6 @@ async fn the_schedule_keeps_local_time_across_clock_changes_and_catches_up_once(
 
 #[tokio::test]
 async fn each_meeting_gets_its_agenda_once() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let app =
         TestApp::new(Options { meetings: "[\"2099-12-03\", \"2099-12-10\"]", ..Options::default() }).await;
     let mut app = app;
@@ -196,17 +185,7 @@ async fn each_meeting_gets_its_agenda_once() {
     assert_eq!(agendas.len(), 1);
     assert!(agendas[0].0.contains("Thursday 3 December 2099 (1)"), "{:?}", agendas[0]);
     // Its content: the item, its requester and the gatekeeper's note.
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("data/gatehouse.db").display()
-    ))
-    .await
-    .unwrap();
-    let raw: Vec<u8> = sqlx::query_scalar("SELECT raw FROM outbox WHERE kind = 'agenda' ORDER BY id LIMIT 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let text = readable(&raw);
+    let text = first_agenda(&app).await;
     assert!(text.contains(&refs[1]) && text.contains("Discharge letters"), "{text}");
     assert!(text.contains("Anytown Hospitals NHS Trust"), "{text}");
     // The board can include outside members: no internal notes, no addresses by default.
@@ -220,7 +199,6 @@ async fn each_meeting_gets_its_agenda_once() {
 
 #[tokio::test]
 async fn the_board_sees_notes_and_addresses_only_when_configured() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     let refs = a_week_of_approaches(&app).await;
     app.stop().await;
@@ -232,17 +210,7 @@ async fn the_board_sees_notes_and_addresses_only_when_configured() {
     let requester = app.store.find_request(&refs[1]).await.unwrap().unwrap().requester;
     let s = summaries(&app, Arc::new(ManualClock::new(london(2099, 11, 30, 9, 0))));
     assert_eq!(s.run_agendas().await.unwrap().len(), 1);
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("data/gatehouse.db").display()
-    ))
-    .await
-    .unwrap();
-    let raw: Vec<u8> = sqlx::query_scalar("SELECT raw FROM outbox WHERE kind = 'agenda' ORDER BY id LIMIT 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let text = readable(&raw);
+    let text = first_agenda(&app).await;
     assert!(text.contains("CMO") && text.contains(&requester), "{text}");
 }
 

@@ -640,24 +640,17 @@ async fn the_cli_decides_like_an_email_and_a_later_decision_replaces_the_earlier
 
 #[tokio::test]
 async fn reminders_come_once_a_working_day_for_what_has_waited_two_working_days() {
-    crate::sqlite_only!("reads the SQLite file directly");
     let mut app = TestApp::spawn().await;
     let a = approach(&app, "Waiting over a weekend").await;
     app.stop().await;
     // Received on Thursday 26 November 2026 at 10:00 (London).
     let london = chrono_tz::Europe::London;
     let thursday = london.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap().with_timezone(&chrono::Utc);
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.dir.path().join("data/gatehouse.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("UPDATE requests SET received_at = ?1")
-        .bind(thursday.timestamp_millis())
-        .execute(&pool)
-        .await
-        .unwrap();
+    let db = app.db().await;
+    crate::on_db!(db, |pool| {
+        let sql = "UPDATE requests SET received_at = $1";
+        sqlx::query(sql).bind(thursday.timestamp_millis()).execute(pool).await.unwrap();
+    });
     let config = Arc::new(app.config());
     let templates = Arc::new(gatehouse::templates::Templates::load(&config).unwrap());
     let clock = Arc::new(ManualClock::new(thursday));
@@ -687,11 +680,9 @@ async fn reminders_come_once_a_working_day_for_what_has_waited_two_working_days(
     assert_eq!(reminders.run_once().await.unwrap(), 0);
     // The digests wait in the outbox for the gatekeeper, with decision links. (They are due
     // at the manual clock's time, in the future, so the test reads them from the outbox.)
+    let sql = "SELECT raw, recipients FROM outbox WHERE kind = 'reminder' ORDER BY id";
     let digests: Vec<(Vec<u8>, String)> =
-        sqlx::query_as("SELECT raw, recipients FROM outbox WHERE kind = 'reminder' ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+        crate::on_db!(db, |pool| sqlx::query_as(sql).fetch_all(pool).await.unwrap());
     assert_eq!(digests.len(), 2);
     assert!(digests[0].1.contains(&app.gatekeeper));
     let text = crate::helpers::readable(&digests[0].0);

@@ -7,6 +7,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
+use super::text::{opt_text, text};
+
 use crate::clock::{from_millis, to_millis};
 use crate::domain::Classification;
 use crate::store::{
@@ -36,8 +38,8 @@ pub(super) async fn save_raw(conn: &mut PgConnection, m: &NewRawMessage<'_>) -> 
          ORDER BY id
          LIMIT 1",
     )
-    .bind(message_id)
-    .bind(&m.dedup_key)
+    .bind(text(message_id))
+    .bind(text(&m.dedup_key))
     .bind(m.content_hash)
     .bind(m.core_hash)
     .fetch_optional(&mut *conn)
@@ -77,8 +79,8 @@ async fn insert_raw(
     .bind(m.mailbox)
     .bind(i64::from(m.uidvalidity))
     .bind(i64::from(m.uid))
-    .bind(key)
-    .bind(m.message_id)
+    .bind(text(key))
+    .bind(opt_text(m.message_id))
     .bind(m.content_hash)
     .bind(m.core_hash)
     .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
@@ -154,11 +156,11 @@ pub(super) async fn finish(
     .bind(id)
     .bind(o.classification.as_str())
     .bind(o.received_at.map(to_millis))
-    .bind(&o.from_address)
-    .bind(&o.from_name)
-    .bind(&o.subject)
-    .bind(&o.attachments)
-    .bind(&o.detail)
+    .bind(opt_text(o.from_address.as_deref()))
+    .bind(opt_text(o.from_name.as_deref()))
+    .bind(opt_text(o.subject.as_deref()))
+    .bind(opt_text(o.attachments.as_deref()))
+    .bind(opt_text(o.detail.as_deref()))
     .bind(o.request_id)
     .bind(to_millis(at))
     .execute(&mut *conn)

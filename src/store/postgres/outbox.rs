@@ -4,6 +4,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
+use super::text::{text, text_list};
+
 use crate::clock::{from_millis, to_millis};
 use crate::store::{
     AnsweredCounts, LastOutgoing, NewOutgoing, OutboxCounts, OutboxId, OutboxItem, RequestId,
@@ -22,12 +24,12 @@ pub(super) async fn enqueue(
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8)
          RETURNING id",
     )
-    .bind(&mail.message_id)
+    .bind(text(&mail.message_id))
     .bind(mail.request_id)
     .bind(&mail.kind)
     .bind(&mail.envelope_from)
     .bind(serde_json::to_string(&mail.recipients)?)
-    .bind(&mail.subject)
+    .bind(text(&mail.subject))
     .bind(&mail.raw)
     .bind(to_millis(at))
     .fetch_one(&mut *conn)
@@ -171,7 +173,7 @@ pub(super) async fn mark_retry(
     sqlx::query("UPDATE outbox SET status = 'pending', next_attempt_at = $2, last_error = $3 WHERE id = $1")
         .bind(id)
         .bind(to_millis(next_attempt_at))
-        .bind(error)
+        .bind(text(error))
         .execute(&mut *conn)
         .await
         .context("Cannot reschedule an email")?;
@@ -181,7 +183,7 @@ pub(super) async fn mark_retry(
 pub(super) async fn mark_failed(conn: &mut PgConnection, id: OutboxId, error: &str) -> anyhow::Result<()> {
     sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2 WHERE id = $1")
         .bind(id)
-        .bind(error)
+        .bind(text(error))
         .execute(&mut *conn)
         .await
         .context("Cannot record a failed email")?;
@@ -218,7 +220,7 @@ pub(super) async fn for_message_ids(
     let row = sqlx::query(
         "SELECT id, request_id, kind FROM outbox WHERE message_id = ANY($1) ORDER BY id DESC LIMIT 1",
     )
-    .bind(ids)
+    .bind(text_list(ids))
     .fetch_optional(&mut *conn)
     .await
     .context("Cannot look up the outbox")?;
@@ -232,7 +234,7 @@ pub(super) async fn mark_bounced(
 ) -> anyhow::Result<()> {
     sqlx::query("UPDATE outbox SET status = 'bounced', last_error = $2 WHERE id = $1")
         .bind(outbox_id)
-        .bind(detail)
+        .bind(text(detail))
         .execute(&mut *conn)
         .await
         .context("Cannot record a bounce")?;

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 
+use super::text::text;
+
 use crate::classify::AttachmentBody;
 use crate::clock::{from_millis, to_millis};
 use crate::store::{MessageId, PaperCounts, PaperRow, RequestId};
@@ -63,8 +65,8 @@ pub(super) async fn add(
     )
     .bind(request_id)
     .bind(message_id)
-    .bind(&file.name)
-    .bind(&file.content_type)
+    .bind(text(&file.name))
+    .bind(text(&file.content_type))
     .bind(&file.bytes)
     .bind(to_millis(at))
     .execute(&mut *conn)

@@ -5,6 +5,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
+use super::text::{opt_text, text};
+
 use crate::clock::{from_millis, to_millis};
 use crate::store::{AlertRow, DaemonStatus, Metrics, OutboxId, SmtpOutcome};
 
@@ -22,7 +24,7 @@ pub(super) async fn set_daemon(
              last_seen = EXCLUDED.last_seen, pid = EXCLUDED.pid",
     )
     .bind(imap)
-    .bind(detail)
+    .bind(opt_text(detail))
     .bind(to_millis(now))
     .bind(i64::from(std::process::id()))
     .execute(&mut *conn)
@@ -139,7 +141,7 @@ pub(super) async fn last_summary(conn: &mut PgConnection) -> anyhow::Result<Opti
 pub(super) async fn alert(conn: &mut PgConnection, key: &str) -> anyhow::Result<Option<AlertRow>> {
     let row =
         sqlx::query("SELECT key, subject, first_raised, last_sent, resolved_at FROM alerts WHERE key = $1")
-            .bind(key)
+            .bind(text(key))
             .fetch_optional(&mut *conn)
             .await
             .context("Cannot read an alert")?;
@@ -162,8 +164,8 @@ pub(super) async fn put_alert(conn: &mut PgConnection, a: &AlertRow) -> anyhow::
              subject = EXCLUDED.subject, first_raised = EXCLUDED.first_raised,
              last_sent = EXCLUDED.last_sent, resolved_at = EXCLUDED.resolved_at",
     )
-    .bind(&a.key)
-    .bind(&a.subject)
+    .bind(text(&a.key))
+    .bind(text(&a.subject))
     .bind(to_millis(a.first_raised))
     .bind(to_millis(a.last_sent))
     .bind(a.resolved_at.map(to_millis))

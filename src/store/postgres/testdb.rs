@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -23,13 +24,32 @@ pub(super) struct TestDb {
 }
 
 impl TestDb {
-    /// Drops the test's database (after closing the store's connections).
+    /// Drops the test's database (after closing the store's connections). On a loaded
+    /// machine a session the test just closed can still be exiting when FORCE's few seconds
+    /// of waiting for it run out ("being accessed by other users"), and the cluster, shared
+    /// by every test running, can be short of connection slots for a moment: the drop is
+    /// tried again for up to a minute before the test fails.
     pub async fn drop(self) {
         self.store.pool.close().await;
-        let mut admin =
-            PgConnection::connect_with(&self.admin).await.expect("connect to drop the test database");
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.expect("drop the test database");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let dropped = async {
+                let mut admin = PgConnection::connect_with(&self.admin).await?;
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&mut admin).await.map(drop);
+                let _ = admin.close().await;
+                done
+            }
+            .await;
+            match dropped {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("dropping the test database {} again after: {e}", self.name);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("cannot drop the test database {}: {e}", self.name),
+            }
+        }
     }
 }
 

@@ -255,7 +255,9 @@ async fn a_standby_takes_over_when_the_leader_stops_renewing_and_the_old_leader_
     let held_a2 =
         lease::try_acquire(&mut a, "node-a", length).await.unwrap().expect("a released lease is free");
     assert_eq!(held_a2.token, held_b.token + 1);
-    drop((a, b));
+    // Closed, not just dropped: the server has ended both sessions before the database goes.
+    let _ = a.close().await;
+    let _ = b.close().await;
     db.drop().await;
 }
 
@@ -282,7 +284,7 @@ async fn a_takeover_waits_for_the_old_leaders_fenced_write_to_finish() {
     write.commit().await.unwrap();
     let (h, took_over_at) = takeover.await.unwrap();
     assert!(h.is_some() && took_over_at >= committed_at);
-    drop(a);
+    let _ = a.close().await;
     db.drop().await;
 }
 
