@@ -1,6 +1,7 @@
 //! Messages taken from the inbox: their bytes, processing attempts and outcomes, and where
 //! the inbox watcher has got to.
 
+use super::text::{opt_text, text};
 use std::str::FromStr as _;
 
 use anyhow::Context as _;
@@ -36,8 +37,8 @@ pub(super) async fn save_raw(conn: &mut PgConnection, m: &NewRawMessage<'_>) -> 
          ORDER BY id
          LIMIT 1",
     )
-    .bind(message_id)
-    .bind(&m.dedup_key)
+    .bind(text(message_id))
+    .bind(text(&m.dedup_key))
     .bind(m.content_hash)
     .bind(m.core_hash)
     .fetch_optional(&mut *conn)
@@ -77,8 +78,8 @@ async fn insert_raw(
     .bind(m.mailbox)
     .bind(i64::from(m.uidvalidity))
     .bind(i64::from(m.uid))
-    .bind(key)
-    .bind(m.message_id)
+    .bind(text(key))
+    .bind(opt_text(m.message_id))
     .bind(m.content_hash)
     .bind(m.core_hash)
     .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
@@ -100,7 +101,7 @@ async fn insert_raw(
 
 async fn known(conn: &mut PgConnection, key: &str) -> anyhow::Result<RawSaved> {
     let row = sqlx::query("SELECT id, processed_at FROM messages WHERE dedup_key = $1")
-        .bind(key)
+        .bind(text(key))
         .fetch_optional(&mut *conn)
         .await
         .context("Cannot read the stored message")?
@@ -154,11 +155,11 @@ pub(super) async fn finish(
     .bind(id)
     .bind(o.classification.as_str())
     .bind(o.received_at.map(to_millis))
-    .bind(&o.from_address)
-    .bind(&o.from_name)
-    .bind(&o.subject)
-    .bind(&o.attachments)
-    .bind(&o.detail)
+    .bind(opt_text(o.from_address.as_ref()))
+    .bind(opt_text(o.from_name.as_ref()))
+    .bind(opt_text(o.subject.as_ref()))
+    .bind(opt_text(o.attachments.as_ref()))
+    .bind(opt_text(o.detail.as_ref()))
     .bind(o.request_id)
     .bind(to_millis(at))
     .execute(&mut *conn)

@@ -1,5 +1,6 @@
 //! The outbox: every email gatehouse sends, claimed and marked as it goes.
 
+use super::text::text;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
@@ -27,7 +28,7 @@ pub(super) async fn enqueue(
     .bind(&mail.kind)
     .bind(&mail.envelope_from)
     .bind(serde_json::to_string(&mail.recipients)?)
-    .bind(&mail.subject)
+    .bind(text(&mail.subject))
     .bind(&mail.raw)
     .bind(to_millis(at))
     .fetch_one(&mut *conn)
@@ -232,7 +233,7 @@ pub(super) async fn mark_bounced(
 ) -> anyhow::Result<()> {
     sqlx::query("UPDATE outbox SET status = 'bounced', last_error = $2 WHERE id = $1")
         .bind(outbox_id)
-        .bind(detail)
+        .bind(text(detail))
         .execute(&mut *conn)
         .await
         .context("Cannot record a bounce")?;

@@ -1,6 +1,7 @@
 //! Papers: the files a requester sent with a request, kept for `circulate`, and the weekly
 //! summary's figures about them.
 
+use super::text::text;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -63,8 +64,8 @@ pub(super) async fn add(
     )
     .bind(request_id)
     .bind(message_id)
-    .bind(&file.name)
-    .bind(&file.content_type)
+    .bind(text(&file.name))
+    .bind(text(&file.content_type))
     .bind(&file.bytes)
     .bind(to_millis(at))
     .execute(&mut *conn)

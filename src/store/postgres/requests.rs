@@ -1,5 +1,6 @@
 //! Requests, their events, thread Message-IDs and reference numbers.
 
+use super::text::{opt_text, text, text_list};
 use std::str::FromStr as _;
 
 use anyhow::Context as _;
@@ -99,7 +100,7 @@ pub(super) async fn for_thread(
         "WHERE r.id IN (SELECT t.request_id FROM thread_message_ids t WHERE t.message_id = ANY($1))
          ORDER BY r.received_at DESC, r.id DESC LIMIT 1"
     ))
-    .bind(ids)
+    .bind(text_list(ids))
     .fetch_optional(&mut *conn)
     .await
     .context("Cannot read the thread")?
@@ -150,12 +151,12 @@ pub(super) async fn insert(
     .bind(&r.reference)
     .bind(i64::from(r.ref_year))
     .bind(r.ref_seq)
-    .bind(&r.requester)
-    .bind(&r.requester_name)
-    .bind(&r.organisation)
-    .bind(&r.via)
-    .bind(&r.subject)
-    .bind(&r.body)
+    .bind(text(&r.requester))
+    .bind(opt_text(r.requester_name.as_ref()))
+    .bind(opt_text(r.organisation.as_ref()))
+    .bind(opt_text(r.via.as_ref()))
+    .bind(text(&r.subject))
+    .bind(text(&r.body))
     .bind(to_millis(r.received_at))
     .bind(r.probable_duplicate_of)
     .bind(&r.token)
@@ -187,9 +188,9 @@ pub(super) async fn add_event(
     )
     .bind(request_id)
     .bind(to_millis(at))
-    .bind(actor)
+    .bind(text(actor))
     .bind(kind.as_str())
-    .bind(detail)
+    .bind(opt_text(detail))
     .execute(&mut *conn)
     .await
     .context("Cannot record the event")?;
@@ -228,7 +229,7 @@ pub(super) async fn add_thread_id(
         "INSERT INTO thread_message_ids (message_id, request_id, direction) VALUES ($1, $2, $3)
          ON CONFLICT (message_id) DO NOTHING",
     )
-    .bind(message_id)
+    .bind(text(message_id))
     .bind(request_id)
     .bind(direction)
     .execute(&mut *conn)
@@ -283,7 +284,7 @@ pub(super) async fn for_notification(
                         WHERE t.direction = 'out:notification' AND t.message_id = ANY($1))
          ORDER BY r.id DESC LIMIT 1"
     ))
-    .bind(ids)
+    .bind(text_list(ids))
     .fetch_optional(&mut *conn)
     .await
     .context("Cannot look up the notification")?
@@ -313,8 +314,8 @@ pub(super) async fn recent(
          ) c
          ORDER BY id DESC LIMIT $4",
     )
-    .bind(requester)
-    .bind(organisation)
+    .bind(text(requester))
+    .bind(opt_text(organisation))
     .bind(to_millis(since))
     .bind(limit)
     .fetch_all(&mut *conn)
@@ -399,7 +400,7 @@ pub(super) async fn record_decision(
     .bind(request_id)
     .bind(decision.status().as_str())
     .bind(decision.as_str())
-    .bind(detail)
+    .bind(opt_text(detail))
     .bind(meeting_date.map(|d| d.format("%Y-%m-%d").to_string()))
     .bind(duplicate_of)
     .bind(to_millis(at))

@@ -1,6 +1,7 @@
 //! What the running daemon is doing (`daemon_status`), the once-only mailings (`summaries`)
 //! and the operator's alerts, for `gatehouse status` and the schedules.
 
+use super::text::text;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
@@ -163,7 +164,7 @@ pub(super) async fn put_alert(conn: &mut PgConnection, a: &AlertRow) -> anyhow::
              last_sent = EXCLUDED.last_sent, resolved_at = EXCLUDED.resolved_at",
     )
     .bind(&a.key)
-    .bind(&a.subject)
+    .bind(text(&a.subject))
     .bind(to_millis(a.first_raised))
     .bind(to_millis(a.last_sent))
     .bind(a.resolved_at.map(to_millis))
