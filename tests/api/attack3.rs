@@ -66,10 +66,10 @@ fn encoded_nuls(from: &str, to: &str, marker: &str) -> Vec<u8> {
 }
 
 /// NUL bytes as they are, undecoded: in the Message-ID, the subject, a References id and
-/// the body.
+/// the body. (Postfix cuts a header line at a NUL; the body's reaches the mailbox.)
 fn raw_nuls(from: &str, to: &str, marker: &str) -> Vec<u8> {
     format!(
-        "From: Raw Bloggs <{from}>\r\nTo: {to}\r\nSubject: Raw\0nul {marker}\r\n\
+        "From: Raw Bloggs <{from}>\r\nTo: {to}\r\nSubject: Raw {marker}\0nul\r\n\
          Message-ID: <raw\0nul.{marker}@icb.test>\r\nReferences: <ref\0nul.{marker}@icb.test>\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease\0help.\r\n"
     )
