@@ -12,6 +12,9 @@ use gatehouse::store::MessageRow;
 use crate::helpers::{TestApp, header, on_postgres, rand_suffix, readable, wait_until};
 use crate::triage::{Approach, approach, gmail_reply, send};
 
+/// Builds one hostile approach from a sender, to the shared address, carrying a marker.
+type Build = fn(&str, &str, &str) -> Vec<u8>;
+
 /// The stored message from `sender`, once it has been processed (or set aside).
 async fn processed_from(app: &TestApp, sender: &str) -> MessageRow {
     let store = app.store.clone();
@@ -119,8 +122,7 @@ async fn mail_postgres_cannot_hold_as_text_is_logged_answered_and_never_stops_th
         ("charset", "icb.test"),
     ]);
     let marker = rand_suffix();
-    let builders: [fn(&str, &str, &str) -> Vec<u8>; 4] =
-        [encoded_nuls, raw_nuls, huge_headers, broken_charsets];
+    let builders: [Build; 4] = [encoded_nuls, raw_nuls, huge_headers, broken_charsets];
     for (sender, build) in senders.iter().zip(builders) {
         app.stack.send_raw(sender, &[&app.shared], &build(sender, &app.shared, &marker)).await;
     }
@@ -368,18 +370,14 @@ async fn a_forged_door_joins_no_one_s_request_and_a_real_one_learns_no_internal_
         .await;
     // Someone outside [members] with an Authentication-Results of their own writing.
     let stranger = app.stack.user("stranger", "council.test");
-    let forged_auth = format!(
-        "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=council.test; dmarc=pass header.from=council.test\r\n"
-    );
+    let forged_auth = "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=council.test; dmarc=pass header.from=council.test\r\n";
     let raw = [forged_auth.as_bytes(), &inline_door(&stranger, &app.shared, jo, subject, &extra)].concat();
     app.stack.send_raw(&stranger, &[&app.shared], &raw).await;
     app.stack.wait_for_mail(&stranger, 1).await;
 
     // A real member's forward, vouched for: another door of Jo's request, confirmed to the
     // member in their own copy's words, never the gatekeeper's note or words for Jo.
-    let vouched = format!(
-        "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=nhs.test; dmarc=pass header.from=nhs.test\r\n"
-    );
+    let vouched = "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=nhs.test; dmarc=pass header.from=nhs.test\r\n";
     let raw = [vouched.as_bytes(), &inline_door(member, &app.shared, jo, subject, "")].concat();
     app.stack.send_raw(member, &[&app.shared], &raw).await;
     let confirmation = app.stack.wait_for_mail(member, 1).await.remove(0);
