@@ -172,7 +172,7 @@ pub(super) async fn mark_retry(
     sqlx::query("UPDATE outbox SET status = 'pending', next_attempt_at = $2, last_error = $3 WHERE id = $1")
         .bind(id)
         .bind(to_millis(next_attempt_at))
-        .bind(error)
+        .bind(text(error))
         .execute(&mut *conn)
         .await
         .context("Cannot reschedule an email")?;
@@ -182,7 +182,7 @@ pub(super) async fn mark_retry(
 pub(super) async fn mark_failed(conn: &mut PgConnection, id: OutboxId, error: &str) -> anyhow::Result<()> {
     sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2 WHERE id = $1")
         .bind(id)
-        .bind(error)
+        .bind(text(error))
         .execute(&mut *conn)
         .await
         .context("Cannot record a failed email")?;

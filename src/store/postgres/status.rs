@@ -1,7 +1,7 @@
 //! What the running daemon is doing (`daemon_status`), the once-only mailings (`summaries`)
 //! and the operator's alerts, for `gatehouse status` and the schedules.
 
-use super::text::text;
+use super::text::{opt_text, text};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
@@ -23,7 +23,7 @@ pub(super) async fn set_daemon(
              last_seen = EXCLUDED.last_seen, pid = EXCLUDED.pid",
     )
     .bind(imap)
-    .bind(detail)
+    .bind(opt_text(detail))
     .bind(to_millis(now))
     .bind(i64::from(std::process::id()))
     .execute(&mut *conn)
@@ -73,7 +73,7 @@ pub(super) async fn set_smtp(
         SmtpOutcome::Failed(e) => {
             sqlx::query("UPDATE daemon_status SET smtp_last_error = $2, smtp_last_error_at = $1 WHERE id = 1")
                 .bind(to_millis(at))
-                .bind(e)
+                .bind(text(e))
         }
     };
     query.execute(&mut *conn).await.context("Cannot record the SMTP status")?;
