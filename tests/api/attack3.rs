@@ -368,6 +368,7 @@ async fn a_forged_door_joins_no_one_s_request_and_a_real_one_learns_no_internal_
     app.stack
         .send_raw(other_member, &[&app.shared], &inline_door(other_member, &app.shared, jo, subject, &extra))
         .await;
+    app.stack.wait_for_mail(other_member, 1).await;
     // Someone outside [members] with an Authentication-Results of their own writing.
     let stranger = app.stack.user("stranger", "council.test");
     let forged_auth = "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=council.test; dmarc=pass header.from=council.test\r\n";
@@ -375,8 +376,10 @@ async fn a_forged_door_joins_no_one_s_request_and_a_real_one_learns_no_internal_
     app.stack.send_raw(&stranger, &[&app.shared], &raw).await;
     app.stack.wait_for_mail(&stranger, 1).await;
 
-    // A real member's forward, vouched for: another door of Jo's request, confirmed to the
-    // member in their own copy's words, never the gatekeeper's note or words for Jo.
+    // A real member's forward, vouched for: another door of Jo's request (not of the two
+    // unverified requests the forged copies made under Jo's name with the same text),
+    // confirmed to the member in their own copy's words, never the gatekeeper's note or
+    // words for Jo.
     let vouched = "Authentication-Results: mx.gatehouse.test; dkim=pass header.d=nhs.test; dmarc=pass header.from=nhs.test\r\n";
     let raw = [vouched.as_bytes(), &inline_door(member, &app.shared, jo, subject, "")].concat();
     app.stack.send_raw(member, &[&app.shared], &raw).await;
