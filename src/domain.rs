@@ -84,6 +84,57 @@ impl EmailAddress {
     }
 }
 
+/// Whether `c` can make text show other than it is written: bidirectional embeddings,
+/// overrides, isolates and marks, and invisible characters (zero-width, soft hyphen, tags).
+/// The one list every value from mail shown to a person is cleaned of.
+pub fn hides_or_reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{061C}'
+            | '\u{00AD}'
+            | '\u{180E}'
+            | '\u{FEFF}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
+/// The longest attachment name gatehouse repeats from mail, in characters.
+pub const MAX_FILE_NAME_CHARS: usize = 120;
+
+/// An attachment's name from mail as gatehouse passes it on (to gatekeepers, to the board
+/// with a paper): the one place a sender's file name is made safe. Control characters (NUL
+/// above all, which cuts a name short in C and which PostgreSQL text cannot hold) and
+/// characters that reorder or hide text go, so "report<RLO>fdp.exe" cannot show as
+/// "reportexe.pdf"; path separators and quotes go, so a name cannot climb out of the folder
+/// it is saved in; white space is collapsed, leading dots dropped, and the result cut to
+/// [`MAX_FILE_NAME_CHARS`] keeping the extension. None when nothing is left.
+pub fn file_name(raw: &str) -> Option<String> {
+    let kept: String = raw
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .filter(|c| !hides_or_reorders(*c))
+        .collect();
+    let kept = kept.replace(['/', '\\', '"'], " ");
+    let joined = kept.split_whitespace().collect::<Vec<_>>().join(" ");
+    let name = joined.trim_start_matches(['.', ' ']);
+    if name.is_empty() {
+        return None;
+    }
+    if name.chars().count() <= MAX_FILE_NAME_CHARS {
+        return Some(name.to_string());
+    }
+    let ext: String = match name.rsplit_once('.') {
+        Some((_, e)) if !e.is_empty() && e.chars().count() <= 10 => format!(".{e}"),
+        _ => String::new(),
+    };
+    let stem: String = name.chars().take(MAX_FILE_NAME_CHARS - ext.chars().count()).collect();
+    Some(format!("{}{ext}", stem.trim_end()))
+}
+
 /// The longest display name gatehouse repeats from mail, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
 
@@ -103,13 +154,7 @@ pub fn display_name(raw: &str) -> Option<String> {
             | '\u{203A}' | '\u{3008}' | '\u{3009}' | '\u{27E8}' | '\u{27E9}' | '\u{FF02}' => {
                 cleaned.push(' ')
             }
-            // Bidirectional embeddings, overrides, isolates and marks; zero-width characters.
-            '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{061C}'
-            | '\u{2060}'
-            | '\u{FEFF}' => {}
+            c if hides_or_reorders(c) => {}
             c if c.is_control() => cleaned.push(' '),
             c => cleaned.push(c),
         }
@@ -384,6 +429,17 @@ mod tests {
         }
         let long = format!("{}@nhs.net", "a".repeat(70));
         assert!(EmailAddress::parse(&long).unwrap().mailable().is_err());
+    }
+
+    #[test]
+    fn file_names_cannot_reorder_climb_out_or_carry_nul() {
+        assert_eq!(file_name("report\u{202E}fdp.exe").as_deref(), Some("reportfdp.exe"));
+        assert_eq!(file_name("../../etc/cron.d/evil").as_deref(), Some("etc cron.d evil"));
+        assert_eq!(file_name("minutes.pdf\0.exe").as_deref(), Some("minutes.pdf .exe"));
+        assert_eq!(file_name("\u{200B}\u{2066}").as_deref(), None);
+        let long = file_name(&format!("{}.pdf", "a".repeat(500))).unwrap();
+        assert_eq!((long.chars().count(), long.ends_with(".pdf")), (MAX_FILE_NAME_CHARS, true));
+        assert_eq!(file_name("Costing paper v2.pdf").as_deref(), Some("Costing paper v2.pdf"));
     }
 
     #[test]

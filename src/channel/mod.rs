@@ -154,15 +154,7 @@ pub fn safe(s: &str) -> String {
     let mut after_word = false;
     for c in s.chars() {
         match c {
-            '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{061C}'
-            | '\u{00AD}'
-            | '\u{180E}'
-            | '\u{FEFF}'
-            | '\u{E0000}'..='\u{E007F}' => continue,
+            c if crate::domain::hides_or_reorders(c) => continue,
             '@' if !after_word => out.push_str("(at)"),
             '\u{FF20}' | '\u{FE6B}' => out.push_str("(at)"),
             c if c.is_control() => out.push(' '),

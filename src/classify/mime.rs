@@ -552,8 +552,7 @@ fn extract_parts(msg: &Message<'_>, depth: usize, attach_max: usize, out: &mut E
             attached += bytes.len();
             let name = part
                 .attachment_name()
-                .map(|n| n.chars().filter(|c| !c.is_control() && !"/\\\"".contains(*c)).collect::<String>())
-                .filter(|n| !n.trim().is_empty())
+                .and_then(crate::domain::file_name)
                 .unwrap_or_else(|| format!("attachment-{}", out.attachment_bodies.len() + 1));
             out.attachment_bodies.push(AttachmentBody {
                 name,
@@ -562,7 +561,7 @@ fn extract_parts(msg: &Message<'_>, depth: usize, attach_max: usize, out: &mut E
             });
         }
         out.attachments.push(Attachment {
-            name: part.attachment_name().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
+            name: part.attachment_name().and_then(crate::domain::file_name),
             content_type,
             size,
         });

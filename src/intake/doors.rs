@@ -43,8 +43,12 @@ pub async fn same_approach(
     let since = now - chrono::Duration::days(DOOR_WINDOW_DAYS);
     // A claimed Message-ID alone is not enough: the request must also be the forwarded
     // sender's, so a forward cannot join a request by quoting an id it picked up elsewhere.
+    // Nor is a request logged from an unverified forward anyone's door: a stranger who
+    // forwarded the approach first would otherwise collect the members' real copies (and
+    // their outcome goes to that stranger only).
     let same = |r: &RequestRow| {
         !r.is_anonymised()
+            && !r.requester_unverified
             && r.received_at >= since
             && EmailAddress::parse(&r.requester).is_ok_and(|r| r.person() == original.person())
     };
@@ -62,17 +66,19 @@ pub async fn same_approach(
         return Ok(None);
     }
     let tokens: Vec<String> = recent.into_iter().map(|(_, token)| token).collect();
-    let mut best: Option<(f64, String)> = None;
+    let mut alike: Vec<(f64, String)> = Vec::new();
     for text in tx.request_texts(&tokens).await? {
-        let floor = best.as_ref().map_or(SAME_TEXT, |(s, _)| *s);
-        if let Some(score) = fingerprint.similarity_from(&text.fingerprint, floor)
-            && best.as_ref().is_none_or(|(s, _)| score > *s)
-        {
-            best = Some((score, text.token));
+        if let Some(score) = fingerprint.similarity_from(&text.fingerprint, SAME_TEXT) {
+            alike.push((score, text.token));
         }
     }
-    let Some((_, token)) = best else {
-        return Ok(None);
-    };
-    Ok(tx.request_by_token(&token).await?.filter(same))
+    // The most alike that may be joined: an equally alike request that may not (an
+    // unverified forward of the same text) must not hide the one that may.
+    alike.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, token) in alike {
+        if let Some(request) = tx.request_by_token(&token).await?.filter(same) {
+            return Ok(Some(request));
+        }
+    }
+    Ok(None)
 }

@@ -5,6 +5,7 @@
 mod agenda;
 mod attack;
 mod attack2;
+mod attack3;
 mod bench;
 mod channel;
 mod classify;

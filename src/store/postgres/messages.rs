@@ -102,7 +102,7 @@ async fn insert_raw(
 
 async fn known(conn: &mut PgConnection, key: &str) -> anyhow::Result<RawSaved> {
     let row = sqlx::query("SELECT id, processed_at FROM messages WHERE dedup_key = $1")
-        .bind(key)
+        .bind(text(key))
         .fetch_optional(&mut *conn)
         .await
         .context("Cannot read the stored message")?

@@ -189,7 +189,7 @@ pub(super) async fn add_event(
     )
     .bind(request_id)
     .bind(to_millis(at))
-    .bind(actor)
+    .bind(text(actor))
     .bind(kind.as_str())
     .bind(opt_text(detail))
     .execute(&mut *conn)
@@ -315,8 +315,8 @@ pub(super) async fn recent(
          ) c
          ORDER BY id DESC LIMIT $4",
     )
-    .bind(requester)
-    .bind(organisation)
+    .bind(text(requester))
+    .bind(opt_text(organisation))
     .bind(to_millis(since))
     .bind(limit)
     .fetch_all(&mut *conn)

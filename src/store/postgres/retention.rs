@@ -4,6 +4,7 @@
 //! purge, so `gatehouse purge --dry-run` counts what `gatehouse purge` removes. Purge and
 //! erasure each run in one transaction of their own.
 
+use super::text::text;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -252,9 +253,9 @@ pub(super) async fn add_service_event(
 ) -> anyhow::Result<()> {
     sqlx::query("INSERT INTO service_events (at, actor, kind, detail) VALUES ($1, $2, $3, $4)")
         .bind(to_millis(at))
-        .bind(actor)
+        .bind(text(actor))
         .bind(kind.as_str())
-        .bind(detail)
+        .bind(text(detail))
         .execute(&mut *conn)
         .await
         .context("Cannot record the service event")?;

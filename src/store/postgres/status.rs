@@ -74,7 +74,7 @@ pub(super) async fn set_smtp(
         SmtpOutcome::Failed(e) => {
             sqlx::query("UPDATE daemon_status SET smtp_last_error = $2, smtp_last_error_at = $1 WHERE id = 1")
                 .bind(to_millis(at))
-                .bind(e)
+                .bind(text(e))
         }
     };
     query.execute(&mut *conn).await.context("Cannot record the SMTP status")?;

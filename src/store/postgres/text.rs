@@ -1,37 +1,37 @@
-//! Text as PostgreSQL will take it. It refuses NUL in a text value (SQLite keeps one), and
-//! mail can carry a NUL anywhere a client puts text: a raw byte, quoted-printable `=00`, an
-//! RFC 2047 word in a subject or a name, an RFC 2231 file name, a Message-ID. Bound as it
-//! is, such a message fails every time, even its quarantine (whose outcome repeats the
-//! subject), and the inbox stops behind it. So every text that can come from mail is bound
-//! through [`text`], each NUL replaced by U+FFFD (the mark for "a character that could not
-//! be kept"); lookups go through it too, so they find what was stored.
+//! Text as PostgreSQL can hold it. A `text` value cannot contain NUL (U+0000): the server
+//! refuses the whole statement, where SQLite keeps it. Mail can carry a NUL anywhere a
+//! decoder puts one (`=00` in quoted-printable, an encoded word, an RFC 2231 file name, a
+//! Message-ID as it came), so every string bound from mail goes through [`text`] here: the
+//! one place that rule lives. A NUL becomes U+FFFD (the replacement character), so the value
+//! still shows that something was there; the raw bytes (`bytea`) keep the original. Look-ups
+//! (a Message-ID, a dedup key) go through the same mapping, so they find what was stored.
 
 use std::borrow::Cow;
 
-/// `s` without NULs (each one U+FFFD); borrowed when it has none, as nearly all text has.
+/// `s` with every NUL replaced by U+FFFD; borrowed when there is none (nearly always).
 pub(super) fn text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
 }
 
 /// [`text`] for an optional value.
-pub(super) fn opt_text(s: Option<&str>) -> Option<Cow<'_, str>> {
-    s.map(text)
+pub(super) fn opt_text<S: AsRef<str> + ?Sized>(s: Option<&S>) -> Option<Cow<'_, str>> {
+    s.map(|s| text(s.as_ref()))
 }
 
-/// [`text`] for each of a list (a bound array of Message-IDs).
-pub(super) fn text_list(list: &[String]) -> Vec<Cow<'_, str>> {
-    list.iter().map(|s| text(s)).collect()
+/// [`text`] for each of a list (thread ids, tokens).
+pub(super) fn text_list<S: AsRef<str>>(list: &[S]) -> Vec<String> {
+    list.iter().map(|s| text(s.as_ref()).into_owned()).collect()
 }
 
 #[cfg(test)]
-mod unit {
+mod tests {
     use super::*;
 
     #[test]
-    fn nuls_are_marked_and_other_text_is_left_alone() {
-        assert_eq!(text("Room\0 booking\0"), "Room\u{FFFD} booking\u{FFFD}");
-        assert!(matches!(text("Room booking"), Cow::Borrowed("Room booking")));
-        assert_eq!(opt_text(Some("a\0")).as_deref(), Some("a\u{FFFD}"));
-        assert_eq!(text_list(&["<a\0@x>".into(), "<b@x>".into()]), ["<a\u{FFFD}@x>", "<b@x>"]);
+    fn nul_becomes_the_replacement_character_and_the_rest_is_untouched() {
+        assert!(matches!(text("plain"), Cow::Borrowed("plain")));
+        assert_eq!(text("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(opt_text(Some("x\0")).as_deref(), Some("x\u{FFFD}"));
+        assert_eq!(text_list(&["<a\0@b>", "<c@d>"]), ["<a\u{FFFD}@b>", "<c@d>"]);
     }
 }
