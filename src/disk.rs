@@ -116,6 +116,19 @@ impl Disk {
     /// and the margin; otherwise leaves things as they are (the watcher tries again). A
     /// ballast of another size (the setting changed) is replaced.
     pub fn ensure_ballast(&self) {
+        // On PostgreSQL nothing else makes the data directory, and without it the watch
+        // could not read the free space (the local disk still holds the logs and ballast).
+        if !self.config.service.data_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt as _;
+            let made =
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.config.service.data_dir);
+            if let Err(e) = made {
+                tracing::warn!(
+                    "Cannot create the data directory {}: {e}",
+                    self.config.service.data_dir.display()
+                );
+            }
+        }
         let want = self.ballast_bytes();
         if want == 0 {
             // Turned off: a ballast left from before is only wasted space.
