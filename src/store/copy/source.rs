@@ -8,6 +8,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use super::value::{Checksum, Kind, Rows, TablePlan, Value, column_list, ident};
+use crate::store::postgres;
 
 /// How long to wait for the file's write lock before saying something else holds it.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -107,14 +108,18 @@ impl Source {
 
 /// A SQLite value as the PostgreSQL column's type holds it; anything that would not come
 /// back the same (a fraction, a flag other than 0 or 1, text that is not UTF-8) stops the
-/// copy rather than being changed on the way.
+/// copy rather than being changed on the way. The one change is the one the PostgreSQL
+/// store makes to all text from mail ([`postgres::text`]): a NUL, which SQLite kept and
+/// PostgreSQL cannot hold, becomes U+FFFD; the raw bytes keep it. Both sides' checksums
+/// are of the value as copied.
 fn take(value: ValueRef<'_>, kind: Kind) -> anyhow::Result<Value> {
     Ok(match (value, kind) {
         (ValueRef::Null, _) => Value::Null,
         (ValueRef::Integer(i), Kind::Int) => Value::Int(i),
         (ValueRef::Integer(i @ (0 | 1)), Kind::Bool) => Value::Bool(i == 1),
         (ValueRef::Text(t), Kind::Text) => {
-            Value::Text(String::from_utf8(t.to_vec()).context("Not UTF-8 text")?)
+            let t = std::str::from_utf8(t).context("Not UTF-8 text")?;
+            Value::Text(postgres::text::text(t).into_owned())
         }
         (ValueRef::Integer(i), Kind::Text) => Value::Text(i.to_string()),
         (ValueRef::Blob(b) | ValueRef::Text(b), Kind::Bytes) => Value::Bytes(b.to_vec()),

@@ -22,7 +22,7 @@ mod papers;
 mod requests;
 mod retention;
 mod status;
-mod text;
+pub(crate) mod text;
 
 use std::path::Path;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 /// `s` with every NUL replaced by U+FFFD; borrowed when there is none (nearly always).
-pub(super) fn text(s: &str) -> Cow<'_, str> {
+pub(crate) fn text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
 }
 
