@@ -143,7 +143,14 @@ impl App {
     ) {
         let keeping = CancellationToken::new();
         let mut holding = seat.holding.subscribe();
-        let keeper = tokio::spawn(lease::keep(seat.pg, seat.node.clone(), seat.holding, keeping.clone()));
+        // Dies with this task: a daemon task aborted (in-process, as the tests crash one)
+        // must not leave its lease renewed for ever by a keeper nobody owns.
+        let keeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(lease::keep(
+            seat.pg,
+            seat.node.clone(),
+            seat.holding,
+            keeping.clone(),
+        )));
         while let Some(held) = leadership::elected(&mut holding, &shutdown).await {
             tracing::info!("Node {}: leading (lease token {})", seat.node, held.token);
             let term = shutdown.child_token();
