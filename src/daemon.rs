@@ -93,7 +93,7 @@ impl App {
 
         let mut tasks = JoinSet::new();
         self.spawn_housekeeping(&mut tasks, disk, &shutdown);
-        let fence = self.seat.as_ref().map(|seat| seat.holding.subscribe());
+        let fence = self.seat.as_ref().map(|seat| (seat.holding.subscribe(), seat.pg.clone()));
         if let Some(listener) = metrics {
             self.spawn_health(&mut tasks, listener, tokens, &status, fence, &shutdown);
         }
@@ -229,7 +229,7 @@ impl App {
         listener: tokio::net::TcpListener,
         tokens: Tokens,
         status: &StatusBoard,
-        fence: Option<store::postgres::Fence>,
+        fence: Option<(store::postgres::Fence, store::postgres::PgStore)>,
         shutdown: &CancellationToken,
     ) {
         if let Ok(at) = listener.local_addr() {

@@ -31,6 +31,7 @@ use crate::inbox::status::StatusBoard;
 use crate::oauth::TokenProvider;
 use crate::outbox::FAILING_AFTER_ATTEMPTS;
 use crate::store::SharedStore;
+use crate::store::postgres::lease;
 
 /// Upper bounds (seconds) of the arrival-to-acknowledgement histogram: from "at once" to
 /// "the daemon was down for a day".
@@ -46,16 +47,18 @@ pub struct Health {
     pub status: StatusBoard,
     /// The OAuth2 token providers in use, by config section.
     pub tokens: Vec<(&'static str, Arc<TokenProvider>)>,
-    /// On a shared database: the leader lease this node holds (`None` inside: standby).
-    pub holding: Option<crate::store::postgres::Fence>,
+    /// On a shared database: the leader lease this node holds (`None` inside: standby),
+    /// and the database the lease is kept in (a standby asks it who leads).
+    pub holding: Option<(crate::store::postgres::Fence, crate::store::postgres::PgStore)>,
 }
 
 /// How a ready node serves: a standby is ready too (it is alive, reaches the database and
 /// will take over), and says so, so a monitor can tell the two roles apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ready {
     Leader,
-    Standby,
+    /// Standing by while this node leads.
+    Standby(String),
 }
 
 type Labels = Vec<(String, String)>;
@@ -63,12 +66,20 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 
 impl Health {
     /// `/readyz`: on the leader, `Ok` while the inbox is watched, the database takes writes
-    /// and the outbox is not stuck; on a standby, `Ok` while the database answers (it has
-    /// nothing else to do until it takes over); otherwise why not, in a line.
+    /// and the outbox is not stuck; on a standby, `Ok` while another node's lease is live
+    /// (it has nothing else to do until it takes over); a standby while no node leads is
+    /// not ready, since nothing watches the inbox; otherwise why not, in a line.
     pub async fn ready(&self) -> Result<Ready, String> {
-        if self.holding.as_ref().is_some_and(|h| h.borrow().is_none()) {
-            self.store.ping().await.map_err(|e| format!("standby cannot reach the database: {e:#}"))?;
-            return Ok(Ready::Standby);
+        if let Some((fence, pg)) = &self.holding
+            && fence.borrow().is_none()
+        {
+            let unreachable = |e: anyhow::Error| format!("standby cannot reach the database: {e:#}");
+            let mut conn = pg.connection().await.map_err(unreachable)?;
+            let holder = lease::live_holder(&mut conn).await.map_err(unreachable)?;
+            return match holder {
+                Some(leader) if leader != self.config.service.node_name => Ok(Ready::Standby(leader)),
+                _ => Err("no node leads (this one is standing by for the leader lease)".into()),
+            };
         }
         let (state, detail) = self.status.imap().await;
         if !matches!(state, ImapState::Idle | ImapState::Polling) {
@@ -310,7 +321,7 @@ async fn answer(health: &Health, request: &Request<Incoming>) -> Response<Full<B
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match health.ready().await {
             Ok(Ready::Leader) => text(StatusCode::OK, "ready\n".into()),
-            Ok(Ready::Standby) => text(StatusCode::OK, "ready (standby: another node leads)\n".into()),
+            Ok(Ready::Standby(leader)) => text(StatusCode::OK, format!("ready (standby: {leader} leads)\n")),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
         },
         "/metrics" => match health.metrics().await {

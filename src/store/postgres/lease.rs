@@ -177,6 +177,15 @@ pub async fn heartbeat(conn: &mut PgConnection, node: &str, role: NodeRole) -> a
     Ok(())
 }
 
+/// The node whose lease is live now, by the database's clock; `None` while no node leads
+/// (a leader just died, or the first node has not taken the lease yet).
+pub async fn live_holder(conn: &mut PgConnection) -> anyhow::Result<Option<String>> {
+    sqlx::query_scalar("SELECT holder FROM leader_lease WHERE id = 1 AND expires_at > clock_timestamp()")
+        .fetch_optional(&mut *conn)
+        .await
+        .context("Cannot read the leader lease")
+}
+
 /// Every node that has run against this database, by name, each with its role by the lease
 /// as it stands now.
 pub async fn nodes(conn: &mut PgConnection) -> anyhow::Result<Vec<NodeRow>> {
